@@ -1,0 +1,39 @@
+// The list of benchmarks and the timing rule they share.
+#include <algorithm>
+#include <chrono>
+
+#include "bench/router_bench.h"
+
+namespace switchyard {
+
+const std::vector<BenchEntry>& bench_registry() {
+  static const std::vector<BenchEntry> entries = {
+      {"routers", "the six routers: params, latency, entropy, load balance (+ FWHT vs dense)",
+       [](const BenchContext& ctx) {
+         run_router_bench(ctx);
+         run_fwht_bench(ctx);
+       }},
+      {"fwht", "fast Walsh-Hadamard transform against a dense Hadamard matmul", run_fwht_bench},
+  };
+  return entries;
+}
+
+const BenchEntry* find_bench(const std::string& name) {
+  for (const auto& e : bench_registry())
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+double median_us(const std::function<void()>& fn, int warmup, int repeats) {
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> us(repeats);
+  for (auto& t : us) {
+    const auto start = std::chrono::steady_clock::now();
+    fn();
+    t = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+  }
+  std::nth_element(us.begin(), us.begin() + repeats / 2, us.end());
+  return us[repeats / 2];
+}
+
+}  // namespace switchyard

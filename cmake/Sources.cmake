@@ -1,0 +1,71 @@
+# Targets: switchyard_config (protobuf schema), switchyard_cuda (kernels, torch-free),
+# switchyard_core (the library) and the `switchyard` executable.
+
+# ---- protobuf schema ---------------------------------------------------------------------------
+set(SWITCHYARD_GEN_DIR ${CMAKE_BINARY_DIR}/gen)
+file(MAKE_DIRECTORY ${SWITCHYARD_GEN_DIR}/configs)
+add_custom_command(
+  OUTPUT ${SWITCHYARD_GEN_DIR}/configs/switchyard.pb.cc ${SWITCHYARD_GEN_DIR}/configs/switchyard.pb.h
+  COMMAND protobuf::protoc --cpp_out=${SWITCHYARD_GEN_DIR} -I${CMAKE_SOURCE_DIR}
+          ${CMAKE_SOURCE_DIR}/configs/switchyard.proto
+  DEPENDS ${CMAKE_SOURCE_DIR}/configs/switchyard.proto protobuf::protoc
+  COMMENT "protoc configs/switchyard.proto")
+add_library(switchyard_config STATIC
+  ${SWITCHYARD_GEN_DIR}/configs/switchyard.pb.cc
+  configs/run_config.cpp
+  configs/validate.cpp)
+target_include_directories(switchyard_config PUBLIC ${CMAKE_SOURCE_DIR} ${SWITCHYARD_GEN_DIR})
+target_link_libraries(switchyard_config PUBLIC protobuf::libprotobuf)
+set_target_properties(switchyard_config PROPERTIES POSITION_INDEPENDENT_CODE ON)
+
+# ---- CUDA kernels (no torch headers: nvcc stays fast) ------------------------------------------
+if(SWITCHYARD_CUDA)
+  add_library(switchyard_cuda STATIC routers/fwht_cuda.cu)
+  target_include_directories(switchyard_cuda PRIVATE ${CMAKE_SOURCE_DIR})
+  set_target_properties(switchyard_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON
+                                                   CUDA_SEPARABLE_COMPILATION OFF)
+  target_link_libraries(switchyard_cuda PUBLIC CUDA::cudart)
+endif()
+
+# ---- build facts for `switchyard info` ----------------------------------------------------------
+configure_file(${CMAKE_SOURCE_DIR}/launch/build_info.h.in ${SWITCHYARD_GEN_DIR}/launch/build_info.h @ONLY)
+
+# ---- the library ---------------------------------------------------------------------------------
+add_library(switchyard_core STATIC
+  routers/gating.cpp
+  routers/router.cpp
+  routers/router_registry.cpp
+  routers/linear_router.cpp
+  routers/attention_router.cpp
+  routers/mlp_router.cpp
+  routers/hybrid_router.cpp
+  routers/hash_router.cpp
+  routers/mlp_hadamard_router.cpp
+  routers/fwht.cpp
+  routers/routing_stats.cpp
+  common/table.cpp
+  bench/bench_registry.cpp
+  bench/router_bench.cpp
+  bench/fwht_bench.cpp)
+target_include_directories(switchyard_core PUBLIC ${CMAKE_SOURCE_DIR} ${SWITCHYARD_GEN_DIR})
+target_link_libraries(switchyard_core PUBLIC switchyard_config ${TORCH_LIBRARIES} MPI::MPI_CXX
+                                             Boost::program_options Threads::Threads)
+# One precompiled torch header for every torch-heavy unit: the biggest single build-time win.
+target_precompile_headers(switchyard_core PRIVATE <torch/torch.h>)
+if(SWITCHYARD_CUDA)
+  target_compile_definitions(switchyard_core PUBLIC SWITCHYARD_WITH_CUDA=1)
+  target_include_directories(switchyard_core PUBLIC ${NCCL_INCLUDE_DIR})
+  target_link_libraries(switchyard_core PUBLIC switchyard_cuda ${NCCL_LIBRARY})
+  if(SWITCHYARD_CUDART_DIR)
+    target_link_options(switchyard_core INTERFACE "-Wl,-rpath,${SWITCHYARD_CUDART_DIR}")
+  endif()
+endif()
+
+# ---- the executable ------------------------------------------------------------------------------
+add_executable(switchyard
+  launch/main.cpp
+  launch/cli.cpp
+  launch/cmd_info.cpp
+  launch/cmd_bench.cpp)
+target_link_libraries(switchyard PRIVATE switchyard_core)
+target_precompile_headers(switchyard REUSE_FROM switchyard_core)

@@ -1,0 +1,41 @@
+// Error types and CHECK macros shared by every module.
+// Library code throws; only `main` turns an error into a message and an exit code.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace switchyard {
+
+/// Any failure Switchyard reports to the user. The message is one line.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Bad user input (config file, --set override, command line): exit code 2, nothing started.
+class ConfigError : public Error {
+ public:
+  using Error::Error;
+};
+
+namespace detail {
+template <typename... Args>
+std::string concat(const Args&... args) {
+  std::ostringstream os;
+  (os << ... << args);
+  return os.str();
+}
+}  // namespace detail
+
+}  // namespace switchyard
+
+/// SY_CHECK(cond, "message parts", ...) throws switchyard::Error naming file and line.
+#define SY_CHECK(cond, ...)                                                               \
+  do {                                                                                    \
+    if (!(cond)) {                                                                        \
+      throw ::switchyard::Error(::switchyard::detail::concat(__FILE__, ":", __LINE__, ": ", \
+                                                             __VA_ARGS__));               \
+    }                                                                                     \
+  } while (0)

@@ -1,0 +1,122 @@
+// The one place where a RunConfig's invariants are checked. Each violation is reported as
+// "field.path: what is wrong" so the user can find it in the .pbtxt or the --set line.
+#include <cmath>
+
+#include "common/errors.h"
+#include "configs/run_config.h"
+
+namespace switchyard {
+namespace {
+
+bool is_power_of_two(long long v) { return v > 0 && (v & (v - 1)) == 0; }
+
+template <typename T>
+void require(bool ok, const std::string& field, const T& value, const std::string& why) {
+  if (!ok) throw ConfigError(detail::concat(field, " = ", value, ": ", why));
+}
+
+void require_positive(long long v, const std::string& field) {
+  require(v > 0, field, v, "must be positive");
+}
+
+void validate_model(const config::ModelConfig& m) {
+  require_positive(m.hidden_size(), "model.hidden_size");
+  require_positive(m.num_experts(), "model.num_experts");
+  require_positive(m.num_layers(), "model.num_layers");
+  require_positive(m.expert_intermediate_size(), "model.expert_intermediate_size");
+  require(m.shared_expert_intermediate_size() >= 0, "model.shared_expert_intermediate_size",
+          m.shared_expert_intermediate_size(), "must be non-negative (0: no shared expert)");
+  require_positive(m.vocab_size(), "model.vocab_size");
+}
+
+// Router checks that depend on the number of experts run once per shape the router is built at.
+void validate_router_for_experts(const config::RouterConfig& r, int num_experts,
+                                 const std::string& experts_field) {
+  require(r.top_k() <= num_experts, "router.top_k", r.top_k(),
+          detail::concat("exceeds ", experts_field, " (", num_experts, ")"));
+  if (r.has_mlp_hadamard())
+    require(r.mlp_hadamard().hidden() > num_experts, "router.mlp_hadamard.hidden",
+            r.mlp_hadamard().hidden(),
+            detail::concat("must exceed ", experts_field, " (", num_experts,
+                           "): the DC coefficient is not read out"));
+}
+
+void validate_router(const config::RouterConfig& r) {
+  require_positive(r.top_k(), "router.top_k");
+  require(std::isfinite(r.capacity_factor()), "router.capacity_factor", r.capacity_factor(),
+          "must be finite (<= 0 means dropless)");
+  require(r.jitter_noise() >= 0 && r.jitter_noise() < 1, "router.jitter_noise", r.jitter_noise(),
+          "must be in [0, 1)");
+  require(r.aux_loss_coef() >= 0, "router.aux_loss_coef", r.aux_loss_coef(), "must be >= 0");
+  require(r.z_loss_coef() >= 0, "router.z_loss_coef", r.z_loss_coef(), "must be >= 0");
+  switch (r.kind_case()) {
+    case config::RouterConfig::kAttention:
+      require_positive(r.attention().num_heads(), "router.attention.num_heads");
+      require_positive(r.attention().head_dim(), "router.attention.head_dim");
+      break;
+    case config::RouterConfig::kMlp:
+      require_positive(r.mlp().hidden(), "router.mlp.hidden");
+      break;
+    case config::RouterConfig::kHybrid:
+      require_positive(r.hybrid().mlp_hidden(), "router.hybrid.mlp_hidden");
+      require(r.hybrid().initial_mix() > 0 && r.hybrid().initial_mix() < 1,
+              "router.hybrid.initial_mix", r.hybrid().initial_mix(), "must be in (0, 1)");
+      break;
+    case config::RouterConfig::kMlpHadamard:
+      require(is_power_of_two(r.mlp_hadamard().hidden()), "router.mlp_hadamard.hidden",
+              r.mlp_hadamard().hidden(), "must be a power of two (the Walsh-Hadamard width)");
+      break;
+    default:
+      break;
+  }
+}
+
+void validate_train(const config::TrainConfig& t) {
+  require_positive(t.steps(), "train.steps");
+  require(std::isfinite(t.learning_rate()) && t.learning_rate() > 0, "train.learning_rate",
+          t.learning_rate(), "must be positive");
+  require(t.weight_decay() >= 0, "train.weight_decay", t.weight_decay(), "must be >= 0");
+  require(t.warmup_steps() >= 0, "train.warmup_steps", t.warmup_steps(), "must be >= 0");
+  require(t.grad_clip() >= 0, "train.grad_clip", t.grad_clip(), "must be >= 0 (0: no clipping)");
+  require_positive(t.micro_batch_size(), "train.micro_batch_size");
+  require_positive(t.grad_accumulation(), "train.grad_accumulation");
+  require_positive(t.seq_len(), "train.seq_len");
+}
+
+void validate_bench(const config::BenchConfig& b, const config::RouterConfig& r) {
+  require_positive(b.tokens(), "bench.tokens");
+  require_positive(b.repeats(), "bench.repeats");
+  require(b.warmup() >= 0, "bench.warmup", b.warmup(), "must be >= 0");
+  for (int i = 0; i < b.router_shapes_size(); ++i) {
+    const auto& s = b.router_shapes(i);
+    const std::string at = detail::concat("bench.router_shapes[", i, "]");
+    require_positive(s.hidden_size(), at + ".hidden_size");
+    require_positive(s.num_experts(), at + ".num_experts");
+    require_positive(s.top_k(), at + ".top_k");
+    require(s.top_k() <= s.num_experts(), at + ".top_k", s.top_k(),
+            detail::concat("exceeds ", at, ".num_experts (", s.num_experts(), ")"));
+    if (r.has_mlp_hadamard())
+      validate_router_for_experts(r, s.num_experts(), at + ".num_experts");
+  }
+  for (int i = 0; i < b.fwht_widths_size(); ++i)
+    require(is_power_of_two(b.fwht_widths(i)), detail::concat("bench.fwht_widths[", i, "]"),
+            b.fwht_widths(i), "must be a power of two");
+}
+
+}  // namespace
+
+void validate_run_config(const RunConfig& c) {
+  validate_model(c.model());
+  validate_router(c.router());
+  validate_router_for_experts(c.router(), c.model().num_experts(), "model.num_experts");
+  const int ep = c.parallel().expert_parallel();
+  require_positive(ep, "parallel.expert_parallel");
+  require(c.model().num_experts() % ep == 0, "parallel.expert_parallel", ep,
+          detail::concat("must divide model.num_experts (", c.model().num_experts(), ")"));
+  validate_train(c.train());
+  require(c.logging().log_interval() > 0, "logging.log_interval", c.logging().log_interval(),
+          "must be positive");
+  validate_bench(c.bench(), c.router());
+}
+
+}  // namespace switchyard

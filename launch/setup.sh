@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what Switchyard needs on a fresh Debian machine, and nothing twice: Debian packages
+# (MPI, Boost, protobuf, GoogleTest, ccache) and a git-ignored Python venv at .venv holding the
+# pinned torch wheel (whose CMake package is our LibTorch) plus the Hugging Face references.
+# Idempotent: a second run checks stamps and returns in about a second.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+log() { printf '[setup] %s\n' "$*"; }
+
+# ---- Debian packages ------------------------------------------------------------------------
+apt_packages=(openmpi-bin libopenmpi-dev libboost-program-options-dev protobuf-compiler
+              libprotobuf-dev libgtest-dev cmake ninja-build ccache python3-venv)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+# ---- Python venv with the pinned wheels ------------------------------------------------------
+venv="$repo/.venv"
+req="$repo/launch/requirements.txt"
+stamp="$venv/.requirements.sha256"
+want="$(sha256sum "$req" | cut -d' ' -f1)"
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating virtual environment $venv"
+  python3 -m venv "$venv"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing pinned Python packages (first run downloads the torch wheel, a few GB)"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q --progress-bar off -r "$req"
+  echo "$want" >"$stamp"
+fi
+log "ready ($(cat "$stamp" | cut -c1-12))"

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The `switchyard` command line as a user meets it: exit codes (0 ok, 2 bad input), one-line
+# errors that name the field, --help everywhere, `info`, and `bench routers --json` fields.
+#   usage: cli_test.sh path/to/switchyard path/to/python
+set -uo pipefail
+bin="$1"; py="$2"
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+passed=0; failed=0
+ok()   { passed=$((passed + 1)); echo "ok    $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL  $1"; }
+
+# expect_error NAME EXPECTED_SUBSTRING ARGS... : exit code 2 and exactly one stderr line with it
+expect_error() {
+  local name="$1" want="$2"; shift 2
+  "$bin" "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+  local lines; lines=$(wc -l <"$tmp/err")
+  if [ "$rc" -eq 2 ] && [ "$lines" -eq 1 ] && grep -qF -- "$want" "$tmp/err"; then ok "$name"
+  else fail "$name (rc=$rc, $lines stderr lines: $(head -c 300 "$tmp/err"))"; fi
+}
+
+"$bin" --help >/dev/null && ok "top-level --help" || fail "top-level --help"
+for sub in info bench; do
+  "$bin" "$sub" --help >"$tmp/help" && grep -q -- "--set" "$tmp/help" && ok "$sub --help" || fail "$sub --help"
+done
+"$bin" >/dev/null 2>&1; [ $? -eq 2 ] && ok "no subcommand exits 2" || fail "no subcommand exits 2"
+expect_error "unknown subcommand" "unknown subcommand 'trian'" trian
+expect_error "unknown option" "unrecognised option '--bogus'" bench routers --bogus
+expect_error "unknown --set field" "no field 'topk' in RouterConfig" bench routers --set router.topk=3
+expect_error "wrong --set type" "'x' is not a valid int32" bench routers --set router.top_k=x
+expect_error "top_k > experts" "router.top_k = 70: exceeds model.num_experts (60)" bench routers --set router.top_k=70
+expect_error "negative learning rate" "train.learning_rate = -1: must be positive" bench routers --set train.learning_rate=-1
+expect_error "hadamard width" "router.mlp_hadamard.hidden = 100: must be a power of two" bench routers --set router.mlp_hadamard.hidden=100
+expect_error "unknown benchmark" "unknown benchmark 'nope'" bench nope
+printf 'bench {\n  tokens: 8\n  tokns: 9\n}\n' >"$tmp/typo.pbtxt"
+expect_error "pbtxt typo names file:line" "$tmp/typo.pbtxt:3:" bench routers --config "$tmp/typo.pbtxt"
+expect_error "missing config file" "/no/such.pbtxt: cannot open config file" bench routers --config /no/such.pbtxt
+
+"$bin" info >"$tmp/info" 2>&1 && ok "info runs" || fail "info runs"
+if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+  grep -qE 'CUDA compiled in +yes' "$tmp/info" && grep -qE 'NCCL compiled in +yes' "$tmp/info" \
+    && ok "info: CUDA and NCCL compiled in" || fail "info: CUDA and NCCL compiled in ($(cat "$tmp/info"))"
+fi
+
+cat >"$tmp/small.pbtxt" <<'PB'
+bench { tokens: 64 repeats: 2 warmup: 1
+        router_shapes { name: "tiny" hidden_size: 64 num_experts: 8 top_k: 2 }
+        fwht_widths: 64 }
+model { hidden_size: 64 num_experts: 8 }
+router { top_k: 2 mlp_hadamard { hidden: 32 } }
+PB
+if "$bin" bench routers --config "$tmp/small.pbtxt" --json >"$tmp/bench.jsonl" 2>"$tmp/bench.err"; then
+  if "$py" - "$tmp/bench.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+routers = [r for r in rows if "router" in r]
+assert sorted(r["router"] for r in routers) == sorted(
+    ["linear", "attention", "mlp", "hybrid", "hash", "mlp_hadamard"]), routers
+for r in routers:
+    for f in ("router", "shape", "params", "fwd_us", "fwdbwd_us", "entropy", "max_over_mean_load"):
+        assert f in r, (f, r)
+    assert r["fwd_us"] > 0 and r["max_over_mean_load"] >= 1.0, r
+assert [r for r in routers if r["router"] == "hash"][0]["params"] == 0
+assert [r for r in routers if r["router"] == "mlp_hadamard"][0]["params"] == 64 * 32 + 32 + 2 * 8
+fwht = [r for r in rows if r.get("op") == "fwht_vs_dense"]
+assert len(fwht) == 1 and fwht[0]["max_abs_diff"] < 1e-4, fwht
+PY
+  then ok "bench routers --json fields"; else fail "bench routers --json fields"; fi
+else
+  fail "bench routers --json ran ($(head -c 300 "$tmp/bench.err"))"
+fi
+
+echo "cli: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
