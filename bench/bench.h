@@ -13,7 +13,7 @@ namespace switchyard {
 
 struct BenchContext {
   const RunConfig& config;
-  bool json;          ///< one JSON object per line instead of tables
+  bool json;  ///< one JSON object per line instead of tables
   std::ostream& out;
 };
 

@@ -8,12 +8,11 @@
 namespace switchyard {
 
 std::vector<RouterShape> router_bench_shapes(const config::BenchConfig& b) {
-  if (b.router_shapes_size() == 0)
-    return {{"qwen1.5-moe", 2048, 60, 4}, {"bert-base", 768, 8, 2}};
+  if (b.router_shapes_size() == 0) return {{"qwen1.5-moe", 2048, 60, 4}, {"bert-base", 768, 8, 2}};
   std::vector<RouterShape> shapes;
   for (const auto& s : b.router_shapes())
-    shapes.push_back({s.name().empty() ? "custom" : s.name(), s.hidden_size(), s.num_experts(),
-                      s.top_k()});
+    shapes.push_back(
+        {s.name().empty() ? "custom" : s.name(), s.hidden_size(), s.num_experts(), s.top_k()});
   return shapes;
 }
 

@@ -18,8 +18,8 @@ struct RouterShape {
 struct RouterBenchRow {
   std::string router, shape;
   int64_t params = 0;
-  double fwd_us = 0;      ///< per 1,024 tokens, no-grad forward (inference)
-  double fwdbwd_us = 0;   ///< per 1,024 tokens, forward + backward; 0 when nothing is trainable
+  double fwd_us = 0;     ///< per 1,024 tokens, no-grad forward (inference)
+  double fwdbwd_us = 0;  ///< per 1,024 tokens, forward + backward; 0 when nothing is trainable
   RoutingStats stats;
 };
 

@@ -43,6 +43,8 @@ add_library(switchyard_core STATIC
   routers/mlp_hadamard_router.cpp
   routers/fwht.cpp
   routers/routing_stats.cpp
+  parallel/single_process_communicator.cpp
+  parallel/mpi_communicator.cpp
   common/table.cpp
   bench/bench_registry.cpp
   bench/router_bench.cpp

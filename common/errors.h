@@ -15,9 +15,16 @@ class Error : public std::runtime_error {
 };
 
 /// Bad user input (config file, --set override, command line): exit code 2, nothing started.
+/// `field` is the dotted config path at fault (e.g. "router.top_k", "bench.router_shapes[1].top_k")
+/// when there is one, so the loader can point at the line of the .pbtxt that set it.
 class ConfigError : public Error {
  public:
-  using Error::Error;
+  explicit ConfigError(const std::string& message, std::string field = {})
+      : Error(message), field_(std::move(field)) {}
+  const std::string& field() const { return field_; }
+
+ private:
+  std::string field_;
 };
 
 namespace detail {
@@ -32,10 +39,10 @@ std::string concat(const Args&... args) {
 }  // namespace switchyard
 
 /// SY_CHECK(cond, "message parts", ...) throws switchyard::Error naming file and line.
-#define SY_CHECK(cond, ...)                                                               \
-  do {                                                                                    \
-    if (!(cond)) {                                                                        \
-      throw ::switchyard::Error(::switchyard::detail::concat(__FILE__, ":", __LINE__, ": ", \
-                                                             __VA_ARGS__));               \
-    }                                                                                     \
+#define SY_CHECK(cond, ...)                                                          \
+  do {                                                                               \
+    if (!(cond)) {                                                                   \
+      throw ::switchyard::Error(                                                     \
+          ::switchyard::detail::concat(__FILE__, ":", __LINE__, ": ", __VA_ARGS__)); \
+    }                                                                                \
   } while (0)

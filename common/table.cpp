@@ -15,10 +15,18 @@ std::string json_quote(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char buf[8];
@@ -62,8 +70,8 @@ void Table::print(std::ostream& os) const {
   }
   auto line = [&](auto cell_text, auto is_number) {
     for (size_t c = 0; c < columns_.size(); ++c) {
-      os << (c ? "  " : "") << (is_number(c) ? std::right : std::left)
-         << std::setw(int(width[c])) << cell_text(c);
+      os << (c ? "  " : "") << (is_number(c) ? std::right : std::left) << std::setw(int(width[c]))
+         << cell_text(c);
     }
     os << "\n";
   };

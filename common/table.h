@@ -25,8 +25,8 @@ class Table {
  public:
   explicit Table(std::vector<std::string> columns) : columns_(std::move(columns)) {}
   void add(std::vector<Cell> row);
-  void print(std::ostream& os) const;        ///< aligned, numbers right-justified
-  void print_json(std::ostream& os) const;   ///< one JSON object per row
+  void print(std::ostream& os) const;       ///< aligned, numbers right-justified
+  void print_json(std::ostream& os) const;  ///< one JSON object per row
   size_t rows() const { return rows_.size(); }
 
  private:

@@ -26,7 +26,8 @@ class FirstErrorCollector : public pb::io::ErrorCollector {
  public:
   explicit FirstErrorCollector(std::string source) : source_(std::move(source)) {}
   void AddError(int line, pb::io::ColumnNumber column, const std::string& message) override {
-    if (first_.empty()) first_ = detail::concat(source_, ":", line + 1, ":", column + 1, ": ", message);
+    if (first_.empty())
+      first_ = detail::concat(source_, ":", line + 1, ":", column + 1, ": ", message);
   }
   void AddWarning(int, pb::io::ColumnNumber, const std::string&) override {}
   const std::string& first() const { return first_; }
@@ -113,9 +114,12 @@ bool set_scalar(pb::Message& msg, const pb::FieldDescriptor* f, const std::strin
     }
     case pb::FieldDescriptor::CPPTYPE_BOOL: {
       bool v;
-      if (text == "true" || text == "1") v = true;
-      else if (text == "false" || text == "0") v = false;
-      else return false;
+      if (text == "true" || text == "1")
+        v = true;
+      else if (text == "false" || text == "0")
+        v = false;
+      else
+        return false;
       rep ? r->AddBool(&msg, f, v) : r->SetBool(&msg, f, v);
       return true;
     }
@@ -136,25 +140,62 @@ bool set_scalar(pb::Message& msg, const pb::FieldDescriptor* f, const std::strin
   return false;
 }
 
-}  // namespace
+// Where in the parsed text `field_path` (e.g. "bench.router_shapes[1].top_k") was set, as
+// "LINE:COL", or "" when the text did not set it.
+std::string locate(const pb::TextFormat::ParseInfoTree& root, const std::string& field_path) {
+  const pb::Descriptor* d = RunConfig::descriptor();
+  const pb::TextFormat::ParseInfoTree* tree = &root;
+  const std::vector<std::string> parts = split(field_path, '.');
+  for (size_t i = 0; i < parts.size(); ++i) {
+    std::string name = parts[i];
+    int index = -1;
+    if (auto open = name.find('['); open != std::string::npos) {
+      index = std::atoi(name.c_str() + open + 1);
+      name = name.substr(0, open);
+    }
+    const pb::FieldDescriptor* f = d ? d->FindFieldByName(name) : nullptr;
+    if (!f || f->is_repeated() != (index >= 0)) return "";
+    if (i + 1 == parts.size()) {
+      auto loc = tree->GetLocation(f, index);
+      return loc.line < 0 ? "" : detail::concat(loc.line + 1, ":", loc.column + 1);
+    }
+    if (f->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE) return "";
+    tree = tree->GetTreeForNested(f, index);
+    if (!tree) return "";
+    d = f->message_type();
+  }
+  return "";
+}
 
-RunConfig parse_run_config(const std::string& text, const std::string& source) {
+RunConfig parse_with_locations(const std::string& text, const std::string& source,
+                               pb::TextFormat::ParseInfoTree* tree) {
   RunConfig config;
   pb::TextFormat::Parser parser;
   FirstErrorCollector errors(source);
   parser.RecordErrorsTo(&errors);
+  if (tree) parser.WriteLocationsTo(tree);
   if (!parser.ParseFromString(text, &config)) {
     throw ConfigError(errors.first().empty() ? source + ": cannot parse config" : errors.first());
   }
   return config;
 }
 
-RunConfig load_run_config_file(const std::string& path) {
+std::string read_config_text(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw ConfigError(path + ": cannot open config file");
   std::stringstream buf;
   buf << in.rdbuf();
-  return parse_run_config(buf.str(), path);
+  return buf.str();
+}
+
+}  // namespace
+
+RunConfig parse_run_config(const std::string& text, const std::string& source) {
+  return parse_with_locations(text, source, nullptr);
+}
+
+RunConfig load_run_config_file(const std::string& path) {
+  return parse_run_config(read_config_text(path), path);
 }
 
 void apply_override(RunConfig& config, const std::string& assignment) {
@@ -170,12 +211,12 @@ void apply_override(RunConfig& config, const std::string& assignment) {
   for (size_t i = 0; i < parts.size(); ++i) {
     const pb::Descriptor* d = msg->GetDescriptor();
     const pb::FieldDescriptor* f = d->FindFieldByName(parts[i]);
-    if (!f)
-      throw ConfigError(where + ": no field '" + parts[i] + "' in " + d->name());
+    if (!f) throw ConfigError(where + ": no field '" + parts[i] + "' in " + d->name());
     const bool last = i + 1 == parts.size();
     if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
       if (f->is_repeated())
-        throw ConfigError(where + ": '" + parts[i] + "' is a list of messages; set it in the config file");
+        throw ConfigError(where + ": '" + parts[i] +
+                          "' is a list of messages; set it in the config file");
       // Mutating a oneof member selects it; `router.hash=` alone selects an empty member.
       pb::Message* child = msg->GetReflection()->MutableMessage(msg, f);
       if (last) {
@@ -201,9 +242,21 @@ void apply_override(RunConfig& config, const std::string& assignment) {
 }
 
 RunConfig build_run_config(const std::string& path, const std::vector<std::string>& overrides) {
-  RunConfig config = path.empty() ? RunConfig() : load_run_config_file(path);
+  pb::TextFormat::ParseInfoTree locations;
+  RunConfig config =
+      path.empty() ? RunConfig() : parse_with_locations(read_config_text(path), path, &locations);
   for (const std::string& o : overrides) apply_override(config, o);
-  validate_run_config(config);
+  try {
+    validate_run_config(config);
+  } catch (const ConfigError& e) {
+    // Point at the .pbtxt line that set the field, unless a --set (named in the message's
+    // value already) overrode it.
+    bool overridden = false;
+    for (const std::string& o : overrides) overridden |= o.rfind(e.field() + "=", 0) == 0;
+    const std::string where = path.empty() || overridden ? "" : locate(locations, e.field());
+    if (where.empty()) throw;
+    throw ConfigError(path + ":" + where + ": " + e.what(), e.field());
+  }
   return config;
 }
 

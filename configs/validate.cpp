@@ -8,11 +8,13 @@
 namespace switchyard {
 namespace {
 
-bool is_power_of_two(long long v) { return v > 0 && (v & (v - 1)) == 0; }
+bool is_power_of_two(long long v) {
+  return v > 0 && (v & (v - 1)) == 0;
+}
 
 template <typename T>
 void require(bool ok, const std::string& field, const T& value, const std::string& why) {
-  if (!ok) throw ConfigError(detail::concat(field, " = ", value, ": ", why));
+  if (!ok) throw ConfigError(detail::concat(field, " = ", value, ": ", why), field);
 }
 
 void require_positive(long long v, const std::string& field) {
@@ -95,8 +97,7 @@ void validate_bench(const config::BenchConfig& b, const config::RouterConfig& r)
     require_positive(s.top_k(), at + ".top_k");
     require(s.top_k() <= s.num_experts(), at + ".top_k", s.top_k(),
             detail::concat("exceeds ", at, ".num_experts (", s.num_experts(), ")"));
-    if (r.has_mlp_hadamard())
-      validate_router_for_experts(r, s.num_experts(), at + ".num_experts");
+    if (r.has_mlp_hadamard()) validate_router_for_experts(r, s.num_experts(), at + ".num_experts");
   }
   for (int i = 0; i < b.fwht_widths_size(); ++i)
     require(is_power_of_two(b.fwht_widths(i)), detail::concat("bench.fwht_widths[", i, "]"),

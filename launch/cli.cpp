@@ -19,8 +19,8 @@ constexpr int kExitOk = 0, kExitFailure = 1, kExitUsage = 2;
 void print_usage(std::ostream& os) {
   os << "usage: switchyard <subcommand> [--config FILE] [--set path.to.field=value ...] [options]\n"
         "\nsubcommands:\n";
-  for (const auto& c : subcommands()) os << "  " << c.name << std::string(10 - c.name.size(), ' ')
-                                         << c.summary << "\n";
+  for (const auto& c : subcommands())
+    os << "  " << c.name << std::string(10 - c.name.size(), ' ') << c.summary << "\n";
   os << "\n`switchyard <subcommand> --help` lists a subcommand's options.\n";
 }
 

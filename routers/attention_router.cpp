@@ -22,7 +22,7 @@ class AttentionRouterImpl : public RouterImpl {
   }
 
   torch::Tensor compute_logits(const torch::Tensor& x, const torch::Tensor&) override {
-    auto q = query_(x).view({x.size(0), heads_, head_dim_});           // [T, h, d]
+    auto q = query_(x).view({x.size(0), heads_, head_dim_});               // [T, h, d]
     auto scores = torch::einsum("thd,ehd->te", {q, keys_.to(q.dtype())});  // summed over heads
     return scores / (double(heads_) * std::sqrt(double(head_dim_)));
   }

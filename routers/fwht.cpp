@@ -15,7 +15,9 @@
 namespace switchyard {
 namespace {
 
-bool is_power_of_two(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
+bool is_power_of_two(int64_t n) {
+  return n > 0 && (n & (n - 1)) == 0;
+}
 
 // Transform of one contiguous row, src -> dst (may alias). A row of up to 4096 floats stays in
 // L1 for all log2(n) stages; the inner loop over j is unit-stride and vectorises once h >= 4.
@@ -25,7 +27,7 @@ bool is_power_of_two(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
 // x86-64); the butterflies are bound by vector width once the row sits in L1.
 template <typename T>
 __attribute__((target_clones("avx512f", "avx2", "default"))) void fwht_row(const T* src, T* dst,
-                                                                            int64_t n, T scale) {
+                                                                           int64_t n, T scale) {
   if (n < 4) {
     const T a = src[0], b = n == 2 ? src[1] : T(0);
     dst[0] = (n == 2 ? a + b : a) * scale;
@@ -81,11 +83,20 @@ torch::Tensor fwht_cuda(const torch::Tensor& x) {
   using cuda::FwhtDtype;
   FwhtDtype dtype;
   switch (x.scalar_type()) {
-    case torch::kFloat: dtype = FwhtDtype::kFloat32; break;
-    case torch::kDouble: dtype = FwhtDtype::kFloat64; break;
-    case torch::kHalf: dtype = FwhtDtype::kFloat16; break;
-    case torch::kBFloat16: dtype = FwhtDtype::kBFloat16; break;
-    default: TORCH_CHECK(false, "fwht: unsupported dtype ", x.scalar_type());
+    case torch::kFloat:
+      dtype = FwhtDtype::kFloat32;
+      break;
+    case torch::kDouble:
+      dtype = FwhtDtype::kFloat64;
+      break;
+    case torch::kHalf:
+      dtype = FwhtDtype::kFloat16;
+      break;
+    case torch::kBFloat16:
+      dtype = FwhtDtype::kBFloat16;
+      break;
+    default:
+      TORCH_CHECK(false, "fwht: unsupported dtype ", x.scalar_type());
   }
   c10::cuda::CUDAGuard guard(x.device());
   auto in = x.contiguous();
@@ -127,7 +138,9 @@ torch::Tensor fwht_no_grad(const torch::Tensor& x) {
   return fwht_cpu(x);
 }
 
-torch::Tensor fwht(const torch::Tensor& x) { return FwhtFunction::apply(x); }
+torch::Tensor fwht(const torch::Tensor& x) {
+  return FwhtFunction::apply(x);
+}
 
 torch::Tensor hadamard_matrix(int64_t n, torch::Dtype dtype, torch::Device device) {
   TORCH_CHECK(is_power_of_two(n), "hadamard_matrix size must be a power of two, got ", n);

@@ -14,19 +14,44 @@ namespace {
 constexpr int64_t kMaxSharedWidth = 8192;  // 32 KiB of fp32, 64 KiB of fp64 (opt-in)
 constexpr int kThreads = 256;
 
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
+template <typename T>
+struct Acc {
+  using type = float;
+};
+template <>
+struct Acc<double> {
+  using type = double;
+};
 
-__device__ inline float to_acc(float v) { return v; }
-__device__ inline double to_acc(double v) { return v; }
-__device__ inline float to_acc(__half v) { return __half2float(v); }
-__device__ inline float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ inline float to_acc(float v) {
+  return v;
+}
+__device__ inline double to_acc(double v) {
+  return v;
+}
+__device__ inline float to_acc(__half v) {
+  return __half2float(v);
+}
+__device__ inline float to_acc(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
 
-template <typename T> __device__ inline T from_acc(typename Acc<T>::type v);
-template <> __device__ inline float from_acc<float>(float v) { return v; }
-template <> __device__ inline double from_acc<double>(double v) { return v; }
-template <> __device__ inline __half from_acc<__half>(float v) { return __float2half(v); }
-template <> __device__ inline __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
+template <typename T>
+__device__ inline T from_acc(typename Acc<T>::type v);
+template <>
+__device__ inline float from_acc<float>(float v) {
+  return v;
+}
+template <>
+__device__ inline double from_acc<double>(double v) {
+  return v;
+}
+template <>
+__device__ inline __half from_acc<__half>(float v) {
+  return __float2half(v);
+}
+template <>
+__device__ inline __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
   return __float2bfloat16(v);
 }
 
@@ -75,8 +100,8 @@ cudaError_t launch_typed(const T* in, T* out, int64_t rows, int64_t n, cudaStrea
   if (n <= kMaxSharedWidth) {
     const size_t smem = size_t(n) * sizeof(A);
     if (smem > 48 * 1024) {
-      cudaError_t err = cudaFuncSetAttribute(fwht_shared_kernel<T>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+      cudaError_t err = cudaFuncSetAttribute(
+          fwht_shared_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
       if (err != cudaSuccess) return err;
     }
     const int threads = int(n / 2 < kThreads ? (n / 2 > 32 ? n / 2 : 32) : kThreads);

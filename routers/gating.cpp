@@ -44,9 +44,9 @@ torch::Tensor load_balancing_loss(const torch::Tensor& probs, const torch::Tenso
                                   int64_t num_experts) {
   const int64_t T = probs.size(0);
   if (T == 0) return torch::zeros({}, probs.options());
-  auto counts = torch::zeros({num_experts}, probs.options())
-                    .index_add_(0, topk_ids.reshape({-1}),
-                                torch::ones({topk_ids.numel()}, probs.options()));
+  auto counts =
+      torch::zeros({num_experts}, probs.options())
+          .index_add_(0, topk_ids.reshape({-1}), torch::ones({topk_ids.numel()}, probs.options()));
   auto f = counts / double(T);
   auto P = probs.mean(0);
   return (f * P).sum() * double(num_experts);

@@ -61,6 +61,8 @@ class HashRouterImpl : public RouterImpl {
   uint64_t seed_;
 };
 
-RouterPtr make_hash_router(const RouterOptions& o) { return std::make_shared<HashRouterImpl>(o); }
+RouterPtr make_hash_router(const RouterOptions& o) {
+  return std::make_shared<HashRouterImpl>(o);
+}
 
 }  // namespace switchyard

@@ -12,13 +12,13 @@ class HybridRouterImpl : public RouterImpl {
   explicit HybridRouterImpl(const RouterOptions& o)
       : RouterImpl(o),
         activation_(o.config().hybrid().activation()),
-        linear_(register_module("linear", torch::nn::Linear(torch::nn::LinearOptions(
-                                                  o.hidden_size(), o.num_experts())
-                                                  .bias(false)))),
+        linear_(register_module(
+            "linear", torch::nn::Linear(
+                          torch::nn::LinearOptions(o.hidden_size(), o.num_experts()).bias(false)))),
         fc1_(register_module("fc1",
                              torch::nn::Linear(o.hidden_size(), o.config().hybrid().mlp_hidden()))),
-        fc2_(register_module("fc2", torch::nn::Linear(o.config().hybrid().mlp_hidden(),
-                                                      o.num_experts()))) {
+        fc2_(register_module(
+            "fc2", torch::nn::Linear(o.config().hybrid().mlp_hidden(), o.num_experts()))) {
     const double a = o.config().hybrid().initial_mix();
     mix_logit_ = register_parameter("mix_logit", torch::full({}, std::log(a / (1.0 - a))));
   }
@@ -29,10 +29,7 @@ class HybridRouterImpl : public RouterImpl {
   }
 
   bool init_from_gate(const torch::Tensor& w) override {
-    TORCH_CHECK(w.sizes() == linear_->weight.sizes(), "gate weight ", w.sizes(),
-                " does not match the hybrid router's linear part ", linear_->weight.sizes());
-    torch::NoGradGuard no_grad;
-    linear_->weight.copy_(w);
+    copy_gate_weight(linear_->weight, w, kind());
     return true;
   }
 

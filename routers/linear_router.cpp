@@ -8,19 +8,16 @@ class LinearRouterImpl : public RouterImpl {
  public:
   explicit LinearRouterImpl(const RouterOptions& o)
       : RouterImpl(o),
-        gate_(register_module("gate", torch::nn::Linear(torch::nn::LinearOptions(
-                                              o.hidden_size(), o.num_experts())
-                                              .bias(false)))) {}
+        gate_(register_module(
+            "gate", torch::nn::Linear(
+                        torch::nn::LinearOptions(o.hidden_size(), o.num_experts()).bias(false)))) {}
 
   torch::Tensor compute_logits(const torch::Tensor& x, const torch::Tensor&) override {
     return gate_(x);
   }
 
   bool init_from_gate(const torch::Tensor& w) override {
-    TORCH_CHECK(w.sizes() == gate_->weight.sizes(), "gate weight ", w.sizes(),
-                " does not match the router's ", gate_->weight.sizes());
-    torch::NoGradGuard no_grad;
-    gate_->weight.copy_(w);
+    copy_gate_weight(gate_->weight, w, kind());
     return true;
   }
 

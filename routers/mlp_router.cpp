@@ -9,7 +9,8 @@ class MlpRouterImpl : public RouterImpl {
       : RouterImpl(o),
         activation_(o.config().mlp().activation()),
         fc1_(register_module("fc1", torch::nn::Linear(o.hidden_size(), o.config().mlp().hidden()))),
-        fc2_(register_module("fc2", torch::nn::Linear(o.config().mlp().hidden(), o.num_experts()))) {}
+        fc2_(register_module("fc2",
+                             torch::nn::Linear(o.config().mlp().hidden(), o.num_experts()))) {}
 
   torch::Tensor compute_logits(const torch::Tensor& x, const torch::Tensor&) override {
     return fc2_(apply_activation(activation_, fc1_(x)));
@@ -22,6 +23,8 @@ class MlpRouterImpl : public RouterImpl {
   torch::nn::Linear fc1_, fc2_;
 };
 
-RouterPtr make_mlp_router(const RouterOptions& o) { return std::make_shared<MlpRouterImpl>(o); }
+RouterPtr make_mlp_router(const RouterOptions& o) {
+  return std::make_shared<MlpRouterImpl>(o);
+}
 
 }  // namespace switchyard

@@ -26,12 +26,24 @@ int64_t RouterImpl::num_parameters() const {
   return n;
 }
 
+void copy_gate_weight(torch::Tensor& weight, const torch::Tensor& gate_weight,
+                      const std::string& router_kind) {
+  TORCH_CHECK(gate_weight.sizes() == weight.sizes(), "checkpoint gate weight ", gate_weight.sizes(),
+              " does not match the ", router_kind, " router's ", weight.sizes());
+  torch::NoGradGuard no_grad;
+  weight.copy_(gate_weight);
+}
+
 torch::Tensor apply_activation(config::Activation activation, const torch::Tensor& x) {
   switch (activation) {
-    case config::GELU: return torch::gelu(x);
-    case config::RELU: return torch::relu(x);
-    case config::SILU: return torch::silu(x);
-    case config::TANH: return torch::tanh(x);
+    case config::GELU:
+      return torch::gelu(x);
+    case config::RELU:
+      return torch::relu(x);
+    case config::SILU:
+      return torch::silu(x);
+    case config::TANH:
+      return torch::tanh(x);
   }
   TORCH_CHECK(false, "unknown activation ", int(activation));
 }

@@ -56,6 +56,10 @@ class RouterImpl : public torch::nn::Module {
 
 using RouterPtr = std::shared_ptr<RouterImpl>;
 
+/// Copies a checkpoint gate [E, H] into a router's linear weight, checking the shape.
+void copy_gate_weight(torch::Tensor& weight, const torch::Tensor& gate_weight,
+                      const std::string& router_kind);
+
 /// The activation named in the config, as a function.
 torch::Tensor apply_activation(config::Activation activation, const torch::Tensor& x);
 

@@ -13,15 +13,15 @@ namespace switchyard {
 
 struct RoutingStats {
   int64_t num_tokens = 0;
-  int64_t num_assignments = 0;          ///< tokens * k
-  int64_t num_dropped = 0;              ///< assignments dropped by capacity
-  std::vector<int64_t> expert_tokens;   ///< kept assignments per expert
-  double utilisation = 0;     ///< share of experts that received at least one token
-  double max_over_mean = 0;   ///< max expert load / mean expert load (1 = perfect balance)
-  double cv = 0;              ///< coefficient of variation of the load (population std / mean)
-  double token_entropy = 0;   ///< mean over tokens of the routing distribution's entropy (nats)
-  double load_entropy = 0;    ///< entropy of the normalised load distribution (nats)
-  double drop_rate = 0;       ///< num_dropped / num_assignments
+  int64_t num_assignments = 0;         ///< tokens * k
+  int64_t num_dropped = 0;             ///< assignments dropped by capacity
+  std::vector<int64_t> expert_tokens;  ///< kept assignments per expert
+  double utilisation = 0;              ///< share of experts that received at least one token
+  double max_over_mean = 0;            ///< max expert load / mean expert load (1 = perfect balance)
+  double cv = 0;             ///< coefficient of variation of the load (population std / mean)
+  double token_entropy = 0;  ///< mean over tokens of the routing distribution's entropy (nats)
+  double load_entropy = 0;   ///< entropy of the normalised load distribution (nats)
+  double drop_rate = 0;      ///< num_dropped / num_assignments
 
   /// Statistics of one routing decision over E experts.
   static RoutingStats from_routing(const Routing& routing, int64_t num_experts);

@@ -33,6 +33,8 @@ expect_error "hadamard width" "router.mlp_hadamard.hidden = 100: must be a power
 expect_error "unknown benchmark" "unknown benchmark 'nope'" bench nope
 printf 'bench {\n  tokens: 8\n  tokns: 9\n}\n' >"$tmp/typo.pbtxt"
 expect_error "pbtxt typo names file:line" "$tmp/typo.pbtxt:3:" bench routers --config "$tmp/typo.pbtxt"
+printf 'router {\n  top_k: 99\n}\n' >"$tmp/range.pbtxt"
+expect_error "pbtxt out-of-range names file:line" "$tmp/range.pbtxt:2:3: router.top_k = 99: exceeds" bench routers --config "$tmp/range.pbtxt"
 expect_error "missing config file" "/no/such.pbtxt: cannot open config file" bench routers --config /no/such.pbtxt
 
 "$bin" info >"$tmp/info" 2>&1 && ok "info runs" || fail "info runs"

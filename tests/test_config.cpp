@@ -32,11 +32,15 @@ std::string config_error(F fn) {
   return "";
 }
 
-RunConfig with(std::vector<std::string> sets) { return build_run_config("", sets); }
+RunConfig with(std::vector<std::string> sets) {
+  return build_run_config("", sets);
+}
 
 }  // namespace
 
-TEST(Config, DefaultsValidate) { EXPECT_NO_THROW(with({})); }
+TEST(Config, DefaultsValidate) {
+  EXPECT_NO_THROW(with({}));
+}
 
 TEST(Config, UnknownFieldInFileNamesFileAndLine) {
   auto path = write_temp("typo.pbtxt", "model { hidden_size: 64 }\nrouter {\n  topk: 3\n}\n");
@@ -96,8 +100,9 @@ TEST(Config, ValidationNamesTheField) {
             "model.hidden_size = 0: must be positive");
   EXPECT_EQ(config_error([] { with({"router.mlp_hadamard.hidden=96"}); }),
             "router.mlp_hadamard.hidden = 96: must be a power of two (the Walsh-Hadamard width)");
-  EXPECT_NE(config_error([] { with({"router.mlp_hadamard.hidden=32"}); })
-                .find("must exceed model.num_experts (60)"),
+  EXPECT_NE(config_error([] {
+              with({"router.mlp_hadamard.hidden=32"});
+            }).find("must exceed model.num_experts (60)"),
             std::string::npos);
   EXPECT_EQ(config_error([] { with({"parallel.expert_parallel=7"}); }),
             "parallel.expert_parallel = 7: must divide model.num_experts (60)");
@@ -105,6 +110,23 @@ TEST(Config, ValidationNamesTheField) {
             std::string::npos);
   EXPECT_NE(config_error([] { with({"bench.fwht_widths=100"}); }).find("bench.fwht_widths[0]"),
             std::string::npos);
+}
+
+TEST(Config, ValidationErrorPointsAtTheLineThatSetTheField) {
+  auto path = write_temp("range.pbtxt",
+                         "model { num_experts: 8 }\n"
+                         "router {\n"
+                         "  top_k: 9\n"
+                         "}\n"
+                         "bench { router_shapes { hidden_size: 4 num_experts: 4 top_k: 2 }\n"
+                         "        router_shapes { hidden_size: 4 num_experts: 4 top_k: 5 } }\n");
+  EXPECT_EQ(config_error([&] { build_run_config(path, {}); }),
+            path + ":3:3: router.top_k = 9: exceeds model.num_experts (8)");
+  EXPECT_NE(config_error([&] { build_run_config(path, {"router.top_k=2"}); }).find(path + ":6:"),
+            std::string::npos);
+  // A --set that overrides the file is named by the message itself, without a file position.
+  EXPECT_EQ(config_error([&] { build_run_config(path, {"router.top_k=10"}); }),
+            "router.top_k = 10: exceeds model.num_experts (8)");
 }
 
 TEST(Config, ShippedConfigsParseAndValidate) {

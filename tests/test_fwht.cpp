@@ -22,8 +22,9 @@ TEST(Fwht, HadamardMatrixIsOrthonormalAndSymmetric) {
   }
   // Sylvester H_4 by hand.
   auto h4 = hadamard_matrix(4, torch::kDouble) * 2.0;
-  auto expected = torch::tensor({1, 1, 1, 1, 1, -1, 1, -1, 1, 1, -1, -1, 1, -1, -1, 1},
-                                torch::kDouble).view({4, 4});
+  auto expected =
+      torch::tensor({1, 1, 1, 1, 1, -1, 1, -1, 1, 1, -1, -1, 1, -1, -1, 1}, torch::kDouble)
+          .view({4, 4});
   EXPECT_TRUE(torch::equal(h4, expected));
 }
 
@@ -90,8 +91,8 @@ TEST(FwhtCuda, MatchesCpuForEveryDtypeAndWidth) {
     auto g = torch::randn({7, n}, torch::kDouble);
     (y * g.to(torch::kCUDA)).sum().backward();
     EXPECT_TRUE(torch::allclose(x_cuda.grad().cpu(), fwht(g), 1e-12, 1e-10)) << "grad n=" << n;
-    EXPECT_TRUE(torch::allclose(fwht(x.to(torch::kFloat).cuda()).cpu().to(torch::kDouble), ref,
-                                1e-4, 1e-4))
+    EXPECT_TRUE(
+        torch::allclose(fwht(x.to(torch::kFloat).cuda()).cpu().to(torch::kDouble), ref, 1e-4, 1e-4))
         << "fp32 n=" << n;
     for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
       auto yr = fwht(x.to(dtype).cuda()).cpu().to(torch::kDouble);

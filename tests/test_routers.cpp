@@ -15,7 +15,9 @@ using namespace switchyard;
 
 namespace switchyard {
 // Test names and failure messages show the router's name, not its bytes.
-void PrintTo(const RouterEntry& entry, std::ostream* os) { *os << entry.name; }
+void PrintTo(const RouterEntry& entry, std::ostream* os) {
+  *os << entry.name;
+}
 }  // namespace switchyard
 
 namespace {
@@ -37,7 +39,9 @@ RouterPtr build(config::RouterConfig::KindCase kind, config::RouterConfig base =
   return make_router(RouterOptions(kH, kE, cfg));
 }
 
-torch::Tensor token_ids(int64_t T) { return torch::randint(0, 1000, {T}, torch::kLong); }
+torch::Tensor token_ids(int64_t T) {
+  return torch::randint(0, 1000, {T}, torch::kLong);
+}
 
 // A scalar that depends on every output of the routing, smoothly where top-k is fixed.
 torch::Tensor probe_loss(const Routing& r, const torch::Tensor& probe) {

@@ -1,0 +1,249 @@
+// MPI backend (CPU tensors). Rows travel as one contiguous MPI datatype each, so per-peer counts
+// stay row counts (int) however wide a row is. Errors return (MPI_ERRORS_RETURN) and are thrown
+// with the rank and call; `main` turns them into MPI_Abort so no peer waits forever.
+#include <mpi.h>
+
+#include <climits>
+#include <cstdlib>
+#include <numeric>
+
+#include "common/errors.h"
+#include "parallel/communicator.h"
+
+namespace switchyard {
+namespace {
+
+// MPI is initialised once per process and finalised at exit, after every communicator is gone.
+struct MpiRuntime {
+  MpiRuntime() {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      int provided = 0;
+      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+      owns = true;
+    }
+  }
+  ~MpiRuntime() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (owns && !finalized) MPI_Finalize();
+  }
+  bool owns = false;
+};
+
+void ensure_mpi() {
+  static MpiRuntime runtime;
+}
+
+bool mpi_alive() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  return !finalized;
+}
+
+MPI_Datatype mpi_type(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat:
+      return MPI_FLOAT;
+    case torch::kDouble:
+      return MPI_DOUBLE;
+    case torch::kLong:
+      return MPI_INT64_T;
+    case torch::kInt:
+      return MPI_INT32_T;
+    case torch::kByte:
+      return MPI_UINT8_T;
+    case torch::kChar:
+      return MPI_INT8_T;
+    case torch::kBool:
+      return MPI_C_BOOL;
+    default:
+      return MPI_DATATYPE_NULL;
+  }
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
+    default:
+      return MPI_SUM;
+  }
+}
+
+int to_int(int64_t v, const char* what) {
+  SY_CHECK(v >= 0 && v <= INT_MAX, "mpi: ", what, " ", v, " does not fit an MPI count");
+  return int(v);
+}
+
+// A valid address for zero-length buffers (some MPIs reject null even with zero counts).
+void* nonnull(void* p) {
+  static char dummy;
+  return p ? p : &dummy;
+}
+
+class MpiCommunicator : public Communicator {
+ public:
+  MpiCommunicator(MPI_Comm comm, bool owned) : comm_(comm), owned_(owned) {
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+  }
+  ~MpiCommunicator() override {
+    if (owned_ && mpi_alive()) MPI_Comm_free(&comm_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend() const override { return "mpi"; }
+
+  torch::Tensor all_to_all_v(const torch::Tensor& input, const std::vector<int64_t>& send,
+                             const std::vector<int64_t>& recv) override {
+    check_counts(send, "send_counts");
+    check_counts(recv, "recv_counts");
+    SY_CHECK(input.device().is_cpu(), "mpi rank ", rank_, ": all_to_all_v needs a CPU tensor");
+    const int64_t total_send = std::accumulate(send.begin(), send.end(), int64_t(0));
+    const int64_t total_recv = std::accumulate(recv.begin(), recv.end(), int64_t(0));
+    SY_CHECK(total_send == input.size(0), "mpi rank ", rank_, ": send_counts add up to ",
+             total_send, " rows but the input has ", input.size(0));
+    auto in = input.contiguous();
+    auto out_shape = in.sizes().vec();
+    out_shape[0] = total_recv;
+    auto out = torch::empty(out_shape, in.options());
+    return exchange_rows(in, out, send, recv);
+  }
+
+  std::vector<int64_t> exchange_counts(const std::vector<int64_t>& send) override {
+    check_counts(send, "send_counts");
+    std::vector<int64_t> recv(size_);
+    check(MPI_Alltoall(send.data(), 1, MPI_INT64_T, recv.data(), 1, MPI_INT64_T, comm_),
+          "MPI_Alltoall");
+    return recv;
+  }
+
+  void all_reduce(torch::Tensor& tensor, ReduceOp op) override {
+    SY_CHECK(tensor.device().is_cpu(), "mpi rank ", rank_, ": all_reduce needs a CPU tensor");
+    // No MPI type for bf16/fp16: reduce in fp32 and round once.
+    const bool widen =
+        tensor.scalar_type() == torch::kBFloat16 || tensor.scalar_type() == torch::kHalf;
+    torch::Tensor work = widen ? tensor.to(torch::kFloat) : tensor.contiguous();
+    MPI_Datatype type = mpi_type(work.scalar_type());
+    SY_CHECK(type != MPI_DATATYPE_NULL, "mpi rank ", rank_, ": all_reduce of ",
+             tensor.scalar_type());
+    SY_CHECK(op != ReduceOp::kAvg || work.is_floating_point(), "mpi: average of an integer tensor");
+    const int64_t n = work.numel();
+    char* base = static_cast<char*>(work.data_ptr());
+    for (int64_t done = 0; done < n;) {  // chunks keep counts within int
+      const int64_t chunk = std::min<int64_t>(n - done, INT_MAX / 2);
+      check(MPI_Allreduce(MPI_IN_PLACE, base + done * work.element_size(), int(chunk), type,
+                          mpi_op(op), comm_),
+            "MPI_Allreduce");
+      done += chunk;
+    }
+    if (op == ReduceOp::kAvg) work.div_(size_);
+    if (!work.is_same(tensor)) tensor.copy_(work);
+  }
+
+  void broadcast(torch::Tensor& tensor, int root) override {
+    SY_CHECK(root >= 0 && root < size_, "mpi rank ", rank_, ": broadcast root ", root,
+             " out of range");
+    torch::Tensor work = tensor.contiguous();
+    char* base = static_cast<char*>(work.data_ptr());
+    const int64_t bytes = work.nbytes();
+    for (int64_t done = 0; done < bytes;) {
+      const int64_t chunk = std::min<int64_t>(bytes - done, int64_t(1) << 30);
+      check(MPI_Bcast(base + done, int(chunk), MPI_BYTE, root, comm_), "MPI_Bcast");
+      done += chunk;
+    }
+    if (!work.is_same(tensor)) tensor.copy_(work);
+  }
+
+  torch::Tensor all_gather(const torch::Tensor& tensor) override {
+    auto in = tensor.contiguous();
+    auto shape = in.dim() ? in.sizes().vec() : std::vector<int64_t>{1};
+    shape[0] *= size_;
+    auto out = torch::empty(shape, in.options());
+    const int bytes = to_int(int64_t(in.nbytes()), "all_gather bytes");
+    check(MPI_Allgather(nonnull(in.data_ptr()), bytes, MPI_BYTE, nonnull(out.data_ptr()), bytes,
+                        MPI_BYTE, comm_),
+          "MPI_Allgather");
+    return out;
+  }
+
+  void barrier() override { check(MPI_Barrier(comm_), "MPI_Barrier"); }
+
+  std::shared_ptr<Communicator> split(int color, int key) override {
+    MPI_Comm sub;
+    check(MPI_Comm_split(comm_, color, key, &sub), "MPI_Comm_split");
+    return std::make_shared<MpiCommunicator>(sub, /*owned=*/true);
+  }
+
+ private:
+  void check(int rc, const char* call) const {
+    if (rc == MPI_SUCCESS) return;
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    throw Error(detail::concat("mpi rank ", rank_, " of ", size_, ": ", call,
+                               " failed: ", std::string(msg, len)));
+  }
+
+  void check_counts(const std::vector<int64_t>& counts, const char* what) const {
+    SY_CHECK(int(counts.size()) == size_, "mpi rank ", rank_, ": ", what, " has ", counts.size(),
+             " entries for ", size_, " ranks");
+    for (int64_t c : counts) SY_CHECK(c >= 0, "mpi rank ", rank_, ": negative count in ", what);
+  }
+
+  torch::Tensor exchange_rows(const torch::Tensor& in, torch::Tensor& out,
+                              const std::vector<int64_t>& send, const std::vector<int64_t>& recv) {
+    int64_t row_elems = 1;
+    for (int64_t d = 1; d < in.dim(); ++d) row_elems *= in.size(d);
+    const int64_t row_bytes = row_elems * in.element_size();
+    if (row_bytes == 0) return out;  // nothing to move, but every rank still agrees on counts
+    MPI_Datatype row;
+    check(MPI_Type_contiguous(to_int(row_bytes, "row bytes"), MPI_BYTE, &row),
+          "MPI_Type_contiguous");
+    MPI_Type_commit(&row);
+    std::vector<int> sc(size_), rc(size_), sd(size_), rd(size_);
+    int64_t soff = 0, roff = 0;
+    for (int p = 0; p < size_; ++p) {
+      sc[p] = to_int(send[p], "send count");
+      rc[p] = to_int(recv[p], "recv count");
+      sd[p] = to_int(soff, "send displacement");
+      rd[p] = to_int(roff, "recv displacement");
+      soff += send[p];
+      roff += recv[p];
+    }
+    const int rc_mpi = MPI_Alltoallv(nonnull(in.data_ptr()), sc.data(), sd.data(), row,
+                                     nonnull(out.data_ptr()), rc.data(), rd.data(), row, comm_);
+    MPI_Type_free(&row);
+    check(rc_mpi, "MPI_Alltoallv");
+    return out;
+  }
+
+  MPI_Comm comm_;
+  bool owned_;
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace
+
+bool launched_by_mpi() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
+    if (std::getenv(var)) return true;
+  return false;
+}
+
+CommunicatorPtr make_mpi_world_communicator() {
+  ensure_mpi();
+  return std::make_shared<MpiCommunicator>(MPI_COMM_WORLD, /*owned=*/false);
+}
+
+CommunicatorPtr make_world_communicator() {
+  return launched_by_mpi() ? make_mpi_world_communicator() : make_single_process_communicator();
+}
+
+}  // namespace switchyard
