@@ -43,6 +43,7 @@ add_library(switchyard_core STATIC
   routers/mlp_hadamard_router.cpp
   routers/fwht.cpp
   routers/routing_stats.cpp
+  parallel/communicator.cpp
   parallel/single_process_communicator.cpp
   parallel/mpi_communicator.cpp
   common/table.cpp

@@ -46,6 +46,14 @@ class Communicator {
 
 using CommunicatorPtr = std::shared_ptr<Communicator>;
 
+/// Throws unless `counts` has one non-negative entry per rank of `c` (for backends).
+void check_peer_counts(const Communicator& c, const std::vector<int64_t>& counts, const char* what);
+
+/// Checks all_to_all_v's arguments and returns the shape of its output (for backends).
+std::vector<int64_t> all_to_all_v_output_shape(const Communicator& c, const torch::Tensor& input,
+                                               const std::vector<int64_t>& send,
+                                               const std::vector<int64_t>& recv);
+
 /// World size 1; needs no MPI daemon. Collectives are identities.
 CommunicatorPtr make_single_process_communicator();
 

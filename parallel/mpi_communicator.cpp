@@ -5,7 +5,6 @@
 
 #include <climits>
 #include <cstdlib>
-#include <numeric>
 
 #include "common/errors.h"
 #include "parallel/communicator.h"
@@ -102,22 +101,15 @@ class MpiCommunicator : public Communicator {
 
   torch::Tensor all_to_all_v(const torch::Tensor& input, const std::vector<int64_t>& send,
                              const std::vector<int64_t>& recv) override {
-    check_counts(send, "send_counts");
-    check_counts(recv, "recv_counts");
+    const auto out_shape = all_to_all_v_output_shape(*this, input, send, recv);
     SY_CHECK(input.device().is_cpu(), "mpi rank ", rank_, ": all_to_all_v needs a CPU tensor");
-    const int64_t total_send = std::accumulate(send.begin(), send.end(), int64_t(0));
-    const int64_t total_recv = std::accumulate(recv.begin(), recv.end(), int64_t(0));
-    SY_CHECK(total_send == input.size(0), "mpi rank ", rank_, ": send_counts add up to ",
-             total_send, " rows but the input has ", input.size(0));
     auto in = input.contiguous();
-    auto out_shape = in.sizes().vec();
-    out_shape[0] = total_recv;
     auto out = torch::empty(out_shape, in.options());
     return exchange_rows(in, out, send, recv);
   }
 
   std::vector<int64_t> exchange_counts(const std::vector<int64_t>& send) override {
-    check_counts(send, "send_counts");
+    check_peer_counts(*this, send, "send_counts");
     std::vector<int64_t> recv(size_);
     check(MPI_Alltoall(send.data(), 1, MPI_INT64_T, recv.data(), 1, MPI_INT64_T, comm_),
           "MPI_Alltoall");
@@ -189,12 +181,6 @@ class MpiCommunicator : public Communicator {
     MPI_Error_string(rc, msg, &len);
     throw Error(detail::concat("mpi rank ", rank_, " of ", size_, ": ", call,
                                " failed: ", std::string(msg, len)));
-  }
-
-  void check_counts(const std::vector<int64_t>& counts, const char* what) const {
-    SY_CHECK(int(counts.size()) == size_, "mpi rank ", rank_, ": ", what, " has ", counts.size(),
-             " entries for ", size_, " ranks");
-    for (int64_t c : counts) SY_CHECK(c >= 0, "mpi rank ", rank_, ": negative count in ", what);
   }
 
   torch::Tensor exchange_rows(const torch::Tensor& in, torch::Tensor& out,

@@ -7,7 +7,6 @@
 #include <nccl.h>
 
 #include <cstring>
-#include <numeric>
 
 #include "common/errors.h"
 #include "parallel/communicator.h"
@@ -67,18 +66,11 @@ class NcclCommunicator : public Communicator {
 
   torch::Tensor all_to_all_v(const torch::Tensor& input, const std::vector<int64_t>& send,
                              const std::vector<int64_t>& recv) override {
-    check_counts(send, "send_counts");
-    check_counts(recv, "recv_counts");
+    const auto out_shape = all_to_all_v_output_shape(*this, input, send, recv);
     check_device(input, "all_to_all_v");
-    const int64_t total_send = std::accumulate(send.begin(), send.end(), int64_t(0));
-    const int64_t total_recv = std::accumulate(recv.begin(), recv.end(), int64_t(0));
-    SY_CHECK(total_send == input.size(0), "nccl rank ", rank_, ": send_counts add up to ",
-             total_send, " rows but the input has ", input.size(0));
     c10::cuda::CUDAGuard guard(device_);
     auto in = input.contiguous();
-    auto shape = in.sizes().vec();
-    shape[0] = total_recv;
-    auto out = torch::empty(shape, in.options());
+    auto out = torch::empty(out_shape, in.options());
     int64_t row_bytes = in.element_size();
     for (int64_t d = 1; d < in.dim(); ++d) row_bytes *= in.size(d);
     auto stream = stream_now();
@@ -104,7 +96,7 @@ class NcclCommunicator : public Communicator {
   }
 
   std::vector<int64_t> exchange_counts(const std::vector<int64_t>& send) override {
-    check_counts(send, "send_counts");
+    check_peer_counts(*this, send, "send_counts");
     auto opts = torch::TensorOptions().dtype(torch::kLong).device(torch::kCUDA, device_);
     auto counts = torch::tensor(send, torch::kLong).to(opts.device());
     std::vector<int64_t> ones(size_, 1);
@@ -167,11 +159,6 @@ class NcclCommunicator : public Communicator {
     if (rc == ncclSuccess || rc == ncclInProgress) return;
     throw Error(detail::concat("nccl rank ", rank_, " of ", size_, ": ", call,
                                " failed: ", ncclGetErrorString(rc), " ", ncclGetLastError(comm_)));
-  }
-  void check_counts(const std::vector<int64_t>& counts, const char* what) const {
-    SY_CHECK(int(counts.size()) == size_, "nccl rank ", rank_, ": ", what, " has ", counts.size(),
-             " entries for ", size_, " ranks");
-    for (int64_t c : counts) SY_CHECK(c >= 0, "nccl rank ", rank_, ": negative count in ", what);
   }
   void check_device(const torch::Tensor& t, const char* call) const {
     SY_CHECK(t.is_cuda() && t.get_device() == device_, "nccl rank ", rank_, ": ", call,

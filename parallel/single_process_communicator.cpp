@@ -14,13 +14,13 @@ class SingleProcessCommunicator : public Communicator {
 
   torch::Tensor all_to_all_v(const torch::Tensor& input, const std::vector<int64_t>& send,
                              const std::vector<int64_t>& recv) override {
-    SY_CHECK(send.size() == 1 && recv.size() == 1, "single: all_to_all_v needs one count per rank");
-    SY_CHECK(send[0] == input.size(0) && recv[0] == send[0], "single: all_to_all_v sends ", send[0],
-             " rows of ", input.size(0), " and expects ", recv[0]);
+    all_to_all_v_output_shape(*this, input, send, recv);
+    SY_CHECK(recv[0] == send[0], "single: all_to_all_v sends ", send[0],
+             " rows to itself but expects ", recv[0]);
     return input.clone();
   }
   std::vector<int64_t> exchange_counts(const std::vector<int64_t>& send) override {
-    SY_CHECK(send.size() == 1, "single: exchange_counts needs one count per rank");
+    check_peer_counts(*this, send, "send_counts");
     return send;
   }
   void all_reduce(torch::Tensor&, ReduceOp) override {}
