@@ -46,6 +46,12 @@ add_library(switchyard_core STATIC
   parallel/communicator.cpp
   parallel/single_process_communicator.cpp
   parallel/mpi_communicator.cpp
+  parallel/process_groups.cpp
+  parallel/all_to_all.cpp
+  parallel/all_to_all_dispatcher.cpp
+  parallel/gradient_sync.cpp
+  models/expert_bank.cpp
+  models/moe_block.cpp
   common/table.cpp
   bench/bench_registry.cpp
   bench/router_bench.cpp

@@ -1,0 +1,97 @@
+// Expert computation on contiguous slices. The dispatcher already grouped rows by expert, so each
+// expert is one dense GEMM pair on a view; no per-token gather happens here.
+#include "models/expert_bank.h"
+
+#include <cmath>
+#include <numeric>
+
+#include "common/errors.h"
+
+namespace switchyard {
+
+ExpertBankImpl::ExpertBankImpl(ExpertBankOptions options) : options_(std::move(options)) {
+  const auto E = options_.num_experts(), H = options_.hidden_size(),
+             I = options_.intermediate_size();
+  SY_CHECK(E > 0 && H > 0 && I > 0, "ExpertBank: experts ", E, ", hidden ", H, ", intermediate ", I,
+           " must be positive");
+  const bool swiglu = options_.kind() == ExpertKind::kSwiGlu;
+  w_in = register_parameter("w_in", torch::empty({E, swiglu ? 2 * I : I, H}));
+  w_out = register_parameter("w_out", torch::empty({E, H, I}));
+  if (!swiglu) {
+    b_in = register_parameter("b_in", torch::empty({E, I}));
+    b_out = register_parameter("b_out", torch::empty({E, H}));
+  }
+  reset_parameters();
+}
+
+void ExpertBankImpl::reset_parameters() {
+  // nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
+  torch::NoGradGuard no_grad;
+  const double in_bound = 1.0 / std::sqrt(double(options_.hidden_size()));
+  const double out_bound = 1.0 / std::sqrt(double(options_.intermediate_size()));
+  w_in.uniform_(-in_bound, in_bound);
+  w_out.uniform_(-out_bound, out_bound);
+  if (b_in.defined()) b_in.uniform_(-in_bound, in_bound);
+  if (b_out.defined()) b_out.uniform_(-out_bound, out_bound);
+}
+
+torch::Tensor ExpertBankImpl::activate(const torch::Tensor& h) const {
+  if (options_.kind() == ExpertKind::kSwiGlu) {
+    auto gate_up = h.chunk(2, -1);
+    return torch::silu(gate_up[0]) * gate_up[1];
+  }
+  return torch::gelu(h);  // exact erf
+}
+
+torch::Tensor ExpertBankImpl::forward_one(int64_t e, const torch::Tensor& x) {
+  auto h = torch::matmul(x, w_in[e].t());
+  if (b_in.defined()) h = h + b_in[e];
+  auto y = torch::matmul(activate(h), w_out[e].t());
+  if (b_out.defined()) y = y + b_out[e];
+  return y;
+}
+
+torch::Tensor ExpertBankImpl::slice_loop(const torch::Tensor& x,
+                                         const std::vector<int64_t>& counts) {
+  auto slices = x.split_with_sizes(counts);
+  std::vector<torch::Tensor> outputs;
+  outputs.reserve(slices.size());
+  for (size_t e = 0; e < slices.size(); ++e)
+    outputs.push_back(counts[e] ? forward_one(int64_t(e), slices[e]) : slices[e]);
+  return torch::cat(outputs);
+}
+
+torch::Tensor ExpertBankImpl::grouped_mm(const torch::Tensor& x,
+                                         const std::vector<int64_t>& counts) {
+  std::vector<int32_t> ends(counts.size());
+  int64_t running = 0;
+  for (size_t e = 0; e < counts.size(); ++e) ends[e] = int32_t(running += counts[e]);
+  auto offs = torch::tensor(ends, torch::dtype(torch::kInt).device(x.device()));
+  auto h = at::_grouped_mm(x, w_in.transpose(1, 2), offs);
+  if (b_in.defined())
+    h = h + b_in.repeat_interleave(torch::tensor(counts, offs.options().dtype(torch::kLong)), 0);
+  auto y = at::_grouped_mm(activate(h), w_out.transpose(1, 2), offs);
+  if (b_out.defined())
+    y = y + b_out.repeat_interleave(torch::tensor(counts, offs.options().dtype(torch::kLong)), 0);
+  return y;
+}
+
+torch::Tensor ExpertBankImpl::forward(const torch::Tensor& x,
+                                      const std::vector<int64_t>& tokens_per_expert) {
+  SY_CHECK(int64_t(tokens_per_expert.size()) == options_.num_experts(),
+           "ExpertBank: ", tokens_per_expert.size(), " counts for ", options_.num_experts(),
+           " experts");
+  SY_CHECK(x.dim() == 2 && x.size(1) == options_.hidden_size(), "ExpertBank: input ", x.sizes(),
+           " is not [rows, ", options_.hidden_size(), "]");
+  const int64_t rows =
+      std::accumulate(tokens_per_expert.begin(), tokens_per_expert.end(), int64_t(0));
+  SY_CHECK(rows == x.size(0), "ExpertBank: counts sum to ", rows, " but ", x.size(0),
+           " rows arrived");
+  const bool grouped =
+      options_.gemm() == GroupedGemm::kGroupedMm ||
+      (options_.gemm() == GroupedGemm::kAuto && x.is_cuda() && x.scalar_type() == torch::kBFloat16);
+  if (grouped && rows > 0) return grouped_mm(x, tokens_per_expert);
+  return slice_loop(x, tokens_per_expert);
+}
+
+}  // namespace switchyard

@@ -1,0 +1,65 @@
+// A rank's local experts, stored stacked ([experts, out, in]) and run on contiguous per-expert
+// row slices: SwiGLU experts (Qwen) or GELU MLP experts with biases (BERT).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+namespace switchyard {
+
+enum class ExpertKind {
+  kSwiGlu,   ///< down(silu(gate(x)) * up(x)), no biases (Qwen2-MoE)
+  kGeluMlp,  ///< out(gelu(in(x) + b_in)) + b_out, exact-erf GELU (BERT)
+};
+
+/// How an expert bank multiplies its slices.
+enum class GroupedGemm {
+  kAuto,       ///< grouped GEMM (at::_grouped_mm) for bf16 on CUDA, slice loop elsewhere
+  kSliceLoop,  ///< one matmul per expert on its contiguous slice
+  kGroupedMm,  ///< at::_grouped_mm everywhere it accepts the shapes (tests use it on CPU)
+};
+
+struct ExpertBankOptions {
+  ExpertBankOptions(int64_t hidden_size, int64_t intermediate_size, int64_t num_experts)
+      : hidden_size_(hidden_size),
+        intermediate_size_(intermediate_size),
+        num_experts_(num_experts) {}
+  TORCH_ARG(int64_t, hidden_size);
+  TORCH_ARG(int64_t, intermediate_size);
+  TORCH_ARG(int64_t, num_experts);       ///< experts held here (the local ones under EP)
+  TORCH_ARG(int64_t, first_expert) = 0;  ///< global id of the first one
+  TORCH_ARG(ExpertKind, kind) = ExpertKind::kSwiGlu;
+  TORCH_ARG(GroupedGemm, gemm) = GroupedGemm::kAuto;
+};
+
+/// Parameters (HF transformers v5 fused layout for SwiGLU):
+///   w_in  [E, 2I, H] (SwiGLU: gate rows then up rows) or [E, I, H] (GELU), b_in [E, I] (GELU)
+///   w_out [E, H, I], b_out [E, H] (GELU)
+///   usage: ExpertBank experts(ExpertBankOptions(2048, 1408, 15).first_expert(15));
+///          auto y = experts->forward(tokens.hidden, tokens.tokens_per_expert);
+class ExpertBankImpl : public torch::nn::Module {
+ public:
+  explicit ExpertBankImpl(ExpertBankOptions options);
+  void reset_parameters();
+
+  /// x [R, H], rows grouped by expert with tokens_per_expert[e] rows for local expert e -> [R, H].
+  torch::Tensor forward(const torch::Tensor& x, const std::vector<int64_t>& tokens_per_expert);
+
+  /// One local expert on all rows of x (baselines and the shared expert use this).
+  torch::Tensor forward_one(int64_t local_expert, const torch::Tensor& x);
+
+  const ExpertBankOptions& options() const { return options_; }
+
+  torch::Tensor w_in, b_in, w_out, b_out;
+
+ private:
+  torch::Tensor activate(const torch::Tensor& h) const;
+  torch::Tensor slice_loop(const torch::Tensor& x, const std::vector<int64_t>& counts);
+  torch::Tensor grouped_mm(const torch::Tensor& x, const std::vector<int64_t>& counts);
+
+  ExpertBankOptions options_;
+};
+TORCH_MODULE(ExpertBank);
+
+}  // namespace switchyard

@@ -1,0 +1,64 @@
+// Route, dispatch, compute, combine; the shared expert runs on every token beside them.
+#include "models/moe_block.h"
+
+#include "common/errors.h"
+#include "routers/router_registry.h"
+
+namespace switchyard {
+
+MoeBlockImpl::MoeBlockImpl(MoeBlockOptions options, ProcessGroups groups)
+    : options_(std::move(options)),
+      groups_(std::move(groups)),
+      dispatcher_(options_.num_experts(), groups_.ep) {
+  router = register_module("router",
+                           make_router(RouterOptions(options_.hidden_size(), options_.num_experts(),
+                                                     options_.router())));
+  experts = register_module(
+      "experts",
+      ExpertBank(ExpertBankOptions(options_.hidden_size(), options_.expert_intermediate_size(),
+                                   dispatcher_.num_local_experts())
+                     .first_expert(dispatcher_.first_local_expert())
+                     .kind(options_.expert_kind())
+                     .gemm(options_.gemm())));
+  if (options_.shared_expert_intermediate_size() > 0) {
+    shared_expert = register_module(
+        "shared_expert", ExpertBank(ExpertBankOptions(options_.hidden_size(),
+                                                      options_.shared_expert_intermediate_size(), 1)
+                                        .kind(options_.expert_kind())));
+    shared_expert_gate = register_module(
+        "shared_expert_gate",
+        torch::nn::Linear(torch::nn::LinearOptions(options_.hidden_size(), 1).bias(false)));
+  }
+}
+
+std::vector<torch::Tensor> MoeBlockImpl::replicated_parameters() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& child : named_children()) {
+    if (child.key() == "experts") continue;
+    for (const auto& p : child.value()->parameters()) out.push_back(p);
+  }
+  return out;
+}
+
+MoeOutput MoeBlockImpl::forward(const torch::Tensor& hidden, const torch::Tensor& token_ids) {
+  const int64_t H = options_.hidden_size();
+  SY_CHECK(hidden.size(-1) == H, "MoeBlock: hidden size ", hidden.size(-1), ", expected ", H);
+  auto x = hidden.reshape({-1, H});
+  auto ids = token_ids.defined() ? token_ids.reshape({-1}) : token_ids;
+
+  MoeOutput out;
+  out.routing = router->route(x, ids);
+  auto [tokens, handle] = dispatcher_.dispatch(x, out.routing);
+  auto y = dispatcher_.combine(experts->forward(tokens.hidden, tokens.tokens_per_expert), handle);
+  if (shared_expert) {
+    auto shared = shared_expert->forward_one(0, x);
+    y = y + torch::sigmoid(shared_expert_gate->forward(x)) * shared;
+  }
+  out.hidden = y.reshape(hidden.sizes());
+  out.routed_per_expert = std::move(handle.routed_per_expert);
+  out.tokens_per_local_expert = std::move(tokens.tokens_per_expert);
+  out.num_dropped = handle.num_dropped;
+  return out;
+}
+
+}  // namespace switchyard

@@ -1,0 +1,73 @@
+// The MoE block: router -> dispatcher -> local expert bank -> combine, plus Qwen1.5-MoE's
+// sigmoid-gated shared expert. The residual connection belongs to the caller.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "configs/switchyard.pb.h"
+#include "models/expert_bank.h"
+#include "parallel/all_to_all_dispatcher.h"
+#include "parallel/process_groups.h"
+#include "routers/router.h"
+
+namespace switchyard {
+
+struct MoeBlockOptions {
+  MoeBlockOptions(int64_t hidden_size, int64_t num_experts, int64_t expert_intermediate_size)
+      : hidden_size_(hidden_size),
+        num_experts_(num_experts),
+        expert_intermediate_size_(expert_intermediate_size) {}
+  TORCH_ARG(int64_t, hidden_size);
+  TORCH_ARG(int64_t, num_experts);  ///< global; EP must divide it
+  TORCH_ARG(int64_t, expert_intermediate_size);
+  TORCH_ARG(int64_t, shared_expert_intermediate_size) = 0;  ///< 0: no shared expert
+  TORCH_ARG(ExpertKind, expert_kind) = ExpertKind::kSwiGlu;
+  TORCH_ARG(GroupedGemm, gemm) = GroupedGemm::kAuto;
+  TORCH_ARG(config::RouterConfig, router);
+};
+
+/// What one forward produces besides the hidden states: the routing (for the aux losses and
+/// statistics) and where the tokens went.
+struct MoeOutput {
+  torch::Tensor hidden;                          ///< same shape as the input
+  Routing routing;                               ///< over this rank's tokens
+  std::vector<int64_t> routed_per_expert;        ///< [E] assignments this rank sent out
+  std::vector<int64_t> tokens_per_local_expert;  ///< rows this rank's experts received
+  int64_t num_dropped = 0;                       ///< assignments dropped by capacity here
+};
+
+/// Each rank holds the full router and shared expert (replicated) and E / EP routed experts.
+///   usage: MoeBlock moe(MoeBlockOptions(2048, 60, 1408).shared_expert_intermediate_size(5632)
+///                           .router(cfg.router()), groups);
+///          MoeOutput out = moe->forward(hidden, token_ids);
+///          hidden = hidden + out.hidden;
+class MoeBlockImpl : public torch::nn::Module {
+ public:
+  MoeBlockImpl(MoeBlockOptions options, ProcessGroups groups);
+
+  /// hidden [..., H] (any leading shape); token_ids with the same leading shape, needed by the
+  /// Hash router only. Collective over the EP group in forward and backward.
+  MoeOutput forward(const torch::Tensor& hidden, const torch::Tensor& token_ids = {});
+
+  /// Parameters that are sharded over EP (the routed experts); all others are replicated.
+  std::vector<torch::Tensor> expert_parameters() const { return experts->parameters(); }
+  std::vector<torch::Tensor> replicated_parameters() const;
+
+  const MoeBlockOptions& options() const { return options_; }
+  const AllToAllDispatcher& dispatcher() const { return dispatcher_; }
+
+  RouterPtr router;
+  ExpertBank experts{nullptr};
+  ExpertBank shared_expert{nullptr};
+  torch::nn::Linear shared_expert_gate{nullptr};
+
+ private:
+  MoeBlockOptions options_;
+  ProcessGroups groups_;
+  AllToAllDispatcher dispatcher_;
+};
+TORCH_MODULE(MoeBlock);
+
+}  // namespace switchyard

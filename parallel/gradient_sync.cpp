@@ -1,0 +1,64 @@
+// Bucketing: consecutive parameters of one dtype and device share a flat buffer up to
+// bucket_bytes, so a model with hundreds of small tensors makes a handful of all-reduces.
+#include "parallel/gradient_sync.h"
+
+#include "common/errors.h"
+
+namespace switchyard {
+
+GradientSync::GradientSync(ProcessGroups groups, const std::vector<torch::Tensor>& replicated,
+                           const std::vector<torch::Tensor>& expert_sharded,
+                           GradientSyncOptions options)
+    : groups_(std::move(groups)), options_(options) {
+  SY_CHECK(options_.bucket_bytes() > 0, "GradientSync: bucket_bytes must be positive");
+  add_buckets(groups_.world, replicated);
+  add_buckets(groups_.dp, expert_sharded);
+}
+
+void GradientSync::add_buckets(const CommunicatorPtr& group,
+                               const std::vector<torch::Tensor>& params) {
+  Bucket current{group, {}};
+  int64_t bytes = 0;
+  auto flush = [&] {
+    if (!current.params.empty()) buckets_.push_back(current);
+    current.params.clear();
+    bytes = 0;
+  };
+  for (const auto& p : params) {
+    if (!p.requires_grad()) continue;
+    const int64_t size = p.numel() * int64_t(p.element_size());
+    const bool fits =
+        !current.params.empty() && current.params.front().scalar_type() == p.scalar_type() &&
+        current.params.front().device() == p.device() && bytes + size <= options_.bucket_bytes();
+    if (!fits) flush();
+    current.params.push_back(p);
+    bytes += size;
+  }
+  flush();
+}
+
+void GradientSync::synchronize() {
+  const double scale = options_.average() ? 1.0 / groups_.world->size() : 1.0;
+  for (auto& bucket : buckets_) {
+    std::vector<torch::Tensor> grads;
+    grads.reserve(bucket.params.size());
+    for (auto& p : bucket.params) {
+      auto g = p.grad();
+      grads.push_back(g.defined() ? g.reshape(-1) : torch::zeros({p.numel()}, p.options()));
+    }
+    auto flat = torch::cat(grads);
+    if (bucket.group->size() > 1) bucket.group->all_reduce(flat, ReduceOp::kSum);
+    if (scale != 1.0) flat.mul_(scale);
+    int64_t offset = 0;
+    for (auto& p : bucket.params) {
+      auto reduced = flat.narrow(0, offset, p.numel()).view(p.sizes());
+      offset += p.numel();
+      if (p.grad().defined())
+        p.mutable_grad().copy_(reduced);
+      else
+        p.mutable_grad() = reduced.clone();
+    }
+  }
+}
+
+}  // namespace switchyard

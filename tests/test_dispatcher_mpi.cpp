@@ -1,0 +1,121 @@
+// The dispatcher alone, at whatever world size mpirun gives (EP = world): skewed routing, ranks
+// that send or receive nothing, capacity drops, and dispatch -> combine with known experts.
+#include <gtest/gtest.h>
+
+#include "common/errors.h"
+#include "parallel/all_to_all_dispatcher.h"
+#include "parallel/process_groups.h"
+
+using namespace switchyard;
+
+namespace {
+
+CommunicatorPtr world() {
+  static CommunicatorPtr w = make_mpi_world_communicator();
+  return w;
+}
+
+// A routing decision written by hand: ids [T, k], weights [T, k], optional drops.
+Routing routing_of(torch::Tensor ids, torch::Tensor weights, torch::Tensor dropped = {}) {
+  Routing r;
+  r.topk_ids = std::move(ids);
+  r.topk_weights = std::move(weights);
+  r.dropped = std::move(dropped);
+  return r;
+}
+
+// "Expert" e multiplies its rows by (e + 1): combine must then give sum_k w_k (e_k + 1) x.
+torch::Tensor scale_by_expert(const AllToAllDispatcher& d, const DispatchedTokens& tokens) {
+  std::vector<torch::Tensor> parts;
+  auto slices = tokens.hidden.split_with_sizes(tokens.tokens_per_expert);
+  for (size_t e = 0; e < slices.size(); ++e)
+    parts.push_back(slices[e] * double(d.first_local_expert() + int64_t(e) + 1));
+  return torch::cat(parts);
+}
+
+torch::Tensor expected_output(const torch::Tensor& x, const Routing& r) {
+  auto w = r.topk_weights.clone();
+  if (r.dropped.defined()) w.masked_fill_(r.dropped, 0.0);
+  auto factor = (w * (r.topk_ids.to(torch::kDouble) + 1)).sum(1, true);
+  return x * factor;
+}
+
+void check_round_trip(int64_t experts, const Routing& r, const torch::Tensor& x) {
+  AllToAllDispatcher d(experts, world());
+  auto xg = x.clone().requires_grad_(true);
+  auto [tokens, handle] = d.dispatch(xg, r);
+  auto y = d.combine(scale_by_expert(d, tokens), handle);
+  EXPECT_TRUE(torch::allclose(y, expected_output(x, r), 1e-12, 1e-12));
+  // d(sum y)/dx = per-token factor, which had to travel back through the reverse exchange.
+  y.sum().backward();
+  auto factor = expected_output(torch::ones_like(x), r);
+  EXPECT_TRUE(torch::allclose(xg.grad(), factor, 1e-12, 1e-12));
+}
+
+TEST(Dispatcher, AllTokensToOneExpert) {
+  const int me = world()->rank();
+  const int64_t E = 2 * world()->size(), T = 7 + me;
+  auto x = torch::randn({T, 3}, torch::kDouble);
+  // Everyone sends everything to the last rank's last expert; other ranks receive nothing.
+  auto ids = torch::full({T, 1}, E - 1, torch::kLong);
+  check_round_trip(E, routing_of(ids, torch::full({T, 1}, 0.5, torch::kDouble)), x);
+}
+
+TEST(Dispatcher, RanksThatSendNothing) {
+  const int me = world()->rank();
+  const int64_t E = world()->size(), T = me % 2 ? 0 : 6;
+  auto x = torch::randn({T, 4}, torch::kDouble);
+  auto ids = torch::stack({torch::arange(T) % E, (torch::arange(T) + 1) % E}, 1);
+  check_round_trip(E, routing_of(ids, torch::rand({T, 2}, torch::kDouble)), x);
+}
+
+TEST(Dispatcher, DroppedAssignmentsContributeNothingAndAreCounted) {
+  const int64_t E = world()->size(), T = 10;
+  auto x = torch::randn({T, 4}, torch::kDouble);
+  auto ids = torch::stack({torch::zeros({T}, torch::kLong), torch::arange(T) % E}, 1);
+  auto dropped = torch::zeros({T, 2}, torch::kBool);
+  dropped.index_put_({torch::indexing::Slice(0, 4), 0}, true);
+  dropped[9][1] = true;
+  auto r = routing_of(ids, torch::rand({T, 2}, torch::kDouble), dropped);
+  check_round_trip(E, r, x);
+  AllToAllDispatcher d(E, world());
+  EXPECT_EQ(d.dispatch(x, r).second.num_dropped, 5);
+}
+
+TEST(Dispatcher, IdentityExpertsReturnTheInput) {
+  const int64_t E = 4 * world()->size(), T = 33, k = std::min<int64_t>(8, E);
+  auto x = torch::randn({T, 5}, torch::kDouble);
+  auto ids =
+      torch::rand({T, E}).argsort(int64_t(1)).narrow(1, 0, k);  // k distinct experts per token
+  auto w = torch::full({T, k}, 1.0 / double(k), torch::kDouble);
+  AllToAllDispatcher d(E, world());
+  auto [tokens, handle] = d.dispatch(x, routing_of(ids, w));
+  EXPECT_TRUE(torch::allclose(d.combine(tokens.hidden, handle), x, 1e-12, 1e-12));
+  int64_t received = 0;
+  for (auto n : tokens.tokens_per_expert) received += n;
+  auto total = torch::tensor({received});
+  world()->all_reduce(total);
+  EXPECT_EQ(total.item<int64_t>(), T * k * world()->size());
+}
+
+TEST(ProcessGroupsTest, ShapesAndBadSizes) {
+  const int n = world()->size();
+  for (int ep = 1; ep <= n; ++ep) {
+    if (n % ep) {
+      EXPECT_THROW(make_process_groups(world(), ep), ConfigError);
+      continue;
+    }
+    auto g = make_process_groups(world(), ep);
+    EXPECT_EQ(g.ep_size(), ep);
+    EXPECT_EQ(g.dp_size(), n / ep);
+    EXPECT_EQ(g.ep_rank(), world()->rank() % ep);
+    EXPECT_EQ(g.dp_rank(), world()->rank() / ep);
+    // The DP group joins ranks with the same ep_rank.
+    auto mine = torch::tensor({int64_t(g.ep_rank())});
+    auto all = g.dp->all_gather(mine);
+    EXPECT_TRUE(all.eq(g.ep_rank()).all().item<bool>());
+  }
+  if (n > 1) EXPECT_THROW(AllToAllDispatcher(n + 1, world()), ConfigError);
+}
+
+}  // namespace
