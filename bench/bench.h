@@ -26,6 +26,10 @@ struct BenchEntry {
 const std::vector<BenchEntry>& bench_registry();
 const BenchEntry* find_bench(const std::string& name);
 
+/// Benchmarks defined in their own files.
+BenchEntry layer_bench_entry();
+BenchEntry alltoall_bench_entry();
+
 /// Median wall-clock microseconds of fn() over `repeats` runs after `warmup` untimed runs.
 double median_us(const std::function<void()>& fn, int warmup, int repeats);
 

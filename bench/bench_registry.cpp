@@ -14,6 +14,8 @@ const std::vector<BenchEntry>& bench_registry() {
          run_fwht_bench(ctx);
        }},
       {"fwht", "fast Walsh-Hadamard transform against a dense Hadamard matmul", run_fwht_bench},
+      layer_bench_entry(),
+      alltoall_bench_entry(),
   };
   return entries;
 }

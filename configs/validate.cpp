@@ -99,6 +99,22 @@ void validate_bench(const config::BenchConfig& b, const config::RouterConfig& r)
             detail::concat("exceeds ", at, ".num_experts (", s.num_experts(), ")"));
     if (r.has_mlp_hadamard()) validate_router_for_experts(r, s.num_experts(), at + ".num_experts");
   }
+  require_positive(b.layer_tokens(), "bench.layer_tokens");
+  require_positive(b.layer_repeats(), "bench.layer_repeats");
+  for (int i = 0; i < b.layer_shapes_size(); ++i) {
+    const auto& s = b.layer_shapes(i);
+    const std::string at = detail::concat("bench.layer_shapes[", i, "]");
+    require_positive(s.hidden_size(), at + ".hidden_size");
+    require_positive(s.num_experts(), at + ".num_experts");
+    require_positive(s.top_k(), at + ".top_k");
+    require(s.top_k() <= s.num_experts(), at + ".top_k", s.top_k(),
+            detail::concat("exceeds ", at, ".num_experts (", s.num_experts(), ")"));
+    require_positive(s.expert_intermediate_size(), at + ".expert_intermediate_size");
+    require(s.shared_expert_intermediate_size() >= 0, at + ".shared_expert_intermediate_size",
+            s.shared_expert_intermediate_size(), "must be non-negative (0: none)");
+  }
+  for (int i = 0; i < b.alltoall_bytes_size(); ++i)
+    require_positive(b.alltoall_bytes(i), detail::concat("bench.alltoall_bytes[", i, "]"));
   for (int i = 0; i < b.fwht_widths_size(); ++i)
     require(is_power_of_two(b.fwht_widths(i)), detail::concat("bench.fwht_widths[", i, "]"),
             b.fwht_widths(i), "must be a power of two");

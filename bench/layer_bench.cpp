@@ -1,0 +1,143 @@
+// `switchyard bench layer`: the MoE layer's throughput against two baselines measured in the same
+// run, on the same weights and tokens:
+//   dense chain — one SwiGLU expert applied to all T*k routed rows: the routed-expert FLOPs with
+//                 no routing at all, the ceiling for our grouped expert compute (vs_dense);
+//   per-expert loop — Hugging Face's Qwen2MoeSparseMoeBlock: one-hot mask, per expert a where(),
+//                 a gather, the expert and an index_add_ (vs_loop, whole layer against whole
+//                 layer).
+#include <iostream>
+
+#include "bench/bench.h"
+#include "common/table.h"
+#include "models/moe_block.h"
+
+namespace switchyard {
+namespace {
+
+struct LayerShape {
+  std::string name;
+  int64_t hidden, experts, top_k, intermediate, shared;
+};
+
+std::vector<LayerShape> layer_shapes(const config::BenchConfig& b) {
+  if (b.layer_shapes_size() == 0)
+    return {{"qwen1.5-moe", 2048, 60, 4, 1408, 5632}, {"small", 512, 16, 2, 512, 1024}};
+  std::vector<LayerShape> out;
+  for (const auto& s : b.layer_shapes())
+    out.push_back({s.name().empty() ? "custom" : s.name(), s.hidden_size(), s.num_experts(),
+                   s.top_k(), s.expert_intermediate_size(), s.shared_expert_intermediate_size()});
+  return out;
+}
+
+// Hugging Face's loop, on our block's weights (so the FLOPs and the numbers are the same).
+torch::Tensor hf_loop_forward(MoeBlock& block, const torch::Tensor& x) {
+  Routing r = block->router->route(x);
+  const int64_t E = block->options().num_experts();
+  auto weights = r.topk_weights.to(x.scalar_type());
+  auto out = torch::zeros_like(x);
+  auto expert_mask = torch::one_hot(r.topk_ids, E).permute({2, 1, 0});  // [E, k, T]
+  auto hit = expert_mask.sum({1, 2}).gt(0).nonzero().reshape(-1).cpu();
+  for (int64_t i = 0; i < hit.numel(); ++i) {
+    const int64_t e = hit[i].item<int64_t>();
+    auto where = torch::where(expert_mask[e]);
+    auto slot = where[0], token = where[1];
+    auto y = block->experts->forward_one(e, x.index_select(0, token)) *
+             weights.index({token, slot}).unsqueeze(1);
+    out.index_add_(0, token, y);
+  }
+  if (block->shared_expert)
+    out = out + torch::sigmoid(block->shared_expert_gate->forward(x)) *
+                    block->shared_expert->forward_one(0, x);
+  return out;
+}
+
+struct Timings {
+  double layer_us, experts_us, dense_us, loop_us;
+};
+
+Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const RunConfig& cfg) {
+  const auto& b = cfg.bench();
+  const int64_t T = b.layer_tokens();
+  config::RouterConfig rc;
+  rc.set_top_k(int(s.top_k));
+  rc.mutable_linear();
+  torch::manual_seed(cfg.train().seed());
+  MoeBlock block(MoeBlockOptions(s.hidden, s.experts, s.intermediate)
+                     .shared_expert_intermediate_size(s.shared)
+                     .router(rc),
+                 single_process_groups());
+  ExpertBank dense(ExpertBankOptions(s.hidden, s.intermediate, 1));
+  block->to(dtype);
+  dense->to(dtype);
+  auto x = torch::randn({T, s.hidden}, dtype).requires_grad_(backward);
+
+  // The experts' own input: this batch's rows, already dispatched.
+  Routing routing;
+  DispatchedTokens tokens;
+  {
+    torch::NoGradGuard no_grad;
+    routing = block->router->route(x);
+    tokens = block->dispatcher().dispatch(x, routing).first;
+  }
+  auto rows = tokens.hidden.detach().requires_grad_(backward);
+  auto dense_rows = rows.clone().detach().requires_grad_(backward);
+
+  auto run = [&](const std::function<torch::Tensor()>& f) {
+    return median_us(
+        [&] {
+          if (!backward) {
+            torch::NoGradGuard no_grad;
+            f();
+            return;
+          }
+          block->zero_grad();
+          dense->zero_grad();
+          f().sum().backward();
+        },
+        b.warmup(), b.layer_repeats());
+  };
+  Timings t;
+  t.layer_us = run([&] { return block->forward(x).hidden; });
+  t.experts_us = run([&] { return block->experts->forward(rows, tokens.tokens_per_expert); });
+  t.dense_us = run([&] { return dense->forward_one(0, dense_rows); });
+  t.loop_us = run([&] { return hf_loop_forward(block, x); });
+  return t;
+}
+
+void run_layer_bench(const BenchContext& ctx) {
+  Table table({"shape", "dtype", "mode", "tokens", "tokens_per_s", "experts_tokens_per_s",
+               "dense_tokens_per_s", "loop_tokens_per_s", "vs_dense", "vs_loop"});
+  const int64_t T = ctx.config.bench().layer_tokens();
+  for (const auto& s : layer_shapes(ctx.config.bench())) {
+    for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+      for (bool backward : {false, true}) {
+        const Timings t = time_one(s, dtype, backward, ctx.config);
+        auto per_s = [&](double us) { return Cell(double(T) / us * 1e6, 0); };
+        table.add({s.name, dtype == torch::kFloat ? "fp32" : "bf16", backward ? "fwdbwd" : "fwd", T,
+                   per_s(t.layer_us), per_s(t.experts_us), per_s(t.dense_us), per_s(t.loop_us),
+                   Cell(t.dense_us / t.experts_us, 3), Cell(t.loop_us / t.layer_us, 3)});
+        if (!ctx.json) std::cerr << "." << std::flush;
+      }
+    }
+  }
+  if (ctx.json) {
+    table.print_json(ctx.out);
+    return;
+  }
+  std::cerr << "\n";
+  ctx.out << "MoE layer, " << T << " tokens, median of " << ctx.config.bench().layer_repeats()
+          << " runs, " << torch::get_num_threads() << " threads, Linear router\n";
+  table.print(ctx.out);
+  ctx.out << "experts: routed-expert compute on dispatched rows; dense: one expert on the same "
+             "T*k rows; loop: Hugging Face's per-expert loop (whole layer)\n"
+             "vs_dense = dense time / experts time; vs_loop = loop time / layer time\n\n";
+}
+
+}  // namespace
+
+BenchEntry layer_bench_entry() {
+  return {"layer", "MoE layer tokens/s vs a dense chain and a per-expert loop (fp32, bf16)",
+          run_layer_bench};
+}
+
+}  // namespace switchyard
