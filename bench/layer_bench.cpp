@@ -36,12 +36,13 @@ torch::Tensor hf_loop_forward(MoeBlock& block, const torch::Tensor& x) {
   auto weights = r.topk_weights.to(x.scalar_type());
   auto out = torch::zeros_like(x);
   auto expert_mask = torch::one_hot(r.topk_ids, E).permute({2, 1, 0});  // [E, k, T]
+  const auto experts = block->experts->per_expert();  // HF keeps one nn.Linear set per expert
   auto hit = expert_mask.sum({1, 2}).gt(0).nonzero().reshape(-1).cpu();
   for (int64_t i = 0; i < hit.numel(); ++i) {
     const int64_t e = hit[i].item<int64_t>();
     auto where = torch::where(expert_mask[e]);
     auto slot = where[0], token = where[1];
-    auto y = block->experts->forward_one(e, x.index_select(0, token)) *
+    auto y = block->experts->forward_expert(experts[e], x.index_select(0, token)) *
              weights.index({token, slot}).unsqueeze(1);
     out.index_add_(0, token, y);
   }

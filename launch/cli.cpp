@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "common/errors.h"
+#include "parallel/communicator.h"
 
 namespace switchyard {
 
@@ -69,20 +70,26 @@ int run_cli(int argc, char** argv) {
     std::cerr << "switchyard: unknown subcommand '" << name << "' (try --help)\n";
     return kExitUsage;
   }
+  // One line naming what failed; under mpirun the rank is named too and MPI_Abort stops the
+  // other ranks, which would otherwise wait forever in their next collective.
+  auto fail = [&](const std::string& what, int code) {
+    const int rank = distributed_rank();
+    std::cerr << "switchyard " << name << (rank >= 0 ? " (rank " + std::to_string(rank) + ")" : "")
+              << ": " << what << "\n"
+              << std::flush;
+    abort_world_if_distributed(code);
+    return code;
+  };
   try {
     return run_subcommand(*cmd, argc - 1, argv + 1);
   } catch (const po::error& e) {
-    std::cerr << "switchyard " << name << ": " << e.what() << "\n";
-    return kExitUsage;
+    return fail(e.what(), kExitUsage);
   } catch (const ConfigError& e) {
-    std::cerr << "switchyard " << name << ": config error: " << e.what() << "\n";
-    return kExitUsage;
+    return fail(std::string("config error: ") + e.what(), kExitUsage);
   } catch (const c10::Error& e) {
-    std::cerr << "switchyard " << name << ": " << e.what_without_backtrace() << "\n";
-    return kExitFailure;
+    return fail(e.what_without_backtrace(), kExitFailure);
   } catch (const std::exception& e) {
-    std::cerr << "switchyard " << name << ": " << e.what() << "\n";
-    return kExitFailure;
+    return fail(e.what(), kExitFailure);
   }
 }
 

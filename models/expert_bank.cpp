@@ -43,21 +43,35 @@ torch::Tensor ExpertBankImpl::activate(const torch::Tensor& h) const {
   return torch::gelu(h);  // exact erf
 }
 
-torch::Tensor ExpertBankImpl::forward_one(int64_t e, const torch::Tensor& x) {
-  auto h = torch::matmul(x, w_in[e].t());
-  if (b_in.defined()) h = h + b_in[e];
-  auto y = torch::matmul(activate(h), w_out[e].t());
-  if (b_out.defined()) y = y + b_out[e];
-  return y;
+std::vector<ExpertBankImpl::Weights> ExpertBankImpl::per_expert() const {
+  auto unbind = [](const torch::Tensor& t) {
+    return t.defined() ? t.unbind(0) : std::vector<torch::Tensor>();
+  };
+  auto w_ins = unbind(w_in), b_ins = unbind(b_in), w_outs = unbind(w_out), b_outs = unbind(b_out);
+  std::vector<Weights> out(w_ins.size());
+  for (size_t e = 0; e < out.size(); ++e) {
+    out[e].w_in = w_ins[e];
+    out[e].w_out = w_outs[e];
+    if (!b_ins.empty()) out[e].b_in = b_ins[e];
+    if (!b_outs.empty()) out[e].b_out = b_outs[e];
+  }
+  return out;
+}
+
+torch::Tensor ExpertBankImpl::forward_expert(const Weights& w, const torch::Tensor& x) const {
+  auto h = w.b_in.defined() ? torch::addmm(w.b_in, x, w.w_in.t()) : torch::matmul(x, w.w_in.t());
+  auto a = activate(h);
+  return w.b_out.defined() ? torch::addmm(w.b_out, a, w.w_out.t()) : torch::matmul(a, w.w_out.t());
 }
 
 torch::Tensor ExpertBankImpl::slice_loop(const torch::Tensor& x,
                                          const std::vector<int64_t>& counts) {
   auto slices = x.split_with_sizes(counts);
+  const auto experts = per_expert();
   std::vector<torch::Tensor> outputs;
   outputs.reserve(slices.size());
   for (size_t e = 0; e < slices.size(); ++e)
-    outputs.push_back(counts[e] ? forward_one(int64_t(e), slices[e]) : slices[e]);
+    outputs.push_back(counts[e] ? forward_expert(experts[e], slices[e]) : slices[e]);
   return torch::cat(outputs);
 }
 

@@ -46,8 +46,20 @@ class ExpertBankImpl : public torch::nn::Module {
   /// x [R, H], rows grouped by expert with tokens_per_expert[e] rows for local expert e -> [R, H].
   torch::Tensor forward(const torch::Tensor& x, const std::vector<int64_t>& tokens_per_expert);
 
-  /// One local expert on all rows of x (baselines and the shared expert use this).
-  torch::Tensor forward_one(int64_t local_expert, const torch::Tensor& x);
+  /// One expert's weights as views of the stacked parameters (b_in/b_out undefined for SwiGLU).
+  struct Weights {
+    torch::Tensor w_in, b_in, w_out, b_out;
+  };
+  /// All local experts' views from one unbind per parameter. Indexing w_in[e] per expert instead
+  /// would give each expert a full-size [E, ...] gradient in backward: E times the memory traffic.
+  std::vector<Weights> per_expert() const;
+
+  /// One expert on all rows of x.
+  torch::Tensor forward_expert(const Weights& w, const torch::Tensor& x) const;
+  /// Local expert e on all rows of x (the shared expert, a bank of one, uses this).
+  torch::Tensor forward_one(int64_t e, const torch::Tensor& x) const {
+    return forward_expert(per_expert().at(size_t(e)), x);
+  }
 
   const ExpertBankOptions& options() const { return options_; }
 

@@ -63,6 +63,13 @@ bool launched_by_mpi();
 /// The world: MPI when launched by mpirun/srun (initialising MPI once), else single-process.
 CommunicatorPtr make_world_communicator();
 
+/// This process's world rank when MPI is running with more than one rank, else -1.
+int distributed_rank();
+
+/// When MPI is running with more than one rank: MPI_Abort(MPI_COMM_WORLD, exit_code), which
+/// ends every rank. Otherwise does nothing. For `main`'s error path only.
+void abort_world_if_distributed(int exit_code);
+
 /// MPI over MPI_COMM_WORLD (initialises MPI if needed). CPU tensors.
 CommunicatorPtr make_mpi_world_communicator();
 

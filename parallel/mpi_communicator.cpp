@@ -226,6 +226,29 @@ class MpiCommunicator : public Communicator {
 
 }  // namespace
 
+namespace {
+int world_size_if_running() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return 0;
+  int size = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size;
+}
+}  // namespace
+
+int distributed_rank() {
+  if (world_size_if_running() <= 1) return -1;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+void abort_world_if_distributed(int exit_code) {
+  if (world_size_if_running() > 1) MPI_Abort(MPI_COMM_WORLD, exit_code);
+}
+
 bool launched_by_mpi() {
   for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
     if (std::getenv(var)) return true;

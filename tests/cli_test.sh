@@ -71,5 +71,36 @@ else
   fail "bench routers --json ran ($(head -c 300 "$tmp/bench.err"))"
 fi
 
+# bench layer and bench alltoall (under mpirun, 2 ranks) at tiny shapes: fields scripts read.
+cat >"$tmp/layer.pbtxt" <<'PB'
+bench { warmup: 1 repeats: 3 layer_tokens: 32 layer_repeats: 2 alltoall_bytes: [8192, 65536]
+        layer_shapes { name: "tiny" hidden_size: 32 num_experts: 4 top_k: 2
+                       expert_intermediate_size: 16 shared_expert_intermediate_size: 24 } }
+PB
+mpirun_sh="$(dirname "$0")/../launch/mpirun.sh"
+if "$bin" bench layer --config "$tmp/layer.pbtxt" --json >"$tmp/layer.jsonl" 2>"$tmp/layer.err" &&
+   "$mpirun_sh" -np 2 "$bin" bench alltoall --config "$tmp/layer.pbtxt" --json \
+     >"$tmp/a2a.jsonl" 2>"$tmp/a2a.err"; then
+  if "$py" - "$tmp/layer.jsonl" "$tmp/a2a.jsonl" <<'PY'
+import json, sys
+layer = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+assert sorted((r["dtype"], r["mode"]) for r in layer) == sorted(
+    (d, m) for d in ("fp32", "bf16") for m in ("fwd", "fwdbwd")), layer
+for r in layer:
+    for f in ("shape", "dtype", "mode", "tokens_per_s", "vs_dense", "vs_loop"):
+        assert f in r, (f, r)
+    assert r["shape"] == "tiny" and r["tokens_per_s"] > 0 and r["vs_dense"] > 0, r
+a2a = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+assert [r["bytes"] for r in a2a] == [8192, 65536], a2a  # rank 0 prints, once
+for r in a2a:
+    for f in ("bytes", "ranks", "ours_gbps", "mpi_gbps", "ratio"):
+        assert f in r, (f, r)
+    assert r["ranks"] == 2 and r["ours_gbps"] > 0 and r["ratio"] > 0, r
+PY
+  then ok "bench layer / alltoall --json fields"; else fail "bench layer / alltoall --json fields"; fi
+else
+  fail "bench layer / alltoall ran ($(head -c 300 "$tmp/layer.err" "$tmp/a2a.err"))"
+fi
+
 echo "cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
