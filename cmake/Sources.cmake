@@ -52,6 +52,7 @@ add_library(switchyard_core STATIC
   parallel/gradient_sync.cpp
   models/expert_bank.cpp
   models/moe_block.cpp
+  models/safetensors.cpp
   common/table.cpp
   bench/bench_registry.cpp
   bench/router_bench.cpp
@@ -60,7 +61,8 @@ add_library(switchyard_core STATIC
   bench/alltoall_bench.cpp)
 target_include_directories(switchyard_core PUBLIC ${CMAKE_SOURCE_DIR} ${SWITCHYARD_GEN_DIR})
 target_link_libraries(switchyard_core PUBLIC switchyard_config ${TORCH_LIBRARIES} MPI::MPI_CXX
-                                             Boost::program_options Threads::Threads)
+                                             Boost::program_options Threads::Threads
+                                             nlohmann_json::nlohmann_json)
 # One precompiled torch header for every torch-heavy unit: the biggest single build-time win.
 target_precompile_headers(switchyard_core PRIVATE <torch/torch.h>)
 if(SWITCHYARD_CUDA)

@@ -11,7 +11,7 @@ log() { printf '[setup] %s\n' "$*"; }
 
 # ---- Debian packages ------------------------------------------------------------------------
 apt_packages=(openmpi-bin libopenmpi-dev libboost-program-options-dev protobuf-compiler
-              libprotobuf-dev libgtest-dev cmake ninja-build ccache python3-venv)
+              libprotobuf-dev libgtest-dev nlohmann-json3-dev cmake ninja-build ccache python3-venv)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,0 +1,93 @@
+// safetensors I/O: a strict header parser (the fuzzed surface), a memory-mapped reader whose
+// tensors are zero-copy views, an atomic writer, and sharded checkpoints
+// (model.safetensors.index.json).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace switchyard {
+
+/// One tensor's header entry. Offsets are relative to the start of the data section.
+struct SafetensorsEntry {
+  std::string name;
+  std::string dtype;  ///< as in the file: F32, BF16, I8, ...
+  torch::ScalarType scalar_type;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;
+};
+
+struct SafetensorsHeader {
+  std::vector<SafetensorsEntry> tensors;  ///< in data order
+  std::map<std::string, std::string> metadata;
+  const SafetensorsEntry* find(const std::string& name) const;
+};
+
+/// Largest header we accept (the safetensors library's own limit).
+constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
+
+/// Parses and checks a header: valid JSON, an object of entries plus optional __metadata__
+/// (strings), no duplicate names, known dtypes, non-negative shapes, offsets inside
+/// `data_bytes`, byte counts equal to numel * element size, no overlaps. Throws Error naming
+/// `where` (the file) and the tensor at fault. Never reads outside [json, json + size).
+SafetensorsHeader parse_safetensors_header(const char* json, size_t size, uint64_t data_bytes,
+                                           const std::string& where);
+
+/// A memory-mapped .safetensors file. Tensors are views of the mapping (private, copy-on-write:
+/// writing to one never changes the file) that keep it alive.
+///   usage: auto f = SafetensorsFile::open("model.safetensors");
+///          torch::Tensor w = f->get("model.embed_tokens.weight");
+class SafetensorsFile {
+ public:
+  static std::shared_ptr<SafetensorsFile> open(const std::string& path);
+  ~SafetensorsFile();
+
+  const SafetensorsHeader& header() const { return header_; }
+  const std::string& path() const { return path_; }
+  bool contains(const std::string& name) const { return header_.find(name) != nullptr; }
+  /// Throws Error naming the file when `name` is absent.
+  torch::Tensor get(const std::string& name) const;
+
+ private:
+  SafetensorsFile() = default;
+  std::string path_;
+  void* map_ = nullptr;
+  size_t map_bytes_ = 0;
+  const char* data_ = nullptr;
+  SafetensorsHeader header_;
+  std::weak_ptr<SafetensorsFile> self_;
+};
+
+/// Writes tensors (any device; stored contiguous, on the CPU) in order, atomically: a temporary
+/// file in the same folder, fsync, rename. Throws Error on duplicate names or I/O failure.
+void save_safetensors(const std::string& path,
+                      const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+/// A Hugging Face checkpoint: a folder with model.safetensors, or with
+/// model.safetensors.index.json naming shards, or a single .safetensors file. Shards are mapped
+/// on first use, so a rank that reads only its experts touches only those bytes.
+class SafetensorsCheckpoint {
+ public:
+  explicit SafetensorsCheckpoint(const std::string& path);
+  std::vector<std::string> names() const;
+  bool contains(const std::string& name) const { return shard_of_.count(name) > 0; }
+  torch::Tensor get(const std::string& name) const;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::shared_ptr<SafetensorsFile> shard(const std::string& file) const;
+  std::string path_, folder_;
+  std::map<std::string, std::string> shard_of_;  ///< tensor -> shard file name
+  mutable std::map<std::string, std::shared_ptr<SafetensorsFile>> open_;
+};
+
+/// Reads a whole (small) text file; throws Error naming it.
+std::string read_text_file(const std::string& path);
+
+}  // namespace switchyard
