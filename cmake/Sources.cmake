@@ -53,6 +53,8 @@ add_library(switchyard_core STATIC
   models/expert_bank.cpp
   models/moe_block.cpp
   models/safetensors.cpp
+  models/qwen2_moe_config.cpp
+  models/qwen2_moe.cpp
   common/table.cpp
   bench/bench_registry.cpp
   bench/router_bench.cpp

@@ -1,0 +1,240 @@
+// Qwen2-MoE forward, written against transformers' modeling_qwen2_moe.py (v5): pre-norm
+// decoder layers, RMSNorm in fp32, rotate-half RoPE, eager attention with an additive mask of
+// the dtype's minimum, MoE or dense SwiGLU MLP, final norm, LM head.
+#include "models/qwen2_moe.h"
+
+#include <limits>
+
+#include "common/errors.h"
+
+namespace switchyard {
+namespace {
+
+// transformers masks with torch.finfo(dtype).min (not -inf), so fully masked rows stay finite.
+double dtype_min(torch::Dtype t) {
+  switch (t) {
+    case torch::kDouble:
+      return std::numeric_limits<double>::lowest();
+    case torch::kBFloat16:
+      return -3.3895313892515355e38;
+    case torch::kHalf:
+      return -65504.0;
+    default:
+      return std::numeric_limits<float>::lowest();
+  }
+}
+
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  auto halves = x.chunk(2, -1);
+  return torch::cat({-halves[1], halves[0]}, -1);
+}
+
+config::RouterConfig router_config(const Qwen2MoeOptions& o) {
+  config::RouterConfig rc = o.router();
+  if (rc.kind_case() == config::RouterConfig::KIND_NOT_SET) rc.mutable_linear();
+  rc.set_top_k(int32_t(o.model().num_experts_per_tok));
+  rc.set_norm_topk_prob(o.model().norm_topk_prob);
+  if (!rc.has_aux_loss_coef()) rc.set_aux_loss_coef(float(o.model().router_aux_loss_coef));
+  return rc;
+}
+
+}  // namespace
+
+// ---- RMSNorm ----------------------------------------------------------------------------------
+
+RmsNormImpl::RmsNormImpl(int64_t size, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({size}));
+}
+
+torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
+  auto h = x.to(torch::kFloat);
+  h = h * torch::rsqrt(h.pow(2).mean(-1, true) + eps_);
+  return weight * h.to(x.scalar_type());
+}
+
+// ---- attention --------------------------------------------------------------------------------
+
+Qwen2MoeAttentionImpl::Qwen2MoeAttentionImpl(const Qwen2MoeConfig& c)
+    : heads_(c.num_attention_heads),
+      kv_heads_(c.num_key_value_heads),
+      head_dim_(c.attention_head_dim()) {
+  auto linear = [&](const char* name, int64_t in, int64_t out, bool bias) {
+    return register_module(name, torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias)));
+  };
+  q_proj = linear("q_proj", c.hidden_size, heads_ * head_dim_, c.qkv_bias);
+  k_proj = linear("k_proj", c.hidden_size, kv_heads_ * head_dim_, c.qkv_bias);
+  v_proj = linear("v_proj", c.hidden_size, kv_heads_ * head_dim_, c.qkv_bias);
+  o_proj = linear("o_proj", heads_ * head_dim_, c.hidden_size, false);
+}
+
+torch::Tensor Qwen2MoeAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
+                                             const torch::Tensor& sin, const torch::Tensor& mask) {
+  const int64_t B = x.size(0), S = x.size(1);
+  auto heads = [&](const torch::Tensor& t, int64_t n) {
+    return t.view({B, S, n, head_dim_}).transpose(1, 2);  // [B, n, S, d]
+  };
+  auto q = heads(q_proj(x), heads_), k = heads(k_proj(x), kv_heads_),
+       v = heads(v_proj(x), kv_heads_);
+  q = q * cos + rotate_half(q) * sin;
+  k = k * cos + rotate_half(k) * sin;
+  if (kv_heads_ != heads_) {  // each kv head serves heads / kv_heads consecutive query heads
+    k = k.repeat_interleave(heads_ / kv_heads_, 1);
+    v = v.repeat_interleave(heads_ / kv_heads_, 1);
+  }
+  auto scores = torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(double(head_dim_))) + mask;
+  auto probs = torch::softmax(scores, -1, torch::kFloat).to(q.scalar_type());
+  auto out = torch::matmul(probs, v).transpose(1, 2).reshape({B, S, heads_ * head_dim_});
+  return o_proj(out);
+}
+
+// ---- the model --------------------------------------------------------------------------------
+
+Qwen2MoeDecoderLayerImpl::Qwen2MoeDecoderLayerImpl(const Qwen2MoeConfig& c, int64_t index,
+                                                   MoeBlockOptions moe_options,
+                                                   const ProcessGroups& groups) {
+  input_layernorm = register_module("input_layernorm", RmsNorm(c.hidden_size, c.rms_norm_eps));
+  self_attn = register_module("self_attn", Qwen2MoeAttention(c));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RmsNorm(c.hidden_size, c.rms_norm_eps));
+  if (c.is_moe_layer(index))
+    moe = register_module("moe", MoeBlock(std::move(moe_options), groups));
+  else
+    mlp = register_module("mlp",
+                          ExpertBank(ExpertBankOptions(c.hidden_size, c.intermediate_size, 1)));
+}
+
+Qwen2MoeForCausalLMImpl::Qwen2MoeForCausalLMImpl(Qwen2MoeOptions options)
+    : options_(std::move(options)) {
+  const auto& c = options_.model();
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  layer_list_ = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    auto moe_options = MoeBlockOptions(c.hidden_size, c.num_experts, c.moe_intermediate_size)
+                           .shared_expert_intermediate_size(c.shared_expert_intermediate_size)
+                           .router(router_config(options_))
+                           .gemm(options_.gemm());
+    layers_.push_back(Qwen2MoeDecoderLayer(c, i, moe_options, options_.groups()));
+    layer_list_->push_back(layers_.back());
+  }
+  norm = register_module("norm", RmsNorm(c.hidden_size, c.rms_norm_eps));
+  lm_head = register_module(
+      "lm_head",
+      torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
+  if (c.tie_word_embeddings) lm_head->weight = embed_tokens->weight;
+  const int64_t d = c.attention_head_dim();
+  inv_freq_ = 1.0 / torch::pow(c.rope_theta, torch::arange(0, d, 2, torch::kFloat) / double(d));
+}
+
+CausalLmOutput Qwen2MoeForCausalLMImpl::forward(const torch::Tensor& input_ids,
+                                                const torch::Tensor& attention_mask) {
+  SY_CHECK(input_ids.dim() == 2, "Qwen2Moe: input_ids must be [batch, seq], got ",
+           input_ids.sizes());
+  const int64_t B = input_ids.size(0), S = input_ids.size(1);
+  auto h = embed_tokens(input_ids);
+  const auto dtype = h.scalar_type();
+  const auto device = h.device();
+
+  // Positions 0..S-1 for every row, padded or not (what transformers uses without a cache).
+  auto freqs = torch::outer(torch::arange(S, torch::kFloat), inv_freq_).to(device);
+  auto emb = torch::cat({freqs, freqs}, -1);
+  auto cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);
+
+  auto allowed =
+      torch::ones({S, S}, torch::dtype(torch::kBool).device(device)).tril().view({1, 1, S, S});
+  if (attention_mask.defined()) {
+    SY_CHECK(attention_mask.sizes() == input_ids.sizes(), "Qwen2Moe: attention_mask ",
+             attention_mask.sizes(), " does not match input_ids ", input_ids.sizes());
+    allowed = allowed & attention_mask.to(device).to(torch::kBool).view({B, 1, 1, S});
+  }
+  auto mask = torch::zeros(allowed.sizes(), torch::dtype(dtype).device(device))
+                  .masked_fill(allowed.logical_not(), dtype_min(dtype));
+
+  CausalLmOutput out;
+  out.router_loss = torch::zeros({}, torch::dtype(torch::kFloat).device(device));
+  for (auto& l : layers_) {
+    h = h + l->self_attn(l->input_layernorm(h), cos, sin, mask);
+    auto x = l->post_attention_layernorm(h);
+    if (l->moe) {
+      MoeOutput m = l->moe(x, input_ids);
+      h = h + m.hidden;
+      out.router_loss = out.router_loss + m.routing.loss;
+      m.hidden = torch::Tensor();
+      out.moe.push_back(std::move(m));
+    } else {
+      h = h + l->mlp->forward_one(0, x.reshape({-1, x.size(-1)})).view(x.sizes());
+    }
+  }
+  out.logits = lm_head(norm(h));
+  return out;
+}
+
+// ---- loading Hugging Face checkpoints ---------------------------------------------------------
+
+namespace {
+
+struct Loader {
+  const SafetensorsCheckpoint& ckpt;
+
+  void copy(torch::Tensor dst, const torch::Tensor& src, const std::string& name) const {
+    if (src.sizes() != dst.sizes())
+      throw Error(detail::concat(ckpt.path(), ": tensor '", name, "' has shape ", src.sizes(),
+                                 ", the model expects ", dst.sizes()));
+    dst.copy_(src);
+  }
+  void load(torch::Tensor dst, const std::string& name) const { copy(dst, ckpt.get(name), name); }
+  // A SwiGLU MLP stored as gate_proj/up_proj/down_proj -> slot e of an ExpertBank.
+  void load_swiglu(const ExpertBankImpl& bank, int64_t e, const std::string& prefix) const {
+    const int64_t I = bank.options().intermediate_size();
+    load(bank.w_in[e].narrow(0, 0, I), prefix + "gate_proj.weight");
+    load(bank.w_in[e].narrow(0, I, I), prefix + "up_proj.weight");
+    load(bank.w_out[e], prefix + "down_proj.weight");
+  }
+};
+
+}  // namespace
+
+void load_hf_weights(Qwen2MoeForCausalLMImpl& model, const SafetensorsCheckpoint& ckpt) {
+  torch::NoGradGuard no_grad;
+  const Loader L{ckpt};
+  const auto& c = model.options().model();
+  L.load(model.embed_tokens->weight, "model.embed_tokens.weight");
+  for (int64_t i = 0; i < int64_t(model.layers().size()); ++i) {
+    auto& l = *model.layers()[size_t(i)];
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    L.load(l.input_layernorm->weight, p + "input_layernorm.weight");
+    L.load(l.post_attention_layernorm->weight, p + "post_attention_layernorm.weight");
+    for (auto [proj, name] : {std::pair{l.self_attn->q_proj, "q_proj"},
+                              {l.self_attn->k_proj, "k_proj"},
+                              {l.self_attn->v_proj, "v_proj"},
+                              {l.self_attn->o_proj, "o_proj"}}) {
+      L.load(proj->weight, p + "self_attn." + name + ".weight");
+      if (proj->bias.defined()) L.load(proj->bias, p + "self_attn." + name + ".bias");
+    }
+    if (!l.moe) {
+      L.load_swiglu(*l.mlp, 0, p + "mlp.");
+      continue;
+    }
+    auto& moe = *l.moe;
+    moe.router->init_from_gate(ckpt.get(p + "mlp.gate.weight").to(torch::kFloat));
+    // Only this rank's experts are read: narrow() on a mapped tensor touches no other bytes.
+    const int64_t first = moe.dispatcher().first_local_expert(),
+                  local = moe.dispatcher().num_local_experts();
+    if (ckpt.contains(p + "mlp.experts.gate_up_proj")) {  // transformers v5 fused layout
+      L.copy(moe.experts->w_in, ckpt.get(p + "mlp.experts.gate_up_proj").narrow(0, first, local),
+             p + "mlp.experts.gate_up_proj");
+      L.copy(moe.experts->w_out, ckpt.get(p + "mlp.experts.down_proj").narrow(0, first, local),
+             p + "mlp.experts.down_proj");
+    } else {
+      for (int64_t e = 0; e < local; ++e)
+        L.load_swiglu(*moe.experts, e, p + "mlp.experts." + std::to_string(first + e) + ".");
+    }
+    if (moe.shared_expert) {
+      L.load_swiglu(*moe.shared_expert, 0, p + "mlp.shared_expert.");
+      L.load(moe.shared_expert_gate->weight, p + "mlp.shared_expert_gate.weight");
+    }
+  }
+  L.load(model.norm->weight, "model.norm.weight");
+  if (!c.tie_word_embeddings) L.load(model.lm_head->weight, "lm_head.weight");
+}
+
+}  // namespace switchyard

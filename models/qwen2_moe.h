@@ -1,0 +1,104 @@
+// The Qwen2-MoE decoder (Hugging Face Qwen2MoeForCausalLM, the Qwen1.5-MoE architecture) with
+// Switchyard MoE blocks: any router, experts sharded over the EP group.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "models/moe_block.h"
+#include "models/qwen2_moe_config.h"
+#include "models/safetensors.h"
+
+namespace switchyard {
+
+/// y = weight * (x / sqrt(mean(x^2) + eps)), computed in fp32 and cast back, as transformers does.
+class RmsNormImpl : public torch::nn::Module {
+ public:
+  RmsNormImpl(int64_t size, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(RmsNorm);
+
+/// Causal self-attention with q/k/v biases, NeoX (rotate-half) RoPE and grouped kv heads.
+class Qwen2MoeAttentionImpl : public torch::nn::Module {
+ public:
+  explicit Qwen2MoeAttentionImpl(const Qwen2MoeConfig& c);
+  /// x [B, S, H]; cos/sin [S, head_dim]; mask additive [B, 1, S, S] in x's dtype.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& mask);
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+
+ private:
+  int64_t heads_, kv_heads_, head_dim_;
+};
+TORCH_MODULE(Qwen2MoeAttention);
+
+/// One pre-norm decoder layer: attention, then an MoE block or (dense layers) a SwiGLU MLP.
+class Qwen2MoeDecoderLayerImpl : public torch::nn::Module {
+ public:
+  Qwen2MoeDecoderLayerImpl(const Qwen2MoeConfig& c, int64_t index, MoeBlockOptions moe_options,
+                           const ProcessGroups& groups);
+  RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  Qwen2MoeAttention self_attn{nullptr};
+  MoeBlock moe{nullptr};    ///< MoE layers
+  ExpertBank mlp{nullptr};  ///< dense layers: a bank of one SwiGLU expert
+};
+TORCH_MODULE(Qwen2MoeDecoderLayer);
+
+/// What a forward returns besides logits: each MoE layer's routing and load, and the summed
+/// router losses (aux and z, already weighted by their coefficients).
+struct CausalLmOutput {
+  torch::Tensor logits;  ///< [B, S, V]
+  torch::Tensor router_loss;
+  std::vector<MoeOutput> moe;  ///< one per MoE layer, in layer order (hidden states dropped)
+};
+
+struct Qwen2MoeOptions {
+  Qwen2MoeOptions(Qwen2MoeConfig model, ProcessGroups groups)
+      : model_(std::move(model)), groups_(std::move(groups)) {}
+  TORCH_ARG(Qwen2MoeConfig, model);
+  TORCH_ARG(ProcessGroups, groups);
+  /// Router of every MoE block. Unset kind: Linear, like the checkpoint; top_k and
+  /// norm_topk_prob always come from the model config.
+  TORCH_ARG(config::RouterConfig, router);
+  TORCH_ARG(GroupedGemm, gemm) = GroupedGemm::kAuto;
+};
+
+///   usage: auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");
+///          Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, groups));
+///          load_hf_weights(*model, SafetensorsCheckpoint(dir));
+///          auto out = model->forward(input_ids, attention_mask);
+class Qwen2MoeForCausalLMImpl : public torch::nn::Module {
+ public:
+  explicit Qwen2MoeForCausalLMImpl(Qwen2MoeOptions options);
+
+  /// input_ids [B, S] int64; attention_mask [B, S] (1 keep, 0 padding) or undefined.
+  CausalLmOutput forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {});
+
+  const Qwen2MoeOptions& options() const { return options_; }
+  const std::vector<Qwen2MoeDecoderLayer>& layers() const { return layers_; }
+
+  torch::nn::Embedding embed_tokens{nullptr};
+  RmsNorm norm{nullptr};
+  torch::nn::Linear lm_head{nullptr};  ///< shares embed_tokens' weight when tied
+
+ private:
+  Qwen2MoeOptions options_;
+  torch::nn::ModuleList layer_list_;
+  std::vector<Qwen2MoeDecoderLayer> layers_;
+  torch::Tensor inv_freq_;
+};
+TORCH_MODULE(Qwen2MoeForCausalLM);
+
+/// Copies a Hugging Face checkpoint into the model: per-expert (hub) or fused (transformers v5)
+/// expert tensors, each rank reading only its own experts. Routers other than Linear start
+/// fresh unless they have a linear part (init_from_gate). Throws Error naming the missing or
+/// mis-shaped tensor.
+void load_hf_weights(Qwen2MoeForCausalLMImpl& model, const SafetensorsCheckpoint& ckpt);
+
+}  // namespace switchyard

@@ -1,0 +1,133 @@
+// config.json -> Qwen2MoeConfig. Unknown fields are ignored (configs carry many unrelated
+// ones); fields we rely on are type-checked and range-checked with the file named.
+#include "models/qwen2_moe_config.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "common/errors.h"
+#include "models/safetensors.h"
+
+namespace switchyard {
+namespace {
+
+using nlohmann::json;
+
+struct Reader {
+  const json& j;
+  const std::string& where;
+
+  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
+    throw Error(where + ": " + key + ": " + what);
+  }
+  void integer(const char* key, int64_t& out, int64_t min = 1) const {
+    if (!j.contains(key) || j[key].is_null()) return;
+    if (!j[key].is_number_integer()) fail(key, "must be an integer");
+    out = j[key].get<int64_t>();
+    if (out < min) fail(key, detail::concat("must be >= ", min, ", got ", out));
+  }
+  void number(const char* key, double& out) const {
+    if (!j.contains(key) || j[key].is_null()) return;
+    if (!j[key].is_number()) fail(key, "must be a number");
+    out = j[key].get<double>();
+    if (!(out > 0)) fail(key, "must be positive");
+  }
+  void boolean(const char* key, bool& out) const {
+    if (!j.contains(key) || j[key].is_null()) return;
+    if (!j[key].is_boolean()) fail(key, "must be true or false");
+    out = j[key].get<bool>();
+  }
+};
+
+torch::Dtype dtype_from_name(const std::string& name, const Reader& r, const char* key) {
+  if (name == "float32") return torch::kFloat;
+  if (name == "bfloat16") return torch::kBFloat16;
+  if (name == "float16") return torch::kHalf;
+  r.fail(key, "unsupported dtype '" + name + "'");
+}
+
+}  // namespace
+
+bool Qwen2MoeConfig::is_moe_layer(int64_t layer) const {
+  const bool dense_listed =
+      std::find(mlp_only_layers.begin(), mlp_only_layers.end(), layer) != mlp_only_layers.end();
+  return !dense_listed && num_experts > 0 && (layer + 1) % decoder_sparse_step == 0;
+}
+
+Qwen2MoeConfig Qwen2MoeConfig::from_json(const std::string& text, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(where + ": invalid JSON: " + e.what());
+  }
+  if (!j.is_object()) throw Error(where + ": not a JSON object");
+  const Reader r{j, where};
+  if (j.contains("model_type") && j["model_type"] != "qwen2_moe")
+    r.fail("model_type", "is " + j["model_type"].dump() + ", expected \"qwen2_moe\"");
+  Qwen2MoeConfig c;
+  r.integer("vocab_size", c.vocab_size);
+  r.integer("hidden_size", c.hidden_size);
+  r.integer("intermediate_size", c.intermediate_size);
+  r.integer("moe_intermediate_size", c.moe_intermediate_size);
+  r.integer("shared_expert_intermediate_size", c.shared_expert_intermediate_size, 0);
+  r.integer("num_hidden_layers", c.num_hidden_layers);
+  r.integer("num_attention_heads", c.num_attention_heads);
+  r.integer("num_key_value_heads", c.num_key_value_heads);
+  r.integer("head_dim", c.head_dim, 0);
+  r.integer("num_experts", c.num_experts, 0);
+  r.integer("num_experts_per_tok", c.num_experts_per_tok);
+  r.boolean("norm_topk_prob", c.norm_topk_prob);
+  r.number("rms_norm_eps", c.rms_norm_eps);
+  r.integer("decoder_sparse_step", c.decoder_sparse_step);
+  r.boolean("tie_word_embeddings", c.tie_word_embeddings);
+  r.boolean("qkv_bias", c.qkv_bias);
+  if (j.contains("router_aux_loss_coef") && j["router_aux_loss_coef"].is_number())
+    c.router_aux_loss_coef = j["router_aux_loss_coef"].get<double>();
+
+  // rope_theta at the top level (transformers v4) or inside rope_parameters (v5).
+  r.number("rope_theta", c.rope_theta);
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+    const Reader rp{j["rope_parameters"], where};
+    rp.number("rope_theta", c.rope_theta);
+    const auto& p = j["rope_parameters"];
+    if (p.contains("rope_type") && p["rope_type"] != "default")
+      r.fail("rope_parameters.rope_type",
+             "only \"default\" RoPE is implemented, got " + p["rope_type"].dump());
+  }
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null())
+    r.fail("rope_scaling", "RoPE scaling is not implemented");
+  bool sliding = false;
+  r.boolean("use_sliding_window", sliding);
+  if (sliding) r.fail("use_sliding_window", "sliding-window attention is not implemented");
+  if (j.contains("hidden_act") && j["hidden_act"] != "silu")
+    r.fail("hidden_act", "only silu is implemented, got " + j["hidden_act"].dump());
+  for (const char* key : {"dtype", "torch_dtype"}) {
+    if (j.contains(key) && j[key].is_string()) {
+      c.dtype = dtype_from_name(j[key].get<std::string>(), r, key);
+      break;
+    }
+  }
+  if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
+    if (!j["mlp_only_layers"].is_array()) r.fail("mlp_only_layers", "must be a list");
+    for (const auto& v : j["mlp_only_layers"]) {
+      if (!v.is_number_integer()) r.fail("mlp_only_layers", "entries must be integers");
+      c.mlp_only_layers.push_back(v.get<int64_t>());
+    }
+  }
+  if (c.num_attention_heads % c.num_key_value_heads != 0)
+    r.fail("num_key_value_heads",
+           detail::concat(c.num_key_value_heads, " does not divide num_attention_heads (",
+                          c.num_attention_heads, ")"));
+  if (c.head_dim == 0 && c.hidden_size % c.num_attention_heads != 0)
+    r.fail("hidden_size", "not divisible by num_attention_heads and no head_dim given");
+  if (c.num_experts > 0 && c.num_experts_per_tok > c.num_experts)
+    r.fail("num_experts_per_tok", detail::concat("exceeds num_experts (", c.num_experts, ")"));
+  return c;
+}
+
+Qwen2MoeConfig Qwen2MoeConfig::from_file(const std::string& path) {
+  return from_json(read_text_file(path), path);
+}
+
+}  // namespace switchyard

@@ -1,0 +1,113 @@
+// The Qwen2-MoE decoder against transformers: tiny random models saved by the pinned
+// transformers (scripts/hf_qwen2_moe_reference.py), logits for padded inputs compared at every
+// non-padding position, to 1e-4 of the logits' scale in fp32.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "common/errors.h"
+#include "models/qwen2_moe.h"
+#include "routers/router_registry.h"
+
+using namespace switchyard;
+
+namespace {
+
+std::string case_dir(const std::string& name) {
+  const char* d = std::getenv("SWITCHYARD_REF_DIR");
+  return d ? std::string(d) + "/qwen2_moe/" + name : "";
+}
+
+struct Reference {
+  torch::Tensor input_ids, attention_mask, logits;
+};
+Reference load_reference(const std::string& dir) {
+  auto f = SafetensorsFile::open(dir + "/reference.safetensors");
+  return {f->get("input_ids").clone(), f->get("attention_mask").clone(), f->get("logits").clone()};
+}
+
+// Max |ours - theirs| over positions that are not padding, relative to the logits' scale.
+double relative_error(const torch::Tensor& ours, const Reference& ref) {
+  auto keep = ref.attention_mask.to(torch::kBool).unsqueeze(-1).expand_as(ref.logits);
+  auto diff = (ours.to(torch::kFloat) - ref.logits).abs().masked_select(keep).max().item<double>();
+  return diff / std::max(1.0, ref.logits.abs().max().item<double>());
+}
+
+Qwen2MoeForCausalLM load_model(const std::string& dir, config::RouterConfig router = {}) {
+  auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");
+  Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, single_process_groups()).router(router));
+  load_hf_weights(*model, SafetensorsCheckpoint(dir));
+  model->eval();
+  return model;
+}
+
+class Qwen2MoeParity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Qwen2MoeParity, LogitsMatchTransformers) {
+  const std::string dir = case_dir(GetParam());
+  if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
+  auto model = load_model(dir);
+  const Reference ref = load_reference(dir);
+  torch::NoGradGuard no_grad;
+  auto out = model->forward(ref.input_ids, ref.attention_mask);
+  ASSERT_EQ(out.logits.sizes(), ref.logits.sizes());
+  EXPECT_LE(relative_error(out.logits, ref), 1e-4) << GetParam();
+  EXPECT_GT(out.moe.size(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(HfReference, Qwen2MoeParity,
+                         ::testing::Values("base", "norm_topk", "no_shared", "sharded_tied",
+                                           "fused"));
+
+TEST(HfReference, Qwen2MoeRouterReplacement) {
+  const std::string dir = case_dir("base");
+  if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
+  const Reference ref = load_reference(dir);
+  torch::NoGradGuard no_grad;
+  // Every router runs in the model; only those with a linear part can reproduce the checkpoint.
+  for (const auto& entry : router_registry()) {
+    config::RouterConfig rc = with_router_kind(config::RouterConfig(), entry.kind);
+    rc.mutable_mlp_hadamard()->set_hidden(16);
+    rc = with_router_kind(rc, entry.kind);
+    auto out = load_model(dir, rc)->forward(ref.input_ids, ref.attention_mask);
+    EXPECT_TRUE(torch::isfinite(out.logits).all().item<bool>()) << entry.name;
+    if (entry.name == "linear") EXPECT_LE(relative_error(out.logits, ref), 1e-4);
+  }
+}
+
+}  // namespace
+
+TEST(Qwen2MoeConfigTest, ReadsHfFieldsAndRefusesWhatIsNotImplemented) {
+  auto c = Qwen2MoeConfig::from_json(
+      R"({"model_type":"qwen2_moe","hidden_size":64,"num_attention_heads":4,
+          "num_key_value_heads":2,"rope_parameters":{"rope_theta":500.0,"rope_type":"default"},
+          "torch_dtype":"float32","mlp_only_layers":[0,2],"decoder_sparse_step":1,
+          "num_experts":6,"num_experts_per_tok":2})",
+      "cfg.json");
+  EXPECT_EQ(c.hidden_size, 64);
+  EXPECT_EQ(c.attention_head_dim(), 16);
+  EXPECT_EQ(c.rope_theta, 500.0);
+  EXPECT_EQ(c.dtype, torch::kFloat);
+  EXPECT_FALSE(c.is_moe_layer(0));
+  EXPECT_TRUE(c.is_moe_layer(1));
+  EXPECT_EQ(
+      Qwen2MoeConfig::from_json(R"({"rope_theta": 7.0, "dtype": "bfloat16"})", "x").rope_theta,
+      7.0);
+  auto expect_error = [](const std::string& json, const std::string& want) {
+    try {
+      Qwen2MoeConfig::from_json(json, "cfg.json");
+      ADD_FAILURE() << json;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("cfg.json"), std::string::npos) << e.what();
+    }
+  };
+  expect_error(R"({"model_type":"bert"})", "model_type");
+  expect_error(R"({"hidden_size":"big"})", "hidden_size: must be an integer");
+  expect_error(R"({"num_attention_heads":4,"num_key_value_heads":3})", "num_key_value_heads");
+  expect_error(R"({"rope_scaling":{"type":"yarn"}})", "rope_scaling");
+  expect_error(R"({"use_sliding_window":true})", "sliding");
+  expect_error(R"({"hidden_act":"gelu"})", "hidden_act");
+  expect_error(R"({"num_experts":4,"num_experts_per_tok":5})", "num_experts_per_tok");
+  expect_error("{not json", "invalid JSON");
+}
