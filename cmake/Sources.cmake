@@ -55,6 +55,7 @@ add_library(switchyard_core STATIC
   models/safetensors.cpp
   models/qwen2_moe_config.cpp
   models/qwen2_moe.cpp
+  trainer/token_lines.cpp
   common/table.cpp
   bench/bench_registry.cpp
   bench/router_bench.cpp
@@ -82,6 +83,7 @@ add_executable(switchyard
   launch/main.cpp
   launch/cli.cpp
   launch/cmd_info.cpp
-  launch/cmd_bench.cpp)
+  launch/cmd_bench.cpp
+  launch/cmd_eval.cpp)
 target_link_libraries(switchyard PRIVATE switchyard_core)
 target_precompile_headers(switchyard REUSE_FROM switchyard_core)

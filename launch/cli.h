@@ -36,5 +36,6 @@ int run_cli(int argc, char** argv);
 // Subcommand definitions, one file each (launch/cmd_*.cpp).
 Subcommand info_command();
 Subcommand bench_command();
+Subcommand eval_command();
 
 }  // namespace switchyard

@@ -3,6 +3,7 @@
 logits for fixed padded inputs, for tests/test_qwen2_moe.cpp and the EP = 2 MPI test.
 
   hf_qwen2_moe_reference.py OUT_DIR
+  hf_qwen2_moe_reference.py compare OURS.safetensors REFERENCE.safetensors
 
 Each case is a folder: the checkpoint (config.json + safetensors, as save_pretrained writes it,
 or the in-memory fused-expert layout of transformers v5 for "fused") and reference.safetensors
@@ -42,6 +43,37 @@ def inputs(vocab: int):
     return ids, mask
 
 
+def write_eval_case(model, folder: str) -> None:
+    """Sequences of different lengths as `switchyard eval --tokens` reads them (one per line),
+    and transformers' logits for the same batch right-padded and masked."""
+    g = torch.Generator().manual_seed(2)
+    lengths = [6, 9, 3, 9]
+    seqs = [torch.randint(0, model.config.vocab_size, (n,), generator=g) for n in lengths]
+    with open(os.path.join(folder, "eval_tokens.txt"), "w") as f:
+        for s in seqs:
+            f.write(" ".join(str(int(t)) for t in s) + "\n")
+    ids = torch.zeros(len(seqs), max(lengths), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = 1
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    save_file({"logits": logits.contiguous(), "attention_mask": mask},
+              os.path.join(folder, "eval_reference.safetensors"))
+
+
+def compare(ours_path: str, reference_path: str) -> None:
+    """Exit 1 unless our dumped logits match the reference at every unpadded position."""
+    from safetensors.torch import load_file
+    ours, ref = load_file(ours_path), load_file(reference_path)
+    keep = ref["attention_mask"].bool()
+    diff = (ours["logits"] - ref["logits"])[keep].abs().max().item()
+    scale = max(1.0, ref["logits"].abs().max().item())
+    print(f"max |ours - transformers| / scale = {diff / scale:.3e}")
+    sys.exit(0 if ours["logits"].shape == ref["logits"].shape and diff / scale <= 1e-4 else 1)
+
+
 def main() -> None:
     out = sys.argv[1]
     for seed, (name, overrides) in enumerate(CASES.items()):
@@ -69,8 +101,12 @@ def main() -> None:
             logits = model(input_ids=ids, attention_mask=mask).logits.float()
         save_file({"input_ids": ids, "attention_mask": mask, "logits": logits.contiguous()},
                   os.path.join(folder, "reference.safetensors"))
+        write_eval_case(model, folder)
     print(f"wrote {len(CASES)} Qwen2-MoE cases to {out}")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1] == "compare":
+        compare(sys.argv[2], sys.argv[3])
+    else:
+        main()

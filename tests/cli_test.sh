@@ -19,7 +19,7 @@ expect_error() {
 }
 
 "$bin" --help >/dev/null && ok "top-level --help" || fail "top-level --help"
-for sub in info bench; do
+for sub in info bench eval; do
   "$bin" "$sub" --help >"$tmp/help" && grep -q -- "--set" "$tmp/help" && ok "$sub --help" || fail "$sub --help"
 done
 "$bin" >/dev/null 2>&1; [ $? -eq 2 ] && ok "no subcommand exits 2" || fail "no subcommand exits 2"
@@ -35,6 +35,7 @@ printf 'bench {\n  tokens: 8\n  tokns: 9\n}\n' >"$tmp/typo.pbtxt"
 expect_error "pbtxt typo names file:line" "$tmp/typo.pbtxt:3:" bench routers --config "$tmp/typo.pbtxt"
 printf 'router {\n  top_k: 99\n}\n' >"$tmp/range.pbtxt"
 expect_error "pbtxt out-of-range names file:line" "$tmp/range.pbtxt:2:3: router.top_k = 99: exceeds" bench routers --config "$tmp/range.pbtxt"
+expect_error "eval without a model folder" "--model /no/dir: not a Hugging Face checkpoint folder" eval --model /no/dir --tokens x
 expect_error "missing config file" "/no/such.pbtxt: cannot open config file" bench routers --config /no/such.pbtxt
 
 "$bin" info >"$tmp/info" 2>&1 && ok "info runs" || fail "info runs"

@@ -1,0 +1,78 @@
+// `switchyard eval`: runs a Hugging Face Qwen2-MoE checkpoint (any router, any EP size under
+// mpirun) on token-id lines and writes the logits. The evaluation-tool issue grows this into
+// perplexity, accuracy and load reports; today it is the parity path.
+#include <filesystem>
+#include <iostream>
+
+#include "common/errors.h"
+#include "configs/run_config.h"
+#include "launch/cli.h"
+#include "models/qwen2_moe.h"
+#include "trainer/token_lines.h"
+
+namespace switchyard {
+namespace {
+
+torch::Dtype parse_dtype(const std::string& name, torch::Dtype checkpoint_dtype) {
+  if (name == "checkpoint") return checkpoint_dtype;
+  if (name == "float32") return torch::kFloat;
+  if (name == "bfloat16") return torch::kBFloat16;
+  throw ConfigError("--dtype " + name + ": expected checkpoint, float32 or bfloat16");
+}
+
+int run_eval(const CommandArgs& args) {
+  const RunConfig config = build_run_config(args.config_path, args.overrides);
+  const std::string dir = args.vars["model"].as<std::string>();
+  if (!std::filesystem::is_directory(dir))
+    throw ConfigError("--model " + dir + ": not a Hugging Face checkpoint folder");
+  const std::string dump =
+      args.vars.count("dump-logits") ? args.vars["dump-logits"].as<std::string>() : "";
+  if (dump.empty()) throw ConfigError("eval: nothing to do; pass --dump-logits OUT.safetensors");
+
+  Qwen2MoeConfig model_config = Qwen2MoeConfig::from_file(dir + "/config.json");
+  const auto dtype = parse_dtype(args.vars["dtype"].as<std::string>(), model_config.dtype);
+  const TokenBatch batch = read_token_lines(args.vars["tokens"].as<std::string>());
+  const int64_t max_id = batch.input_ids.max().item<int64_t>();
+  if (max_id >= model_config.vocab_size)
+    throw ConfigError(detail::concat(args.vars["tokens"].as<std::string>(), ": token id ", max_id,
+                                     " is outside the vocabulary (", model_config.vocab_size, ")"));
+
+  ProcessGroups groups =
+      make_process_groups(make_world_communicator(), config.parallel().expert_parallel());
+  Qwen2MoeForCausalLM model(Qwen2MoeOptions(model_config, groups).router(config.router()));
+  load_hf_weights(*model, SafetensorsCheckpoint(dir));
+  model->to(dtype);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  // Every rank runs every sequence: the EP group shares the experts, and rank 0 writes.
+  auto logits = model->forward(batch.input_ids, batch.attention_mask).logits.to(torch::kFloat);
+  if (groups.world->rank() == 0) {
+    save_safetensors(dump, {{"logits", logits}, {"attention_mask", batch.attention_mask}},
+                     {{"model", dir}, {"writer", "switchyard eval"}});
+    std::cerr << "wrote logits " << logits.sizes() << " to " << dump << "\n";
+  }
+  groups.world->barrier();
+  return 0;
+}
+
+}  // namespace
+
+Subcommand eval_command() {
+  Subcommand c;
+  c.name = "eval";
+  c.summary = "run a checkpoint on token ids and dump its logits (any router, any EP size)";
+  c.add_options = [](po::options_description& opts, po::positional_options_description&) {
+    opts.add_options()("model", po::value<std::string>()->required()->value_name("DIR"),
+                       "Hugging Face Qwen2-MoE checkpoint folder")(
+        "tokens", po::value<std::string>()->required()->value_name("FILE"),
+        "token ids, one sequence per line (shorter lines are padded and masked)")(
+        "dump-logits", po::value<std::string>()->value_name("OUT"),
+        "write F32 `logits` [sequences, positions, vocab] as safetensors")(
+        "dtype", po::value<std::string>()->default_value("checkpoint"),
+        "compute dtype: checkpoint, float32 or bfloat16");
+  };
+  c.run = run_eval;
+  return c;
+}
+
+}  // namespace switchyard
