@@ -42,7 +42,7 @@ torch::Tensor hf_loop_forward(MoeBlock& block, const torch::Tensor& x) {
     const int64_t e = hit[i].item<int64_t>();
     auto where = torch::where(expert_mask[e]);
     auto slot = where[0], token = where[1];
-    auto y = block->experts->forward_expert(experts[e], x.index_select(0, token)) *
+    auto y = block->experts->forward_expert(e, experts[e], x.index_select(0, token)) *
              weights.index({token, slot}).unsqueeze(1);
     out.index_add_(0, token, y);
   }

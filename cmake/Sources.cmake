@@ -51,6 +51,7 @@ add_library(switchyard_core STATIC
   parallel/all_to_all_dispatcher.cpp
   parallel/gradient_sync.cpp
   models/expert_bank.cpp
+  models/weight_quant.cpp
   models/moe_block.cpp
   models/safetensors.cpp
   models/qwen2_moe_config.cpp

@@ -29,6 +29,8 @@ void validate_model(const config::ModelConfig& m) {
   require(m.shared_expert_intermediate_size() >= 0, "model.shared_expert_intermediate_size",
           m.shared_expert_intermediate_size(), "must be non-negative (0: no shared expert)");
   require_positive(m.vocab_size(), "model.vocab_size");
+  require(m.quant().group_size() > 0 && m.quant().group_size() % 2 == 0, "model.quant.group_size",
+          m.quant().group_size(), "must be a positive even number");
 }
 
 // Router checks that depend on the number of experts run once per shape the router is built at.

@@ -41,6 +41,7 @@ int run_eval(const CommandArgs& args) {
       make_process_groups(make_world_communicator(), config.parallel().expert_parallel());
   Qwen2MoeForCausalLM model(Qwen2MoeOptions(model_config, groups).router(config.router()));
   load_hf_weights(*model, SafetensorsCheckpoint(dir));
+  quantize_experts(*model, config.model().quant());
   model->to(dtype);
   model->eval();
   torch::NoGradGuard no_grad;

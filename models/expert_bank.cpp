@@ -47,18 +47,25 @@ std::vector<ExpertBankImpl::Weights> ExpertBankImpl::per_expert() const {
   auto unbind = [](const torch::Tensor& t) {
     return t.defined() ? t.unbind(0) : std::vector<torch::Tensor>();
   };
-  auto w_ins = unbind(w_in), b_ins = unbind(b_in), w_outs = unbind(w_out), b_outs = unbind(b_out);
-  std::vector<Weights> out(w_ins.size());
+  std::vector<Weights> out(size_t(options_.num_experts()));
+  std::vector<torch::Tensor> w_ins, w_outs;
+  if (!quantized()) w_ins = unbind(w_in), w_outs = unbind(w_out);
+  auto b_ins = unbind(b_in), b_outs = unbind(b_out);
   for (size_t e = 0; e < out.size(); ++e) {
-    out[e].w_in = w_ins[e];
-    out[e].w_out = w_outs[e];
+    if (!w_ins.empty()) out[e].w_in = w_ins[e], out[e].w_out = w_outs[e];
     if (!b_ins.empty()) out[e].b_in = b_ins[e];
     if (!b_outs.empty()) out[e].b_out = b_outs[e];
   }
   return out;
 }
 
-torch::Tensor ExpertBankImpl::forward_expert(const Weights& w, const torch::Tensor& x) const {
+torch::Tensor ExpertBankImpl::forward_expert(int64_t e, const Weights& weights,
+                                             const torch::Tensor& x) const {
+  Weights w = weights;
+  if (quantized()) {
+    w.w_in = quant_in_->dequantize(e, x.scalar_type());
+    w.w_out = quant_out_->dequantize(e, x.scalar_type());
+  }
   auto h = w.b_in.defined() ? torch::addmm(w.b_in, x, w.w_in.t()) : torch::matmul(x, w.w_in.t());
   auto a = activate(h);
   return w.b_out.defined() ? torch::addmm(w.b_out, a, w.w_out.t()) : torch::matmul(a, w.w_out.t());
@@ -71,8 +78,44 @@ torch::Tensor ExpertBankImpl::slice_loop(const torch::Tensor& x,
   std::vector<torch::Tensor> outputs;
   outputs.reserve(slices.size());
   for (size_t e = 0; e < slices.size(); ++e)
-    outputs.push_back(counts[e] ? forward_expert(experts[e], slices[e]) : slices[e]);
+    outputs.push_back(counts[e] ? forward_expert(int64_t(e), experts[e], slices[e]) : slices[e]);
   return torch::cat(outputs);
+}
+
+void ExpertBankImpl::quantize_(const QuantOptions& options) {
+  SY_CHECK(!quantized(), "ExpertBank: already quantized");
+  if (options.kind() == QuantKind::kNone) return;
+  torch::NoGradGuard no_grad;
+  quant_in_ = QuantizedWeight::quantize(w_in, options);
+  quant_out_ = QuantizedWeight::quantize(w_out, options);
+  // Buffers, so .to(device) moves the codes with the module (and keeps these handles valid).
+  for (auto [name, qw] : {std::pair{"w_in", &*quant_in_}, {"w_out", &*quant_out_}}) {
+    qw->q = register_buffer(std::string(name) + "_q", qw->q);
+    qw->scale = register_buffer(std::string(name) + "_scale", qw->scale);
+    if (qw->zero.defined()) qw->zero = register_buffer(std::string(name) + "_zero", qw->zero);
+  }
+  // The full-precision weights go; empty frozen placeholders keep parameter names stable.
+  for (auto* p : {&w_in, &w_out}) {
+    p->set_data(torch::empty({0}, p->options()));
+    p->set_requires_grad(false);
+  }
+  for (auto* b : {&b_in, &b_out})
+    if (b->defined()) b->set_requires_grad(false);
+}
+
+void ExpertBankImpl::to(torch::Dtype dtype, bool non_blocking) {
+  for (auto& p : named_parameters(/*recurse=*/false))
+    if (p.value().is_floating_point()) p.value().set_data(p.value().to(dtype, non_blocking));
+}
+
+void ExpertBankImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  torch::nn::Module::to(device, non_blocking);
+  to(dtype, non_blocking);
+}
+
+int64_t ExpertBankImpl::weight_bytes() const {
+  if (quantized()) return quant_in_->nbytes() + quant_out_->nbytes();
+  return (w_in.numel() + w_out.numel()) * int64_t(w_in.element_size());
 }
 
 torch::Tensor ExpertBankImpl::grouped_mm(const torch::Tensor& x,
@@ -104,7 +147,7 @@ torch::Tensor ExpertBankImpl::forward(const torch::Tensor& x,
   const bool grouped =
       options_.gemm() == GroupedGemm::kGroupedMm ||
       (options_.gemm() == GroupedGemm::kAuto && x.is_cuda() && x.scalar_type() == torch::kBFloat16);
-  if (grouped && rows > 0) return grouped_mm(x, tokens_per_expert);
+  if (grouped && rows > 0 && !quantized()) return grouped_mm(x, tokens_per_expert);
   return slice_loop(x, tokens_per_expert);
 }
 

@@ -4,7 +4,10 @@
 
 #include <torch/torch.h>
 
+#include <optional>
 #include <vector>
+
+#include "models/weight_quant.h"
 
 namespace switchyard {
 
@@ -52,14 +55,28 @@ class ExpertBankImpl : public torch::nn::Module {
   };
   /// All local experts' views from one unbind per parameter. Indexing w_in[e] per expert instead
   /// would give each expert a full-size [E, ...] gradient in backward: E times the memory traffic.
+  /// In a quantized bank w_in/w_out stay undefined here; forward_expert dequantises them.
   std::vector<Weights> per_expert() const;
 
-  /// One expert on all rows of x.
-  torch::Tensor forward_expert(const Weights& w, const torch::Tensor& x) const;
+  /// Expert e (local index) on all rows of x; `w` is per_expert()[e].
+  torch::Tensor forward_expert(int64_t e, const Weights& w, const torch::Tensor& x) const;
   /// Local expert e on all rows of x (the shared expert, a bank of one, uses this).
   torch::Tensor forward_one(int64_t e, const torch::Tensor& x) const {
-    return forward_expert(per_expert().at(size_t(e)), x);
+    return forward_expert(e, per_expert().at(size_t(e)), x);
   }
+
+  /// Freezes the bank and replaces w_in/w_out by quantized codes (buffers), dequantised one
+  /// expert at a time in forward. Gradients still flow to the input (router fine-tuning).
+  void quantize_(const QuantOptions& options);
+  bool quantized() const { return quant_in_.has_value(); }
+  /// Bytes of the expert weights as stored (codes and scales when quantized).
+  int64_t weight_bytes() const;
+
+  /// LibTorch's Module::to(dtype) converts every tensor, integer codes included; here only
+  /// floating-point parameters change dtype (codes and their fp32 scales keep theirs).
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  using torch::nn::Module::to;
 
   const ExpertBankOptions& options() const { return options_; }
 
@@ -71,6 +88,7 @@ class ExpertBankImpl : public torch::nn::Module {
   torch::Tensor grouped_mm(const torch::Tensor& x, const std::vector<int64_t>& counts);
 
   ExpertBankOptions options_;
+  std::optional<QuantizedWeight> quant_in_, quant_out_;
 };
 TORCH_MODULE(ExpertBank);
 

@@ -237,4 +237,33 @@ void load_hf_weights(Qwen2MoeForCausalLMImpl& model, const SafetensorsCheckpoint
   if (!c.tie_word_embeddings) L.load(model.lm_head->weight, "lm_head.weight");
 }
 
+std::pair<int64_t, int64_t> quantize_experts(Qwen2MoeForCausalLMImpl& model,
+                                             const config::QuantConfig& quant) {
+  const QuantOptions options = QuantOptions()
+                                   .kind(quant.experts() == config::INT8   ? QuantKind::kInt8
+                                         : quant.experts() == config::INT4 ? QuantKind::kInt4
+                                                                           : QuantKind::kNone)
+                                   .group_size(quant.group_size())
+                                   .symmetric(quant.symmetric());
+  int64_t before = 0, after = 0;
+  for (const auto& layer : model.layers()) {
+    if (!layer->moe) continue;
+    std::vector<ExpertBank> banks{layer->moe->experts};
+    if (quant.shared_expert() && layer->moe->shared_expert)
+      banks.push_back(layer->moe->shared_expert);
+    for (auto& bank : banks) {
+      before += bank->weight_bytes();
+      try {
+        if (options.kind() != QuantKind::kNone) bank->quantize_(options);
+      } catch (const Error& e) {  // a shape the chosen group size does not fit: bad config
+        throw ConfigError(
+            detail::concat("model.quant.group_size = ", quant.group_size(), ": ", e.what()),
+            "model.quant.group_size");
+      }
+      after += bank->weight_bytes();
+    }
+  }
+  return {before, after};
+}
+
 }  // namespace switchyard

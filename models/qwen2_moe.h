@@ -101,4 +101,9 @@ TORCH_MODULE(Qwen2MoeForCausalLM);
 /// mis-shaped tensor.
 void load_hf_weights(Qwen2MoeForCausalLMImpl& model, const SafetensorsCheckpoint& ckpt);
 
+/// Quantizes every MoE layer's routed experts (and shared expert when asked) in place; call
+/// after loading weights. Returns the expert weight bytes before and after.
+std::pair<int64_t, int64_t> quantize_experts(Qwen2MoeForCausalLMImpl& model,
+                                             const config::QuantConfig& quant);
+
 }  // namespace switchyard

@@ -1,0 +1,46 @@
+// Weight-only quantization of stacked expert weights [E, out, in] for frozen experts: int8 per
+// output channel, int4 per group of input columns (symmetric or asymmetric), dequantised one
+// expert at a time on the fly, so full-precision copies never exist for all experts at once.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+
+namespace switchyard {
+
+enum class QuantKind { kNone, kInt8, kInt4 };
+
+struct QuantOptions {
+  TORCH_ARG(QuantKind, kind) = QuantKind::kNone;
+  TORCH_ARG(int64_t, group_size) = 128;  ///< int4: input columns sharing a scale (and zero)
+  TORCH_ARG(bool, symmetric) = true;     ///< int4: no zero point
+};
+
+/// Quantized [E, out, in] weights.
+///   int8: q int8 [E, out, in], scale [E, out]             w = q * scale
+///   int4: q uint8 [E, out, in / 2] (two 4-bit codes per byte, even column in the low nibble),
+///         scale [E, out, in / group], zero uint8 [E, out, in / group] (asymmetric only)
+///         w = (code - zero) * scale, zero = 8 when symmetric (codes 0..15 hold -8..7)
+struct QuantizedWeight {
+  QuantOptions options;
+  std::vector<int64_t> shape;  ///< [E, out, in]
+  torch::Tensor q, scale, zero;
+
+  /// Expert e's weight [out, in] in `dtype`.
+  torch::Tensor dequantize(int64_t expert, torch::ScalarType dtype) const;
+  /// Bytes held (codes, scales, zeros).
+  int64_t nbytes() const;
+
+  /// Throws Error when the shape does not fit (int4 needs in % group_size == 0, group even).
+  static QuantizedWeight quantize(const torch::Tensor& w, const QuantOptions& options);
+};
+
+/// 4-bit codes [.., n] (values 0..15, n even) -> bytes [.., n / 2] and back.
+torch::Tensor pack_int4(const torch::Tensor& codes);
+torch::Tensor unpack_int4(const torch::Tensor& packed);
+
+/// "none", "int8", "int4".
+std::string quant_name(QuantKind kind);
+
+}  // namespace switchyard
