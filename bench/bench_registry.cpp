@@ -16,6 +16,7 @@ const std::vector<BenchEntry>& bench_registry() {
       {"fwht", "fast Walsh-Hadamard transform against a dense Hadamard matmul", run_fwht_bench},
       layer_bench_entry(),
       alltoall_bench_entry(),
+      model_bench_entry(),
   };
   return entries;
 }

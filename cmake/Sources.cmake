@@ -62,7 +62,8 @@ add_library(switchyard_core STATIC
   bench/router_bench.cpp
   bench/fwht_bench.cpp
   bench/layer_bench.cpp
-  bench/alltoall_bench.cpp)
+  bench/alltoall_bench.cpp
+  bench/model_bench.cpp)
 target_include_directories(switchyard_core PUBLIC ${CMAKE_SOURCE_DIR} ${SWITCHYARD_GEN_DIR})
 target_link_libraries(switchyard_core PUBLIC switchyard_config ${TORCH_LIBRARIES} MPI::MPI_CXX
                                              Boost::program_options Threads::Threads

@@ -102,6 +102,7 @@ void validate_bench(const config::BenchConfig& b, const config::RouterConfig& r)
     if (r.has_mlp_hadamard()) validate_router_for_experts(r, s.num_experts(), at + ".num_experts");
   }
   require_positive(b.layer_tokens(), "bench.layer_tokens");
+  require(b.model_tokens() > 1, "bench.model_tokens", b.model_tokens(), "must be at least 2");
   require_positive(b.layer_repeats(), "bench.layer_repeats");
   for (int i = 0; i < b.layer_shapes_size(); ++i) {
     const auto& s = b.layer_shapes(i);

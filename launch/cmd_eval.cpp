@@ -39,9 +39,9 @@ int run_eval(const CommandArgs& args) {
 
   ProcessGroups groups =
       make_process_groups(make_world_communicator(), config.parallel().expert_parallel());
-  Qwen2MoeForCausalLM model(Qwen2MoeOptions(model_config, groups).router(config.router()));
+  Qwen2MoeForCausalLM model(
+      Qwen2MoeOptions(model_config, groups).router(config.router()).quant(config.model().quant()));
   load_hf_weights(*model, SafetensorsCheckpoint(dir));
-  quantize_experts(*model, config.model().quant());
   model->to(dtype);
   model->eval();
   torch::NoGradGuard no_grad;

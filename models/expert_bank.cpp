@@ -61,14 +61,14 @@ std::vector<ExpertBankImpl::Weights> ExpertBankImpl::per_expert() const {
 
 torch::Tensor ExpertBankImpl::forward_expert(int64_t e, const Weights& weights,
                                              const torch::Tensor& x) const {
-  Weights w = weights;
-  if (quantized()) {
-    w.w_in = quant_in_->dequantize(e, x.scalar_type());
-    w.w_out = quant_out_->dequantize(e, x.scalar_type());
-  }
-  auto h = w.b_in.defined() ? torch::addmm(w.b_in, x, w.w_in.t()) : torch::matmul(x, w.w_in.t());
-  auto a = activate(h);
-  return w.b_out.defined() ? torch::addmm(w.b_out, a, w.w_out.t()) : torch::matmul(a, w.w_out.t());
+  const Weights& w = weights;
+  auto linear = [&](const torch::Tensor& in, const torch::Tensor& weight,
+                    const std::shared_ptr<QuantizedWeight>& quant, const torch::Tensor& bias) {
+    auto y = quant ? quantized_linear(in, quant, e) : torch::matmul(in, weight.t());
+    return bias.defined() ? y + bias : y;
+  };
+  auto h = linear(x, w.w_in, quant_in_, w.b_in);
+  return linear(activate(h), w.w_out, quant_out_, w.b_out);
 }
 
 torch::Tensor ExpertBankImpl::slice_loop(const torch::Tensor& x,
@@ -86,10 +86,10 @@ void ExpertBankImpl::quantize_(const QuantOptions& options) {
   SY_CHECK(!quantized(), "ExpertBank: already quantized");
   if (options.kind() == QuantKind::kNone) return;
   torch::NoGradGuard no_grad;
-  quant_in_ = QuantizedWeight::quantize(w_in, options);
-  quant_out_ = QuantizedWeight::quantize(w_out, options);
+  quant_in_ = std::make_shared<QuantizedWeight>(QuantizedWeight::quantize(w_in, options));
+  quant_out_ = std::make_shared<QuantizedWeight>(QuantizedWeight::quantize(w_out, options));
   // Buffers, so .to(device) moves the codes with the module (and keeps these handles valid).
-  for (auto [name, qw] : {std::pair{"w_in", &*quant_in_}, {"w_out", &*quant_out_}}) {
+  for (auto [name, qw] : {std::pair{"w_in", quant_in_.get()}, {"w_out", quant_out_.get()}}) {
     qw->q = register_buffer(std::string(name) + "_q", qw->q);
     qw->scale = register_buffer(std::string(name) + "_scale", qw->scale);
     if (qw->zero.defined()) qw->zero = register_buffer(std::string(name) + "_zero", qw->zero);
@@ -111,6 +111,31 @@ void ExpertBankImpl::to(torch::Dtype dtype, bool non_blocking) {
 void ExpertBankImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
   torch::nn::Module::to(device, non_blocking);
   to(dtype, non_blocking);
+}
+
+void ExpertBankImpl::load_expert(int64_t e, const torch::Tensor& w_in_e,
+                                 const torch::Tensor& w_out_e) {
+  SY_CHECK(e >= 0 && e < options_.num_experts(), "ExpertBank: expert ", e, " out of range");
+  torch::NoGradGuard no_grad;
+  if (quantized()) {
+    quant_in_->set_expert(e, w_in_e);
+    quant_out_->set_expert(e, w_out_e);
+    return;
+  }
+  SY_CHECK(w_in_e.sizes() == w_in[e].sizes() && w_out_e.sizes() == w_out[e].sizes(),
+           "ExpertBank: expert weights ", w_in_e.sizes(), " / ", w_out_e.sizes(), " do not match ",
+           w_in[e].sizes(), " / ", w_out[e].sizes());
+  w_in[e].copy_(w_in_e);
+  w_out[e].copy_(w_out_e);
+}
+
+int64_t ExpertBankImpl::num_logical_parameters() const {
+  const int64_t E = options_.num_experts(), H = options_.hidden_size(),
+                I = options_.intermediate_size();
+  const int64_t in_rows = options_.kind() == ExpertKind::kSwiGlu ? 2 * I : I;
+  int64_t n = E * (in_rows * H + H * I);
+  if (b_in.defined()) n += b_in.numel() + b_out.numel();
+  return n;
 }
 
 int64_t ExpertBankImpl::weight_bytes() const {

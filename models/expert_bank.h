@@ -4,7 +4,7 @@
 
 #include <torch/torch.h>
 
-#include <optional>
+#include <memory>
 #include <vector>
 
 #include "models/weight_quant.h"
@@ -68,9 +68,15 @@ class ExpertBankImpl : public torch::nn::Module {
   /// Freezes the bank and replaces w_in/w_out by quantized codes (buffers), dequantised one
   /// expert at a time in forward. Gradients still flow to the input (router fine-tuning).
   void quantize_(const QuantOptions& options);
-  bool quantized() const { return quant_in_.has_value(); }
+  bool quantized() const { return quant_in_ != nullptr; }
+
+  /// Sets local expert e from full-precision weights w_in_e [2I or I, H] and w_out_e [H, I]
+  /// (quantizing them when the bank is quantized). Loaders use this, one expert at a time.
+  void load_expert(int64_t e, const torch::Tensor& w_in_e, const torch::Tensor& w_out_e);
   /// Bytes of the expert weights as stored (codes and scales when quantized).
   int64_t weight_bytes() const;
+  /// Number of expert weights (and biases) this bank represents, quantized or not.
+  int64_t num_logical_parameters() const;
 
   /// LibTorch's Module::to(dtype) converts every tensor, integer codes included; here only
   /// floating-point parameters change dtype (codes and their fp32 scales keep theirs).
@@ -88,7 +94,7 @@ class ExpertBankImpl : public torch::nn::Module {
   torch::Tensor grouped_mm(const torch::Tensor& x, const std::vector<int64_t>& counts);
 
   ExpertBankOptions options_;
-  std::optional<QuantizedWeight> quant_in_, quant_out_;
+  std::shared_ptr<QuantizedWeight> quant_in_, quant_out_;
 };
 TORCH_MODULE(ExpertBank);
 

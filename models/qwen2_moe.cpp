@@ -38,6 +38,35 @@ config::RouterConfig router_config(const Qwen2MoeOptions& o) {
   return rc;
 }
 
+QuantOptions quant_options(const config::QuantConfig& quant) {
+  return QuantOptions()
+      .kind(quant.experts() == config::INT8   ? QuantKind::kInt8
+            : quant.experts() == config::INT4 ? QuantKind::kInt4
+                                              : QuantKind::kNone)
+      .group_size(quant.group_size())
+      .symmetric(quant.symmetric());
+}
+
+// Quantizes one MoE block's experts (and shared expert when asked); returns bytes before, after.
+std::pair<int64_t, int64_t> quantize_block(MoeBlock moe, const config::QuantConfig& quant) {
+  const QuantOptions options = quant_options(quant);
+  std::vector<ExpertBank> banks{moe->experts};
+  if (quant.shared_expert() && moe->shared_expert) banks.push_back(moe->shared_expert);
+  int64_t before = 0, after = 0;
+  for (auto& bank : banks) {
+    before += bank->weight_bytes();
+    try {
+      if (options.kind() != QuantKind::kNone && !bank->quantized()) bank->quantize_(options);
+    } catch (const Error& e) {  // a shape the chosen group size does not fit: bad config
+      throw ConfigError(
+          detail::concat("model.quant.group_size = ", quant.group_size(), ": ", e.what()),
+          "model.quant.group_size");
+    }
+    after += bank->weight_bytes();
+  }
+  return {before, after};
+}
+
 }  // namespace
 
 // ---- RMSNorm ----------------------------------------------------------------------------------
@@ -114,6 +143,7 @@ Qwen2MoeForCausalLMImpl::Qwen2MoeForCausalLMImpl(Qwen2MoeOptions options)
                            .router(router_config(options_))
                            .gemm(options_.gemm());
     layers_.push_back(Qwen2MoeDecoderLayer(c, i, moe_options, options_.groups()));
+    if (layers_.back()->moe) quantize_block(layers_.back()->moe, options_.quant());
     layer_list_->push_back(layers_.back());
   }
   norm = register_module("norm", RmsNorm(c.hidden_size, c.rms_norm_eps));
@@ -182,12 +212,29 @@ struct Loader {
     dst.copy_(src);
   }
   void load(torch::Tensor dst, const std::string& name) const { copy(dst, ckpt.get(name), name); }
+  void check_shape(const torch::Tensor& t, std::vector<int64_t> want,
+                   const std::string& name) const {
+    if (t.sizes() != want)
+      throw Error(detail::concat(ckpt.path(), ": tensor '", name, "' has shape ", t.sizes(),
+                                 ", the model expects ", want));
+  }
+  // Expert e of a bank from its fused input weight [2I, H] (gate rows first) and output [H, I].
+  void load_expert(ExpertBank bank, int64_t e, const torch::Tensor& w_in,
+                   const torch::Tensor& w_out, const std::string& in_name,
+                   const std::string& out_name) const {
+    const int64_t H = bank->options().hidden_size(), I = bank->options().intermediate_size();
+    check_shape(w_in, {2 * I, H}, in_name);
+    check_shape(w_out, {H, I}, out_name);
+    bank->load_expert(e, w_in, w_out);
+  }
   // A SwiGLU MLP stored as gate_proj/up_proj/down_proj -> slot e of an ExpertBank.
-  void load_swiglu(const ExpertBankImpl& bank, int64_t e, const std::string& prefix) const {
-    const int64_t I = bank.options().intermediate_size();
-    load(bank.w_in[e].narrow(0, 0, I), prefix + "gate_proj.weight");
-    load(bank.w_in[e].narrow(0, I, I), prefix + "up_proj.weight");
-    load(bank.w_out[e], prefix + "down_proj.weight");
+  void load_swiglu(ExpertBank bank, int64_t e, const std::string& prefix) const {
+    const int64_t I = bank->options().intermediate_size(), H = bank->options().hidden_size();
+    auto gate = ckpt.get(prefix + "gate_proj.weight"), up = ckpt.get(prefix + "up_proj.weight");
+    check_shape(gate, {I, H}, prefix + "gate_proj.weight");
+    check_shape(up, {I, H}, prefix + "up_proj.weight");
+    load_expert(bank, e, torch::cat({gate, up}), ckpt.get(prefix + "down_proj.weight"),
+                prefix + "gate_proj.weight", prefix + "down_proj.weight");
   }
 };
 
@@ -211,7 +258,7 @@ void load_hf_weights(Qwen2MoeForCausalLMImpl& model, const SafetensorsCheckpoint
       if (proj->bias.defined()) L.load(proj->bias, p + "self_attn." + name + ".bias");
     }
     if (!l.moe) {
-      L.load_swiglu(*l.mlp, 0, p + "mlp.");
+      L.load_swiglu(l.mlp, 0, p + "mlp.");
       continue;
     }
     auto& moe = *l.moe;
@@ -220,16 +267,21 @@ void load_hf_weights(Qwen2MoeForCausalLMImpl& model, const SafetensorsCheckpoint
     const int64_t first = moe.dispatcher().first_local_expert(),
                   local = moe.dispatcher().num_local_experts();
     if (ckpt.contains(p + "mlp.experts.gate_up_proj")) {  // transformers v5 fused layout
-      L.copy(moe.experts->w_in, ckpt.get(p + "mlp.experts.gate_up_proj").narrow(0, first, local),
-             p + "mlp.experts.gate_up_proj");
-      L.copy(moe.experts->w_out, ckpt.get(p + "mlp.experts.down_proj").narrow(0, first, local),
-             p + "mlp.experts.down_proj");
+      const std::string in_name = p + "mlp.experts.gate_up_proj",
+                        out_name = p + "mlp.experts.down_proj";
+      auto fused_in = ckpt.get(in_name), fused_out = ckpt.get(out_name);
+      if (fused_in.dim() != 3 || fused_in.size(0) != c.num_experts)
+        throw Error(detail::concat(ckpt.path(), ": tensor '", in_name, "' has shape ",
+                                   fused_in.sizes(), ", expected [", c.num_experts, ", 2I, H]"));
+      L.check_shape(fused_out, {c.num_experts, c.hidden_size, c.moe_intermediate_size}, out_name);
+      for (int64_t e = 0; e < local; ++e)
+        L.load_expert(moe.experts, e, fused_in[first + e], fused_out[first + e], in_name, out_name);
     } else {
       for (int64_t e = 0; e < local; ++e)
-        L.load_swiglu(*moe.experts, e, p + "mlp.experts." + std::to_string(first + e) + ".");
+        L.load_swiglu(moe.experts, e, p + "mlp.experts." + std::to_string(first + e) + ".");
     }
     if (moe.shared_expert) {
-      L.load_swiglu(*moe.shared_expert, 0, p + "mlp.shared_expert.");
+      L.load_swiglu(moe.shared_expert, 0, p + "mlp.shared_expert.");
       L.load(moe.shared_expert_gate->weight, p + "mlp.shared_expert_gate.weight");
     }
   }
@@ -239,29 +291,12 @@ void load_hf_weights(Qwen2MoeForCausalLMImpl& model, const SafetensorsCheckpoint
 
 std::pair<int64_t, int64_t> quantize_experts(Qwen2MoeForCausalLMImpl& model,
                                              const config::QuantConfig& quant) {
-  const QuantOptions options = QuantOptions()
-                                   .kind(quant.experts() == config::INT8   ? QuantKind::kInt8
-                                         : quant.experts() == config::INT4 ? QuantKind::kInt4
-                                                                           : QuantKind::kNone)
-                                   .group_size(quant.group_size())
-                                   .symmetric(quant.symmetric());
   int64_t before = 0, after = 0;
   for (const auto& layer : model.layers()) {
     if (!layer->moe) continue;
-    std::vector<ExpertBank> banks{layer->moe->experts};
-    if (quant.shared_expert() && layer->moe->shared_expert)
-      banks.push_back(layer->moe->shared_expert);
-    for (auto& bank : banks) {
-      before += bank->weight_bytes();
-      try {
-        if (options.kind() != QuantKind::kNone) bank->quantize_(options);
-      } catch (const Error& e) {  // a shape the chosen group size does not fit: bad config
-        throw ConfigError(
-            detail::concat("model.quant.group_size = ", quant.group_size(), ": ", e.what()),
-            "model.quant.group_size");
-      }
-      after += bank->weight_bytes();
-    }
+    auto [b, a] = quantize_block(layer->moe, quant);
+    before += b;
+    after += a;
   }
   return {before, after};
 }

@@ -67,6 +67,9 @@ struct Qwen2MoeOptions {
   /// norm_topk_prob always come from the model config.
   TORCH_ARG(config::RouterConfig, router);
   TORCH_ARG(GroupedGemm, gemm) = GroupedGemm::kAuto;
+  /// Experts quantized as each layer is built, so full-precision copies of all experts never
+  /// exist at once; load_hf_weights then quantizes the checkpoint's experts one at a time.
+  TORCH_ARG(config::QuantConfig, quant);
 };
 
 ///   usage: auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");

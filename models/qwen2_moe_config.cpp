@@ -126,6 +126,26 @@ Qwen2MoeConfig Qwen2MoeConfig::from_json(const std::string& text, const std::str
   return c;
 }
 
+Qwen2MoeConfig Qwen2MoeConfig::preset(const std::string& name) {
+  Qwen2MoeConfig c;  // the defaults are Qwen1.5-MoE-A2.7B
+  if (name == "qwen1.5-moe-a2.7b") return c;
+  if (name == "tiny") {
+    c.vocab_size = 512;
+    c.hidden_size = 128;
+    c.intermediate_size = 256;
+    c.moe_intermediate_size = 128;
+    c.shared_expert_intermediate_size = 256;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = 4;
+    c.num_experts = 8;
+    c.num_experts_per_tok = 2;
+    return c;
+  }
+  throw ConfigError("bench.model_preset = " + name + ": expected qwen1.5-moe-a2.7b or tiny",
+                    "bench.model_preset");
+}
+
 Qwen2MoeConfig Qwen2MoeConfig::from_file(const std::string& path) {
   return from_json(read_text_file(path), path);
 }

@@ -42,6 +42,10 @@ struct Qwen2MoeConfig {
   /// implement (another model_type, rope scaling, sliding window, an activation other than silu).
   static Qwen2MoeConfig from_json(const std::string& text, const std::string& where);
   static Qwen2MoeConfig from_file(const std::string& path);
+
+  /// Named architectures: "qwen1.5-moe-a2.7b" (the defaults above) and "tiny" (for tests).
+  /// Throws ConfigError listing the names for an unknown one.
+  static Qwen2MoeConfig preset(const std::string& name);
 };
 
 }  // namespace switchyard

@@ -2,6 +2,8 @@
 // and keep dequantisation exact up to the code rounding.
 #include "models/weight_quant.h"
 
+#include <torch/custom_class.h>
+
 #include "common/errors.h"
 
 namespace switchyard {
@@ -76,6 +78,51 @@ torch::Tensor QuantizedWeight::dequantize(int64_t e, torch::ScalarType dtype) co
   auto zero_point = zero.defined() ? zero[e].to(torch::kFloat).unsqueeze(-1)
                                    : torch::full({1}, 8.0f, torch::kFloat);
   return ((codes - zero_point) * scale[e].unsqueeze(-1)).view({out, in}).to(dtype);
+}
+
+void QuantizedWeight::set_expert(int64_t e, const torch::Tensor& w) {
+  SY_CHECK(w.dim() == 2 && w.size(0) == shape[1] && w.size(1) == shape[2], "quantized expert ", e,
+           ": weight ", w.sizes(), " does not match [", shape[1], ", ", shape[2], "]");
+  auto one = quantize(w.unsqueeze(0), options);
+  torch::NoGradGuard no_grad;
+  q[e].copy_(one.q[0]);
+  scale[e].copy_(one.scale[0]);
+  if (zero.defined()) zero[e].copy_(one.zero[0]);
+}
+
+namespace {
+
+struct QuantizedWeightCapsule : torch::CustomClassHolder {
+  explicit QuantizedWeightCapsule(std::shared_ptr<const QuantizedWeight> w)
+      : weight(std::move(w)) {}
+  std::shared_ptr<const QuantizedWeight> weight;
+};
+
+class QuantizedLinear : public torch::autograd::Function<QuantizedLinear> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const std::shared_ptr<const QuantizedWeight>& w, int64_t e) {
+    ctx->saved_data["weight"] =
+        c10::IValue::make_capsule(c10::make_intrusive<QuantizedWeightCapsule>(w));
+    ctx->saved_data["expert"] = e;
+    return torch::matmul(x, w->dequantize(e, x.scalar_type()).t());
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto capsule = ctx->saved_data["weight"].toCapsule();
+    const auto& w = static_cast<QuantizedWeightCapsule*>(capsule.get())->weight;
+    const auto& g = grads[0];
+    auto grad_x =
+        torch::matmul(g, w->dequantize(ctx->saved_data["expert"].toInt(), g.scalar_type()));
+    return {grad_x, {}, {}};
+  }
+};
+
+}  // namespace
+
+torch::Tensor quantized_linear(const torch::Tensor& x, std::shared_ptr<const QuantizedWeight> w,
+                               int64_t expert) {
+  return QuantizedLinear::apply(x, std::move(w), expert);
 }
 
 int64_t QuantizedWeight::nbytes() const {

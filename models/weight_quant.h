@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <memory>
 #include <string>
 
 namespace switchyard {
@@ -32,9 +33,18 @@ struct QuantizedWeight {
   /// Bytes held (codes, scales, zeros).
   int64_t nbytes() const;
 
+  /// Re-quantizes expert e from a full-precision [out, in] weight (loading, one expert at a time).
+  void set_expert(int64_t expert, const torch::Tensor& w);
+
   /// Throws Error when the shape does not fit (int4 needs in % group_size == 0, group even).
   static QuantizedWeight quantize(const torch::Tensor& w, const QuantOptions& options);
 };
+
+/// x [R, in] -> x @ W_e^T with W_e dequantised from `w`. Autograd keeps only the codes: backward
+/// dequantises again for the input gradient (no weight gradient: quantized weights are frozen),
+/// so a forward over all experts never holds every full-precision weight for backward.
+torch::Tensor quantized_linear(const torch::Tensor& x, std::shared_ptr<const QuantizedWeight> w,
+                               int64_t expert);
 
 /// 4-bit codes [.., n] (values 0..15, n even) -> bytes [.., n / 2] and back.
 torch::Tensor pack_int4(const torch::Tensor& codes);

@@ -115,6 +115,11 @@ TEST(HfReference, Qwen2MoeQuantizedExpertsStayCloseToTheUnquantizedModel) {
     EXPECT_LT(err, c.bound);
     EXPECT_GT(err, 0.0);  // it did quantize
     EXPECT_LT(after, before / 3);
+    // Quantizing while building and loading expert by expert gives the same codes.
+    Qwen2MoeForCausalLM built(Qwen2MoeOptions(cfg, single_process_groups()).quant(q));
+    load_hf_weights(*built, SafetensorsCheckpoint(dir));
+    built->eval();
+    EXPECT_TRUE(torch::equal(built->forward(ids, mask).logits, logits));
   }
   config::QuantConfig bad;
   bad.set_experts(config::INT4);  // group 128 does not divide the tiny model's width

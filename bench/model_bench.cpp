@@ -1,0 +1,117 @@
+// `switchyard bench model`: the whole Qwen2-MoE at a named size with random weights and
+// quantized experts; peak resident memory and time per token for a forward and for a
+// router-only backward (everything frozen except the routers, as in router fine-tuning).
+#include <sys/resource.h>
+
+#include <chrono>
+#include <iostream>
+#include <set>
+
+#include "bench/bench.h"
+#include "common/table.h"
+#include "models/qwen2_moe.h"
+
+namespace switchyard {
+namespace {
+
+double peak_rss_gb() {
+  struct rusage r {};
+  getrusage(RUSAGE_SELF, &r);
+  return double(r.ru_maxrss) * 1024.0 / 1e9;  // ru_maxrss is in KiB on Linux
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Parameters the model represents, counting quantized experts by their logical weights and a
+// tied head once.
+int64_t count_parameters(torch::nn::Module& model) {
+  int64_t n = 0;
+  std::set<const void*> seen;
+  for (const auto& m : model.modules(/*include_self=*/true)) {
+    if (auto* bank = dynamic_cast<ExpertBankImpl*>(m.get())) {
+      n += bank->num_logical_parameters();
+      continue;
+    }
+    for (const auto& p : m->named_parameters(/*recurse=*/false))
+      if (seen.insert(p.value().unsafeGetTensorImpl()).second) n += p.value().numel();
+  }
+  return n;
+}
+
+// Sets the default dtype while the model is built, so bf16 weights are created as bf16 instead
+// of fp32 first (14.3 B fp32 parameters would not fit in memory at all).
+class DefaultDtypeGuard {
+ public:
+  explicit DefaultDtypeGuard(caffe2::TypeMeta t) : saved_(torch::get_default_dtype()) {
+    torch::set_default_dtype(t);
+  }
+  ~DefaultDtypeGuard() { torch::set_default_dtype(saved_); }
+
+ private:
+  caffe2::TypeMeta saved_;
+};
+
+void run_model_bench(const BenchContext& ctx) {
+  const auto& b = ctx.config.bench();
+  const Qwen2MoeConfig cfg = Qwen2MoeConfig::preset(b.model_preset());
+  const auto& quant = ctx.config.model().quant();
+  torch::manual_seed(ctx.config.train().seed());
+
+  const auto build_start = std::chrono::steady_clock::now();
+  Qwen2MoeForCausalLM model{nullptr};
+  {
+    DefaultDtypeGuard bf16(caffe2::TypeMeta::Make<c10::BFloat16>());
+    model = Qwen2MoeForCausalLM(
+        Qwen2MoeOptions(cfg, single_process_groups()).router(ctx.config.router()).quant(quant));
+  }
+  const double build_s = seconds_since(build_start);
+  const int64_t params = count_parameters(*model);
+  const double rss_built = peak_rss_gb();
+  if (!ctx.json) std::cerr << "built " << params << " parameters in " << build_s << " s\n";
+
+  const int64_t T = b.model_tokens();
+  auto ids = torch::randint(0, cfg.vocab_size, {1, T}, torch::kLong);
+  model->eval();
+  auto t0 = std::chrono::steady_clock::now();
+  {
+    torch::NoGradGuard no_grad;
+    model->forward(ids);
+  }
+  const double fwd_ms = seconds_since(t0) * 1e3 / double(T);
+
+  // Router fine-tuning: only router parameters train.
+  for (auto& p : model->named_parameters())
+    p.value().set_requires_grad(p.key().find(".router.") != std::string::npos);
+  model->train();
+  t0 = std::chrono::steady_clock::now();
+  auto out = model->forward(ids);
+  auto logits = out.logits.narrow(1, 0, T - 1).reshape({-1, cfg.vocab_size}).to(torch::kFloat);
+  auto loss =
+      torch::cross_entropy_loss(logits, ids.narrow(1, 1, T - 1).reshape(-1)) + out.router_loss;
+  loss.backward();
+  const double fwdbwd_ms = seconds_since(t0) * 1e3 / double(T);
+
+  Table table({"preset", "quant", "params", "tokens", "build_s", "rss_built_gb", "peak_rss_gb",
+               "fwd_ms_per_token", "fwdbwd_ms_per_token"});
+  table.add({b.model_preset(), config::QuantType_Name(quant.experts()), params, T, Cell(build_s, 1),
+             Cell(rss_built, 2), Cell(peak_rss_gb(), 2), Cell(fwd_ms, 2), Cell(fwdbwd_ms, 2)});
+  if (ctx.json) {
+    table.print_json(ctx.out);
+    return;
+  }
+  ctx.out << "Qwen2-MoE " << b.model_preset() << ", random weights, bf16 with "
+          << config::QuantType_Name(quant.experts()) << " experts, " << T << " tokens, "
+          << torch::get_num_threads() << " threads; fwdbwd trains routers only\n";
+  table.print(ctx.out);
+}
+
+}  // namespace
+
+BenchEntry model_bench_entry() {
+  return {"model", "the whole Qwen2-MoE (--preset, --quant): peak memory and time per token",
+          run_model_bench};
+}
+
+}  // namespace switchyard
