@@ -15,13 +15,37 @@ ExpertBankImpl::ExpertBankImpl(ExpertBankOptions options) : options_(std::move(o
   SY_CHECK(E > 0 && H > 0 && I > 0, "ExpertBank: experts ", E, ", hidden ", H, ", intermediate ", I,
            " must be positive");
   const bool swiglu = options_.kind() == ExpertKind::kSwiGlu;
-  w_in = register_parameter("w_in", torch::empty({E, swiglu ? 2 * I : I, H}));
-  w_out = register_parameter("w_out", torch::empty({E, H, I}));
+  const std::vector<int64_t> in_shape{E, swiglu ? 2 * I : I, H}, out_shape{E, H, I};
+  const bool quantize = options_.quant().kind() != QuantKind::kNone;
+  // A bank built quantized never holds full-precision weights, not even while initialising.
+  w_in = register_parameter("w_in", torch::empty(quantize ? std::vector<int64_t>{0} : in_shape));
+  w_out = register_parameter("w_out", torch::empty(quantize ? std::vector<int64_t>{0} : out_shape));
   if (!swiglu) {
     b_in = register_parameter("b_in", torch::empty({E, I}));
     b_out = register_parameter("b_out", torch::empty({E, H}));
   }
+  if (quantize)
+    adopt_quantized(QuantizedWeight::empty(in_shape, options_.quant()),
+                    QuantizedWeight::empty(out_shape, options_.quant()));
   reset_parameters();
+}
+
+void ExpertBankImpl::adopt_quantized(QuantizedWeight in, QuantizedWeight out) {
+  quant_in_ = std::make_shared<QuantizedWeight>(std::move(in));
+  quant_out_ = std::make_shared<QuantizedWeight>(std::move(out));
+  // Buffers, so .to(device) moves the codes with the module (and keeps these handles valid).
+  for (auto [name, qw] : {std::pair{"w_in", quant_in_.get()}, {"w_out", quant_out_.get()}}) {
+    qw->q = register_buffer(std::string(name) + "_q", qw->q);
+    qw->scale = register_buffer(std::string(name) + "_scale", qw->scale);
+    if (qw->zero.defined()) qw->zero = register_buffer(std::string(name) + "_zero", qw->zero);
+  }
+  // The full-precision weights go; empty frozen placeholders keep parameter names stable.
+  for (auto* p : {&w_in, &w_out}) {
+    p->set_data(torch::empty({0}, p->options()));
+    p->set_requires_grad(false);
+  }
+  for (auto* b : {&b_in, &b_out})
+    if (b->defined()) b->set_requires_grad(false);
 }
 
 void ExpertBankImpl::reset_parameters() {
@@ -29,8 +53,18 @@ void ExpertBankImpl::reset_parameters() {
   torch::NoGradGuard no_grad;
   const double in_bound = 1.0 / std::sqrt(double(options_.hidden_size()));
   const double out_bound = 1.0 / std::sqrt(double(options_.intermediate_size()));
-  w_in.uniform_(-in_bound, in_bound);
-  w_out.uniform_(-out_bound, out_bound);
+  if (quantized()) {
+    // One expert at a time, straight into codes.
+    for (int64_t e = 0; e < options_.num_experts(); ++e) {
+      const auto& si = quant_in_->shape;
+      const auto& so = quant_out_->shape;
+      quant_in_->set_expert(e, torch::empty({si[1], si[2]}).uniform_(-in_bound, in_bound));
+      quant_out_->set_expert(e, torch::empty({so[1], so[2]}).uniform_(-out_bound, out_bound));
+    }
+  } else {
+    w_in.uniform_(-in_bound, in_bound);
+    w_out.uniform_(-out_bound, out_bound);
+  }
   if (b_in.defined()) b_in.uniform_(-in_bound, in_bound);
   if (b_out.defined()) b_out.uniform_(-out_bound, out_bound);
 }
@@ -86,21 +120,8 @@ void ExpertBankImpl::quantize_(const QuantOptions& options) {
   SY_CHECK(!quantized(), "ExpertBank: already quantized");
   if (options.kind() == QuantKind::kNone) return;
   torch::NoGradGuard no_grad;
-  quant_in_ = std::make_shared<QuantizedWeight>(QuantizedWeight::quantize(w_in, options));
-  quant_out_ = std::make_shared<QuantizedWeight>(QuantizedWeight::quantize(w_out, options));
-  // Buffers, so .to(device) moves the codes with the module (and keeps these handles valid).
-  for (auto [name, qw] : {std::pair{"w_in", quant_in_.get()}, {"w_out", quant_out_.get()}}) {
-    qw->q = register_buffer(std::string(name) + "_q", qw->q);
-    qw->scale = register_buffer(std::string(name) + "_scale", qw->scale);
-    if (qw->zero.defined()) qw->zero = register_buffer(std::string(name) + "_zero", qw->zero);
-  }
-  // The full-precision weights go; empty frozen placeholders keep parameter names stable.
-  for (auto* p : {&w_in, &w_out}) {
-    p->set_data(torch::empty({0}, p->options()));
-    p->set_requires_grad(false);
-  }
-  for (auto* b : {&b_in, &b_out})
-    if (b->defined()) b->set_requires_grad(false);
+  adopt_quantized(QuantizedWeight::quantize(w_in, options),
+                  QuantizedWeight::quantize(w_out, options));
 }
 
 void ExpertBankImpl::to(torch::Dtype dtype, bool non_blocking) {

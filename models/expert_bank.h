@@ -34,6 +34,8 @@ struct ExpertBankOptions {
   TORCH_ARG(int64_t, first_expert) = 0;  ///< global id of the first one
   TORCH_ARG(ExpertKind, kind) = ExpertKind::kSwiGlu;
   TORCH_ARG(GroupedGemm, gemm) = GroupedGemm::kAuto;
+  /// Quantized from the start (frozen; codes initialised expert by expert).
+  TORCH_ARG(QuantOptions, quant);
 };
 
 /// Parameters (HF transformers v5 fused layout for SwiGLU):
@@ -69,6 +71,8 @@ class ExpertBankImpl : public torch::nn::Module {
   /// expert at a time in forward. Gradients still flow to the input (router fine-tuning).
   void quantize_(const QuantOptions& options);
   bool quantized() const { return quant_in_ != nullptr; }
+  const QuantizedWeight* quantized_in() const { return quant_in_.get(); }
+  const QuantizedWeight* quantized_out() const { return quant_out_.get(); }
 
   /// Sets local expert e from full-precision weights w_in_e [2I or I, H] and w_out_e [H, I]
   /// (quantizing them when the bank is quantized). Loaders use this, one expert at a time.
@@ -92,6 +96,7 @@ class ExpertBankImpl : public torch::nn::Module {
   torch::Tensor activate(const torch::Tensor& h) const;
   torch::Tensor slice_loop(const torch::Tensor& x, const std::vector<int64_t>& counts);
   torch::Tensor grouped_mm(const torch::Tensor& x, const std::vector<int64_t>& counts);
+  void adopt_quantized(QuantizedWeight in, QuantizedWeight out);
 
   ExpertBankOptions options_;
   std::shared_ptr<QuantizedWeight> quant_in_, quant_out_;

@@ -26,6 +26,8 @@ struct MoeBlockOptions {
   TORCH_ARG(ExpertKind, expert_kind) = ExpertKind::kSwiGlu;
   TORCH_ARG(GroupedGemm, gemm) = GroupedGemm::kAuto;
   TORCH_ARG(config::RouterConfig, router);
+  TORCH_ARG(QuantOptions, expert_quant);         ///< routed experts built quantized
+  TORCH_ARG(bool, quantize_shared_expert) = false;
 };
 
 /// What one forward produces besides the hidden states: the routing (for the aux losses and

@@ -141,9 +141,17 @@ Qwen2MoeForCausalLMImpl::Qwen2MoeForCausalLMImpl(Qwen2MoeOptions options)
     auto moe_options = MoeBlockOptions(c.hidden_size, c.num_experts, c.moe_intermediate_size)
                            .shared_expert_intermediate_size(c.shared_expert_intermediate_size)
                            .router(router_config(options_))
-                           .gemm(options_.gemm());
-    layers_.push_back(Qwen2MoeDecoderLayer(c, i, moe_options, options_.groups()));
-    if (layers_.back()->moe) quantize_block(layers_.back()->moe, options_.quant());
+                           .gemm(options_.gemm())
+                           .expert_quant(quant_options(options_.quant()))
+                           .quantize_shared_expert(options_.quant().shared_expert());
+    try {
+      layers_.push_back(Qwen2MoeDecoderLayer(c, i, moe_options, options_.groups()));
+    } catch (const Error& e) {  // a quantization group size the widths do not fit: bad config
+      if (options_.quant().experts() == config::QUANT_NONE) throw;
+      throw ConfigError(
+          detail::concat("model.quant.group_size = ", options_.quant().group_size(), ": ", e.what()),
+          "model.quant.group_size");
+    }
     layer_list_->push_back(layers_.back());
   }
   norm = register_module("norm", RmsNorm(c.hidden_size, c.rms_norm_eps));

@@ -33,41 +33,79 @@ torch::Tensor unpack_int4(const torch::Tensor& packed) {
   return torch::stack({low, high}, -1).reshape(sizes);
 }
 
-QuantizedWeight QuantizedWeight::quantize(const torch::Tensor& weight,
-                                          const QuantOptions& options) {
-  SY_CHECK(weight.dim() == 3, "quantize: expected [experts, out, in], got ", weight.sizes());
-  QuantizedWeight qw;
-  qw.options = options;
-  qw.shape = weight.sizes().vec();
-  auto w = weight.detach().to(torch::kFloat);
-  const int64_t E = qw.shape[0], out = qw.shape[1], in = qw.shape[2];
-  if (options.kind() == QuantKind::kInt8) {
-    qw.scale = w.abs().amax(-1).clamp_min(1e-12) / 127.0;  // [E, out]
-    qw.q = torch::round(w / qw.scale.unsqueeze(-1)).clamp(-127, 127).to(torch::kChar);
-    return qw;
-  }
-  SY_CHECK(options.kind() == QuantKind::kInt4, "quantize: no quantization kind given");
-  const int64_t g = options.group_size();
-  if (g <= 0 || g % 2 != 0 || in % g != 0)
+namespace {
+
+void check_fits(const std::vector<int64_t>& shape, const QuantOptions& options) {
+  SY_CHECK(shape.size() == 3, "quantize: expected [experts, out, in], got ", shape.size(), " dims");
+  SY_CHECK(options.kind() != QuantKind::kNone, "quantize: no quantization kind given");
+  const int64_t g = options.group_size(), in = shape[2];
+  if (options.kind() == QuantKind::kInt4 && (g <= 0 || g % 2 != 0 || in % g != 0))
     throw Error(detail::concat("int4 quantization: input width ", in,
                                " is not a multiple of the group size ", g,
                                " (an even number is required)"));
-  auto groups = w.view({E, out, in / g, g});
+}
+
+}  // namespace
+
+QuantizedWeight QuantizedWeight::empty(const std::vector<int64_t>& shape,
+                                       const QuantOptions& options) {
+  check_fits(shape, options);
+  QuantizedWeight qw;
+  qw.options = options;
+  qw.shape = shape;
+  const int64_t E = shape[0], out = shape[1], in = shape[2];
+  if (options.kind() == QuantKind::kInt8) {
+    qw.q = torch::zeros({E, out, in}, torch::kChar);
+    qw.scale = torch::zeros({E, out}, torch::kFloat);
+    return qw;
+  }
+  const int64_t groups = in / options.group_size();
+  qw.q = torch::zeros({E, out, in / 2}, torch::kByte);
+  qw.scale = torch::zeros({E, out, groups}, torch::kFloat);
+  if (!options.symmetric()) qw.zero = torch::zeros({E, out, groups}, torch::kByte);
+  return qw;
+}
+
+QuantizedWeight QuantizedWeight::quantize(const torch::Tensor& weight,
+                                          const QuantOptions& options) {
+  SY_CHECK(weight.dim() == 3, "quantize: expected [experts, out, in], got ", weight.sizes());
+  QuantizedWeight qw = empty(weight.sizes().vec(), options);
+  // One expert at a time: temporaries stay the size of one expert's weight.
+  for (int64_t e = 0; e < weight.size(0); ++e) qw.set_expert(e, weight[e]);
+  return qw;
+}
+
+void QuantizedWeight::set_expert(int64_t e, const torch::Tensor& weight) {
+  SY_CHECK(weight.dim() == 2 && weight.size(0) == shape[1] && weight.size(1) == shape[2],
+           "quantized expert ", e, ": weight ", weight.sizes(), " does not match [", shape[1],
+           ", ", shape[2], "]");
+  torch::NoGradGuard no_grad;
+  auto w = weight.detach().to(torch::kFloat);
+  const int64_t out = shape[1], in = shape[2];
+  if (options.kind() == QuantKind::kInt8) {
+    auto s = w.abs().amax(-1).clamp_min(1e-12) / 127.0;  // [out]
+    scale[e].copy_(s);
+    q[e].copy_(torch::round(w / s.unsqueeze(-1)).clamp(-127, 127));
+    return;
+  }
+  const int64_t g = options.group_size();
+  auto groups = w.view({out, in / g, g});
   torch::Tensor codes;
   if (options.symmetric()) {
-    qw.scale = groups.abs().amax(-1).clamp_min(1e-12) / 7.0;
-    codes = torch::round(groups / qw.scale.unsqueeze(-1)).clamp(-8, 7) + 8;
+    auto s = groups.abs().amax(-1).clamp_min(1e-12) / 7.0;
+    codes = torch::round(groups / s.unsqueeze(-1)).clamp(-8, 7) + 8;
+    scale[e].copy_(s);
   } else {
     // The range always includes 0 (as GPTQ does): the zero point then lies in 0..15 and every
     // code is at most half a step from its weight, constant groups included.
     auto lo = groups.amin(-1).clamp_max(0), hi = groups.amax(-1).clamp_min(0);
-    qw.scale = ((hi - lo) / 15.0).clamp_min(1e-12);
-    auto zero = torch::round(-lo / qw.scale).clamp(0, 15);
-    codes = (torch::round(groups / qw.scale.unsqueeze(-1)) + zero.unsqueeze(-1)).clamp(0, 15);
-    qw.zero = zero.to(torch::kByte);
+    auto s = ((hi - lo) / 15.0).clamp_min(1e-12);
+    auto z = torch::round(-lo / s).clamp(0, 15);
+    codes = (torch::round(groups / s.unsqueeze(-1)) + z.unsqueeze(-1)).clamp(0, 15);
+    scale[e].copy_(s);
+    zero[e].copy_(z);
   }
-  qw.q = pack_int4(codes.view({E, out, in}));
-  return qw;
+  q[e].copy_(pack_int4(codes.view({out, in})));
 }
 
 torch::Tensor QuantizedWeight::dequantize(int64_t e, torch::ScalarType dtype) const {
@@ -78,16 +116,6 @@ torch::Tensor QuantizedWeight::dequantize(int64_t e, torch::ScalarType dtype) co
   auto zero_point = zero.defined() ? zero[e].to(torch::kFloat).unsqueeze(-1)
                                    : torch::full({1}, 8.0f, torch::kFloat);
   return ((codes - zero_point) * scale[e].unsqueeze(-1)).view({out, in}).to(dtype);
-}
-
-void QuantizedWeight::set_expert(int64_t e, const torch::Tensor& w) {
-  SY_CHECK(w.dim() == 2 && w.size(0) == shape[1] && w.size(1) == shape[2], "quantized expert ", e,
-           ": weight ", w.sizes(), " does not match [", shape[1], ", ", shape[2], "]");
-  auto one = quantize(w.unsqueeze(0), options);
-  torch::NoGradGuard no_grad;
-  q[e].copy_(one.q[0]);
-  scale[e].copy_(one.scale[0]);
-  if (zero.defined()) zero[e].copy_(one.zero[0]);
 }
 
 namespace {

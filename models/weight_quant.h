@@ -38,6 +38,8 @@ struct QuantizedWeight {
 
   /// Throws Error when the shape does not fit (int4 needs in % group_size == 0, group even).
   static QuantizedWeight quantize(const torch::Tensor& w, const QuantOptions& options);
+  /// All-zero codes of `shape` [E, out, in], to be filled with set_expert.
+  static QuantizedWeight empty(const std::vector<int64_t>& shape, const QuantOptions& options);
 };
 
 /// x [R, in] -> x @ W_e^T with W_e dequantised from `w`. Autograd keeps only the codes: backward

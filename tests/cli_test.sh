@@ -103,5 +103,21 @@ else
   fail "bench layer / alltoall ran ($(head -c 300 "$tmp/layer.err" "$tmp/a2a.err"))"
 fi
 
+# bench model at the tiny preset: the fields scripts read.
+if "$bin" bench model --preset tiny --quant int4 --set model.quant.group_size=64 --json \
+     >"$tmp/model.jsonl" 2>"$tmp/model.err" &&
+   "$py" - "$tmp/model.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+assert len(rows) == 1, rows
+r = rows[0]
+for f in ("params", "peak_rss_gb", "fwd_ms_per_token", "fwdbwd_ms_per_token"):
+    assert f in r and r[f] > 0, (f, r)
+assert r["quant"] == "INT4" and r["preset"] == "tiny", r
+PY
+then ok "bench model --json fields"; else fail "bench model --json ($(head -c 300 "$tmp/model.err"))"; fi
+expect_error "bench model unknown preset" "bench.model_preset = huge: expected" bench model --preset huge
+expect_error "bench model bad quant" "--quant int3: expected none, int8 or int4" bench model --quant int3
+
 echo "cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
