@@ -1,5 +1,5 @@
-// safetensors: 8-byte little-endian header length N, N bytes of JSON, then the data section.
-// Every length and offset read from a file is checked before it is used.
+// safetensors files: the memory-mapped reader, the atomic writer and sharded checkpoints. The
+// header itself is parsed (and fuzzed) in safetensors_header.cpp.
 #include "models/safetensors.h"
 
 #include <fcntl.h>
@@ -7,13 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <sstream>
 
 #include "common/errors.h"
@@ -23,150 +20,11 @@ namespace {
 
 using nlohmann::json;
 
-struct DtypeInfo {
-  const char* name;
-  torch::ScalarType type;
-};
-// The dtypes of the safetensors spec that LibTorch can hold.
-constexpr DtypeInfo kDtypes[] = {{"F64", torch::kDouble},
-                                 {"F32", torch::kFloat},
-                                 {"F16", torch::kHalf},
-                                 {"BF16", torch::kBFloat16},
-                                 {"I64", torch::kLong},
-                                 {"I32", torch::kInt},
-                                 {"I16", torch::kShort},
-                                 {"I8", torch::kChar},
-                                 {"U8", torch::kByte},
-                                 {"U16", torch::kUInt16},
-                                 {"U32", torch::kUInt32},
-                                 {"U64", torch::kUInt64},
-                                 {"BOOL", torch::kBool},
-                                 {"F8_E4M3", torch::kFloat8_e4m3fn},
-                                 {"F8_E5M2", torch::kFloat8_e5m2}};
-
-const DtypeInfo* dtype_by_name(const std::string& n) {
-  for (const auto& d : kDtypes)
-    if (n == d.name) return &d;
-  return nullptr;
-}
-const char* dtype_name(torch::ScalarType t) {
-  for (const auto& d : kDtypes)
-    if (t == d.type) return d.name;
-  return nullptr;
-}
-
 [[noreturn]] void fail(const std::string& where, const std::string& what) {
   throw Error(where + ": " + what);
 }
 
-uint64_t read_offset(const json& v, const std::string& where, const std::string& name) {
-  if (!v.is_number_unsigned())
-    fail(where, "tensor '" + name + "': data_offsets must be non-negative integers");
-  return v.get<uint64_t>();
-}
-
-SafetensorsEntry parse_entry(const std::string& name, const json& e, uint64_t data_bytes,
-                             const std::string& where) {
-  const std::string at = "tensor '" + name + "'";
-  if (!e.is_object()) fail(where, at + ": entry is not an object");
-  for (const char* key : {"dtype", "shape", "data_offsets"})
-    if (!e.contains(key)) fail(where, at + ": missing \"" + key + "\"");
-  SafetensorsEntry out;
-  out.name = name;
-  if (!e["dtype"].is_string()) fail(where, at + ": dtype is not a string");
-  out.dtype = e["dtype"].get<std::string>();
-  const DtypeInfo* dt = dtype_by_name(out.dtype);
-  if (!dt) fail(where, at + ": unknown dtype '" + out.dtype + "'");
-  out.scalar_type = dt->type;
-
-  const json& shape = e["shape"];
-  if (!shape.is_array()) fail(where, at + ": shape is not a list");
-  uint64_t numel = 1;
-  bool overflow = false;
-  for (const auto& d : shape) {
-    if (!d.is_number_unsigned()) fail(where, at + ": shape entries must be non-negative integers");
-    const uint64_t v = d.get<uint64_t>();
-    if (v > uint64_t(std::numeric_limits<int64_t>::max())) overflow = true;
-    if (v != 0 && numel > std::numeric_limits<uint64_t>::max() / v) overflow = true;
-    numel = overflow ? numel : numel * v;
-    out.shape.push_back(int64_t(std::min<uint64_t>(v, std::numeric_limits<int64_t>::max())));
-  }
-  const json& offsets = e["data_offsets"];
-  if (!offsets.is_array() || offsets.size() != 2)
-    fail(where, at + ": data_offsets must be [begin, end]");
-  out.begin = read_offset(offsets[0], where, name);
-  out.end = read_offset(offsets[1], where, name);
-  if (out.begin > out.end) fail(where, at + ": data_offsets begin > end");
-  if (out.end > data_bytes)
-    fail(where, detail::concat(at, ": data_offsets [", out.begin, ", ", out.end,
-                               "] out of range (data section has ", data_bytes, " bytes)"));
-  const uint64_t elem = c10::elementSize(out.scalar_type);
-  if (overflow || numel > std::numeric_limits<uint64_t>::max() / elem ||
-      numel * elem != out.end - out.begin)
-    fail(where, detail::concat(at, ": dtype ", out.dtype, " and shape ", shape.dump(), " need ",
-                               overflow ? std::string("too many") : std::to_string(numel * elem),
-                               " bytes but data_offsets span ", out.end - out.begin));
-  return out;
-}
-
-// Duplicate keys are legal JSON but an ambiguous checkpoint; nlohmann keeps the last silently,
-// so keys are checked while parsing. Nesting deeper than a header needs is refused early.
-json parse_json_strict(const char* text, size_t size, const std::string& where) {
-  std::vector<std::set<std::string>> keys_at_depth;
-  auto callback = [&](int depth, json::parse_event_t event, json& parsed) {
-    if (depth > 8) fail(where, "header JSON nested too deeply");
-    if (event == json::parse_event_t::object_start) keys_at_depth.emplace_back();
-    if (event == json::parse_event_t::object_end) keys_at_depth.pop_back();
-    if (event == json::parse_event_t::key && !keys_at_depth.empty() &&
-        !keys_at_depth.back().insert(parsed.get<std::string>()).second)
-      fail(where, "duplicate name '" + parsed.get<std::string>() + "' in header");
-    return true;
-  };
-  try {
-    return json::parse(text, text + size, callback);
-  } catch (const json::exception& e) {
-    fail(where, std::string("invalid JSON header: ") + e.what());
-  }
-}
-
 }  // namespace
-
-const SafetensorsEntry* SafetensorsHeader::find(const std::string& name) const {
-  for (const auto& t : tensors)
-    if (t.name == name) return &t;
-  return nullptr;
-}
-
-SafetensorsHeader parse_safetensors_header(const char* text, size_t size, uint64_t data_bytes,
-                                           const std::string& where) {
-  if (size > kMaxSafetensorsHeaderBytes)
-    fail(where, detail::concat("header of ", size, " bytes exceeds the 100 MB limit"));
-  const json root = parse_json_strict(text, size, where);
-  if (!root.is_object()) fail(where, "header is not a JSON object");
-  SafetensorsHeader h;
-  for (const auto& [name, value] : root.items()) {
-    if (name == "__metadata__") {
-      if (!value.is_object()) fail(where, "__metadata__ is not an object");
-      for (const auto& [k, v] : value.items()) {
-        if (!v.is_string()) fail(where, "__metadata__ value of '" + k + "' is not a string");
-        h.metadata[k] = v.get<std::string>();
-      }
-      continue;
-    }
-    h.tensors.push_back(parse_entry(name, value, data_bytes, where));
-  }
-  std::stable_sort(h.tensors.begin(), h.tensors.end(), [](const auto& a, const auto& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-  });
-  const SafetensorsEntry* last = nullptr;  // the non-empty tensor reaching furthest so far
-  for (const auto& cur : h.tensors) {
-    if (cur.begin == cur.end) continue;  // no bytes, nothing to overlap
-    if (last && cur.begin < last->end)
-      fail(where, "tensor '" + cur.name + "' overlaps tensor '" + last->name + "' in the data");
-    if (!last || cur.end > last->end) last = &cur;
-  }
-  return h;
-}
 
 // ---- reader ----------------------------------------------------------------------------------
 
@@ -195,16 +53,9 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   }
   f->map_bytes_ = file_bytes;
   const auto* bytes = static_cast<const unsigned char*>(f->map_);
-  uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];  // little-endian, whatever the host
-  if (n > kMaxSafetensorsHeaderBytes)
-    fail(path, detail::concat("header length ", n, " exceeds the 100 MB limit"));
-  if (n > file_bytes - 8)
-    fail(path, detail::concat("truncated: header length ", n, " beyond the end of the file (",
-                              file_bytes, " bytes)"));
-  f->data_ = reinterpret_cast<const char*>(bytes) + 8 + n;
-  f->header_ = parse_safetensors_header(reinterpret_cast<const char*>(bytes) + 8, n,
-                                        file_bytes - 8 - n, path);
+  uint64_t data_offset = 0;
+  f->header_ = parse_safetensors_bytes(bytes, file_bytes, path, &data_offset);
+  f->data_ = reinterpret_cast<const char*>(bytes) + data_offset;
   return f;
 }
 
@@ -241,7 +92,7 @@ void save_safetensors(const std::string& path,
   for (const auto& [name, t] : tensors) {
     if (name == "__metadata__" || header.contains(name))
       fail(path, "duplicate or reserved tensor name '" + name + "'");
-    const char* dt = dtype_name(t.scalar_type());
+    const char* dt = safetensors_dtype_name(t.scalar_type());
     if (!dt)
       fail(path, detail::concat("tensor '", name, "': dtype ", t.scalar_type(),
                                 " has no safetensors name"));

@@ -11,32 +11,9 @@
 #include <utility>
 #include <vector>
 
+#include "models/safetensors_header.h"
+
 namespace switchyard {
-
-/// One tensor's header entry. Offsets are relative to the start of the data section.
-struct SafetensorsEntry {
-  std::string name;
-  std::string dtype;  ///< as in the file: F32, BF16, I8, ...
-  torch::ScalarType scalar_type;
-  std::vector<int64_t> shape;
-  uint64_t begin = 0, end = 0;
-};
-
-struct SafetensorsHeader {
-  std::vector<SafetensorsEntry> tensors;  ///< in data order
-  std::map<std::string, std::string> metadata;
-  const SafetensorsEntry* find(const std::string& name) const;
-};
-
-/// Largest header we accept (the safetensors library's own limit).
-constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
-
-/// Parses and checks a header: valid JSON, an object of entries plus optional __metadata__
-/// (strings), no duplicate names, known dtypes, non-negative shapes, offsets inside
-/// `data_bytes`, byte counts equal to numel * element size, no overlaps. Throws Error naming
-/// `where` (the file) and the tensor at fault. Never reads outside [json, json + size).
-SafetensorsHeader parse_safetensors_header(const char* json, size_t size, uint64_t data_bytes,
-                                           const std::string& where);
 
 /// A memory-mapped .safetensors file. Tensors are views of the mapping (private, copy-on-write:
 /// writing to one never changes the file) that keep it alive.
