@@ -53,9 +53,12 @@ add_library(switchyard_core STATIC
   models/expert_bank.cpp
   models/weight_quant.cpp
   models/moe_block.cpp
+  models/safetensors_header.cpp
   models/safetensors.cpp
   models/qwen2_moe_config.cpp
   models/qwen2_moe.cpp
+  models/qwen2_moe_checkpoint.cpp
+  models/gptq.cpp
   trainer/token_lines.cpp
   common/table.cpp
   bench/bench_registry.cpp

@@ -11,7 +11,8 @@ log() { printf '[setup] %s\n' "$*"; }
 
 # ---- Debian packages ------------------------------------------------------------------------
 apt_packages=(openmpi-bin libopenmpi-dev libboost-program-options-dev protobuf-compiler
-              libprotobuf-dev libgtest-dev nlohmann-json3-dev cmake ninja-build ccache python3-venv)
+              libprotobuf-dev libgtest-dev nlohmann-json3-dev cmake ninja-build ccache python3-venv
+              clang libclang-rt-dev)  # clang: the libFuzzer target
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -38,5 +39,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q --progress-bar off -r "$req"
   echo "$want" >"$stamp"
+fi
+# AutoGPTQ's packing code is the independent reference for our GPTQ unpacking
+# (scripts/hf_gptq_reference.py). Its wheel needs CUDA extensions, so only the source archive is
+# fetched (BUILD_CUDA_EXT=0 lets pip read its metadata without compiling anything).
+gptq_sdist="$venv/sdists/auto_gptq-0.7.1.tar.gz"
+if [ ! -f "$gptq_sdist" ]; then
+  log "downloading the AutoGPTQ 0.7.1 source archive (test reference)"
+  BUILD_CUDA_EXT=0 "$venv/bin/python" -m pip download -q --no-deps --no-build-isolation \
+    --no-binary :all: -d "$venv/sdists" auto-gptq==0.7.1
 fi
 log "ready ($(cat "$stamp" | cut -c1-12))"

@@ -150,6 +150,14 @@ void ExpertBankImpl::load_expert(int64_t e, const torch::Tensor& w_in_e,
   w_out[e].copy_(w_out_e);
 }
 
+void ExpertBankImpl::load_expert_codes(int64_t e, const Int4Codes& w_in_e,
+                                       const Int4Codes& w_out_e) {
+  SY_CHECK(e >= 0 && e < options_.num_experts(), "ExpertBank: expert ", e, " out of range");
+  SY_CHECK(quantized(), "ExpertBank: 4-bit codes given to a bank that is not quantized");
+  quant_in_->set_expert_codes(e, w_in_e);
+  quant_out_->set_expert_codes(e, w_out_e);
+}
+
 int64_t ExpertBankImpl::num_logical_parameters() const {
   const int64_t E = options_.num_experts(), H = options_.hidden_size(),
                 I = options_.intermediate_size();

@@ -135,6 +135,8 @@ Qwen2MoeDecoderLayerImpl::Qwen2MoeDecoderLayerImpl(const Qwen2MoeConfig& c, int6
 Qwen2MoeForCausalLMImpl::Qwen2MoeForCausalLMImpl(Qwen2MoeOptions options)
     : options_(std::move(options)) {
   const auto& c = options_.model();
+  if (c.gptq && options_.quant().experts() == config::QUANT_NONE)
+    options_.quant(gptq_expert_quant(*c.gptq));
   embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
   layer_list_ = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
@@ -148,9 +150,9 @@ Qwen2MoeForCausalLMImpl::Qwen2MoeForCausalLMImpl(Qwen2MoeOptions options)
       layers_.push_back(Qwen2MoeDecoderLayer(c, i, moe_options, options_.groups()));
     } catch (const Error& e) {  // a quantization group size the widths do not fit: bad config
       if (options_.quant().experts() == config::QUANT_NONE) throw;
-      throw ConfigError(
-          detail::concat("model.quant.group_size = ", options_.quant().group_size(), ": ", e.what()),
-          "model.quant.group_size");
+      throw ConfigError(detail::concat("model.quant.group_size = ", options_.quant().group_size(),
+                                       ": ", e.what()),
+                        "model.quant.group_size");
     }
     layer_list_->push_back(layers_.back());
   }
@@ -204,97 +206,6 @@ CausalLmOutput Qwen2MoeForCausalLMImpl::forward(const torch::Tensor& input_ids,
   }
   out.logits = lm_head(norm(h));
   return out;
-}
-
-// ---- loading Hugging Face checkpoints ---------------------------------------------------------
-
-namespace {
-
-struct Loader {
-  const SafetensorsCheckpoint& ckpt;
-
-  void copy(torch::Tensor dst, const torch::Tensor& src, const std::string& name) const {
-    if (src.sizes() != dst.sizes())
-      throw Error(detail::concat(ckpt.path(), ": tensor '", name, "' has shape ", src.sizes(),
-                                 ", the model expects ", dst.sizes()));
-    dst.copy_(src);
-  }
-  void load(torch::Tensor dst, const std::string& name) const { copy(dst, ckpt.get(name), name); }
-  void check_shape(const torch::Tensor& t, std::vector<int64_t> want,
-                   const std::string& name) const {
-    if (t.sizes() != want)
-      throw Error(detail::concat(ckpt.path(), ": tensor '", name, "' has shape ", t.sizes(),
-                                 ", the model expects ", want));
-  }
-  // Expert e of a bank from its fused input weight [2I, H] (gate rows first) and output [H, I].
-  void load_expert(ExpertBank bank, int64_t e, const torch::Tensor& w_in,
-                   const torch::Tensor& w_out, const std::string& in_name,
-                   const std::string& out_name) const {
-    const int64_t H = bank->options().hidden_size(), I = bank->options().intermediate_size();
-    check_shape(w_in, {2 * I, H}, in_name);
-    check_shape(w_out, {H, I}, out_name);
-    bank->load_expert(e, w_in, w_out);
-  }
-  // A SwiGLU MLP stored as gate_proj/up_proj/down_proj -> slot e of an ExpertBank.
-  void load_swiglu(ExpertBank bank, int64_t e, const std::string& prefix) const {
-    const int64_t I = bank->options().intermediate_size(), H = bank->options().hidden_size();
-    auto gate = ckpt.get(prefix + "gate_proj.weight"), up = ckpt.get(prefix + "up_proj.weight");
-    check_shape(gate, {I, H}, prefix + "gate_proj.weight");
-    check_shape(up, {I, H}, prefix + "up_proj.weight");
-    load_expert(bank, e, torch::cat({gate, up}), ckpt.get(prefix + "down_proj.weight"),
-                prefix + "gate_proj.weight", prefix + "down_proj.weight");
-  }
-};
-
-}  // namespace
-
-void load_hf_weights(Qwen2MoeForCausalLMImpl& model, const SafetensorsCheckpoint& ckpt) {
-  torch::NoGradGuard no_grad;
-  const Loader L{ckpt};
-  const auto& c = model.options().model();
-  L.load(model.embed_tokens->weight, "model.embed_tokens.weight");
-  for (int64_t i = 0; i < int64_t(model.layers().size()); ++i) {
-    auto& l = *model.layers()[size_t(i)];
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    L.load(l.input_layernorm->weight, p + "input_layernorm.weight");
-    L.load(l.post_attention_layernorm->weight, p + "post_attention_layernorm.weight");
-    for (auto [proj, name] : {std::pair{l.self_attn->q_proj, "q_proj"},
-                              {l.self_attn->k_proj, "k_proj"},
-                              {l.self_attn->v_proj, "v_proj"},
-                              {l.self_attn->o_proj, "o_proj"}}) {
-      L.load(proj->weight, p + "self_attn." + name + ".weight");
-      if (proj->bias.defined()) L.load(proj->bias, p + "self_attn." + name + ".bias");
-    }
-    if (!l.moe) {
-      L.load_swiglu(l.mlp, 0, p + "mlp.");
-      continue;
-    }
-    auto& moe = *l.moe;
-    moe.router->init_from_gate(ckpt.get(p + "mlp.gate.weight").to(torch::kFloat));
-    // Only this rank's experts are read: narrow() on a mapped tensor touches no other bytes.
-    const int64_t first = moe.dispatcher().first_local_expert(),
-                  local = moe.dispatcher().num_local_experts();
-    if (ckpt.contains(p + "mlp.experts.gate_up_proj")) {  // transformers v5 fused layout
-      const std::string in_name = p + "mlp.experts.gate_up_proj",
-                        out_name = p + "mlp.experts.down_proj";
-      auto fused_in = ckpt.get(in_name), fused_out = ckpt.get(out_name);
-      if (fused_in.dim() != 3 || fused_in.size(0) != c.num_experts)
-        throw Error(detail::concat(ckpt.path(), ": tensor '", in_name, "' has shape ",
-                                   fused_in.sizes(), ", expected [", c.num_experts, ", 2I, H]"));
-      L.check_shape(fused_out, {c.num_experts, c.hidden_size, c.moe_intermediate_size}, out_name);
-      for (int64_t e = 0; e < local; ++e)
-        L.load_expert(moe.experts, e, fused_in[first + e], fused_out[first + e], in_name, out_name);
-    } else {
-      for (int64_t e = 0; e < local; ++e)
-        L.load_swiglu(moe.experts, e, p + "mlp.experts." + std::to_string(first + e) + ".");
-    }
-    if (moe.shared_expert) {
-      L.load_swiglu(moe.shared_expert, 0, p + "mlp.shared_expert.");
-      L.load(moe.shared_expert_gate->weight, p + "mlp.shared_expert_gate.weight");
-    }
-  }
-  L.load(model.norm->weight, "model.norm.weight");
-  if (!c.tie_word_embeddings) L.load(model.lm_head->weight, "lm_head.weight");
 }
 
 std::pair<int64_t, int64_t> quantize_experts(Qwen2MoeForCausalLMImpl& model,

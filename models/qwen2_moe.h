@@ -98,11 +98,16 @@ class Qwen2MoeForCausalLMImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Qwen2MoeForCausalLM);
 
-/// Copies a Hugging Face checkpoint into the model: per-expert (hub) or fused (transformers v5)
-/// expert tensors, each rank reading only its own experts. Routers other than Linear start
-/// fresh unless they have a linear part (init_from_gate). Throws Error naming the missing or
-/// mis-shaped tensor.
+/// Copies a Hugging Face checkpoint into the model (models/qwen2_moe_checkpoint.cpp): per-expert
+/// (hub) or fused (transformers v5) expert tensors, each rank reading only its own experts.
+/// GPTQ checkpoints (config.gptq): packed experts go into int4 banks as they are; other packed
+/// layers (attention, dense MLPs) are dequantized. Routers other than Linear start fresh unless
+/// they have a linear part (init_from_gate). Throws Error naming the missing or mis-shaped tensor.
 void load_hf_weights(Qwen2MoeForCausalLMImpl& model, const SafetensorsCheckpoint& ckpt);
+
+/// The expert quantization that holds a GPTQ checkpoint's codes exactly: int4 with zero points
+/// in its group size, shared expert included. The model uses it when no model.quant is asked.
+config::QuantConfig gptq_expert_quant(const GptqConfig& gptq);
 
 /// Quantizes every MoE layer's routed experts (and shared expert when asked) in place; call
 /// after loading weights. Returns the expert weight bytes before and after.

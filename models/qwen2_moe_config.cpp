@@ -115,6 +115,7 @@ Qwen2MoeConfig Qwen2MoeConfig::from_json(const std::string& text, const std::str
       c.mlp_only_layers.push_back(v.get<int64_t>());
     }
   }
+  c.gptq = GptqConfig::from_hf_config(j, where);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     r.fail("num_key_value_heads",
            detail::concat(c.num_key_value_heads, " does not divide num_attention_heads (",

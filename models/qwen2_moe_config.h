@@ -4,8 +4,11 @@
 
 #include <torch/torch.h>
 
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "models/gptq.h"
 
 namespace switchyard {
 
@@ -30,6 +33,8 @@ struct Qwen2MoeConfig {
   bool qkv_bias = true;
   double router_aux_loss_coef = 0.001;
   torch::Dtype dtype = torch::kBFloat16;
+  /// Set for GPTQ checkpoints: the decoder layers' linear layers are stored packed.
+  std::optional<GptqConfig> gptq;
 
   int64_t attention_head_dim() const {
     return head_dim > 0 ? head_dim : hidden_size / num_attention_heads;

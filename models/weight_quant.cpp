@@ -77,8 +77,8 @@ QuantizedWeight QuantizedWeight::quantize(const torch::Tensor& weight,
 
 void QuantizedWeight::set_expert(int64_t e, const torch::Tensor& weight) {
   SY_CHECK(weight.dim() == 2 && weight.size(0) == shape[1] && weight.size(1) == shape[2],
-           "quantized expert ", e, ": weight ", weight.sizes(), " does not match [", shape[1],
-           ", ", shape[2], "]");
+           "quantized expert ", e, ": weight ", weight.sizes(), " does not match [", shape[1], ", ",
+           shape[2], "]");
   torch::NoGradGuard no_grad;
   auto w = weight.detach().to(torch::kFloat);
   const int64_t out = shape[1], in = shape[2];
@@ -106,6 +106,37 @@ void QuantizedWeight::set_expert(int64_t e, const torch::Tensor& weight) {
     zero[e].copy_(z);
   }
   q[e].copy_(pack_int4(codes.view({out, in})));
+}
+
+void QuantizedWeight::set_expert_codes(int64_t e, const Int4Codes& c) {
+  const int64_t out = shape[1], in = shape[2];
+  SY_CHECK(options.kind() == QuantKind::kInt4 && zero.defined(), "quantized expert ", e,
+           ": 4-bit codes need an int4 bank with zero points, this one is ",
+           quant_name(options.kind()), options.symmetric() ? " symmetric" : "");
+  const int64_t groups = in / options.group_size();
+  if (c.codes.sizes() != torch::IntArrayRef{out, in} ||
+      c.scale.sizes() != torch::IntArrayRef{out, groups} ||
+      c.zero.sizes() != torch::IntArrayRef{out, groups})
+    throw Error(detail::concat("quantized expert ", e, ": codes ", c.codes.sizes(), ", scales ",
+                               c.scale.sizes(), ", zeros ", c.zero.sizes(), " do not fit [", out,
+                               ", ", in, "] in groups of ", options.group_size()));
+  torch::NoGradGuard no_grad;
+  q[e].copy_(pack_int4(c.codes));
+  scale[e].copy_(c.scale);
+  zero[e].copy_(c.zero);
+}
+
+torch::Tensor Int4Codes::dequantize(torch::ScalarType dtype) const {
+  const int64_t out = codes.size(0), in = codes.size(1), groups = scale.size(1);
+  auto grouped = codes.to(torch::kFloat).view({out, groups, in / groups});
+  return ((grouped - zero.to(torch::kFloat).unsqueeze(-1)) * scale.to(torch::kFloat).unsqueeze(-1))
+      .view({out, in})
+      .to(dtype);
+}
+
+Int4Codes Int4Codes::cat_rows(const Int4Codes& top, const Int4Codes& bottom) {
+  return {torch::cat({top.codes, bottom.codes}), torch::cat({top.scale, bottom.scale}),
+          torch::cat({top.zero, bottom.zero})};
 }
 
 torch::Tensor QuantizedWeight::dequantize(int64_t e, torch::ScalarType dtype) const {

@@ -18,6 +18,19 @@ struct QuantOptions {
   TORCH_ARG(bool, symmetric) = true;     ///< int4: no zero point
 };
 
+/// One [out, in] weight as 4-bit codes with per-group scales and zero points, the form GPTQ
+/// checkpoints hold (models/gptq.h): w[o, i] = (codes[o, i] - zero[o, g]) * scale[o, g],
+/// g = i / (in / groups).
+struct Int4Codes {
+  torch::Tensor codes;  ///< uint8 [out, in], values 0..15
+  torch::Tensor scale;  ///< float [out, groups]
+  torch::Tensor zero;   ///< uint8 [out, groups] (GPTQ v1 zeros may reach 16)
+  /// [out, in] in `dtype`; the same arithmetic as QuantizedWeight::dequantize.
+  torch::Tensor dequantize(torch::ScalarType dtype) const;
+  /// Row-wise concatenation (a SwiGLU expert's gate rows, then its up rows).
+  static Int4Codes cat_rows(const Int4Codes& top, const Int4Codes& bottom);
+};
+
 /// Quantized [E, out, in] weights.
 ///   int8: q int8 [E, out, in], scale [E, out]             w = q * scale
 ///   int4: q uint8 [E, out, in / 2] (two 4-bit codes per byte, even column in the low nibble),
@@ -35,6 +48,9 @@ struct QuantizedWeight {
 
   /// Re-quantizes expert e from a full-precision [out, in] weight (loading, one expert at a time).
   void set_expert(int64_t expert, const torch::Tensor& w);
+  /// Sets expert e's codes as they are, with no re-quantization (GPTQ checkpoints). Needs int4
+  /// with zero points and the same group size; throws Error otherwise.
+  void set_expert_codes(int64_t expert, const Int4Codes& codes);
 
   /// Throws Error when the shape does not fit (int4 needs in % group_size == 0, group even).
   static QuantizedWeight quantize(const torch::Tensor& w, const QuantOptions& options);

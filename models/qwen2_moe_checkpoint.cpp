@@ -1,0 +1,130 @@
+// Hugging Face Qwen2-MoE checkpoints -> Qwen2MoeForCausalLM: per-expert (hub) or fused
+// (transformers v5) expert tensors, float or GPTQ-packed linear layers, each rank reading only
+// its own experts from the memory-mapped shards.
+#include "common/errors.h"
+#include "models/gptq.h"
+#include "models/qwen2_moe.h"
+
+namespace switchyard {
+namespace {
+
+struct Loader {
+  const SafetensorsCheckpoint& ckpt;
+  const std::optional<GptqConfig>& gptq;
+
+  [[noreturn]] void bad_shape(const std::string& name, torch::IntArrayRef got,
+                              torch::IntArrayRef want) const {
+    throw Error(detail::concat(ckpt.path(), ": tensor '", name, "' has shape ", got,
+                               ", the model expects ", want));
+  }
+  void check_shape(const torch::Tensor& t, torch::IntArrayRef want, const std::string& name) const {
+    if (t.sizes() != want) bad_shape(name, t.sizes(), want);
+  }
+  void load(torch::Tensor dst, const std::string& name) const {
+    auto src = ckpt.get(name);
+    check_shape(src, dst.sizes(), name);
+    dst.copy_(src);
+  }
+  bool packed(const std::string& prefix) const { return gptq && is_gptq_linear(ckpt, prefix); }
+
+  // The [out, in] weight of the linear layer under `prefix`, dequantized when GPTQ-packed.
+  torch::Tensor weight(const std::string& prefix, int64_t out, int64_t in) const {
+    if (packed(prefix))
+      return read_gptq_linear(ckpt, prefix, *gptq, out, in).dequantize(torch::kFloat);
+    auto w = ckpt.get(prefix + "weight");
+    check_shape(w, {out, in}, prefix + "weight");
+    return w;
+  }
+  void load_linear(torch::nn::Linear linear, const std::string& prefix) const {
+    linear->weight.copy_(weight(prefix, linear->weight.size(0), linear->weight.size(1)));
+    if (linear->bias.defined()) load(linear->bias, prefix + "bias");
+  }
+
+  // Whether GPTQ codes can go into `bank` as they are: int4 with zero points in the same groups.
+  bool bank_takes_codes(const ExpertBankImpl& bank) const {
+    const QuantizedWeight* q = bank.quantized_in();
+    return gptq && q && q->options.kind() == QuantKind::kInt4 && q->zero.defined() &&
+           q->options.group_size() == gptq->group_size;
+  }
+
+  // A SwiGLU MLP stored as gate_proj/up_proj/down_proj -> slot e of an ExpertBank.
+  void load_swiglu(ExpertBank bank, int64_t e, const std::string& prefix) const {
+    const int64_t I = bank->options().intermediate_size(), H = bank->options().hidden_size();
+    const std::string gate = prefix + "gate_proj.", up = prefix + "up_proj.",
+                      down = prefix + "down_proj.";
+    if (packed(gate) && bank_takes_codes(*bank)) {  // no round trip through floats
+      bank->load_expert_codes(e,
+                              Int4Codes::cat_rows(read_gptq_linear(ckpt, gate, *gptq, I, H),
+                                                  read_gptq_linear(ckpt, up, *gptq, I, H)),
+                              read_gptq_linear(ckpt, down, *gptq, H, I));
+      return;
+    }
+    bank->load_expert(e, torch::cat({weight(gate, I, H), weight(up, I, H)}), weight(down, H, I));
+  }
+
+  // Transformers v5's fused layout: gate_up_proj [E, 2I, H] (gate rows first), down_proj [E, H, I].
+  void load_fused_experts(ExpertBank bank, const std::string& prefix, int64_t num_experts,
+                          int64_t first) const {
+    const int64_t I = bank->options().intermediate_size(), H = bank->options().hidden_size();
+    const std::string in_name = prefix + "gate_up_proj", out_name = prefix + "down_proj";
+    auto fused_in = ckpt.get(in_name), fused_out = ckpt.get(out_name);
+    check_shape(fused_in, {num_experts, 2 * I, H}, in_name);
+    check_shape(fused_out, {num_experts, H, I}, out_name);
+    // narrow() on a mapped tensor touches no other expert's bytes.
+    for (int64_t e = 0; e < bank->options().num_experts(); ++e)
+      bank->load_expert(e, fused_in[first + e], fused_out[first + e]);
+  }
+
+  void load_moe(MoeBlock moe, const std::string& p, const Qwen2MoeConfig& c) const {
+    moe->router->init_from_gate(ckpt.get(p + "mlp.gate.weight").to(torch::kFloat));
+    const int64_t first = moe->dispatcher().first_local_expert(),
+                  local = moe->dispatcher().num_local_experts();
+    if (ckpt.contains(p + "mlp.experts.gate_up_proj"))
+      load_fused_experts(moe->experts, p + "mlp.experts.", c.num_experts, first);
+    else
+      for (int64_t e = 0; e < local; ++e)  // only this rank's experts are read
+        load_swiglu(moe->experts, e, p + "mlp.experts." + std::to_string(first + e) + ".");
+    if (moe->shared_expert) {
+      load_swiglu(moe->shared_expert, 0, p + "mlp.shared_expert.");
+      load(moe->shared_expert_gate->weight, p + "mlp.shared_expert_gate.weight");
+    }
+  }
+};
+
+}  // namespace
+
+config::QuantConfig gptq_expert_quant(const GptqConfig& gptq) {
+  config::QuantConfig q;
+  q.set_experts(config::INT4);
+  q.set_group_size(int32_t(gptq.group_size));
+  q.set_symmetric(false);  // GPTQ stores a zero per group even when sym (then all 8)
+  q.set_shared_expert(true);
+  return q;
+}
+
+void load_hf_weights(Qwen2MoeForCausalLMImpl& model, const SafetensorsCheckpoint& ckpt) {
+  torch::NoGradGuard no_grad;
+  const auto& c = model.options().model();
+  const Loader L{ckpt, c.gptq};
+  L.load(model.embed_tokens->weight, "model.embed_tokens.weight");
+  for (int64_t i = 0; i < int64_t(model.layers().size()); ++i) {
+    const auto& l = model.layers()[size_t(i)];
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    L.load(l->input_layernorm->weight, p + "input_layernorm.weight");
+    L.load(l->post_attention_layernorm->weight, p + "post_attention_layernorm.weight");
+    const auto& attn = l->self_attn;
+    for (auto [proj, name] : {std::pair{attn->q_proj, "q_proj"},
+                              {attn->k_proj, "k_proj"},
+                              {attn->v_proj, "v_proj"},
+                              {attn->o_proj, "o_proj"}})
+      L.load_linear(proj, p + "self_attn." + name + ".");
+    if (l->moe)
+      L.load_moe(l->moe, p, c);
+    else
+      L.load_swiglu(l->mlp, 0, p + "mlp.");
+  }
+  L.load(model.norm->weight, "model.norm.weight");
+  if (!c.tie_word_embeddings) L.load(model.lm_head->weight, "lm_head.weight");
+}
+
+}  // namespace switchyard
