@@ -77,6 +77,8 @@ class ExpertBankImpl : public torch::nn::Module {
   /// Sets local expert e from full-precision weights w_in_e [2I or I, H] and w_out_e [H, I]
   /// (quantizing them when the bank is quantized). Loaders use this, one expert at a time.
   void load_expert(int64_t e, const torch::Tensor& w_in_e, const torch::Tensor& w_out_e);
+  /// Sets local expert e's biases b_in_e [I] and b_out_e [H] (GELU banks only; never quantized).
+  void load_expert_biases(int64_t e, const torch::Tensor& b_in_e, const torch::Tensor& b_out_e);
   /// Bytes of the expert weights as stored (codes and scales when quantized).
   int64_t weight_bytes() const;
   /// Number of expert weights (and biases) this bank represents, quantized or not.
