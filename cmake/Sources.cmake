@@ -56,6 +56,9 @@ add_library(switchyard_core STATIC
   models/safetensors.cpp
   models/qwen2_moe_config.cpp
   models/qwen2_moe.cpp
+  models/bert_config.cpp
+  models/bert_moe.cpp
+  models/bert_moe_hf.cpp
   trainer/token_lines.cpp
   common/table.cpp
   bench/bench_registry.cpp
