@@ -59,6 +59,9 @@ add_library(switchyard_core STATIC
   models/qwen2_moe.cpp
   models/qwen2_moe_checkpoint.cpp
   models/gptq.cpp
+  models/bert_config.cpp
+  models/bert_moe.cpp
+  models/bert_moe_hf.cpp
   trainer/token_lines.cpp
   common/table.cpp
   bench/bench_registry.cpp

@@ -158,6 +158,18 @@ void ExpertBankImpl::load_expert_codes(int64_t e, const Int4Codes& w_in_e,
   quant_out_->set_expert_codes(e, w_out_e);
 }
 
+void ExpertBankImpl::load_expert_biases(int64_t e, const torch::Tensor& b_in_e,
+                                        const torch::Tensor& b_out_e) {
+  SY_CHECK(b_in.defined(), "ExpertBank: SwiGLU experts have no biases");
+  SY_CHECK(e >= 0 && e < options_.num_experts(), "ExpertBank: expert ", e, " out of range");
+  SY_CHECK(b_in_e.sizes() == b_in[e].sizes() && b_out_e.sizes() == b_out[e].sizes(),
+           "ExpertBank: expert biases ", b_in_e.sizes(), " / ", b_out_e.sizes(), " do not match ",
+           b_in[e].sizes(), " / ", b_out[e].sizes());
+  torch::NoGradGuard no_grad;
+  b_in[e].copy_(b_in_e);
+  b_out[e].copy_(b_out_e);
+}
+
 int64_t ExpertBankImpl::num_logical_parameters() const {
   const int64_t E = options_.num_experts(), H = options_.hidden_size(),
                 I = options_.intermediate_size();

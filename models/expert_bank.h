@@ -80,6 +80,8 @@ class ExpertBankImpl : public torch::nn::Module {
   /// Sets local expert e from 4-bit codes as they are (GPTQ checkpoints): the bank must be int4
   /// with zero points in the codes' group size. w_in_e holds gate rows then up rows for SwiGLU.
   void load_expert_codes(int64_t e, const Int4Codes& w_in_e, const Int4Codes& w_out_e);
+  /// Sets local expert e's biases b_in_e [I] and b_out_e [H] (GELU banks only; never quantized).
+  void load_expert_biases(int64_t e, const torch::Tensor& b_in_e, const torch::Tensor& b_out_e);
   /// Bytes of the expert weights as stored (codes and scales when quantized).
   int64_t weight_bytes() const;
   /// Number of expert weights (and biases) this bank represents, quantized or not.
