@@ -9,7 +9,8 @@
 namespace switchyard {
 
 const std::vector<Subcommand>& subcommands() {
-  static const std::vector<Subcommand> commands = {info_command(), bench_command(), eval_command()};
+  static const std::vector<Subcommand> commands = {info_command(), bench_command(), eval_command(),
+                                                    inspect_command()};
   return commands;
 }
 

@@ -37,5 +37,6 @@ int run_cli(int argc, char** argv);
 Subcommand info_command();
 Subcommand bench_command();
 Subcommand eval_command();
+Subcommand inspect_command();
 
 }  // namespace switchyard

@@ -207,13 +207,22 @@ std::vector<std::string> SafetensorsCheckpoint::names() const {
   return out;
 }
 
-torch::Tensor SafetensorsCheckpoint::get(const std::string& name) const {
+std::shared_ptr<SafetensorsFile> SafetensorsCheckpoint::shard_holding(
+    const std::string& name) const {
   auto it = shard_of_.find(name);
   if (it == shard_of_.end()) fail(path_, "no tensor '" + name + "' in the checkpoint");
   auto f = shard(it->second);
   if (!f->contains(name))
     fail(f->path(), "tensor '" + name + "' is listed in the index but not in this shard");
-  return f->get(name);
+  return f;
+}
+
+torch::Tensor SafetensorsCheckpoint::get(const std::string& name) const {
+  return shard_holding(name)->get(name);
+}
+
+const SafetensorsEntry& SafetensorsCheckpoint::entry(const std::string& name) const {
+  return *shard_holding(name)->header().find(name);  // the shard stays open in open_
 }
 
 }  // namespace switchyard

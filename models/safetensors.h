@@ -55,10 +55,13 @@ class SafetensorsCheckpoint {
   std::vector<std::string> names() const;
   bool contains(const std::string& name) const { return shard_of_.count(name) > 0; }
   torch::Tensor get(const std::string& name) const;
+  /// The header entry (dtype, shape, byte range) without touching the tensor's bytes.
+  const SafetensorsEntry& entry(const std::string& name) const;
   const std::string& path() const { return path_; }
 
  private:
   std::shared_ptr<SafetensorsFile> shard(const std::string& file) const;
+  std::shared_ptr<SafetensorsFile> shard_holding(const std::string& tensor) const;
   std::string path_, folder_;
   std::map<std::string, std::string> shard_of_;  ///< tensor -> shard file name
   mutable std::map<std::string, std::shared_ptr<SafetensorsFile>> open_;

@@ -151,7 +151,7 @@ def write_case(QuantLinear, name: str, spec: dict, seed: int, out_dir: str) -> N
         gptq.pop(key, None)
     save_file(gptq, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
     config = json.loads(cfg.to_json_string())
-    config["torch_dtype"] = "float16"
+    config["torch_dtype"] = config["dtype"] = "float16"
     config["quantization_config"] = {
         "bits": 4, "group_size": group, "damp_percent": 0.01, "desc_act": False,
         "static_groups": False, "sym": sym, "true_sequential": True, "quant_method": "gptq",

@@ -19,7 +19,7 @@ expect_error() {
 }
 
 "$bin" --help >/dev/null && ok "top-level --help" || fail "top-level --help"
-for sub in info bench eval; do
+for sub in info bench eval inspect; do
   "$bin" "$sub" --help >"$tmp/help" && grep -q -- "--set" "$tmp/help" && ok "$sub --help" || fail "$sub --help"
 done
 "$bin" >/dev/null 2>&1; [ $? -eq 2 ] && ok "no subcommand exits 2" || fail "no subcommand exits 2"
@@ -36,6 +36,14 @@ expect_error "pbtxt typo names file:line" "$tmp/typo.pbtxt:3:" bench routers --c
 printf 'router {\n  top_k: 99\n}\n' >"$tmp/range.pbtxt"
 expect_error "pbtxt out-of-range names file:line" "$tmp/range.pbtxt:2:3: router.top_k = 99: exceeds" bench routers --config "$tmp/range.pbtxt"
 expect_error "eval without a model folder" "--model /no/dir: not a Hugging Face checkpoint folder" eval --model /no/dir --tokens x
+# inspect: a real file written by the pinned safetensors, and a path that is not there
+"$py" -c "import torch, sys; from safetensors.torch import save_file; save_file({'model.layers.0.mlp.experts.3.up_proj.weight': torch.zeros(4, 2), 'model.embed_tokens.weight': torch.zeros(5, 2)}, sys.argv[1])" "$tmp/small.safetensors"
+"$bin" inspect "$tmp/small.safetensors" >"$tmp/inspect" 2>&1 && grep -q "parameters    18 " "$tmp/inspect" \
+  && grep -q "model.layers.\*.mlp.experts.\*.up_proj.weight" "$tmp/inspect" \
+  && ok "inspect counts and groups tensors" || fail "inspect ($(head -c 400 "$tmp/inspect"))"
+"$bin" inspect /no/such/ckpt >/dev/null 2>"$tmp/err"; rc=$?
+[ "$rc" -ne 0 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "/no/such/ckpt" "$tmp/err" \
+  && ok "inspect of a missing path: one line" || fail "inspect missing path (rc=$rc: $(cat "$tmp/err"))"
 expect_error "missing config file" "/no/such.pbtxt: cannot open config file" bench routers --config /no/such.pbtxt
 
 "$bin" info >"$tmp/info" 2>&1 && ok "info runs" || fail "info runs"
