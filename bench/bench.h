@@ -30,6 +30,7 @@ const BenchEntry* find_bench(const std::string& name);
 BenchEntry layer_bench_entry();
 BenchEntry alltoall_bench_entry();
 BenchEntry model_bench_entry();
+BenchEntry quant_bench_entry();
 
 /// Median wall-clock microseconds of fn() over `repeats` runs after `warmup` untimed runs.
 double median_us(const std::function<void()>& fn, int warmup, int repeats);

@@ -17,6 +17,7 @@ const std::vector<BenchEntry>& bench_registry() {
       layer_bench_entry(),
       alltoall_bench_entry(),
       model_bench_entry(),
+      quant_bench_entry(),
   };
   return entries;
 }

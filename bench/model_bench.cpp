@@ -55,7 +55,8 @@ class DefaultDtypeGuard {
 
 void run_model_bench(const BenchContext& ctx) {
   const auto& b = ctx.config.bench();
-  const Qwen2MoeConfig cfg = Qwen2MoeConfig::preset(b.model_preset());
+  Qwen2MoeConfig cfg = Qwen2MoeConfig::preset(b.model_preset());
+  if (b.model_layers() > 0) cfg.num_hidden_layers = b.model_layers();
   const auto& quant = ctx.config.model().quant();
   torch::manual_seed(ctx.config.train().seed());
 
@@ -80,23 +81,29 @@ void run_model_bench(const BenchContext& ctx) {
     model->forward(ids);
   }
   const double fwd_ms = seconds_since(t0) * 1e3 / double(T);
+  const double rss_fwd = peak_rss_gb();
+  if (!ctx.json) std::cerr << "forward done, peak RSS " << rss_fwd << " GB\n";
 
   // Router fine-tuning: only router parameters train.
-  for (auto& p : model->named_parameters())
-    p.value().set_requires_grad(p.key().find(".router.") != std::string::npos);
-  model->train();
-  t0 = std::chrono::steady_clock::now();
-  auto out = model->forward(ids);
-  auto logits = out.logits.narrow(1, 0, T - 1).reshape({-1, cfg.vocab_size}).to(torch::kFloat);
-  auto loss =
-      torch::cross_entropy_loss(logits, ids.narrow(1, 1, T - 1).reshape(-1)) + out.router_loss;
-  loss.backward();
-  const double fwdbwd_ms = seconds_since(t0) * 1e3 / double(T);
+  double fwdbwd_ms = 0;
+  if (b.model_backward()) {
+    for (auto& p : model->named_parameters())
+      p.value().set_requires_grad(p.key().find(".router.") != std::string::npos);
+    model->train();
+    t0 = std::chrono::steady_clock::now();
+    auto out = model->forward(ids);
+    auto logits = out.logits.narrow(1, 0, T - 1).reshape({-1, cfg.vocab_size}).to(torch::kFloat);
+    auto loss =
+        torch::cross_entropy_loss(logits, ids.narrow(1, 1, T - 1).reshape(-1)) + out.router_loss;
+    loss.backward();
+    fwdbwd_ms = seconds_since(t0) * 1e3 / double(T);
+  }
 
-  Table table({"preset", "quant", "params", "tokens", "build_s", "rss_built_gb", "peak_rss_gb",
-               "fwd_ms_per_token", "fwdbwd_ms_per_token"});
+  Table table({"preset", "quant", "params", "tokens", "build_s", "rss_built_gb", "rss_fwd_gb",
+               "peak_rss_gb", "fwd_ms_per_token", "fwdbwd_ms_per_token"});
   table.add({b.model_preset(), config::QuantType_Name(quant.experts()), params, T, Cell(build_s, 1),
-             Cell(rss_built, 2), Cell(peak_rss_gb(), 2), Cell(fwd_ms, 2), Cell(fwdbwd_ms, 2)});
+             Cell(rss_built, 2), Cell(rss_fwd, 2), Cell(peak_rss_gb(), 2), Cell(fwd_ms, 2),
+             b.model_backward() ? Cell(fwdbwd_ms, 2) : Cell("skipped")});
   if (ctx.json) {
     table.print_json(ctx.out);
     return;

@@ -59,6 +59,7 @@ add_library(switchyard_core STATIC
   models/qwen2_moe.cpp
   models/qwen2_moe_checkpoint.cpp
   models/gptq.cpp
+  models/checkpoint_summary.cpp
   models/bert_config.cpp
   models/bert_moe.cpp
   models/bert_moe_hf.cpp
@@ -69,7 +70,8 @@ add_library(switchyard_core STATIC
   bench/fwht_bench.cpp
   bench/layer_bench.cpp
   bench/alltoall_bench.cpp
-  bench/model_bench.cpp)
+  bench/model_bench.cpp
+  bench/quant_bench.cpp)
 target_include_directories(switchyard_core PUBLIC ${CMAKE_SOURCE_DIR} ${SWITCHYARD_GEN_DIR})
 target_link_libraries(switchyard_core PUBLIC switchyard_config ${TORCH_LIBRARIES} MPI::MPI_CXX
                                              Boost::program_options Threads::Threads
@@ -92,6 +94,9 @@ add_executable(switchyard
   launch/cli.cpp
   launch/cmd_info.cpp
   launch/cmd_bench.cpp
-  launch/cmd_eval.cpp)
+  launch/cmd_eval.cpp
+  launch/cmd_inspect.cpp
+  launch/cmd_convert.cpp
+  launch/hf_model.cpp)
 target_link_libraries(switchyard PRIVATE switchyard_core)
 target_precompile_headers(switchyard REUSE_FROM switchyard_core)

@@ -103,6 +103,9 @@ void validate_bench(const config::BenchConfig& b, const config::RouterConfig& r)
   }
   require_positive(b.layer_tokens(), "bench.layer_tokens");
   require(b.model_tokens() > 1, "bench.model_tokens", b.model_tokens(), "must be at least 2");
+  require(b.model_layers() >= 0, "bench.model_layers", b.model_layers(), "must not be negative");
+  require(b.quant_tokens() >= 4 && b.quant_tokens() % 4 == 0, "bench.quant_tokens",
+          b.quant_tokens(), "must be a positive multiple of 4 (four sequences)");
   require_positive(b.layer_repeats(), "bench.layer_repeats");
   for (int i = 0; i < b.layer_shapes_size(); ++i) {
     const auto& s = b.layer_shapes(i);

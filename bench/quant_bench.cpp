@@ -1,0 +1,152 @@
+// `switchyard bench quant`: what weight-only expert quantization costs and saves, side by side in
+// one run. Accuracy: a whole Qwen2-MoE (bench.quant_preset, random weights with a spread-out
+// router) on a fixed token batch, each quantized variant against the unquantized model: logits
+// error, KL of the next-token distributions, top-1 agreement, and perplexity of tokens sampled
+// from the unquantized model. Speed: one expert bank at the Qwen1.5-MoE expert shape running
+// dispatched rows, quantized (dequantised per expert on the fly) against full precision.
+#include <iostream>
+
+#include "bench/bench.h"
+#include "common/table.h"
+#include "models/qwen2_moe.h"
+
+namespace switchyard {
+namespace {
+
+struct Variant {
+  std::string name;
+  config::QuantType type;
+  int group_size;
+  bool symmetric;
+};
+
+const std::vector<Variant> kVariants = {{"none", config::QUANT_NONE, 128, true},
+                                        {"int8", config::INT8, 128, true},
+                                        {"int4-g128-sym", config::INT4, 128, true},
+                                        {"int4-g64-asym", config::INT4, 64, false}};
+
+struct ModelRun {
+  torch::Tensor log_probs;  ///< [B*S, V] fp32
+  double bytes_per_param = 0;
+};
+
+ModelRun run_model(const Qwen2MoeConfig& cfg, const Variant& v, const torch::Tensor& ids,
+                   uint64_t seed) {
+  config::QuantConfig q;
+  q.set_experts(v.type);
+  q.set_group_size(v.group_size);
+  q.set_symmetric(v.symmetric);
+  // Every variant is the same full-precision model (same seed, same draws), quantized after.
+  torch::manual_seed(seed);
+  Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, single_process_groups()));
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& l : model->layers())  // HF initialises gates at std 0.02: spread routing
+      if (l->moe) l->moe->router->init_from_gate(torch::randn({cfg.num_experts, cfg.hidden_size}));
+  }
+  quantize_experts(*model, q);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  ModelRun r;
+  r.log_probs = torch::log_softmax(model->forward(ids).logits.to(torch::kFloat), -1)
+                    .reshape({-1, cfg.vocab_size});
+  int64_t bytes = 0, params = 0;
+  for (const auto& l : model->layers()) {
+    if (!l->moe) continue;
+    bytes += l->moe->experts->weight_bytes();
+    params += l->moe->experts->num_logical_parameters();
+  }
+  r.bytes_per_param = double(bytes) / double(params);
+  return r;
+}
+
+void accuracy_table(const BenchContext& ctx, Table& table) {
+  const auto& b = ctx.config.bench();
+  const Qwen2MoeConfig cfg = Qwen2MoeConfig::preset(b.quant_preset());
+  const uint64_t seed = ctx.config.train().seed();
+  torch::manual_seed(seed + 1);
+  auto ids = torch::randint(0, cfg.vocab_size, {4, b.quant_tokens() / 4}, torch::kLong);
+  const ModelRun ref = run_model(cfg, kVariants[0], ids, seed);
+  // Targets drawn from the unquantized model: its perplexity on them is what a trained model's
+  // would be on text it predicts well, and the change is what quantization costs.
+  auto gen = at::detail::createCPUGenerator(seed + 2);
+  auto targets = torch::multinomial(ref.log_probs.exp(), 1, true, gen).squeeze(1);
+  auto ppl = [&](const torch::Tensor& lp) {
+    return std::exp(-lp.gather(1, targets.unsqueeze(1)).mean().item<double>());
+  };
+  const double ppl_ref = ppl(ref.log_probs);
+  for (const auto& v : kVariants) {
+    const ModelRun r = v.type == config::QUANT_NONE ? ref : run_model(cfg, v, ids, seed);
+    auto p_ref = ref.log_probs.exp();
+    const double kl = (p_ref * (ref.log_probs - r.log_probs)).sum(-1).mean().item<double>();
+    const double agree =
+        r.log_probs.argmax(-1).eq(ref.log_probs.argmax(-1)).to(torch::kFloat).mean().item<double>();
+    const double err = (r.log_probs - ref.log_probs).abs().max().item<double>();
+    const double p = ppl(r.log_probs);
+    table.add({b.quant_preset(), v.name, Cell(r.bytes_per_param, 3), Cell(err, 5), Cell(kl, 8),
+               Cell(agree, 4), Cell(p, 3), Cell(p / ppl_ref - 1.0, 5)});
+  }
+}
+
+// One bank of `experts` SwiGLU experts on T * top_k rows spread evenly, as after dispatch.
+void speed_table(const BenchContext& ctx, Table& table) {
+  const auto& b = ctx.config.bench();
+  const int64_t H = 2048, I = 1408, E = 60, k = 4, T = b.quant_tokens();
+  std::vector<int64_t> counts(E, T * k / E);
+  counts[0] += T * k - (T * k / E) * E;
+  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    double base_us = 0;
+    for (const auto& v : kVariants) {
+      QuantOptions q = QuantOptions()
+                           .kind(v.type == config::INT8   ? QuantKind::kInt8
+                                 : v.type == config::INT4 ? QuantKind::kInt4
+                                                          : QuantKind::kNone)
+                           .group_size(v.group_size)
+                           .symmetric(v.symmetric);
+      torch::manual_seed(ctx.config.train().seed());
+      ExpertBank bank(ExpertBankOptions(H, I, E).quant(q));
+      bank->to(dtype);
+      auto x = torch::randn({T * k, H}, dtype);
+      torch::NoGradGuard no_grad;
+      const double us = median_us([&] { bank->forward(x, counts); }, b.warmup(), b.layer_repeats());
+      if (v.type == config::QUANT_NONE) base_us = us;
+      table.add({"qwen1.5-moe-experts", dtype == torch::kFloat ? "fp32" : "bf16", v.name, T,
+                 Cell(us, 1), Cell(double(T) / us * 1e6, 0), Cell(base_us / us, 3),
+                 Cell(double(bank->weight_bytes()) / double(bank->num_logical_parameters()), 3)});
+      if (!ctx.json) std::cerr << "." << std::flush;
+    }
+  }
+}
+
+void run_quant_bench(const BenchContext& ctx) {
+  Table accuracy({"preset", "quant", "bytes_per_param", "max_logprob_err", "kl", "top1_agree",
+                  "ppl", "ppl_change"});
+  accuracy_table(ctx, accuracy);
+  Table speed({"shape", "dtype", "quant", "tokens", "fwd_us", "tokens_per_s", "vs_unquantized",
+               "bytes_per_param"});
+  speed_table(ctx, speed);
+  if (ctx.json) {
+    accuracy.print_json(ctx.out);
+    speed.print_json(ctx.out);
+    return;
+  }
+  std::cerr << "\n";
+  const auto& b = ctx.config.bench();
+  ctx.out << "Expert quantization, accuracy: Qwen2-MoE preset " << b.quant_preset()
+          << ", random weights, " << b.quant_tokens()
+          << " tokens; against the unquantized model (targets sampled from it)\n";
+  accuracy.print(ctx.out);
+  ctx.out << "\nExpert quantization, speed: 60 SwiGLU experts 2048 -> 1408, " << b.quant_tokens()
+          << " tokens x top-4 rows, forward, median of " << b.layer_repeats() << ", "
+          << torch::get_num_threads() << " threads; vs_unquantized = full-precision time / time\n";
+  speed.print(ctx.out);
+}
+
+}  // namespace
+
+BenchEntry quant_bench_entry() {
+  return {"quant", "int8/int4 experts: logits error, KL, perplexity change, bytes/param, speed",
+          run_quant_bench};
+}
+
+}  // namespace switchyard
