@@ -38,5 +38,6 @@ Subcommand info_command();
 Subcommand bench_command();
 Subcommand eval_command();
 Subcommand inspect_command();
+Subcommand convert_command();
 
 }  // namespace switchyard

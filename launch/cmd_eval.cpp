@@ -7,18 +7,12 @@
 #include "common/errors.h"
 #include "configs/run_config.h"
 #include "launch/cli.h"
+#include "launch/hf_model.h"
 #include "models/qwen2_moe.h"
 #include "trainer/token_lines.h"
 
 namespace switchyard {
 namespace {
-
-torch::Dtype parse_dtype(const std::string& name, torch::Dtype checkpoint_dtype) {
-  if (name == "checkpoint") return checkpoint_dtype;
-  if (name == "float32") return torch::kFloat;
-  if (name == "bfloat16") return torch::kBFloat16;
-  throw ConfigError("--dtype " + name + ": expected checkpoint, float32 or bfloat16");
-}
 
 int run_eval(const CommandArgs& args) {
   const RunConfig config = build_run_config(args.config_path, args.overrides);
@@ -28,21 +22,14 @@ int run_eval(const CommandArgs& args) {
   const std::string dump =
       args.vars.count("dump-logits") ? args.vars["dump-logits"].as<std::string>() : "";
   if (dump.empty()) throw ConfigError("eval: nothing to do; pass --dump-logits OUT.safetensors");
-
-  Qwen2MoeConfig model_config = Qwen2MoeConfig::from_file(dir + "/config.json");
-  const auto dtype = parse_dtype(args.vars["dtype"].as<std::string>(), model_config.dtype);
+  const int64_t vocab = Qwen2MoeConfig::from_file(dir + "/config.json").vocab_size;
   const TokenBatch batch = read_token_lines(args.vars["tokens"].as<std::string>());
   const int64_t max_id = batch.input_ids.max().item<int64_t>();
-  if (max_id >= model_config.vocab_size)
+  if (max_id >= vocab)
     throw ConfigError(detail::concat(args.vars["tokens"].as<std::string>(), ": token id ", max_id,
-                                     " is outside the vocabulary (", model_config.vocab_size, ")"));
+                                     " is outside the vocabulary (", vocab, ")"));
 
-  ProcessGroups groups =
-      make_process_groups(make_world_communicator(), config.parallel().expert_parallel());
-  Qwen2MoeForCausalLM model(
-      Qwen2MoeOptions(model_config, groups).router(config.router()).quant(config.model().quant()));
-  load_hf_weights(*model, SafetensorsCheckpoint(dir));
-  model->to(dtype);
+  auto [model, groups] = load_hf_model(dir, config, args.vars["dtype"].as<std::string>());
   model->eval();
   torch::NoGradGuard no_grad;
   // Every rank runs every sequence: the EP group shares the experts, and rank 0 writes.
@@ -70,7 +57,7 @@ Subcommand eval_command() {
         "dump-logits", po::value<std::string>()->value_name("OUT"),
         "write F32 `logits` [sequences, positions, vocab] as safetensors")(
         "dtype", po::value<std::string>()->default_value("checkpoint"),
-        "compute dtype: checkpoint, float32 or bfloat16");
+        "compute dtype: checkpoint, float32, bfloat16 or float16");
   };
   c.run = run_eval;
   return c;

@@ -170,6 +170,13 @@ void ExpertBankImpl::load_expert_biases(int64_t e, const torch::Tensor& b_in_e,
   b_out[e].copy_(b_out_e);
 }
 
+std::pair<torch::Tensor, torch::Tensor> ExpertBankImpl::expert_weights(int64_t e,
+                                                                       torch::Dtype dtype) const {
+  SY_CHECK(e >= 0 && e < options_.num_experts(), "ExpertBank: expert ", e, " out of range");
+  if (quantized()) return {quant_in_->dequantize(e, dtype), quant_out_->dequantize(e, dtype)};
+  return {w_in[e].detach().to(dtype), w_out[e].detach().to(dtype)};
+}
+
 int64_t ExpertBankImpl::num_logical_parameters() const {
   const int64_t E = options_.num_experts(), H = options_.hidden_size(),
                 I = options_.intermediate_size();

@@ -82,6 +82,9 @@ class ExpertBankImpl : public torch::nn::Module {
   void load_expert_codes(int64_t e, const Int4Codes& w_in_e, const Int4Codes& w_out_e);
   /// Sets local expert e's biases b_in_e [I] and b_out_e [H] (GELU banks only; never quantized).
   void load_expert_biases(int64_t e, const torch::Tensor& b_in_e, const torch::Tensor& b_out_e);
+  /// Local expert e's full-precision weights {w_in [2I or I, H], w_out [H, I]} in `dtype`,
+  /// dequantized when the bank is quantized (export, inspection).
+  std::pair<torch::Tensor, torch::Tensor> expert_weights(int64_t e, torch::Dtype dtype) const;
   /// Bytes of the expert weights as stored (codes and scales when quantized).
   int64_t weight_bytes() const;
   /// Number of expert weights (and biases) this bank represents, quantized or not.

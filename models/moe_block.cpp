@@ -23,12 +23,12 @@ MoeBlockImpl::MoeBlockImpl(MoeBlockOptions options, ProcessGroups groups)
                      .quant(options_.expert_quant())));
   if (options_.shared_expert_intermediate_size() > 0) {
     shared_expert = register_module(
-        "shared_expert", ExpertBank(ExpertBankOptions(options_.hidden_size(),
-                                                      options_.shared_expert_intermediate_size(), 1)
-                                        .kind(options_.expert_kind())
-                                        .quant(options_.quantize_shared_expert()
-                                                   ? options_.expert_quant()
-                                                   : QuantOptions())));
+        "shared_expert",
+        ExpertBank(
+            ExpertBankOptions(options_.hidden_size(), options_.shared_expert_intermediate_size(), 1)
+                .kind(options_.expert_kind())
+                .quant(options_.quantize_shared_expert() ? options_.expert_quant()
+                                                         : QuantOptions())));
     shared_expert_gate = register_module(
         "shared_expert_gate",
         torch::nn::Linear(torch::nn::LinearOptions(options_.hidden_size(), 1).bias(false)));

@@ -26,7 +26,7 @@ struct MoeBlockOptions {
   TORCH_ARG(ExpertKind, expert_kind) = ExpertKind::kSwiGlu;
   TORCH_ARG(GroupedGemm, gemm) = GroupedGemm::kAuto;
   TORCH_ARG(config::RouterConfig, router);
-  TORCH_ARG(QuantOptions, expert_quant);         ///< routed experts built quantized
+  TORCH_ARG(QuantOptions, expert_quant);  ///< routed experts built quantized
   TORCH_ARG(bool, quantize_shared_expert) = false;
 };
 

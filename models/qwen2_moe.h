@@ -105,6 +105,14 @@ TORCH_MODULE(Qwen2MoeForCausalLM);
 /// they have a linear part (init_from_gate). Throws Error naming the missing or mis-shaped tensor.
 void load_hf_weights(Qwen2MoeForCausalLMImpl& model, const SafetensorsCheckpoint& ckpt);
 
+/// Writes the model as a Hugging Face checkpoint in the hub layout (per-expert tensors), loadable
+/// by transformers' Qwen2MoeForCausalLM: config.json, one safetensors shard per EP rank and an
+/// index. Collective over the world; quantized experts are written dequantized in `dtype`. The
+/// folder appears only when complete (written as DIR.partial, then renamed); an existing DIR
+/// is an error. Throws Error for routers that are not a plain linear gate.
+void export_hf_checkpoint(const Qwen2MoeForCausalLMImpl& model, const std::string& dir,
+                          torch::Dtype dtype);
+
 /// The expert quantization that holds a GPTQ checkpoint's codes exactly: int4 with zero points
 /// in its group size, shared expert included. The model uses it when no model.quant is asked.
 config::QuantConfig gptq_expert_quant(const GptqConfig& gptq);

@@ -1,6 +1,10 @@
 // Hugging Face Qwen2-MoE checkpoints -> Qwen2MoeForCausalLM: per-expert (hub) or fused
 // (transformers v5) expert tensors, float or GPTQ-packed linear layers, each rank reading only
 // its own experts from the memory-mapped shards.
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
 #include "common/errors.h"
 #include "models/gptq.h"
 #include "models/qwen2_moe.h"
@@ -125,6 +129,148 @@ void load_hf_weights(Qwen2MoeForCausalLMImpl& model, const SafetensorsCheckpoint
   }
   L.load(model.norm->weight, "model.norm.weight");
   if (!c.tie_word_embeddings) L.load(model.lm_head->weight, "lm_head.weight");
+}
+
+}  // namespace switchyard
+
+// ---- exporting to the hub layout ---------------------------------------------------------------
+
+namespace switchyard {
+namespace {
+
+namespace fs = std::filesystem;
+using Named = std::vector<std::pair<std::string, torch::Tensor>>;
+
+std::string shard_name(int index, int count) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "model-%05d-of-%05d.safetensors", index + 1, count);
+  return buf;
+}
+
+// A SwiGLU bank's slot e as gate_proj/up_proj/down_proj under `prefix` (dequantized if needed).
+void add_swiglu(Named& out, const ExpertBankImpl& bank, int64_t e, const std::string& prefix,
+                torch::Dtype dtype) {
+  auto [w_in, w_out] = bank.expert_weights(e, dtype);
+  const int64_t I = bank.options().intermediate_size();
+  out.push_back({prefix + "gate_proj.weight", w_in.narrow(0, 0, I)});
+  out.push_back({prefix + "up_proj.weight", w_in.narrow(0, I, I)});
+  out.push_back({prefix + "down_proj.weight", w_out});
+}
+
+// Everything every rank holds (embeddings, attention, norms, gates, shared experts, dense MLPs,
+// head), and this rank's routed experts: what rank 0 writes, and what other EP ranks add.
+Named replicated_tensors(const Qwen2MoeForCausalLMImpl& model, torch::Dtype dtype) {
+  const auto& c = model.options().model();
+  Named out;
+  auto add = [&](const std::string& name, const torch::Tensor& t) {
+    out.push_back({name, t.to(dtype)});
+  };
+  add("model.embed_tokens.weight", model.embed_tokens->weight);
+  for (size_t i = 0; i < model.layers().size(); ++i) {
+    const auto& l = model.layers()[i];
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    add(p + "input_layernorm.weight", l->input_layernorm->weight);
+    add(p + "post_attention_layernorm.weight", l->post_attention_layernorm->weight);
+    const auto& a = l->self_attn;
+    for (auto [proj, name] : {std::pair{a->q_proj, "q_proj"},
+                              {a->k_proj, "k_proj"},
+                              {a->v_proj, "v_proj"},
+                              {a->o_proj, "o_proj"}}) {
+      add(p + "self_attn." + name + ".weight", proj->weight);
+      if (proj->bias.defined()) add(p + "self_attn." + name + ".bias", proj->bias);
+    }
+    if (!l->moe) {
+      add_swiglu(out, *l->mlp, 0, p + "mlp.", dtype);
+      continue;
+    }
+    add(p + "mlp.gate.weight", l->moe->router->gate_weight());
+    if (l->moe->shared_expert) {
+      add_swiglu(out, *l->moe->shared_expert, 0, p + "mlp.shared_expert.", dtype);
+      add(p + "mlp.shared_expert_gate.weight", l->moe->shared_expert_gate->weight);
+    }
+  }
+  add("model.norm.weight", model.norm->weight);
+  if (!c.tie_word_embeddings) add("lm_head.weight", model.lm_head->weight);
+  return out;
+}
+
+std::string expert_prefix(size_t layer, int64_t expert) {
+  return "model.layers." + std::to_string(layer) + ".mlp.experts." + std::to_string(expert) + ".";
+}
+
+Named local_expert_tensors(const Qwen2MoeForCausalLMImpl& model, torch::Dtype dtype) {
+  Named out;
+  for (size_t i = 0; i < model.layers().size(); ++i) {
+    const auto& moe = model.layers()[i]->moe;
+    if (!moe) continue;
+    const int64_t first = moe->dispatcher().first_local_expert();
+    for (int64_t e = 0; e < moe->dispatcher().num_local_experts(); ++e)
+      add_swiglu(out, *moe->experts, e, expert_prefix(i, first + e), dtype);
+  }
+  return out;
+}
+
+// Where every tensor lives: replicated ones with rank 0's experts in shard 0, each other EP
+// rank's experts in its own shard (the layout is fixed by the config, so rank 0 knows it all).
+nlohmann::json weight_map(const Qwen2MoeForCausalLMImpl& model, const Named& rank0, int shards) {
+  nlohmann::json map = nlohmann::json::object();
+  for (const auto& [name, t] : rank0) map[name] = shard_name(0, shards);
+  const auto& c = model.options().model();
+  const int64_t per_shard = c.num_experts / shards;
+  for (size_t i = 0; i < model.layers().size(); ++i) {
+    if (!model.layers()[i]->moe) continue;
+    for (int64_t e = per_shard; e < c.num_experts; ++e)
+      for (const char* proj : {"gate_proj", "up_proj", "down_proj"})
+        map[expert_prefix(i, e) + proj + ".weight"] = shard_name(int(e / per_shard), shards);
+  }
+  return map;
+}
+
+}  // namespace
+
+void export_hf_checkpoint(const Qwen2MoeForCausalLMImpl& model, const std::string& dir,
+                          torch::Dtype dtype) {
+  torch::NoGradGuard no_grad;
+  const ProcessGroups& g = model.options().groups();
+  const int rank = g.world->rank();
+  for (size_t i = 0; i < model.layers().size(); ++i) {  // on every rank, before any collective
+    const auto& moe = model.layers()[i]->moe;
+    if (moe && !moe->router->gate_weight().defined())
+      throw Error(detail::concat("export: layer ", i, "'s ", moe->router->kind(),
+                                 " router has no Hugging Face equivalent (only linear routers "
+                                 "export to Qwen2MoeForCausalLM)"));
+  }
+  if (fs::exists(dir)) throw Error("export: " + dir + " already exists; not overwriting it");
+  // Everything is written under a temporary name that only becomes `dir` once complete.
+  const std::string staging = dir + ".partial";
+  if (rank == 0) {
+    fs::remove_all(staging);
+    fs::create_directories(staging);
+  }
+  g.world->barrier();
+  // One shard per EP rank (DP replicas hold the same experts: only the first DP group writes).
+  const int shards = g.ep_size();
+  Named mine;
+  if (rank == 0) mine = replicated_tensors(model, dtype);
+  if (g.dp_rank() == 0) {
+    Named experts = local_expert_tensors(model, dtype);
+    mine.insert(mine.end(), experts.begin(), experts.end());
+    save_safetensors((fs::path(staging) / shard_name(g.ep_rank(), shards)).string(), mine,
+                     {{"format", "pt"}});
+  }
+  g.world->barrier();  // every shard is in place before rank 0 completes the folder
+  if (rank == 0) {
+    const nlohmann::json index = {{"metadata", nlohmann::json::object()},
+                                  {"weight_map", weight_map(model, mine, shards)}};
+    write_text_file_atomic((fs::path(staging) / "model.safetensors.index.json").string(),
+                           index.dump(2));
+    Qwen2MoeConfig c = model.options().model();
+    c.dtype = dtype;
+    c.gptq.reset();  // the export is float
+    write_text_file_atomic((fs::path(staging) / "config.json").string(), c.to_json());
+    fs::rename(staging, dir);
+  }
+  g.world->barrier();  // nobody returns before the folder exists
 }
 
 }  // namespace switchyard

@@ -147,6 +147,37 @@ Qwen2MoeConfig Qwen2MoeConfig::preset(const std::string& name) {
                     "bench.model_preset");
 }
 
+std::string Qwen2MoeConfig::to_json() const {
+  const char* dtype_name = dtype == torch::kFloat  ? "float32"
+                           : dtype == torch::kHalf ? "float16"
+                                                   : "bfloat16";
+  json j = {{"architectures", {"Qwen2MoeForCausalLM"}},
+            {"model_type", "qwen2_moe"},
+            {"vocab_size", vocab_size},
+            {"hidden_size", hidden_size},
+            {"intermediate_size", intermediate_size},
+            {"moe_intermediate_size", moe_intermediate_size},
+            {"shared_expert_intermediate_size", shared_expert_intermediate_size},
+            {"num_hidden_layers", num_hidden_layers},
+            {"num_attention_heads", num_attention_heads},
+            {"num_key_value_heads", num_key_value_heads},
+            {"num_experts", num_experts},
+            {"num_experts_per_tok", num_experts_per_tok},
+            {"norm_topk_prob", norm_topk_prob},
+            {"rms_norm_eps", rms_norm_eps},
+            {"rope_theta", rope_theta},
+            {"decoder_sparse_step", decoder_sparse_step},
+            {"mlp_only_layers", mlp_only_layers},
+            {"tie_word_embeddings", tie_word_embeddings},
+            {"qkv_bias", qkv_bias},
+            {"router_aux_loss_coef", router_aux_loss_coef},
+            {"hidden_act", "silu"},
+            {"torch_dtype", dtype_name},
+            {"dtype", dtype_name}};
+  if (head_dim > 0) j["head_dim"] = head_dim;
+  return j.dump(2);
+}
+
 Qwen2MoeConfig Qwen2MoeConfig::from_file(const std::string& path) {
   return from_json(read_text_file(path), path);
 }

@@ -47,6 +47,8 @@ struct Qwen2MoeConfig {
   /// implement (another model_type, rope scaling, sliding window, an activation other than silu).
   static Qwen2MoeConfig from_json(const std::string& text, const std::string& where);
   static Qwen2MoeConfig from_file(const std::string& path);
+  /// config.json text that transformers (and from_json) read back as this configuration.
+  std::string to_json() const;
 
   /// Named architectures: "qwen1.5-moe-a2.7b" (the defaults above) and "tiny" (for tests).
   /// Throws ConfigError listing the names for an unknown one.

@@ -82,6 +82,54 @@ torch::Tensor SafetensorsFile::get(const std::string& name) const {
 
 // ---- writer ----------------------------------------------------------------------------------
 
+void write_file_atomic(const std::string& path,
+                       const std::vector<std::pair<const void*, size_t>>& chunks) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  const fs::path tmp = target.parent_path() /
+                       ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()));
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    fail(path, std::string("cannot create ") + tmp.string() + ": " + std::strerror(errno));
+  auto write_all = [&](const void* p, size_t n) {
+    const char* c = static_cast<const char*>(p);
+    while (n > 0) {
+      const ssize_t w = ::write(fd, c, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        const std::string why = std::strerror(errno);
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        fail(path, "write failed: " + why);
+      }
+      c += w;
+      n -= size_t(w);
+    }
+  };
+  for (const auto& [p, n] : chunks) write_all(p, n);
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    fail(path, std::string("fsync/close failed: ") + std::strerror(errno));
+  }
+  std::error_code ec;
+  fs::rename(tmp, target, ec);
+  if (ec) {
+    ::unlink(tmp.c_str());
+    fail(path, "rename failed: " + ec.message());
+  }
+  // The rename itself must reach the disk before we report success.
+  const int dir = ::open(target.has_parent_path() ? target.parent_path().c_str() : ".",
+                         O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+}
+
+void write_text_file_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, {{text.data(), text.size()}});
+}
+
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata) {
@@ -106,50 +154,11 @@ void save_safetensors(const std::string& path,
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // data starts 8-byte aligned, as upstream does
 
-  namespace fs = std::filesystem;
-  const fs::path target(path);
-  const fs::path tmp = target.parent_path() /
-                       ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()));
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    fail(path, std::string("cannot create ") + tmp.string() + ": " + std::strerror(errno));
-  auto write_all = [&](const void* p, size_t n) {
-    const char* c = static_cast<const char*>(p);
-    while (n > 0) {
-      const ssize_t w = ::write(fd, c, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        const std::string why = std::strerror(errno);
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        fail(path, "write failed: " + why);
-      }
-      c += w;
-      n -= size_t(w);
-    }
-  };
   unsigned char len[8];
   for (int i = 0; i < 8; ++i) len[i] = (uint64_t(text.size()) >> (8 * i)) & 0xff;
-  write_all(len, 8);
-  write_all(text.data(), text.size());
-  for (const auto& c : data) write_all(c.data_ptr(), c.numel() * c.element_size());
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    fail(path, std::string("fsync/close failed: ") + std::strerror(errno));
-  }
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    ::unlink(tmp.c_str());
-    fail(path, "rename failed: " + ec.message());
-  }
-  // The rename itself must reach the disk before we report success.
-  const int dir = ::open(target.has_parent_path() ? target.parent_path().c_str() : ".",
-                         O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
+  std::vector<std::pair<const void*, size_t>> chunks = {{len, 8}, {text.data(), text.size()}};
+  for (const auto& c : data) chunks.push_back({c.data_ptr(), c.numel() * c.element_size()});
+  write_file_atomic(path, chunks);
 }
 
 // ---- sharded checkpoints -----------------------------------------------------------------------

@@ -67,6 +67,12 @@ class SafetensorsCheckpoint {
   mutable std::map<std::string, std::shared_ptr<SafetensorsFile>> open_;
 };
 
+/// Writes `chunks` to `path` atomically: a temporary file in the same folder, fsync, rename,
+/// fsync of the folder. A crash at any moment leaves either the old file or the new one.
+void write_file_atomic(const std::string& path,
+                       const std::vector<std::pair<const void*, size_t>>& chunks);
+void write_text_file_atomic(const std::string& path, const std::string& text);
+
 /// Reads a whole (small) text file; throws Error naming it.
 std::string read_text_file(const std::string& path);
 

@@ -21,6 +21,8 @@ class LinearRouterImpl : public RouterImpl {
     return true;
   }
 
+  torch::Tensor gate_weight() const override { return gate_->weight; }
+
   std::string kind() const override { return "linear"; }
 
  private:

@@ -41,6 +41,9 @@ class RouterImpl : public torch::nn::Module {
   /// Starts from a checkpoint's linear gate weight [E, H] where the router has a linear part;
   /// returns false (and changes nothing) where it has none.
   virtual bool init_from_gate(const torch::Tensor& gate_weight) { return false; }
+  /// The [E, H] weight of a plain linear gate, for export to checkpoints that only know one;
+  /// undefined for every router that is more than that.
+  virtual torch::Tensor gate_weight() const { return {}; }
 
   /// Registry name, e.g. "mlp_hadamard".
   virtual std::string kind() const = 0;

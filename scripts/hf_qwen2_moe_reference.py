@@ -4,6 +4,7 @@ logits for fixed padded inputs, for tests/test_qwen2_moe.cpp and the EP = 2 MPI 
 
   hf_qwen2_moe_reference.py OUT_DIR
   hf_qwen2_moe_reference.py compare OURS.safetensors REFERENCE.safetensors
+  hf_qwen2_moe_reference.py check-export DIR REFERENCE.safetensors [TOLERANCE]
 
 Each case is a folder: the checkpoint (config.json + safetensors, as save_pretrained writes it,
 or the in-memory fused-expert layout of transformers v5 for "fused") and reference.safetensors
@@ -74,6 +75,27 @@ def compare(ours_path: str, reference_path: str) -> None:
     sys.exit(0 if ours["logits"].shape == ref["logits"].shape and diff / scale <= 1e-4 else 1)
 
 
+def check_export(folder: str, reference_path: str, tolerance: float) -> None:
+    """Exit 1 unless transformers loads the checkpoint `switchyard convert` wrote, with no
+    missing or unexpected tensors, and its logits match the reference inputs' logits."""
+    from safetensors.torch import load_file
+    ref = load_file(reference_path)
+    model, info = Qwen2MoeForCausalLM.from_pretrained(
+        folder, attn_implementation="eager", dtype=torch.float32, output_loading_info=True)
+    problems = {k: v for k, v in info.items() if v and k != "error_msgs"} or \
+        ({"error_msgs": info["error_msgs"]} if info.get("error_msgs") else {})
+    if problems:
+        print(f"transformers loading {folder}: {problems}")
+        sys.exit(1)
+    with torch.no_grad():
+        logits = model.eval()(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"]).logits
+    keep = ref["attention_mask"].bool()
+    diff = (logits.float() - ref["logits"])[keep].abs().max().item()
+    scale = max(1.0, ref["logits"].abs().max().item())
+    print(f"transformers on the export: max |logits - reference| / scale = {diff / scale:.3e}")
+    sys.exit(0 if diff / scale <= tolerance else 1)
+
+
 def main() -> None:
     out = sys.argv[1]
     for seed, (name, overrides) in enumerate(CASES.items()):
@@ -108,5 +130,7 @@ def main() -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "compare":
         compare(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "check-export":
+        check_export(sys.argv[2], sys.argv[3], float(sys.argv[4]) if len(sys.argv) > 4 else 1e-4)
     else:
         main()
