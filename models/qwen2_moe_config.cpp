@@ -3,50 +3,14 @@
 #include "models/qwen2_moe_config.h"
 
 #include <algorithm>
-#include <nlohmann/json.hpp>
 
 #include "common/errors.h"
+#include "models/hf_config_json.h"
 #include "models/safetensors.h"
 
 namespace switchyard {
-namespace {
 
 using nlohmann::json;
-
-struct Reader {
-  const json& j;
-  const std::string& where;
-
-  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
-    throw Error(where + ": " + key + ": " + what);
-  }
-  void integer(const char* key, int64_t& out, int64_t min = 1) const {
-    if (!j.contains(key) || j[key].is_null()) return;
-    if (!j[key].is_number_integer()) fail(key, "must be an integer");
-    out = j[key].get<int64_t>();
-    if (out < min) fail(key, detail::concat("must be >= ", min, ", got ", out));
-  }
-  void number(const char* key, double& out) const {
-    if (!j.contains(key) || j[key].is_null()) return;
-    if (!j[key].is_number()) fail(key, "must be a number");
-    out = j[key].get<double>();
-    if (!(out > 0)) fail(key, "must be positive");
-  }
-  void boolean(const char* key, bool& out) const {
-    if (!j.contains(key) || j[key].is_null()) return;
-    if (!j[key].is_boolean()) fail(key, "must be true or false");
-    out = j[key].get<bool>();
-  }
-};
-
-torch::Dtype dtype_from_name(const std::string& name, const Reader& r, const char* key) {
-  if (name == "float32") return torch::kFloat;
-  if (name == "bfloat16") return torch::kBFloat16;
-  if (name == "float16") return torch::kHalf;
-  r.fail(key, "unsupported dtype '" + name + "'");
-}
-
-}  // namespace
 
 bool Qwen2MoeConfig::is_moe_layer(int64_t layer) const {
   const bool dense_listed =
@@ -55,14 +19,8 @@ bool Qwen2MoeConfig::is_moe_layer(int64_t layer) const {
 }
 
 Qwen2MoeConfig Qwen2MoeConfig::from_json(const std::string& text, const std::string& where) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(where + ": invalid JSON: " + e.what());
-  }
-  if (!j.is_object()) throw Error(where + ": not a JSON object");
-  const Reader r{j, where};
+  const json j = parse_hf_config(text, where);
+  const HfConfigReader r{j, where};
   if (j.contains("model_type") && j["model_type"] != "qwen2_moe")
     r.fail("model_type", "is " + j["model_type"].dump() + ", expected \"qwen2_moe\"");
   Qwen2MoeConfig c;
@@ -88,7 +46,7 @@ Qwen2MoeConfig Qwen2MoeConfig::from_json(const std::string& text, const std::str
   // rope_theta at the top level (transformers v4) or inside rope_parameters (v5).
   r.number("rope_theta", c.rope_theta);
   if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
-    const Reader rp{j["rope_parameters"], where};
+    const HfConfigReader rp{j["rope_parameters"], where};
     rp.number("rope_theta", c.rope_theta);
     const auto& p = j["rope_parameters"];
     if (p.contains("rope_type") && p["rope_type"] != "default")
@@ -102,12 +60,7 @@ Qwen2MoeConfig Qwen2MoeConfig::from_json(const std::string& text, const std::str
   if (sliding) r.fail("use_sliding_window", "sliding-window attention is not implemented");
   if (j.contains("hidden_act") && j["hidden_act"] != "silu")
     r.fail("hidden_act", "only silu is implemented, got " + j["hidden_act"].dump());
-  for (const char* key : {"dtype", "torch_dtype"}) {
-    if (j.contains(key) && j[key].is_string()) {
-      c.dtype = dtype_from_name(j[key].get<std::string>(), r, key);
-      break;
-    }
-  }
+  r.dtype(c.dtype);
   if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
     if (!j["mlp_only_layers"].is_array()) r.fail("mlp_only_layers", "must be a list");
     for (const auto& v : j["mlp_only_layers"]) {
