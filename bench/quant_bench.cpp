@@ -25,6 +25,14 @@ const std::vector<Variant> kVariants = {{"none", config::QUANT_NONE, 128, true},
                                         {"int4-g128-sym", config::INT4, 128, true},
                                         {"int4-g64-asym", config::INT4, 64, false}};
 
+config::QuantConfig quant_config(const Variant& v) {
+  config::QuantConfig q;
+  q.set_experts(v.type);
+  q.set_group_size(v.group_size);
+  q.set_symmetric(v.symmetric);
+  return q;
+}
+
 struct ModelRun {
   torch::Tensor log_probs;  ///< [B*S, V] fp32
   double bytes_per_param = 0;
@@ -32,10 +40,6 @@ struct ModelRun {
 
 ModelRun run_model(const Qwen2MoeConfig& cfg, const Variant& v, const torch::Tensor& ids,
                    uint64_t seed) {
-  config::QuantConfig q;
-  q.set_experts(v.type);
-  q.set_group_size(v.group_size);
-  q.set_symmetric(v.symmetric);
   // Every variant is the same full-precision model (same seed, same draws), quantized after.
   torch::manual_seed(seed);
   Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, single_process_groups()));
@@ -44,7 +48,7 @@ ModelRun run_model(const Qwen2MoeConfig& cfg, const Variant& v, const torch::Ten
     for (const auto& l : model->layers())  // HF initialises gates at std 0.02: spread routing
       if (l->moe) l->moe->router->init_from_gate(torch::randn({cfg.num_experts, cfg.hidden_size}));
   }
-  quantize_experts(*model, q);
+  quantize_experts(*model, quant_config(v));
   model->eval();
   torch::NoGradGuard no_grad;
   ModelRun r;
@@ -97,14 +101,8 @@ void speed_table(const BenchContext& ctx, Table& table) {
   for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
     double base_us = 0;
     for (const auto& v : kVariants) {
-      QuantOptions q = QuantOptions()
-                           .kind(v.type == config::INT8   ? QuantKind::kInt8
-                                 : v.type == config::INT4 ? QuantKind::kInt4
-                                                          : QuantKind::kNone)
-                           .group_size(v.group_size)
-                           .symmetric(v.symmetric);
       torch::manual_seed(ctx.config.train().seed());
-      ExpertBank bank(ExpertBankOptions(H, I, E).quant(q));
+      ExpertBank bank(ExpertBankOptions(H, I, E).quant(quant_options(quant_config(v))));
       bank->to(dtype);
       auto x = torch::randn({T * k, H}, dtype);
       torch::NoGradGuard no_grad;

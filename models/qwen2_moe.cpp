@@ -38,15 +38,6 @@ config::RouterConfig router_config(const Qwen2MoeOptions& o) {
   return rc;
 }
 
-QuantOptions quant_options(const config::QuantConfig& quant) {
-  return QuantOptions()
-      .kind(quant.experts() == config::INT8   ? QuantKind::kInt8
-            : quant.experts() == config::INT4 ? QuantKind::kInt4
-                                              : QuantKind::kNone)
-      .group_size(quant.group_size())
-      .symmetric(quant.symmetric());
-}
-
 // Quantizes one MoE block's experts (and shared expert when asked); returns bytes before, after.
 std::pair<int64_t, int64_t> quantize_block(MoeBlock moe, const config::QuantConfig& quant) {
   const QuantOptions options = quant_options(quant);
@@ -68,6 +59,15 @@ std::pair<int64_t, int64_t> quantize_block(MoeBlock moe, const config::QuantConf
 }
 
 }  // namespace
+
+QuantOptions quant_options(const config::QuantConfig& quant) {
+  return QuantOptions()
+      .kind(quant.experts() == config::INT8   ? QuantKind::kInt8
+            : quant.experts() == config::INT4 ? QuantKind::kInt4
+                                              : QuantKind::kNone)
+      .group_size(quant.group_size())
+      .symmetric(quant.symmetric());
+}
 
 // ---- RMSNorm ----------------------------------------------------------------------------------
 

@@ -113,6 +113,9 @@ void load_hf_weights(Qwen2MoeForCausalLMImpl& model, const SafetensorsCheckpoint
 void export_hf_checkpoint(const Qwen2MoeForCausalLMImpl& model, const std::string& dir,
                           torch::Dtype dtype);
 
+/// The run config's model.quant as the options an ExpertBank takes.
+QuantOptions quant_options(const config::QuantConfig& quant);
+
 /// The expert quantization that holds a GPTQ checkpoint's codes exactly: int4 with zero points
 /// in its group size, shared expert included. The model uses it when no model.quant is asked.
 config::QuantConfig gptq_expert_quant(const GptqConfig& gptq);
