@@ -5,9 +5,12 @@
 //   per-expert loop — Hugging Face's Qwen2MoeSparseMoeBlock: one-hot mask, per expert a where(),
 //                 a gather, the expert and an index_add_ (vs_loop, whole layer against whole
 //                 layer).
+#include <torch/cuda.h>
+
 #include <iostream>
 
 #include "bench/bench.h"
+#include "common/errors.h"
 #include "common/table.h"
 #include "models/moe_block.h"
 
@@ -56,9 +59,16 @@ struct Timings {
   double layer_us, experts_us, dense_us, loop_us;
 };
 
+torch::Device bench_device(const config::BenchConfig& b) {
+  if (b.device() == "cpu") return torch::kCPU;
+  SY_CHECK(torch::cuda::is_available(), "bench.device=cuda but no GPU is visible");
+  return torch::kCUDA;
+}
+
 Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const RunConfig& cfg) {
   const auto& b = cfg.bench();
   const int64_t T = b.layer_tokens();
+  const torch::Device device = bench_device(b);
   config::RouterConfig rc;
   rc.set_top_k(int(s.top_k));
   rc.mutable_linear();
@@ -68,9 +78,9 @@ Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const R
                      .router(rc),
                  single_process_groups());
   ExpertBank dense(ExpertBankOptions(s.hidden, s.intermediate, 1));
-  block->to(dtype);
-  dense->to(dtype);
-  auto x = torch::randn({T, s.hidden}, dtype).requires_grad_(backward);
+  block->to(device, dtype);
+  dense->to(device, dtype);
+  auto x = torch::randn({T, s.hidden}, torch::dtype(dtype).device(device)).requires_grad_(backward);
 
   // The experts' own input: this batch's rows, already dispatched.
   Routing routing;
@@ -89,11 +99,14 @@ Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const R
           if (!backward) {
             torch::NoGradGuard no_grad;
             f();
+            if (device.is_cuda()) torch::cuda::synchronize();
             return;
           }
           block->zero_grad();
           dense->zero_grad();
           f().sum().backward();
+          // GPU kernels run asynchronously: the clock stops when the work is done, not queued.
+          if (device.is_cuda()) torch::cuda::synchronize();
         },
         b.warmup(), b.layer_repeats());
   };
@@ -126,8 +139,10 @@ void run_layer_bench(const BenchContext& ctx) {
     return;
   }
   std::cerr << "\n";
-  ctx.out << "MoE layer, " << T << " tokens, median of " << ctx.config.bench().layer_repeats()
-          << " runs, " << torch::get_num_threads() << " threads, Linear router\n";
+  const auto& b = ctx.config.bench();
+  ctx.out << "MoE layer on " << b.device() << ", " << T << " tokens, median of "
+          << b.layer_repeats() << " runs, " << torch::get_num_threads()
+          << " CPU threads, Linear router\n";
   table.print(ctx.out);
   ctx.out << "experts: routed-expert compute on dispatched rows; dense: one expert on the same "
              "T*k rows; loop: Hugging Face's per-expert loop (whole layer)\n"

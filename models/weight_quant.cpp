@@ -144,9 +144,9 @@ torch::Tensor QuantizedWeight::dequantize(int64_t e, torch::ScalarType dtype) co
     return (q[e].to(torch::kFloat) * scale[e].unsqueeze(-1)).to(dtype);
   const int64_t out = shape[1], in = shape[2], g = options.group_size();
   auto codes = unpack_int4(q[e]).to(torch::kFloat).view({out, in / g, g});
-  auto zero_point = zero.defined() ? zero[e].to(torch::kFloat).unsqueeze(-1)
-                                   : torch::full({1}, 8.0f, torch::kFloat);
-  return ((codes - zero_point) * scale[e].unsqueeze(-1)).view({out, in}).to(dtype);
+  // Symmetric codes subtract a plain scalar: a 1-element CPU tensor would not mix with CUDA codes.
+  auto centred = zero.defined() ? codes - zero[e].to(torch::kFloat).unsqueeze(-1) : codes - 8.0;
+  return (centred * scale[e].unsqueeze(-1)).view({out, in}).to(dtype);
 }
 
 namespace {

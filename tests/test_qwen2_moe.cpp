@@ -2,6 +2,7 @@
 // transformers (scripts/hf_qwen2_moe_reference.py), logits for padded inputs compared at every
 // non-padding position, to 1e-4 of the logits' scale in fp32.
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include <cstdlib>
 
@@ -58,6 +59,36 @@ TEST_P(Qwen2MoeParity, LogitsMatchTransformers) {
 INSTANTIATE_TEST_SUITE_P(HfReference, Qwen2MoeParity,
                          ::testing::Values("base", "norm_topk", "no_shared", "sharded_tied",
                                            "fused"));
+
+// The whole decoder on the GPU (fp32): the same transformers logits, and int4 experts
+// dequantised on the GPU agree with the CPU's int4 model.
+TEST(HfReference, Qwen2MoeOnGpuMatchesTransformers) {
+  const std::string dir = case_dir("base");
+  if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU visible";
+  const Reference ref = load_reference(dir);
+  torch::NoGradGuard no_grad;
+  auto model = load_model(dir);
+  model->to(torch::kCUDA);
+  auto out = model->forward(ref.input_ids.cuda(), ref.attention_mask.cuda());
+  EXPECT_LE(relative_error(out.logits.cpu(), ref), 1e-4);
+
+  config::QuantConfig int4;
+  int4.set_experts(config::INT4);
+  int4.set_group_size(8);  // divides the tiny model's hidden (32) and expert width (24)
+  auto load_int4 = [&] {
+    auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");
+    Qwen2MoeForCausalLM m(Qwen2MoeOptions(cfg, single_process_groups()).quant(int4));
+    load_hf_weights(*m, SafetensorsCheckpoint(dir));
+    m->eval();
+    return m;
+  };
+  auto cpu = load_int4(), gpu = load_int4();
+  gpu->to(torch::kCUDA);
+  auto a = cpu->forward(ref.input_ids, ref.attention_mask).logits;
+  auto b = gpu->forward(ref.input_ids.cuda(), ref.attention_mask.cuda()).logits.cpu();
+  EXPECT_LE((a - b).abs().max().item<double>() / a.abs().max().item<double>(), 1e-4);
+}
 
 TEST(HfReference, Qwen2MoeRouterReplacement) {
   const std::string dir = case_dir("base");

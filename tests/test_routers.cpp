@@ -2,6 +2,7 @@
 // parameter and matching finite differences in double precision, and its documented formula
 // recomputed independently from its named parameters.
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include <algorithm>
 #include <cmath>
@@ -142,6 +143,29 @@ TEST_P(EveryRouter, GradientsMatchFiniteDifferencesInDouble) {
   };
   for (const auto& p : router->named_parameters()) check(p.value(), p.key());
   check(x, "input");
+}
+
+// The same router on the GPU: routing, losses and parameter gradients equal the CPU's.
+TEST_P(EveryRouter, GpuMatchesCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU visible";
+  torch::manual_seed(3);
+  auto cpu = build(GetParam().kind);
+  torch::manual_seed(3);
+  auto gpu = build(GetParam().kind);
+  gpu->to(torch::kCUDA);
+  auto x = torch::randn({kT, kH});
+  auto ids = token_ids(kT);
+  auto probe = torch::randn({kT, kK});
+  Routing a = cpu->route(x, ids), b = gpu->route(x.cuda(), ids.cuda());
+  EXPECT_TRUE(torch::allclose(a.logits, b.logits.cpu(), 1e-4, 1e-5));
+  EXPECT_TRUE(torch::equal(a.topk_ids, b.topk_ids.cpu()));
+  EXPECT_TRUE(torch::allclose(a.topk_weights, b.topk_weights.cpu(), 1e-4, 1e-5));
+  EXPECT_NEAR(a.loss.item<double>(), b.loss.item<double>(), 1e-4);
+  probe_loss(a, probe).backward();
+  probe_loss(b, probe.cuda()).backward();
+  auto gp = gpu->named_parameters();
+  for (const auto& p : cpu->named_parameters())
+    EXPECT_TRUE(torch::allclose(p.value().grad(), gp[p.key()].grad().cpu(), 1e-4, 1e-5)) << p.key();
 }
 
 TEST_P(EveryRouter, FormulaMatchesDocumentation) {

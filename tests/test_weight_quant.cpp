@@ -3,6 +3,8 @@
 // in the Qwen2-MoE model (logits error against the unquantized model, reported and bounded).
 #include <gtest/gtest.h>
 
+#include <torch/cuda.h>
+
 #include <cstdlib>
 
 #include "common/errors.h"
@@ -106,6 +108,43 @@ TEST(WeightQuant, QuantizedBankEqualsAFullBankHoldingTheDequantizedWeights) {
   (y * probe).sum().backward();
   (yr * probe).sum().backward();
   EXPECT_TRUE(torch::allclose(x.grad(), xr.grad(), 1e-5, 1e-5));  // recomputed in backward
+}
+
+// Dequantise-on-the-fly on CUDA: the same bank moved to the GPU gives the CPU's outputs and input
+// gradients for every quantization kind, in fp32 and bf16.
+TEST(WeightQuantGpu, QuantizedBankOnGpuMatchesCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU visible";
+  for (const auto& options :
+       {QuantOptions().kind(QuantKind::kInt8), QuantOptions().kind(QuantKind::kInt4).group_size(32),
+        QuantOptions().kind(QuantKind::kInt4).group_size(32).symmetric(false)}) {
+    for (auto kind : {ExpertKind::kSwiGlu, ExpertKind::kGeluMlp}) {
+      torch::manual_seed(5);
+      ExpertBank cpu(ExpertBankOptions(128, 64, 3).kind(kind));
+      cpu->quantize_(options);
+      ExpertBank gpu(ExpertBankOptions(128, 64, 3).kind(kind));
+      gpu->quantize_(options);
+      {
+        torch::NoGradGuard no_grad;
+        for (auto& b : gpu->named_buffers()) b.value().copy_(cpu->named_buffers()[b.key()]);
+        for (auto& p : gpu->named_parameters())
+          if (p.value().numel() > 0) p.value().copy_(cpu->named_parameters()[p.key()]);
+      }
+      gpu->to(torch::kCUDA);
+      const std::vector<int64_t> counts{9, 0, 7};
+      auto x = torch::randn({16, 128});
+      auto xc = x.clone().requires_grad_(true);
+      auto xg = x.cuda().requires_grad_(true);
+      auto a = cpu->forward(xc, counts), b = gpu->forward(xg, counts);
+      EXPECT_TRUE(b.is_cuda());
+      EXPECT_TRUE(torch::allclose(a, b.cpu(), 1e-4, 1e-4)) << quant_name(options.kind());
+      a.square().sum().backward();
+      b.square().sum().backward();
+      EXPECT_TRUE(torch::allclose(xc.grad(), xg.grad().cpu(), 1e-4, 1e-4));
+      gpu->to(torch::kBFloat16);  // the codes stay integers; compute in bf16 on the GPU
+      auto c = gpu->forward(x.cuda().to(torch::kBFloat16), counts).to(torch::kFloat).cpu();
+      EXPECT_LT(((c - a.detach()).abs().max() / a.abs().max()).item<double>(), 3e-2);
+    }
+  }
 }
 
 TEST(HfReference, Qwen2MoeQuantizedExpertsStayCloseToTheUnquantizedModel) {
