@@ -15,6 +15,24 @@ add_library(switchyard_config STATIC
   configs/run_config.cpp
   configs/validate.cpp)
 target_include_directories(switchyard_config PUBLIC ${CMAKE_SOURCE_DIR} ${SWITCHYARD_GEN_DIR})
+# LibTorch wheels ship a protobuf of their own under torch/include, searched before the system's.
+# Where its version differs from the protoc that generated our code (torch 2.11 carries an older
+# one), the generated headers must see their own protobuf first: a private -I dir linking to it.
+file(STRINGS ${Protobuf_INCLUDE_DIR}/google/protobuf/stubs/common.h _pb_ours
+     REGEX "define GOOGLE_PROTOBUF_VERSION ")
+foreach(_dir ${TORCH_INCLUDE_DIRS})
+  if(EXISTS ${_dir}/google/protobuf/stubs/common.h)
+    file(STRINGS ${_dir}/google/protobuf/stubs/common.h _pb_torch
+         REGEX "define GOOGLE_PROTOBUF_VERSION ")
+    if(NOT _pb_torch STREQUAL _pb_ours)
+      message(STATUS "LibTorch bundles another protobuf (${_pb_torch}): ours goes first")
+      file(MAKE_DIRECTORY ${CMAKE_BINARY_DIR}/protobuf_include/google)
+      file(CREATE_LINK ${Protobuf_INCLUDE_DIR}/google/protobuf
+           ${CMAKE_BINARY_DIR}/protobuf_include/google/protobuf SYMBOLIC)
+      target_include_directories(switchyard_config BEFORE PUBLIC ${CMAKE_BINARY_DIR}/protobuf_include)
+    endif()
+  endif()
+endforeach()
 target_link_libraries(switchyard_config PUBLIC protobuf::libprotobuf)
 set_target_properties(switchyard_config PROPERTIES POSITION_INDEPENDENT_CODE ON)
 

@@ -6,6 +6,11 @@
 # The GPTQ reference imports AutoGPTQ's packer from the archive setup.sh keeps in .venv/sdists;
 # it is copied beside PYTHON's venv when present. Logs (configure, build, ctest, bench) go to
 # LOGDIR; the exit status is ctest's.
+# Debian packages that machine lacks (its image has no Boost.Program_options) travel as .deb
+# files in .gpudeps/ (ignored by git), fetched here with
+#   (mkdir -p .gpudeps && cd .gpudeps && apt-get download libboost1.74-dev \
+#      libboost-program-options1.74-dev libboost-program-options1.74.0)
+# and are unpacked into a private prefix that CMake searches first.
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-python3}"
@@ -19,21 +24,32 @@ if [ -d "$repo/.venv/sdists" ] && [ ! -d "$venv/sdists" ]; then
   mkdir -p "$venv/sdists" && cp "$repo"/.venv/sdists/* "$venv/sdists/"
 fi
 
+cmake_extra=()
+if compgen -G "$repo/.gpudeps/*.deb" >/dev/null; then
+  mkdir -p /tmp/gpudeps
+  for deb in "$repo"/.gpudeps/*.deb; do dpkg -x "$deb" /tmp/gpudeps; done
+  cmake_extra+=(-DBoost_ROOT=/tmp/gpudeps/usr
+                -DBoost_DIR=/tmp/gpudeps/usr/lib/x86_64-linux-gnu/cmake/Boost-1.74.0)
+fi
+
 stamp "configure ($("$py" -c 'import torch; print("torch", torch.__version__)'))"
 export PATH="$PATH:/usr/local/cuda/bin"
 # The libFuzzer target needs clang; where there is none it is left out (not built, not run).
 clangxx="$(command -v clang++-14 || command -v clang++ || echo /bin/false)"
+rm -f "$build/CMakeCache.txt"  # a fresh configure each time: cheap, and no stale package paths
 cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSWITCHYARD_PYTHON="$py" \
-  -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" -DSWITCHYARD_CLANGXX="$clangxx" \
+  -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" -DSWITCHYARD_CLANGXX="$clangxx" "${cmake_extra[@]}" \
   >"$logs/configure.log" 2>&1 || { tail -40 "$logs/configure.log"; exit 1; }
-grep -E 'Switchyard:|NCCL' "$logs/configure.log"
+grep -E 'Switchyard:|NCCL|Boost' "$logs/configure.log"
 
 stamp "build"
 cmake --build "$build" -j "$(nproc)" --target switchyard switchyard_tests switchyard_mpi_tests \
   >"$logs/build.log" 2>&1 || { grep -E 'error|FAILED' "$logs/build.log" | head -40; exit 1; }
 
-stamp "GPU unit tests"
-"$build/bin/switchyard_tests" --gtest_filter='*Gpu*:*Nccl*:*Cuda*' 2>&1 | tee "$logs/gpu_tests.log" |
+stamp "GPU unit tests (with the transformers references they compare against)"
+"$py" "$repo/scripts/hf_qwen2_moe_reference.py" "$build/refs/qwen2_moe" >"$logs/refs.log" 2>&1
+SWITCHYARD_REF_DIR="$build/refs" "$build/bin/switchyard_tests" \
+  --gtest_filter='*Gpu*:*Nccl*:*Cuda*' 2>&1 | tee "$logs/gpu_tests.log" |
   grep -E '^\[ +(OK|FAILED|SKIPPED|PASSED) +\]|Failure|error'
 
 stamp "bench layer on the GPU"
@@ -41,6 +57,7 @@ stamp "bench layer on the GPU"
   --set bench.layer_tokens="${LAYER_TOKENS:-8192}" --set bench.layer_repeats=20 \
   2>"$logs/bench_layer.err" | tee "$logs/bench_layer.txt"
 
+[ "${FULL_SUITE:-1}" = 1 ] || { stamp "done (FULL_SUITE=0: no ctest)"; exit 0; }
 stamp "ctest"
 (cd "$build" && ctest -j "$(( $(nproc) / 2 ))" -E fuzz --output-on-failure \
   --timeout "${CTEST_TIMEOUT:-300}") >"$logs/ctest.log" 2>&1

@@ -203,6 +203,9 @@ torch::Tensor ExpertBankImpl::grouped_mm(const torch::Tensor& x,
   auto y = at::_grouped_mm(activate(h), w_out.transpose(1, 2), offs);
   if (b_out.defined())
     y = y + b_out.repeat_interleave(torch::tensor(counts, offs.options().dtype(torch::kLong)), 0);
+  // _grouped_mm's backward refuses a gradient with zero strides, which is what `y.sum()` sends
+  // (an expanded scalar; seen on an H100 with torch 2.11): hand it a dense copy instead.
+  if (y.requires_grad()) y.register_hook([](const torch::Tensor& g) { return g.contiguous(); });
   return y;
 }
 

@@ -158,9 +158,18 @@ TEST_P(EveryRouter, GpuMatchesCpu) {
   auto probe = torch::randn({kT, kK});
   Routing a = cpu->route(x, ids), b = gpu->route(x.cuda(), ids.cuda());
   EXPECT_TRUE(torch::allclose(a.logits, b.logits.cpu(), 1e-4, 1e-5));
-  EXPECT_TRUE(torch::equal(a.topk_ids, b.topk_ids.cpu()));
-  EXPECT_TRUE(torch::allclose(a.topk_weights, b.topk_weights.cpu(), 1e-4, 1e-5));
+  // Tied scores (the hash router's chosen experts all score alike) may come out of top-k in
+  // another order on each device: compare the chosen sets and their weights, expert by expert.
+  auto by_expert = [](const Routing& r) {
+    auto [ids_sorted, order] = r.topk_ids.cpu().sort(1);
+    return std::pair{ids_sorted, r.topk_weights.cpu().gather(1, order)};
+  };
+  auto [ids_a, w_a] = by_expert(a);
+  auto [ids_b, w_b] = by_expert(b);
+  EXPECT_TRUE(torch::equal(ids_a, ids_b));
+  EXPECT_TRUE(torch::allclose(w_a, w_b, 1e-4, 1e-5));
   EXPECT_NEAR(a.loss.item<double>(), b.loss.item<double>(), 1e-4);
+  if (cpu->parameters().empty()) return;  // nothing to differentiate
   probe_loss(a, probe).backward();
   probe_loss(b, probe.cuda()).backward();
   auto gp = gpu->named_parameters();
