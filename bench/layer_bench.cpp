@@ -61,7 +61,8 @@ struct Timings {
 
 torch::Device bench_device(const config::BenchConfig& b) {
   if (b.device() == "cpu") return torch::kCPU;
-  SY_CHECK(torch::cuda::is_available(), "bench.device=cuda but no GPU is visible");
+  if (!torch::cuda::is_available())
+    throw ConfigError("bench.device=cuda but no GPU is visible", "bench.device");
   return torch::kCUDA;
 }
 

@@ -82,6 +82,10 @@ add_library(switchyard_core STATIC
   models/bert_moe.cpp
   models/bert_moe_hf.cpp
   trainer/token_lines.cpp
+  trainer/adamw.cpp
+  trainer/lr_schedule.cpp
+  trainer/trainer.cpp
+  trainer/metrics_log.cpp
   common/table.cpp
   bench/bench_registry.cpp
   bench/router_bench.cpp

@@ -85,6 +85,13 @@ void validate_train(const config::TrainConfig& t) {
   require_positive(t.micro_batch_size(), "train.micro_batch_size");
   require_positive(t.grad_accumulation(), "train.grad_accumulation");
   require_positive(t.seq_len(), "train.seq_len");
+  require(t.min_lr_ratio() >= 0 && t.min_lr_ratio() <= 1, "train.min_lr_ratio", t.min_lr_ratio(),
+          "must be in [0, 1]");
+  require(t.adam_beta1() >= 0 && t.adam_beta1() < 1, "train.adam_beta1", t.adam_beta1(),
+          "must be in [0, 1)");
+  require(t.adam_beta2() >= 0 && t.adam_beta2() < 1, "train.adam_beta2", t.adam_beta2(),
+          "must be in [0, 1)");
+  require(t.adam_eps() > 0, "train.adam_eps", t.adam_eps(), "must be positive");
 }
 
 void validate_bench(const config::BenchConfig& b, const config::RouterConfig& r) {

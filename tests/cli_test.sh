@@ -31,6 +31,10 @@ expect_error "top_k > experts" "router.top_k = 70: exceeds model.num_experts (60
 expect_error "negative learning rate" "train.learning_rate = -1: must be positive" bench routers --set train.learning_rate=-1
 expect_error "hadamard width" "router.mlp_hadamard.hidden = 100: must be a power of two" bench routers --set router.mlp_hadamard.hidden=100
 expect_error "unknown benchmark" "unknown benchmark 'nope'" bench nope
+expect_error "bench device" "bench.device = tpu: must be \"cpu\" or \"cuda\"" bench layer --set bench.device=tpu
+if ! "$bin" info 2>/dev/null | grep -q 'CUDA available.*yes'; then
+  expect_error "bench on a missing GPU" "bench.device=cuda but no GPU is visible" bench layer --set bench.device=cuda
+fi
 printf 'bench {\n  tokens: 8\n  tokns: 9\n}\n' >"$tmp/typo.pbtxt"
 expect_error "pbtxt typo names file:line" "$tmp/typo.pbtxt:3:" bench routers --config "$tmp/typo.pbtxt"
 printf 'router {\n  top_k: 99\n}\n' >"$tmp/range.pbtxt"

@@ -1,0 +1,85 @@
+#include "trainer/metrics_log.h"
+
+#include <nlohmann/json.hpp>
+
+#include "common/errors.h"
+
+namespace switchyard {
+
+using json = nlohmann::json;
+
+MetricsLog::MetricsLog(const std::string& path, ProcessGroups groups)
+    : path_(path), groups_(std::move(groups)) {
+  if (groups_.world->rank() != 0) return;
+  out_.open(path_, std::ios::app);
+  SY_CHECK(out_.good(), path_, ": cannot open for writing");
+}
+
+namespace {
+
+// This rank's numbers as one flat row of doubles, so one all_gather carries them all:
+// [tokens_per_s, grad_norm, then per layer: max_over_mean, token_entropy, load_entropy,
+//  drop_rate, aux_loss, z_loss, received rows per local expert...].
+constexpr int kPerLayerScalars = 6;
+
+std::vector<double> flatten(const StepMetrics& m, double seconds) {
+  std::vector<double> row{seconds > 0 ? double(m.tokens) / seconds : 0.0, m.grad_norm};
+  for (size_t l = 0; l < m.layer_stats.size(); ++l) {
+    const auto& s = m.layer_stats[l];
+    row.insert(row.end(), {s.max_over_mean, s.token_entropy, s.load_entropy, s.drop_rate,
+                           m.layer_aux_loss[l], m.layer_z_loss[l]});
+    for (auto t : m.tokens_per_local_expert[l]) row.push_back(double(t));
+  }
+  return row;
+}
+
+}  // namespace
+
+std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds) {
+  const auto row = flatten(m, seconds);
+  auto mine = torch::tensor(row, torch::kDouble).unsqueeze(0);
+  auto all = groups_.world->all_gather(mine).cpu();  // [world, row]
+  if (groups_.world->rank() != 0) return {};
+  std::vector<std::string> lines;
+  const int world = groups_.world->size();
+  for (int r = 0; r < world; ++r) {
+    auto v = all[r];
+    json loss = {{"kind", "loss"},       {"step", m.step},
+                 {"rank", r},            {"loss", m.loss},
+                 {"lm_loss", m.lm_loss}, {"router_loss", m.router_loss},
+                 {"lr", m.lr},           {"grad_norm", v[1].item<double>()},
+                 {"tokens_per_s", v[0].item<double>()}};
+    lines.push_back(loss.dump());
+    int64_t at = 2;
+    for (size_t l = 0; l < m.layer_stats.size(); ++l) {
+      const int64_t local_experts = int64_t(m.tokens_per_local_expert[l].size());
+      std::vector<int64_t> received(local_experts);
+      for (int64_t e = 0; e < local_experts; ++e)
+        received[e] = int64_t(v[at + kPerLayerScalars + e].item<double>());
+      double total = 0, peak = 0;
+      for (auto t : received) total += double(t), peak = std::max(peak, double(t));
+      json load = {{"kind", "load"},
+                   {"step", m.step},
+                   {"rank", r},
+                   {"layer", l},
+                   {"first_expert", int64_t(r % groups_.ep_size()) * local_experts},
+                   {"expert_tokens", received},
+                   {"rank_tokens", int64_t(total)},
+                   {"max_over_mean_local", total > 0 ? peak / (total / double(local_experts)) : 0.0},
+                   {"max_over_mean", v[at].item<double>()},
+                   {"entropy", v[at + 1].item<double>()},
+                   {"load_entropy", v[at + 2].item<double>()},
+                   {"drop_rate", v[at + 3].item<double>()},
+                   {"aux_loss", v[at + 4].item<double>()},
+                   {"z_loss", v[at + 5].item<double>()}};
+      lines.push_back(load.dump());
+      at += kPerLayerScalars + local_experts;
+    }
+  }
+  for (const auto& line : lines) out_ << line << '\n';
+  out_.flush();
+  SY_CHECK(out_.good(), path_, ": write failed");
+  return lines;
+}
+
+}  // namespace switchyard

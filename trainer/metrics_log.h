@@ -1,0 +1,33 @@
+// A run's metrics.jsonl: one JSON object per line. Loss records (step, rank, loss, lr,
+// tokens_per_s, ...) and load records (step, rank, layer, expert_tokens, max_over_mean,
+// entropy, aux_loss, ...) for every rank, gathered to rank 0, which alone writes the file, so
+// lines from several processes never interleave.
+#pragma once
+
+#include <fstream>
+#include <string>
+
+#include "parallel/process_groups.h"
+#include "trainer/trainer.h"
+
+namespace switchyard {
+
+///   usage: MetricsLog log(run_dir + "/metrics.jsonl", groups);
+///          log.write(trainer.step(batches), seconds);   // collective
+class MetricsLog {
+ public:
+  /// Appends when the file exists (a resumed run continues its log).
+  MetricsLog(const std::string& path, ProcessGroups groups);
+
+  /// Collective over the world: every rank's loss record and per-layer load records, in rank
+  /// order. `seconds` is this rank's wall time for the step. Returns the lines written (rank 0)
+  /// or that would have been (other ranks get an empty vector).
+  std::vector<std::string> write(const StepMetrics& m, double seconds);
+
+ private:
+  std::string path_;
+  ProcessGroups groups_;
+  std::ofstream out_;
+};
+
+}  // namespace switchyard

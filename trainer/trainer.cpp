@@ -1,0 +1,136 @@
+#include "trainer/trainer.h"
+
+#include <set>
+
+#include "common/errors.h"
+#include "trainer/lr_schedule.h"
+
+namespace switchyard {
+
+torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& targets) {
+  return torch::nn::functional::cross_entropy(
+      logits.reshape({-1, logits.size(-1)}).to(torch::kFloat), targets.reshape({-1}));
+}
+
+namespace {
+
+std::set<const void*> router_tensors(const Qwen2MoeForCausalLM& model) {
+  std::set<const void*> out;
+  for (const auto& layer : model->layers())
+    if (layer->moe)
+      for (const auto& p : layer->moe->router->parameters()) out.insert(p.unsafeGetTensorImpl());
+  return out;
+}
+
+}  // namespace
+
+Trainer::Trainer(Qwen2MoeForCausalLM model, ProcessGroups groups, config::TrainConfig train)
+    : model_(std::move(model)), groups_(std::move(groups)), train_(std::move(train)) {
+  const auto routers = router_tensors(model_);
+  std::set<const void*> experts;
+  for (const auto& layer : model_->layers())
+    if (layer->moe)
+      for (const auto& p : layer->moe->expert_parameters()) experts.insert(p.unsafeGetTensorImpl());
+
+  NamedTensors trainable;
+  for (auto& item : model_->named_parameters()) {
+    auto& p = item.value();
+    const bool is_router = routers.count(p.unsafeGetTensorImpl()) > 0;
+    // Integer codes and the empty placeholders of quantized experts never train.
+    const bool can_train = p.is_floating_point() && p.numel() > 0;
+    p.set_requires_grad(can_train && (is_router || !train_.routers_only()));
+    if (!p.requires_grad()) continue;
+    trainable.emplace_back(item.key(), p);
+    (experts.count(p.unsafeGetTensorImpl()) ? expert_sharded_ : replicated_).push_back(p);
+  }
+  SY_CHECK(!trainable.empty(), "train: no trainable parameters (routers_only with a Hash router?)");
+  optimizer_ = std::make_unique<AdamW>(trainable, AdamWOptions()
+                                                      .beta1(train_.adam_beta1())
+                                                      .beta2(train_.adam_beta2())
+                                                      .eps(train_.adam_eps())
+                                                      .weight_decay(train_.weight_decay()));
+  sync_ = std::make_unique<GradientSync>(groups_, replicated_, expert_sharded_);
+}
+
+double Trainer::clip_gradients() {
+  // Replicated gradients are equal on every rank after the sync; expert gradients differ
+  // across the EP group, so their squares are summed over it before the square root.
+  auto square_sum = [](const std::vector<torch::Tensor>& ps) {
+    auto total = torch::zeros({}, torch::kDouble);
+    for (const auto& p : ps)
+      if (p.grad().defined()) total += p.grad().to(torch::kDouble).square().sum().cpu();
+    return total;
+  };
+  auto experts = square_sum(expert_sharded_);
+  if (groups_.ep_size() > 1 && !expert_sharded_.empty()) {
+    auto on_device = experts.to(expert_sharded_.front().device());
+    groups_.ep->all_reduce(on_device);
+    experts = on_device.cpu();
+  }
+  const double norm = std::sqrt((square_sum(replicated_) + experts).item<double>());
+  if (train_.grad_clip() > 0 && norm > train_.grad_clip()) {
+    torch::NoGradGuard no_grad;
+    const double scale = train_.grad_clip() / (norm + 1e-6);
+    for (auto& [name, p] : optimizer_->params())
+      if (p.grad().defined()) p.grad().mul_(scale);
+  }
+  return norm;
+}
+
+StepMetrics Trainer::step(const std::vector<torch::Tensor>& micro_batches) {
+  SY_CHECK(!micro_batches.empty(), "train: a step needs at least one micro-batch");
+  model_->train();
+  StepMetrics m;
+  const double n = double(micro_batches.size());
+  std::vector<std::vector<RoutingStats>> per_layer;
+  for (const auto& block : micro_batches) {
+    SY_CHECK(block.dim() == 2 && block.size(1) >= 2, "train: token block ", block.sizes(),
+             " is not [batch, seq_len + 1]");
+    auto inputs = block.narrow(1, 0, block.size(1) - 1);
+    auto targets = block.narrow(1, 1, block.size(1) - 1);
+    auto out = model_->forward(inputs);
+    auto lm = causal_lm_loss(out.logits, targets);
+    auto loss = lm + out.router_loss;
+    (loss / n).backward();
+    m.lm_loss += lm.item<double>() / n;
+    m.router_loss += out.router_loss.item<double>() / n;
+    m.tokens += targets.numel();
+    if (m.tokens_per_local_expert.empty()) {
+      m.tokens_per_local_expert.resize(out.moe.size());
+      per_layer.resize(out.moe.size());
+      m.layer_aux_loss.assign(out.moe.size(), 0.0);
+      m.layer_z_loss.assign(out.moe.size(), 0.0);
+    }
+    for (size_t l = 0; l < out.moe.size(); ++l) {
+      const auto& moe = out.moe[l];
+      m.layer_aux_loss[l] += moe.routing.aux_loss.item<double>() / n;
+      m.layer_z_loss[l] += moe.routing.z_loss.item<double>() / n;
+      per_layer[l].push_back(
+          RoutingStats::from_routing(moe.routing, int64_t(moe.routed_per_expert.size())));
+      auto& received = m.tokens_per_local_expert[l];
+      received.resize(moe.tokens_per_local_expert.size());
+      for (size_t e = 0; e < received.size(); ++e) received[e] += moe.tokens_per_local_expert[e];
+    }
+  }
+  for (auto& parts : per_layer) m.layer_stats.push_back(RoutingStats::merge(parts));
+
+  sync_->synchronize();
+  m.grad_norm = clip_gradients();
+  m.lr = learning_rate_at(train_, optimizer_->steps());
+  optimizer_->step(m.lr);
+  optimizer_->zero_grad();
+  m.step = optimizer_->steps();
+
+  // Every rank reports the world's mean losses.
+  auto losses = torch::tensor({m.lm_loss, m.router_loss}, torch::kDouble);
+  const auto device = optimizer_->params().front().second.device();
+  auto on_device = losses.to(device);
+  groups_.world->all_reduce(on_device);
+  losses = on_device.cpu() / double(groups_.world->size());
+  m.lm_loss = losses[0].item<double>();
+  m.router_loss = losses[1].item<double>();
+  m.loss = m.lm_loss + m.router_loss;
+  return m;
+}
+
+}  // namespace switchyard

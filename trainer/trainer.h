@@ -1,0 +1,64 @@
+// One optimizer step of causal-LM training of a Qwen2-MoE under expert parallelism: micro-batch
+// forward and backward with gradient accumulation, gradient sync (replicated parameters over
+// the world, experts over their DP replicas), clipping by the global norm, AdamW at the
+// schedule's rate. The loop around it (data, logs, checkpoints) is launch/cmd_train.cpp's.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <vector>
+
+#include "configs/switchyard.pb.h"
+#include "models/qwen2_moe.h"
+#include "parallel/gradient_sync.h"
+#include "routers/routing_stats.h"
+#include "trainer/adamw.h"
+
+namespace switchyard {
+
+/// What a step reports. Losses are means over every rank's tokens (identical on all ranks);
+/// routing statistics are this rank's, summed over its micro-batches.
+struct StepMetrics {
+  int64_t step = 0;  ///< 1-based: the step just finished
+  double loss = 0, lm_loss = 0, router_loss = 0;
+  double grad_norm = 0;  ///< before clipping, over every trainable parameter of the model
+  double lr = 0;
+  int64_t tokens = 0;  ///< predicted tokens on this rank
+  std::vector<RoutingStats> layer_stats;                     ///< per MoE layer
+  std::vector<double> layer_aux_loss, layer_z_loss;          ///< per MoE layer, unweighted
+  std::vector<std::vector<int64_t>> tokens_per_local_expert;  ///< per MoE layer: rows received
+};
+
+///   usage: Trainer trainer(model, groups, config.train());
+///          StepMetrics m = trainer.step({block0, block1});   // [b, S + 1] token ids each
+class Trainer {
+ public:
+  /// Freezes every parameter but the routers' when train.routers_only (quantized experts are
+  /// frozen anyway) and builds the optimizer over what stays trainable.
+  Trainer(Qwen2MoeForCausalLM model, ProcessGroups groups, config::TrainConfig train);
+
+  /// micro_batches: this rank's token blocks, each [b, S + 1] int64 (inputs are [:, :-1],
+  /// targets [:, 1:]). Collective over the world.
+  StepMetrics step(const std::vector<torch::Tensor>& micro_batches);
+
+  AdamW& optimizer() { return *optimizer_; }
+  const Qwen2MoeForCausalLM& model() const { return model_; }
+  /// Trainable parameters by name, the checkpoint's unit.
+  const NamedTensors& trainable() const { return optimizer_->params(); }
+
+ private:
+  double clip_gradients();
+
+  Qwen2MoeForCausalLM model_;
+  ProcessGroups groups_;
+  config::TrainConfig train_;
+  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<GradientSync> sync_;
+  std::vector<torch::Tensor> replicated_, expert_sharded_;  ///< trainable ones
+};
+
+/// Mean next-token cross-entropy of `logits` [b, S, V] against `targets` [b, S].
+torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& targets);
+
+}  // namespace switchyard
