@@ -1,0 +1,126 @@
+// `switchyard train`: fine-tunes a Qwen2-MoE checkpoint's routers (or the whole model) on a
+// packed token file, single-process or under mpirun with experts sharded across ranks.
+// Every rank reads its own share of each global batch; rank 0 prints progress and the load
+// table and writes RUN_DIR/metrics.jsonl; every rank writes RUN_DIR/rank<r>.log.
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "common/errors.h"
+#include "configs/run_config.h"
+#include "launch/cli.h"
+#include "launch/hf_model.h"
+#include "launch/train_progress.h"
+#include "trainer/batch_sampler.h"
+#include "trainer/metrics_log.h"
+#include "trainer/packed_sequences.h"
+#include "trainer/token_file.h"
+#include "trainer/trainer.h"
+
+namespace switchyard {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TrainInputs {
+  std::string model_dir, train_path, run_dir;
+};
+
+// Everything checked before any work: one clear line per problem.
+TrainInputs check_inputs(const CommandArgs& args, const RunConfig& config) {
+  TrainInputs in;
+  in.model_dir = config.model().checkpoint();
+  if (in.model_dir.empty())
+    throw ConfigError("model.checkpoint: required (a Hugging Face Qwen2-MoE folder)",
+                      "model.checkpoint");
+  if (!fs::is_regular_file(fs::path(in.model_dir) / "config.json"))
+    throw ConfigError("model.checkpoint = " + in.model_dir + ": no config.json there",
+                      "model.checkpoint");
+  in.train_path = config.data().train_path();
+  if (in.train_path.empty() || !fs::is_regular_file(in.train_path))
+    throw ConfigError("data.train_path = " + in.train_path +
+                          ": not a token file (switchyard data prepare writes them)",
+                      "data.train_path");
+  in.run_dir = args.vars.count("run-dir") ? args.vars["run-dir"].as<std::string>()
+                                          : config.logging().run_dir();
+  return in;
+}
+
+int run_train(const CommandArgs& args) {
+  const RunConfig config = build_run_config(args.config_path, args.overrides);
+  const TrainInputs in = check_inputs(args, config);
+  const auto& t = config.train();
+
+  auto [model, groups] = load_hf_model(in.model_dir, config, args.vars["dtype"].as<std::string>());
+  const int rank = groups.world->rank(), world = groups.world->size();
+  PackedSequences packed(read_token_file(in.train_path),
+                         PackedSequencesOptions{.seq_len = t.seq_len(), .seed = t.seed()});
+  const int64_t vocab = model->options().model().vocab_size;
+  BatchSampler sampler(BatchSamplerOptions{.num_samples = packed.size(),
+                                           .global_batch = int64_t(t.micro_batch_size()) * world,
+                                           .world_size = world,
+                                           .rank = rank,
+                                           .seed = t.seed()});
+  if (rank == 0) fs::create_directories(in.run_dir);
+  groups.world->barrier();
+
+  torch::manual_seed(t.seed());
+  Trainer trainer(model, groups, t);
+  MetricsLog metrics(in.run_dir + "/metrics.jsonl", groups);
+  std::ofstream rank_log(in.run_dir + "/rank" + std::to_string(rank) + ".log", std::ios::app);
+  TrainProgress progress(std::cout, trainer.optimizer().steps(), t.steps(), isatty(STDOUT_FILENO));
+  if (rank == 0)
+    std::cout << "training " << trainer.trainable().size() << " tensors ("
+              << (t.routers_only() ? "routers only" : "all parameters") << ") on " << world
+              << " rank(s), EP " << groups.ep_size() << ", " << packed.size() << " blocks of "
+              << t.seq_len() + 1 << " tokens\n";
+
+  const int64_t log_every = std::max(1, config.logging().log_interval());
+  while (trainer.optimizer().steps() < t.steps()) {
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<torch::Tensor> micro;
+    for (int i = 0; i < t.grad_accumulation(); ++i) {
+      auto shard = sampler.next();
+      auto block = packed.batch(shard.epoch, shard.indices);
+      SY_CHECK(block.max().item<int64_t>() < vocab, in.train_path, ": token id ",
+               block.max().item<int64_t>(), " is outside the model's vocabulary (", vocab, ")");
+      micro.push_back(block);
+    }
+    const StepMetrics m = trainer.step(micro);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto records = metrics.write(m, seconds);
+    rank_log << "step " << m.step << " loss " << m.loss << " tokens " << m.tokens << " seconds "
+             << seconds << std::endl;
+    if (rank != 0) continue;
+    const double world_tokens_per_s = double(m.tokens) * world / seconds;
+    if (m.step % log_every == 0 || m.step == t.steps())
+      progress.log(m, world_tokens_per_s, records);
+    else
+      progress.update(m, world_tokens_per_s);
+  }
+  if (rank == 0) progress.finish();
+  groups.world->barrier();
+  return 0;
+}
+
+}  // namespace
+
+Subcommand train_command() {
+  Subcommand c;
+  c.name = "train";
+  c.summary = "fine-tune the routers (or all parameters) of a checkpoint on a token file";
+  c.add_options = [](po::options_description& opts, po::positional_options_description&) {
+    opts.add_options()("run-dir", po::value<std::string>()->value_name("DIR"),
+                       "metrics.jsonl and per-rank logs go here (default: logging.run_dir)")(
+        "dtype", po::value<std::string>()->default_value("float32"),
+        "compute dtype: checkpoint, float32, bfloat16 or float16");
+  };
+  c.run = run_train;
+  return c;
+}
+
+}  // namespace switchyard
