@@ -64,6 +64,20 @@ add_library(switchyard_core STATIC
   models/bert_moe.cpp
   models/bert_moe_hf.cpp
   trainer/token_lines.cpp
+  trainer/utf8.cpp
+  trainer/unicode_class.cpp
+  trainer/byte_level_pre_tokenizer.cpp
+  trainer/bpe_tokenizer.cpp
+  trainer/corpus_split.cpp
+  trainer/fortune_corpus.cpp
+  trainer/text_corpus.cpp
+  trainer/token_documents.cpp
+  trainer/token_file.cpp
+  trainer/epoch_shuffle.cpp
+  trainer/batch_sampler.cpp
+  trainer/packed_sequences.cpp
+  trainer/classification_dataset.cpp
+  trainer/corpus_prepare.cpp
   common/table.cpp
   bench/bench_registry.cpp
   bench/router_bench.cpp
