@@ -111,6 +111,9 @@ add_executable(switchyard
   launch/cmd_eval.cpp
   launch/cmd_inspect.cpp
   launch/cmd_convert.cpp
+  launch/cmd_data.cpp
   launch/hf_model.cpp)
 target_link_libraries(switchyard PRIVATE switchyard_core)
+# `switchyard data` defaults to the committed trainer/tokenizer.json of this source tree.
+target_compile_definitions(switchyard PRIVATE SWITCHYARD_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 target_precompile_headers(switchyard REUSE_FROM switchyard_core)

@@ -39,5 +39,6 @@ Subcommand bench_command();
 Subcommand eval_command();
 Subcommand inspect_command();
 Subcommand convert_command();
+Subcommand data_command();
 
 }  // namespace switchyard
