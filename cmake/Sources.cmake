@@ -86,6 +86,20 @@ add_library(switchyard_core STATIC
   trainer/lr_schedule.cpp
   trainer/trainer.cpp
   trainer/metrics_log.cpp
+  trainer/utf8.cpp
+  trainer/unicode_class.cpp
+  trainer/byte_level_pre_tokenizer.cpp
+  trainer/bpe_tokenizer.cpp
+  trainer/corpus_split.cpp
+  trainer/fortune_corpus.cpp
+  trainer/text_corpus.cpp
+  trainer/token_documents.cpp
+  trainer/token_file.cpp
+  trainer/epoch_shuffle.cpp
+  trainer/batch_sampler.cpp
+  trainer/packed_sequences.cpp
+  trainer/classification_dataset.cpp
+  trainer/corpus_prepare.cpp
   common/table.cpp
   bench/bench_registry.cpp
   bench/router_bench.cpp
@@ -119,6 +133,11 @@ add_executable(switchyard
   launch/cmd_eval.cpp
   launch/cmd_inspect.cpp
   launch/cmd_convert.cpp
+  launch/cmd_data.cpp
+  launch/cmd_train.cpp
+  launch/train_progress.cpp
   launch/hf_model.cpp)
 target_link_libraries(switchyard PRIVATE switchyard_core)
+# `switchyard data` defaults to the committed trainer/tokenizer.json of this source tree.
+target_compile_definitions(switchyard PRIVATE SWITCHYARD_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 target_precompile_headers(switchyard REUSE_FROM switchyard_core)

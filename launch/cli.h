@@ -40,5 +40,6 @@ Subcommand eval_command();
 Subcommand inspect_command();
 Subcommand convert_command();
 Subcommand train_command();
+Subcommand data_command();
 
 }  // namespace switchyard

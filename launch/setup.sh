@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Switchyard needs on a fresh Debian machine, and nothing twice: Debian packages
-# (MPI, Boost, protobuf, GoogleTest, ccache) and a git-ignored Python venv at .venv holding the
-# pinned torch wheel (whose CMake package is our LibTorch) plus the Hugging Face references.
+# (MPI, Boost, protobuf, GoogleTest, ccache, the fortune corpus) and a git-ignored Python venv at
+# .venv holding the pinned torch wheel (whose CMake package is our LibTorch) plus the Hugging Face
+# references.
 # Idempotent: a second run checks stamps and returns in about a second.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,6 +14,11 @@ log() { printf '[setup] %s\n' "$*"; }
 apt_packages=(openmpi-bin libopenmpi-dev libboost-program-options-dev protobuf-compiler
               libprotobuf-dev libgtest-dev nlohmann-json3-dev cmake ninja-build ccache python3-venv
               clang libclang-rt-dev)  # clang: the libFuzzer target
+# The training corpus: fortune cookie databases in 13 languages under /usr/share/games/fortunes
+# (trainer/fortune_corpus.h names what is read from each; the offensive -off packages are not
+# installed).
+apt_packages+=(fortunes fortunes-min fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-zh
+               fortunes-pl fortunes-cs fortunes-br fortunes-bg fortunes-eo fortunes-ga)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

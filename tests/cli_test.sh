@@ -19,7 +19,7 @@ expect_error() {
 }
 
 "$bin" --help >/dev/null && ok "top-level --help" || fail "top-level --help"
-for sub in info bench eval inspect; do
+for sub in info bench eval inspect data; do
   "$bin" "$sub" --help >"$tmp/help" && grep -q -- "--set" "$tmp/help" && ok "$sub --help" || fail "$sub --help"
 done
 "$bin" >/dev/null 2>&1; [ $? -eq 2 ] && ok "no subcommand exits 2" || fail "no subcommand exits 2"
@@ -142,6 +142,30 @@ PY
 then ok "bench quant --json fields"; else fail "bench quant --json ($(head -c 300 "$tmp/quant.err"))"; fi
 expect_error "bench model unknown preset" "bench.model_preset = huge: expected" bench model --preset huge
 expect_error "bench model bad quant" "--quant int3: expected none, int8 or int4" bench model --quant int3
+
+# data: statistics and token files from a small JSON Lines corpus, one-line errors.
+for i in $(seq 1 40); do
+  printf '{"text": "document %d: the quick brown fox jumps over the lazy dog", "language": "en"}\n' "$i"
+done >"$tmp/docs.jsonl"
+if "$bin" data prepare --jsonl "$tmp/docs.jsonl" --out "$tmp/tok" --json >"$tmp/data.jsonl" 2>"$tmp/data.err" &&
+   "$py" - "$tmp/data.jsonl" "$tmp/tok" "$(dirname "$0")/../scripts" <<'PY'
+import json, sys
+sys.path.insert(0, sys.argv[3])
+import token_file
+rows = [json.loads(l) for l in open(sys.argv[1])]
+total = {r["split"]: r for r in rows if r["language"] == "all"}
+assert sum(r["records"] for r in total.values()) == 40, rows
+for split, r in total.items():
+    docs, vocab, eos = token_file.read_token_file(f"{sys.argv[2]}/{split}.tok")
+    assert len(docs) == r["records"] and sum(map(len, docs)) == r["tokens"], (split, r)
+    assert vocab == 8192 and eos == 0, (vocab, eos)
+PY
+then ok "data prepare writes token files"; else fail "data prepare ($(head -c 300 "$tmp/data.err"))"; fi
+expect_error "data unknown action" "data: unknown action 'stat'" data stat --jsonl "$tmp/docs.jsonl"
+expect_error "data prepare without --out" "--out DIR is required" data prepare --jsonl "$tmp/docs.jsonl"
+printf '{"txt": 1}\n' >"$tmp/bad.jsonl"
+expect_error "data bad JSONL line" "$tmp/bad.jsonl:1: no \"text\" string" data stats --jsonl "$tmp/bad.jsonl"
+expect_error "data missing tokenizer" "/no/tok.json: cannot open tokenizer file" data stats --tokenizer /no/tok.json
 
 echo "cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
