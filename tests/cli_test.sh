@@ -5,18 +5,7 @@
 set -uo pipefail
 bin="$1"; py="$2"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-passed=0; failed=0
-ok()   { passed=$((passed + 1)); echo "ok    $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL  $1"; }
-
-# expect_error NAME EXPECTED_SUBSTRING ARGS... : exit code 2 and exactly one stderr line with it
-expect_error() {
-  local name="$1" want="$2"; shift 2
-  "$bin" "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  local lines; lines=$(wc -l <"$tmp/err")
-  if [ "$rc" -eq 2 ] && [ "$lines" -eq 1 ] && grep -qF -- "$want" "$tmp/err"; then ok "$name"
-  else fail "$name (rc=$rc, $lines stderr lines: $(head -c 300 "$tmp/err"))"; fi
-}
+source "$(dirname "$0")/cli_checks.sh"
 
 "$bin" --help >/dev/null && ok "top-level --help" || fail "top-level --help"
 for sub in info bench eval inspect data; do

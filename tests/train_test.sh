@@ -7,16 +7,7 @@ set -uo pipefail
 bin="$1" py="$2"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-failures=0
-ok() { echo "ok   $1"; }
-fail() { echo "FAIL $1"; failures=$((failures + 1)); }
-expect_error() {
-  local name="$1" want="$2"; shift 2
-  "$bin" "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
-  local lines; lines=$(wc -l <"$tmp/err")
-  if [ "$rc" -eq 2 ] && [ "$lines" -eq 1 ] && grep -qF -- "$want" "$tmp/err"; then ok "$name"
-  else fail "$name (rc=$rc, $lines stderr lines: $(head -c 300 "$tmp/err"))"; fi
-}
+source "$repo/tests/cli_checks.sh"
 
 "$py" - "$tmp/docs.jsonl" <<'PY'
 import json, random, sys
@@ -78,5 +69,5 @@ expect_error "train EP not dividing the world" "parallel.expert_parallel = 3: mu
 expect_error "train unknown field" "no field 'stepz' in TrainConfig" \
   train --config "$tmp/train.pbtxt" --set train.stepz=3
 
-[ "$failures" -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
+[ "$failed" -eq 0 ] || { echo "$failed failure(s)"; exit 1; }
 echo "all train tests passed"
