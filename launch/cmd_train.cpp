@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -49,9 +50,21 @@ TrainInputs check_inputs(const CommandArgs& args, const RunConfig& config) {
   return in;
 }
 
+// Whether the progress line is redrawn in place. mpirun hands rank 0 a pseudo-terminal even
+// when mpirun's own output goes to a file, so under a launcher "auto" prints whole lines.
+bool redraw_progress(const std::string& mode) {
+  if (mode == "bar") return true;
+  if (mode == "lines") return false;
+  if (mode != "auto") throw ConfigError("--progress " + mode + ": expected auto, bar or lines");
+  const bool launched = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") ||
+                        std::getenv("SLURM_PROCID");
+  return !launched && isatty(STDOUT_FILENO);
+}
+
 int run_train(const CommandArgs& args) {
   const RunConfig config = build_run_config(args.config_path, args.overrides);
   const TrainInputs in = check_inputs(args, config);
+  const bool redraw = redraw_progress(args.vars["progress"].as<std::string>());
   const auto& t = config.train();
 
   auto [model, groups] = load_hf_model(in.model_dir, config, args.vars["dtype"].as<std::string>());
@@ -71,7 +84,7 @@ int run_train(const CommandArgs& args) {
   Trainer trainer(model, groups, t);
   MetricsLog metrics(in.run_dir + "/metrics.jsonl", groups);
   std::ofstream rank_log(in.run_dir + "/rank" + std::to_string(rank) + ".log", std::ios::app);
-  TrainProgress progress(std::cout, trainer.optimizer().steps(), t.steps(), isatty(STDOUT_FILENO));
+  TrainProgress progress(std::cout, trainer.optimizer().steps(), t.steps(), redraw);
   if (rank == 0)
     std::cout << "training " << trainer.trainable().size() << " tensors ("
               << (t.routers_only() ? "routers only" : "all parameters") << ") on " << world
@@ -117,7 +130,9 @@ Subcommand train_command() {
     opts.add_options()("run-dir", po::value<std::string>()->value_name("DIR"),
                        "metrics.jsonl and per-rank logs go here (default: logging.run_dir)")(
         "dtype", po::value<std::string>()->default_value("float32"),
-        "compute dtype: checkpoint, float32, bfloat16 or float16");
+        "compute dtype: checkpoint, float32, bfloat16 or float16")(
+        "progress", po::value<std::string>()->default_value("auto"),
+        "progress line: bar (redrawn in place), lines (one per log interval) or auto");
   };
   c.run = run_train;
   return c;
