@@ -86,6 +86,7 @@ add_library(switchyard_core STATIC
   trainer/lr_schedule.cpp
   trainer/trainer.cpp
   trainer/metrics_log.cpp
+  trainer/checkpoint.cpp
   trainer/utf8.cpp
   trainer/unicode_class.cpp
   trainer/byte_level_pre_tokenizer.cpp

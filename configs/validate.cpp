@@ -92,6 +92,8 @@ void validate_train(const config::TrainConfig& t) {
   require(t.adam_beta2() >= 0 && t.adam_beta2() < 1, "train.adam_beta2", t.adam_beta2(),
           "must be in [0, 1)");
   require(t.adam_eps() > 0, "train.adam_eps", t.adam_eps(), "must be positive");
+  require(t.checkpoint_interval() >= 0, "train.checkpoint_interval", t.checkpoint_interval(),
+          "must be >= 0 (0: only at the end)");
 }
 
 void validate_bench(const config::BenchConfig& b, const config::RouterConfig& r) {

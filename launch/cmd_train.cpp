@@ -1,7 +1,9 @@
 // `switchyard train`: fine-tunes a Qwen2-MoE checkpoint's routers (or the whole model) on a
 // packed token file, single-process or under mpirun with experts sharded across ranks.
 // Every rank reads its own share of each global batch; rank 0 prints progress and the load
-// table and writes RUN_DIR/metrics.jsonl; every rank writes RUN_DIR/rank<r>.log.
+// table and writes RUN_DIR/metrics.jsonl; every rank writes RUN_DIR/rank<r>.log. Checkpoints go
+// to RUN_DIR/checkpoints every train.checkpoint_interval steps and at the end; --resume
+// continues from the newest.
 #include <unistd.h>
 
 #include <chrono>
@@ -16,6 +18,7 @@
 #include "launch/hf_model.h"
 #include "launch/train_progress.h"
 #include "trainer/batch_sampler.h"
+#include "trainer/checkpoint.h"
 #include "trainer/metrics_log.h"
 #include "trainer/packed_sequences.h"
 #include "trainer/token_file.h"
@@ -82,6 +85,13 @@ int run_train(const CommandArgs& args) {
 
   torch::manual_seed(t.seed());
   Trainer trainer(model, groups, t);
+  if (args.vars.count("resume")) {
+    const auto folder = latest_checkpoint(in.run_dir);
+    if (!folder) throw ConfigError("--resume: no checkpoint under " + in.run_dir + "/checkpoints");
+    const CheckpointState state = load_checkpoint(*folder, trainer, groups);
+    sampler.set_position(state.data);
+    if (rank == 0) std::cout << "resumed from " << *folder << " (step " << state.step << ")\n";
+  }
   MetricsLog metrics(in.run_dir + "/metrics.jsonl", groups);
   std::ofstream rank_log(in.run_dir + "/rank" + std::to_string(rank) + ".log", std::ios::app);
   TrainProgress progress(std::cout, trainer.optimizer().steps(), t.steps(), redraw);
@@ -92,7 +102,18 @@ int run_train(const CommandArgs& args) {
               << t.seq_len() + 1 << " tokens\n";
 
   const int64_t log_every = std::max(1, config.logging().log_interval());
+  const int64_t stop_after = args.vars["stop-after"].as<int64_t>();
+  const int64_t first_step = trainer.optimizer().steps();
+  auto checkpoint = [&] {
+    const auto folder = save_checkpoint(in.run_dir, trainer, groups, config, sampler.position());
+    if (rank == 0) std::cout << "checkpoint " << folder << "\n";
+  };
   while (trainer.optimizer().steps() < t.steps()) {
+    if (stop_after > 0 && trainer.optimizer().steps() - first_step >= stop_after) {
+      checkpoint();
+      if (rank == 0) std::cout << "stopped after " << stop_after << " steps (--stop-after)\n";
+      return 0;
+    }
     const auto start = std::chrono::steady_clock::now();
     std::vector<torch::Tensor> micro;
     for (int i = 0; i < t.grad_accumulation(); ++i) {
@@ -108,6 +129,8 @@ int run_train(const CommandArgs& args) {
     const auto records = metrics.write(m, seconds);
     rank_log << "step " << m.step << " loss " << m.loss << " tokens " << m.tokens << " seconds "
              << seconds << std::endl;
+    const int64_t every = t.checkpoint_interval();
+    if (every > 0 && m.step % every == 0 && m.step < t.steps()) checkpoint();
     if (rank != 0) continue;
     const double world_tokens_per_s = double(m.tokens) * world / seconds;
     if (m.step % log_every == 0 || m.step == t.steps())
@@ -116,7 +139,7 @@ int run_train(const CommandArgs& args) {
       progress.update(m, world_tokens_per_s);
   }
   if (rank == 0) progress.finish();
-  groups.world->barrier();
+  checkpoint();
   return 0;
 }
 
@@ -132,7 +155,10 @@ Subcommand train_command() {
         "dtype", po::value<std::string>()->default_value("float32"),
         "compute dtype: checkpoint, float32, bfloat16 or float16")(
         "progress", po::value<std::string>()->default_value("auto"),
-        "progress line: bar (redrawn in place), lines (one per log interval) or auto");
+        "progress line: bar (redrawn in place), lines (one per log interval) or auto")(
+        "resume", "continue from the newest checkpoint in the run folder (any EP size)")(
+        "stop-after", po::value<int64_t>()->default_value(0)->value_name("N"),
+        "checkpoint and stop after N steps of this invocation (time-sliced jobs); 0: run on");
   };
   c.run = run_train;
   return c;

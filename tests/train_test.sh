@@ -61,6 +61,57 @@ else
   fail "train under mpirun ($(tail -c 600 "$tmp/train.err"))"
 fi
 
+# Checkpoints: an uninterrupted run (EP 2, all parameters, so expert shards are saved too)
+# against one stopped after 3 steps at EP 4 and resumed at EP 2, and one resumed at the same EP.
+# The global batch is 4 sequences in every run (micro_batch_size x ranks). The aux loss is off
+# here: each rank computes it over its own tokens, so it depends on how the batch is split.
+run_train() {  # NP MICRO_BATCH RUN_DIR EXTRA...
+  local np="$1" mbs="$2" dir="$3"; shift 3
+  "$repo/launch/mpirun.sh" -np "$np" "$bin" train --config "$tmp/train.pbtxt" --run-dir "$dir" \
+    --set parallel.expert_parallel="$np" --set train.micro_batch_size="$mbs" \
+    --set train.routers_only=false --set router.aux_loss_coef=0 "$@" \
+    >>"$tmp/resume.out" 2>>"$tmp/resume.err"
+}
+if run_train 2 2 "$tmp/whole" &&
+   run_train 4 1 "$tmp/cross" --stop-after 3 && run_train 2 2 "$tmp/cross" --resume &&
+   run_train 2 2 "$tmp/same" --stop-after 3 && run_train 2 2 "$tmp/same" --resume &&
+   "$py" - "$tmp/whole" "$tmp/cross" "$tmp/same" <<'PY'
+import json, sys
+def losses(run):
+    out = {}
+    for line in open(run + "/metrics.jsonl"):
+        r = json.loads(line)
+        if r["kind"] == "loss" and r["rank"] == 0:
+            out[r["step"]] = r["loss"]
+    return out
+whole = losses(sys.argv[1])
+assert sorted(whole) == [1, 2, 3, 4, 5, 6], whole
+for run in sys.argv[2:]:
+    got = losses(run)
+    assert sorted(got) == [1, 2, 3, 4, 5, 6], (run, got)
+    for step in range(1, 7):
+        assert abs(got[step] - whole[step]) <= 1e-5, (run, step, got[step], whole[step])
+PY
+then ok "resume equals the uninterrupted run (EP 4 -> EP 2, and EP 2 -> EP 2)"
+else fail "resume ($(tail -c 600 "$tmp/resume.err"))"; fi
+
+# A damaged checkpoint is refused with one line naming the file (here loaded at EP 1).
+expect_refusal() {  # NAME EXPECTED RUN_DIR
+  "$bin" train --config "$tmp/train.pbtxt" --run-dir "$3" --set train.routers_only=false \
+    --set parallel.expert_parallel=1 --resume >"$tmp/out" 2>"$tmp/err"; local rc=$?
+  if [ "$rc" -ne 0 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -qF -- "$2" "$tmp/err"; then ok "$1"
+  else fail "$1 (rc=$rc: $(head -c 300 "$tmp/err"))"; fi
+}
+last="$tmp/whole/checkpoints/$(cat "$tmp/whole/checkpoints/latest")"
+cp -r "$tmp/whole" "$tmp/corrupt"; cp -r "$tmp/whole" "$tmp/truncated"
+printf 'X' | dd of="$tmp/corrupt/checkpoints/$(basename "$last")/replicated.safetensors" bs=1 \
+  seek=200 conv=notrunc status=none
+truncate -s -10 "$tmp/truncated/checkpoints/$(basename "$last")/experts-ep1.safetensors"
+expect_refusal "corrupt checkpoint refused" "replicated.safetensors does not match its checksum" "$tmp/corrupt"
+expect_refusal "truncated checkpoint refused" "experts-ep1.safetensors has" "$tmp/truncated"
+expect_error "resume without a checkpoint" "--resume: no checkpoint under" \
+  train --config "$tmp/train.pbtxt" --run-dir "$tmp/empty" --set parallel.expert_parallel=1 --resume
+
 expect_error "train without a checkpoint" "model.checkpoint: required" train --set data.train_path=/x
 expect_error "train missing data" "data.train_path = /no/such.tok: not a token file" \
   train --config "$tmp/train.pbtxt" --set data.train_path=/no/such.tok

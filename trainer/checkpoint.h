@@ -1,0 +1,38 @@
+// Training checkpoints: trainable parameters with their AdamW moments, the step, the data
+// position and the RNG state, in RUN_DIR/checkpoints/step-N/. Replicated tensors are written
+// once (rank 0, replicated.safetensors); expert-sharded ones per expert under their global
+// index (experts-ep<k>.safetensors from each EP rank of DP rank 0), so a run saved at one EP
+// size resumes at another. Ranks write into step-N.partial/; rank 0 then writes manifest.pb
+// (sizes and checksums of every file) and renames the folder, so a kill at any moment leaves
+// the last complete checkpoint loadable.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "configs/run_config.h"
+#include "trainer/batch_sampler.h"
+#include "trainer/trainer.h"
+
+namespace switchyard {
+
+struct CheckpointState {
+  int64_t step = 0;
+  DataPosition data;
+};
+
+/// Collective over the world. Returns the folder written.
+std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
+                            const ProcessGroups& groups, const RunConfig& config,
+                            const DataPosition& data);
+
+/// The newest complete checkpoint under RUN_DIR/checkpoints, if any.
+std::optional<std::string> latest_checkpoint(const std::string& run_dir);
+
+/// Collective. Verifies the manifest and every file (size, checksum) and restores parameters,
+/// optimizer state and the RNG; returns the step and data position to continue from. Throws
+/// Error naming the folder and file for a missing, truncated or corrupt checkpoint.
+CheckpointState load_checkpoint(const std::string& folder, Trainer& trainer,
+                                const ProcessGroups& groups);
+
+}  // namespace switchyard
