@@ -39,16 +39,6 @@ uint64_t fnv1a64(const std::string& path, uint64_t* bytes) {
   return h;
 }
 
-// Which of the trainer's tensors are expert-sharded: [E / EP, ...] slices of the model's
-// routed experts, saved one expert at a time under "NAME.expert<global index>".
-std::set<const void*> expert_tensors(const Trainer& trainer) {
-  std::set<const void*> out;
-  for (const auto& layer : trainer.model()->layers())
-    if (layer->moe)
-      for (const auto& p : layer->moe->expert_parameters()) out.insert(p.unsafeGetTensorImpl());
-  return out;
-}
-
 struct Split {
   NamedTensors replicated, experts;
 };
@@ -56,7 +46,6 @@ struct Split {
 // Parameters and their moments ("exp_avg.NAME", ...), replicated ones as they are and expert
 // ones cut into global per-expert tensors.
 Split split_state(Trainer& trainer, const ProcessGroups& groups) {
-  const auto experts = expert_tensors(trainer);
   const auto moments = trainer.optimizer().state();
   std::map<std::string, torch::Tensor> moment_of(moments.begin(), moments.end());
   Split s;
@@ -64,7 +53,7 @@ Split split_state(Trainer& trainer, const ProcessGroups& groups) {
     const NamedTensors entries = {{"param." + name, p.detach()},
                                   {"exp_avg." + name, moment_of.at("exp_avg." + name)},
                                   {"exp_avg_sq." + name, moment_of.at("exp_avg_sq." + name)}};
-    if (!experts.count(p.unsafeGetTensorImpl())) {
+    if (!trainer.is_expert_sharded(p)) {
       s.replicated.insert(s.replicated.end(), entries.begin(), entries.end());
       continue;
     }
@@ -171,12 +160,11 @@ CheckpointState load_checkpoint(const std::string& folder, Trainer& trainer,
              "' (saved with other trainable parameters or another model?)");
     return it->second;
   };
-  const auto experts = expert_tensors(trainer);
   NamedTensors moments;
   torch::NoGradGuard no_grad;
   for (const auto& [name, p] : trainer.trainable()) {
     auto gather = [&](const std::string& key) {
-      if (!experts.count(p.unsafeGetTensorImpl())) return take(key);
+      if (!trainer.is_expert_sharded(p)) return take(key);
       const int64_t local = p.size(0), first = int64_t(groups.ep_rank()) * local;
       std::vector<torch::Tensor> rows;
       for (int64_t e = 0; e < local; ++e)

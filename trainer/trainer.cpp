@@ -27,10 +27,10 @@ std::set<const void*> router_tensors(const Qwen2MoeForCausalLM& model) {
 Trainer::Trainer(Qwen2MoeForCausalLM model, ProcessGroups groups, config::TrainConfig train)
     : model_(std::move(model)), groups_(std::move(groups)), train_(std::move(train)) {
   const auto routers = router_tensors(model_);
-  std::set<const void*> experts;
   for (const auto& layer : model_->layers())
     if (layer->moe)
-      for (const auto& p : layer->moe->expert_parameters()) experts.insert(p.unsafeGetTensorImpl());
+      for (const auto& p : layer->moe->expert_parameters())
+        expert_impls_.insert(p.unsafeGetTensorImpl());
 
   NamedTensors trainable;
   for (auto& item : model_->named_parameters()) {
@@ -41,7 +41,7 @@ Trainer::Trainer(Qwen2MoeForCausalLM model, ProcessGroups groups, config::TrainC
     p.set_requires_grad(can_train && (is_router || !train_.routers_only()));
     if (!p.requires_grad()) continue;
     trainable.emplace_back(item.key(), p);
-    (experts.count(p.unsafeGetTensorImpl()) ? expert_sharded_ : replicated_).push_back(p);
+    (is_expert_sharded(p) ? expert_sharded_ : replicated_).push_back(p);
   }
   SY_CHECK(!trainable.empty(), "train: no trainable parameters (routers_only with a Hash router?)");
   optimizer_ = std::make_unique<AdamW>(trainable, AdamWOptions()

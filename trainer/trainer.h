@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "configs/switchyard.pb.h"
@@ -46,6 +47,10 @@ class Trainer {
   const Qwen2MoeForCausalLM& model() const { return model_; }
   /// Trainable parameters by name, the checkpoint's unit.
   const NamedTensors& trainable() const { return optimizer_->params(); }
+  /// Whether `param` is one of the routed experts' tensors, sharded [E / EP, ...] over EP.
+  bool is_expert_sharded(const torch::Tensor& param) const {
+    return expert_impls_.count(param.unsafeGetTensorImpl()) > 0;
+  }
 
  private:
   double clip_gradients();
@@ -56,6 +61,7 @@ class Trainer {
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<GradientSync> sync_;
   std::vector<torch::Tensor> replicated_, expert_sharded_;  ///< trainable ones
+  std::set<const void*> expert_impls_;  ///< every routed-expert tensor, trainable or not
 };
 
 /// Mean next-token cross-entropy of `logits` [b, S, V] against `targets` [b, S].
