@@ -68,7 +68,9 @@ add_library(switchyard_core STATIC
   parallel/all_to_all.cpp
   parallel/all_to_all_dispatcher.cpp
   parallel/gradient_sync.cpp
+  models/cpu_linear.cpp
   models/expert_bank.cpp
+  models/lm_loss.cpp
   models/weight_quant.cpp
   models/moe_block.cpp
   models/safetensors_header.cpp

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "common/errors.h"
+#include "models/cpu_linear.h"
 
 namespace switchyard {
 
@@ -98,7 +99,13 @@ torch::Tensor ExpertBankImpl::forward_expert(int64_t e, const Weights& weights,
   const Weights& w = weights;
   auto linear = [&](const torch::Tensor& in, const torch::Tensor& weight,
                     const std::shared_ptr<QuantizedWeight>& quant, const torch::Tensor& bias) {
-    auto y = quant ? quantized_linear(in, quant, e) : torch::matmul(in, weight.t());
+    torch::Tensor y;
+    if (quant)
+      y = quantized_linear(in, quant, e);
+    else if (gemm_in_fp32_on_cpu(in, weight))
+      y = cpu_linear(in, weight);
+    else
+      y = torch::matmul(in, weight.t());
     return bias.defined() ? y + bias : y;
   };
   auto h = linear(x, w.w_in, quant_in_, w.b_in);

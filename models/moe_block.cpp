@@ -2,6 +2,7 @@
 #include "models/moe_block.h"
 
 #include "common/errors.h"
+#include "models/cpu_linear.h"
 #include "routers/router_registry.h"
 
 namespace switchyard {
@@ -56,7 +57,7 @@ MoeOutput MoeBlockImpl::forward(const torch::Tensor& hidden, const torch::Tensor
   auto y = dispatcher_.combine(experts->forward(tokens.hidden, tokens.tokens_per_expert), handle);
   if (shared_expert) {
     auto shared = shared_expert->forward_one(0, x);
-    y = y + torch::sigmoid(shared_expert_gate->forward(x)) * shared;
+    y = y + torch::sigmoid(forward_linear(shared_expert_gate, x)) * shared;
   }
   out.hidden = y.reshape(hidden.sizes());
   out.routed_per_expert = std::move(handle.routed_per_expert);

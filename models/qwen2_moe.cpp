@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "common/errors.h"
+#include "models/cpu_linear.h"
 
 namespace switchyard {
 namespace {
@@ -102,8 +103,9 @@ torch::Tensor Qwen2MoeAttentionImpl::forward(const torch::Tensor& x, const torch
   auto heads = [&](const torch::Tensor& t, int64_t n) {
     return t.view({B, S, n, head_dim_}).transpose(1, 2);  // [B, n, S, d]
   };
-  auto q = heads(q_proj(x), heads_), k = heads(k_proj(x), kv_heads_),
-       v = heads(v_proj(x), kv_heads_);
+  auto q = heads(forward_linear(q_proj, x), heads_),
+       k = heads(forward_linear(k_proj, x), kv_heads_),
+       v = heads(forward_linear(v_proj, x), kv_heads_);
   q = q * cos + rotate_half(q) * sin;
   k = k * cos + rotate_half(k) * sin;
   if (kv_heads_ != heads_) {  // each kv head serves heads / kv_heads consecutive query heads
@@ -113,7 +115,7 @@ torch::Tensor Qwen2MoeAttentionImpl::forward(const torch::Tensor& x, const torch
   auto scores = torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(double(head_dim_))) + mask;
   auto probs = torch::softmax(scores, -1, torch::kFloat).to(q.scalar_type());
   auto out = torch::matmul(probs, v).transpose(1, 2).reshape({B, S, heads_ * head_dim_});
-  return o_proj(out);
+  return forward_linear(o_proj, out);
 }
 
 // ---- the model --------------------------------------------------------------------------------
@@ -204,7 +206,7 @@ CausalLmOutput Qwen2MoeForCausalLMImpl::forward(const torch::Tensor& input_ids,
       h = h + l->mlp->forward_one(0, x.reshape({-1, x.size(-1)})).view(x.sizes());
     }
   }
-  out.logits = lm_head(norm(h));
+  out.logits = forward_linear(lm_head, norm(h));
   return out;
 }
 

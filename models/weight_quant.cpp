@@ -5,6 +5,7 @@
 #include <torch/custom_class.h>
 
 #include "common/errors.h"
+#include "models/cpu_linear.h"
 
 namespace switchyard {
 
@@ -139,7 +140,97 @@ Int4Codes Int4Codes::cat_rows(const Int4Codes& top, const Int4Codes& bottom) {
           torch::cat({top.zero, bottom.zero})};
 }
 
+namespace {
+
+// ---- CPU dequantisation and GEMMs ----------------------------------------------------------
+// Why: the tensor-op dequantisation below allocates five expert-sized temporaries (unpacked
+// halves, stack, fp32 codes, difference) and took 63 ms for one 2816 x 2048 int4 expert, twice
+// its fp32 GEMM at 17 rows. On the CPU one loop does it with the same fp32 arithmetic, and the
+// bf16 path (quantized_matmul_cpu) dequantises 1 MB of rows at a time into one buffer, so no
+// expert-sized temporary exists: big short-lived blocks between the activations autograd keeps
+// are what fragmented the heap of the router backward (bench/model_bench.cpp).
+
+// Expert e's codes as raw pointers: rows [begin, end) dequantise into out[(o - begin) * in].
+struct ExpertCodes {
+  ExpertCodes(const QuantizedWeight& w, int64_t e)
+      : q(w.q[e].contiguous()),
+        scale(w.scale[e].contiguous()),
+        zero(w.zero.defined() ? w.zero[e].contiguous() : torch::Tensor()),
+        in(w.shape[2]),
+        group(w.options.kind() == QuantKind::kInt4 ? w.options.group_size() : in) {}
+
+  template <typename T>
+  void dequantize(int64_t begin, int64_t end, T* out) const {
+    const int64_t groups = in / group;
+    const float* s_all = scale.data_ptr<float>();
+    const uint8_t* z_all = zero.defined() ? zero.data_ptr<uint8_t>() : nullptr;
+    if (q.scalar_type() == torch::kChar) {  // int8: one scale per row
+      const int8_t* q_all = q.data_ptr<int8_t>();
+      at::parallel_for(begin, end, 16, [&](int64_t b, int64_t e) {
+        for (int64_t o = b; o < e; ++o)
+          for (int64_t i = 0; i < in; ++i)
+            out[(o - begin) * in + i] = T(float(q_all[o * in + i]) * s_all[o]);
+      });
+      return;
+    }
+    const uint8_t* q_all = q.data_ptr<uint8_t>();
+    at::parallel_for(begin, end, 16, [&](int64_t b, int64_t e) {
+      for (int64_t o = b; o < e; ++o) {
+        const uint8_t* packed = q_all + o * (in / 2);
+        T* row = out + (o - begin) * in;
+        for (int64_t g = 0; g < groups; ++g) {
+          const float s = s_all[o * groups + g], z = z_all ? float(z_all[o * groups + g]) : 8.0f;
+          for (int64_t i = g * group; i < (g + 1) * group; i += 2) {
+            const uint8_t byte = packed[i / 2];  // even column in the low nibble
+            row[i] = T((float(byte & 0x0F) - z) * s);
+            row[i + 1] = T((float(byte >> 4) - z) * s);
+          }
+        }
+      }
+    });
+  }
+
+  torch::Tensor q, scale, zero;
+  int64_t in, group;
+};
+
+constexpr int64_t kDequantChunkElements = int64_t(1) << 18;  // 1 MB of fp32 rows
+
+// a [..., K] with expert e's weight W [out, in], in fp32, result in a's dtype:
+// a @ W^T when transposed (K = in, the forward), a @ W otherwise (K = out, the input gradient).
+torch::Tensor quantized_matmul_cpu(const torch::Tensor& a, const QuantizedWeight& w, int64_t e,
+                                   bool transposed) {
+  const int64_t out = w.shape[1], in = w.shape[2];
+  const int64_t step = std::max<int64_t>(1, kDequantChunkElements / in);
+  const ExpertCodes codes(w, e);
+  auto a32 = a.reshape({-1, a.size(-1)}).to(torch::kFloat);
+  auto buffer = torch::empty({std::min(step, out), in}, torch::kFloat);
+  torch::Tensor result = transposed ? torch::empty({a32.size(0), out}, a.options())
+                                    : torch::zeros({a32.size(0), in}, a32.options());
+  for (int64_t s = 0; s < out; s += step) {
+    const int64_t n = std::min(step, out - s);
+    auto rows = buffer.narrow(0, 0, n);
+    codes.dequantize(s, s + n, rows.data_ptr<float>());
+    if (transposed)
+      result.narrow(1, s, n).copy_(torch::mm(a32, rows.t()));
+    else
+      result.addmm_(a32.narrow(1, s, n), rows);
+  }
+  auto sizes = a.sizes().vec();
+  sizes.back() = result.size(1);
+  return result.to(a.scalar_type()).view(sizes);
+}
+
+}  // namespace
+
 torch::Tensor QuantizedWeight::dequantize(int64_t e, torch::ScalarType dtype) const {
+  if (q.device().is_cpu() && at::isFloatingType(dtype)) {
+    auto out = torch::empty({shape[1], shape[2]}, torch::dtype(dtype));
+    AT_DISPATCH_FLOATING_TYPES_AND2(torch::kBFloat16, torch::kHalf, dtype, "dequantize", [&] {
+      ExpertCodes(*this, e).dequantize(0, shape[1], out.data_ptr<scalar_t>());
+    });
+    return out;
+  }
   if (options.kind() == QuantKind::kInt8)
     return (q[e].to(torch::kFloat) * scale[e].unsqueeze(-1)).to(dtype);
   const int64_t out = shape[1], in = shape[2], g = options.group_size();
@@ -164,6 +255,8 @@ class QuantizedLinear : public torch::autograd::Function<QuantizedLinear> {
     ctx->saved_data["weight"] =
         c10::IValue::make_capsule(c10::make_intrusive<QuantizedWeightCapsule>(w));
     ctx->saved_data["expert"] = e;
+    // CPU bf16/fp16: GEMMs in fp32 (bf16 ones are slow there, models/cpu_linear.cpp).
+    if (gemm_in_fp32_on_cpu(x)) return quantized_matmul_cpu(x, *w, e, /*transposed=*/true);
     return torch::matmul(x, w->dequantize(e, x.scalar_type()).t());
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -171,9 +264,10 @@ class QuantizedLinear : public torch::autograd::Function<QuantizedLinear> {
     auto capsule = ctx->saved_data["weight"].toCapsule();
     const auto& w = static_cast<QuantizedWeightCapsule*>(capsule.get())->weight;
     const auto& g = grads[0];
-    auto grad_x =
-        torch::matmul(g, w->dequantize(ctx->saved_data["expert"].toInt(), g.scalar_type()));
-    return {grad_x, {}, {}};
+    const int64_t e = ctx->saved_data["expert"].toInt();
+    if (gemm_in_fp32_on_cpu(g))
+      return {quantized_matmul_cpu(g, *w, e, /*transposed=*/false), {}, {}};
+    return {torch::matmul(g, w->dequantize(e, g.scalar_type())), {}, {}};
   }
 };
 

@@ -1,0 +1,118 @@
+// Why this exists: LibTorch 2.15's CPU build does not use oneDNN for bf16 here
+// (torch.ops.mkldnn._is_mkldnn_bf16_supported() is False on the 2-core AMD EPYC (AVX2) dev
+// machine and was on the earlier AVX-512 Xeon too), so bf16 GEMMs take the reference
+// cpublas_gemm. Measured with the pinned torch, 2 threads, x [255, 2048]:
+//   W [2048, 2048]   bf16 x @ W^T 0.31 s   fp32 0.094 s     bf16 g @ W 12.3 s   fp32 0.091 s
+//   W [11264, 2048]  bf16 x @ W^T 1.71 s   fp32 0.44 s      bf16 g @ W 65.4 s   fp32 0.39 s
+// The input-gradient layout (g @ W, every Linear's backward) is ~140x slower in bf16 than in
+// fp32, the forward layout ~3.5x, while converting a weight to fp32 costs 8-25% of its fp32
+// GEMM. So weights stay bf16 in memory and each GEMM converts a chunk of W's rows to fp32:
+// chunks of 16-64 MB of fp32 were as fast as one whole-weight fp32 GEMM on a quarter of the
+// LM head (4 MB chunks, 512 rows: 1.5-2x slower), so 32 MB it is.
+#include "models/cpu_linear.h"
+
+#include "common/errors.h"
+
+namespace switchyard {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+constexpr int64_t kChunkFp32Elements = int64_t(8) << 20;  // 32 MB of fp32 weight rows
+
+int64_t default_chunk_rows(const torch::Tensor& weight) {
+  return std::max<int64_t>(1, kChunkFp32Elements / std::max<int64_t>(1, weight.size(1)));
+}
+
+// x2 [R, in] -> [R, out] in x2's dtype; bias added in fp32 before the one rounding.
+torch::Tensor forward_fp32(const torch::Tensor& x2, const torch::Tensor& weight,
+                           const torch::Tensor& bias, int64_t step) {
+  const int64_t out = weight.size(0);
+  auto x32 = x2.to(torch::kFloat);
+  auto y = torch::empty({x2.size(0), out}, x2.options());
+  for (int64_t s = 0; s < out; s += step) {
+    const int64_t n = std::min(step, out - s);
+    auto part = torch::mm(x32, weight.narrow(0, s, n).to(torch::kFloat).t());
+    if (bias.defined()) part.add_(bias.narrow(0, s, n).to(torch::kFloat));
+    y.narrow(1, s, n).copy_(part);
+  }
+  return y;
+}
+
+class CpuLinear : public torch::autograd::Function<CpuLinear> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight,
+                               const std::optional<torch::Tensor>& maybe_bias, int64_t step) {
+    const torch::Tensor bias = maybe_bias.value_or(torch::Tensor());
+    // x is kept only for the weight gradient: for a frozen weight (router fine-tuning) the
+    // input can be freed after forward, which is most of a frozen model's saved activations.
+    ctx->save_for_backward({weight.requires_grad() ? x : torch::Tensor(), weight, bias});
+    ctx->saved_data["x_sizes"] = x.sizes().vec();
+    ctx->saved_data["step"] = step;
+    auto y = forward_fp32(x.reshape({-1, x.size(-1)}), weight, bias, step);
+    auto sizes = x.sizes().vec();
+    sizes.back() = weight.size(0);
+    return y.view(sizes);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &weight = saved[1], &bias = saved[2];
+    const auto x_sizes = ctx->saved_data["x_sizes"].toIntVector();
+    const int64_t out = weight.size(0), in = weight.size(1), step = ctx->saved_data["step"].toInt();
+    auto g = grads[0].reshape({-1, out});
+    const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1),
+               need_b = bias.defined() && ctx->needs_input_grad(2);
+    torch::Tensor grad_x32, x32, grad_w, grad_b;
+    if (need_x) grad_x32 = torch::zeros({g.size(0), in}, g.options().dtype(torch::kFloat));
+    if (need_w) {
+      SY_CHECK(x.defined(),
+               "cpu_linear: weight gradient asked but the weight was frozen in forward");
+      x32 = x.reshape({-1, in}).to(torch::kFloat);
+      grad_w = torch::empty_like(weight);
+    }
+    if (need_x || need_w)
+      for (int64_t s = 0; s < out; s += step) {
+        const int64_t n = std::min(step, out - s);
+        auto g32 = g.narrow(1, s, n).to(torch::kFloat);
+        if (need_x) grad_x32.addmm_(g32, weight.narrow(0, s, n).to(torch::kFloat));
+        if (need_w) grad_w.narrow(0, s, n).copy_(torch::mm(g32.t(), x32));
+      }
+    if (need_b) grad_b = g.to(torch::kFloat).sum(0).to(bias.scalar_type());
+    torch::Tensor grad_x;
+    if (need_x) grad_x = grad_x32.to(grads[0].scalar_type()).view(x_sizes);
+    return {grad_x, grad_w, grad_b, {}};
+  }
+};
+
+bool low_precision(const torch::Tensor& t) {
+  return t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kHalf;
+}
+
+}  // namespace
+
+bool gemm_in_fp32_on_cpu(const torch::Tensor& x, const torch::Tensor& weight) {
+  if (!x.device().is_cpu() || !low_precision(x)) return false;
+  return !weight.defined() || (weight.device().is_cpu() && weight.scalar_type() == x.scalar_type());
+}
+
+torch::Tensor cpu_linear(const torch::Tensor& x, const torch::Tensor& weight,
+                         const torch::Tensor& bias, int64_t chunk_rows) {
+  SY_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1), "cpu_linear: input ",
+           x.sizes(), " does not fit weight ", weight.sizes());
+  SY_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)),
+           "cpu_linear: bias ", bias.sizes(), " does not fit weight ", weight.sizes());
+  SY_CHECK(chunk_rows >= 0, "cpu_linear: chunk_rows ", chunk_rows, " is negative");
+  // An undefined bias goes in as nullopt: autograd cannot describe an undefined tensor input.
+  return CpuLinear::apply(x, weight, bias.defined() ? std::optional(bias) : std::nullopt,
+                          chunk_rows > 0 ? chunk_rows : default_chunk_rows(weight));
+}
+
+torch::Tensor forward_linear(const torch::nn::Linear& m, const torch::Tensor& x) {
+  if (gemm_in_fp32_on_cpu(x, m->weight)) return cpu_linear(x, m->weight, m->bias);
+  return m.ptr()->forward(x);
+}
+
+}  // namespace switchyard

@@ -1,0 +1,187 @@
+// The CPU bf16/fp16 paths that run their GEMMs in fp32 (models/cpu_linear.h, the quantized
+// experts' chunked dequantisation, the chunked next-token loss) against fp32 references built
+// from the same bf16 values: outputs and gradients must agree to about one bf16 rounding.
+#include <gtest/gtest.h>
+
+#include "models/cpu_linear.h"
+#include "models/expert_bank.h"
+#include "models/lm_loss.h"
+#include "models/weight_quant.h"
+
+using namespace switchyard;
+
+namespace {
+
+// |a - b| <= rtol |b| + atol max|b| everywhere; rtol one bf16 step (2^-7) unless told.
+::testing::AssertionResult close(const torch::Tensor& a, const torch::Tensor& b,
+                                 double rtol = 1.0 / 128, double atol = 1e-4) {
+  if (!a.defined() || !b.defined()) return ::testing::AssertionFailure() << "undefined tensor";
+  if (a.sizes() != b.sizes())
+    return ::testing::AssertionFailure() << "sizes " << a.sizes() << " vs " << b.sizes();
+  auto a32 = a.to(torch::kFloat), b32 = b.to(torch::kFloat);
+  const double scale = b32.abs().max().item<double>();
+  auto excess = (a32 - b32).abs() - (rtol * b32.abs() + atol * scale);
+  const double worst = excess.max().item<double>();
+  if (worst <= 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "exceeds the tolerance by " << worst << " (scale " << scale << ", max |a - b| "
+         << (a32 - b32).abs().max().item<double>() << ")";
+}
+
+torch::Tensor leaf(const torch::Tensor& t) {
+  return t.detach().clone().requires_grad_(true);
+}
+
+}  // namespace
+
+TEST(CpuLinear, OutputAndAllGradientsMatchAnFp32Reference) {
+  for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    torch::manual_seed(0);
+    // 30 output rows in chunks of 7: four full chunks and a partial one.
+    auto x = leaf(torch::randn({2, 5, 48}).to(dtype));
+    auto w = leaf(torch::randn({30, 48}).div(7).to(dtype));
+    auto b = leaf(torch::randn({30}).to(dtype));
+    auto probe = torch::randn({2, 5, 30}).to(dtype);  // upstream gradient, in the model's dtype
+    ASSERT_TRUE(gemm_in_fp32_on_cpu(x, w));
+    auto y = cpu_linear(x, w, b, /*chunk_rows=*/7);
+    ASSERT_EQ(y.scalar_type(), dtype);
+    (y * probe).sum().backward();
+
+    auto x32 = leaf(x.detach().to(torch::kFloat)), w32 = leaf(w.detach().to(torch::kFloat)),
+         b32 = leaf(b.detach().to(torch::kFloat));
+    auto y32 = torch::matmul(x32, w32.t()) + b32;
+    (y32 * probe.to(torch::kFloat)).sum().backward();
+
+    EXPECT_TRUE(close(y, y32)) << dtype;
+    EXPECT_TRUE(close(x.grad(), x32.grad())) << dtype;
+    EXPECT_TRUE(close(w.grad(), w32.grad())) << dtype;
+    EXPECT_TRUE(close(b.grad(), b32.grad())) << dtype;
+    EXPECT_EQ(w.grad().scalar_type(), dtype);
+  }
+}
+
+TEST(CpuLinear, FrozenWeightGetsNoGradientAndItsInputIsNotKept) {
+  torch::manual_seed(1);
+  auto w = torch::randn({40, 16}).to(torch::kBFloat16);  // frozen, as in router fine-tuning
+  auto source = leaf(torch::randn({6, 16}).to(torch::kBFloat16));
+  auto x = source * 1;  // not a leaf, so it can be modified in place
+  auto y = cpu_linear(x, w, {}, /*chunk_rows=*/9);
+  // Autograd would refuse this backward if x had been saved (its version changed).
+  x.detach().add_(1);
+  auto probe = torch::randn({6, 40}).to(torch::kBFloat16);
+  (y * probe).sum().backward();
+  EXPECT_FALSE(w.grad().defined());
+  auto want = torch::matmul(probe.to(torch::kFloat), w.to(torch::kFloat));
+  EXPECT_TRUE(close(source.grad(), want));
+}
+
+TEST(CpuLinear, TakesOnlyCpuBf16AndFp16AndLeavesFp32Unchanged) {
+  auto f32 = torch::randn({3, 8}), b16 = f32.to(torch::kBFloat16), f16 = f32.to(torch::kHalf);
+  EXPECT_FALSE(gemm_in_fp32_on_cpu(f32, f32));
+  EXPECT_TRUE(gemm_in_fp32_on_cpu(b16, b16));
+  EXPECT_TRUE(gemm_in_fp32_on_cpu(f16, f16));
+  EXPECT_TRUE(gemm_in_fp32_on_cpu(b16));  // a weight made in fp32 on the fly
+  EXPECT_FALSE(gemm_in_fp32_on_cpu(b16, f16));
+  torch::nn::Linear m(torch::nn::LinearOptions(8, 5));
+  EXPECT_TRUE(torch::equal(forward_linear(m, f32), m(f32)));  // the same kernel, bit for bit
+}
+
+TEST(CpuLinear, Bf16ExpertBankMatchesFp32BankWithGradients) {
+  torch::manual_seed(2);
+  ExpertBank bf16(ExpertBankOptions(32, 24, 3));
+  bf16->to(torch::kBFloat16);
+  ExpertBank fp32(ExpertBankOptions(32, 24, 3));
+  {
+    torch::NoGradGuard no_grad;
+    fp32->w_in.copy_(bf16->w_in.to(torch::kFloat));
+    fp32->w_out.copy_(bf16->w_out.to(torch::kFloat));
+  }
+  const std::vector<int64_t> counts{4, 0, 5};
+  auto x = leaf(torch::randn({9, 32}).to(torch::kBFloat16));
+  auto x32 = leaf(x.detach().to(torch::kFloat));
+  auto probe = torch::randn({9, 32}).to(torch::kBFloat16);
+  auto y = bf16->forward(x, counts), y32 = fp32->forward(x32, counts);
+  (y * probe).sum().backward();
+  (y32 * probe.to(torch::kFloat)).sum().backward();
+  // The bf16 bank also rounds its hidden states, activation and product to bf16 (measured
+  // 2.5e-3 of the scale at most); a wrong chunk or a missing gradient is off by O(scale).
+  EXPECT_TRUE(close(y, y32, 2.0 / 128, 1e-2));
+  EXPECT_TRUE(close(x.grad(), x32.grad(), 2.0 / 128, 1e-2));
+  EXPECT_TRUE(close(bf16->w_in.grad(), fp32->w_in.grad(), 2.0 / 128, 1e-2));
+  EXPECT_TRUE(close(bf16->w_out.grad(), fp32->w_out.grad(), 2.0 / 128, 1e-2));
+}
+
+TEST(CpuDequantize, EqualsTheFormatFormulaBitForBit) {
+  torch::manual_seed(3);
+  auto w = torch::randn({2, 600, 64});  // 600 rows: several parallel chunks
+  for (const auto& options :
+       {QuantOptions().kind(QuantKind::kInt8), QuantOptions().kind(QuantKind::kInt4).group_size(16),
+        QuantOptions().kind(QuantKind::kInt4).group_size(16).symmetric(false)}) {
+    auto qw = QuantizedWeight::quantize(w, options);
+    for (int64_t e = 0; e < 2; ++e) {
+      torch::Tensor want;
+      if (options.kind() == QuantKind::kInt8) {
+        want = qw.q[e].to(torch::kFloat) * qw.scale[e].unsqueeze(-1);
+      } else {
+        auto codes = unpack_int4(qw.q[e]).to(torch::kFloat).view({600, 4, 16});
+        auto zero = options.symmetric() ? torch::full({600, 4, 1}, 8.0f)
+                                        : qw.zero[e].to(torch::kFloat).unsqueeze(-1);
+        want = ((codes - zero) * qw.scale[e].unsqueeze(-1)).view({600, 64});
+      }
+      EXPECT_TRUE(torch::equal(qw.dequantize(e, torch::kFloat), want));
+      EXPECT_TRUE(torch::equal(qw.dequantize(e, torch::kBFloat16), want.to(torch::kBFloat16)));
+    }
+  }
+}
+
+TEST(CpuDequantize, Bf16QuantizedExpertsMatchFp32ReferenceWithInputGradients) {
+  torch::manual_seed(4);
+  // 1 MB chunks: w_in (768 x 2048) in six of 128 rows, w_out (2048 x 384) in 682, 682, 682, 2.
+  ExpertBank quant(ExpertBankOptions(2048, 384, 2));
+  quant->quantize_(QuantOptions().kind(QuantKind::kInt4).group_size(128));
+  const std::vector<int64_t> counts{3, 4};
+  auto x = leaf(torch::randn({7, 2048}).to(torch::kBFloat16));
+  auto probe = torch::randn({7, 2048}).to(torch::kBFloat16);
+  auto y = quant->forward(x, counts);
+  ASSERT_EQ(y.scalar_type(), torch::kBFloat16);
+  (y * probe).sum().backward();
+
+  ExpertBank reference(ExpertBankOptions(2048, 384, 2));
+  {
+    torch::NoGradGuard no_grad;
+    for (int64_t e = 0; e < 2; ++e) {
+      reference->w_in[e].copy_(quant->quantized_in()->dequantize(e, torch::kFloat));
+      reference->w_out[e].copy_(quant->quantized_out()->dequantize(e, torch::kFloat));
+    }
+  }
+  auto x32 = leaf(x.detach().to(torch::kFloat));
+  auto y32 = reference->forward(x32, counts);
+  (y32 * probe.to(torch::kFloat)).sum().backward();
+  // As for the bf16 bank: intermediate bf16 roundings (measured 5e-3 of the scale at most).
+  EXPECT_TRUE(close(y, y32, 2.0 / 128, 1e-2));
+  EXPECT_TRUE(close(x.grad(), x32.grad(), 2.0 / 128, 1e-2));
+}
+
+TEST(NextTokenLoss, MatchesCrossEntropyAndItsGradient) {
+  torch::manual_seed(5);
+  const int64_t B = 2, S = 7, V = 50;
+  auto ids = torch::randint(0, V, {B, S}, torch::kLong);
+  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    auto logits = leaf(torch::randn({B, S, V}).mul(3).to(dtype));
+    auto loss = next_token_loss(logits, ids, /*chunk_rows=*/3);  // 14 rows: chunks 3,3,3,3,2
+    ASSERT_EQ(loss.scalar_type(), torch::kFloat);
+    (loss * 2).backward();
+
+    auto ref_logits = leaf(logits.detach().to(torch::kFloat));
+    auto ref = torch::cross_entropy_loss(ref_logits.narrow(1, 0, S - 1).reshape({-1, V}),
+                                         ids.narrow(1, 1, S - 1).reshape(-1));
+    (ref * 2).backward();
+    EXPECT_NEAR(loss.item<double>(), ref.item<double>(), 1e-5) << dtype;
+    EXPECT_EQ(logits.grad().scalar_type(), dtype);
+    EXPECT_TRUE(
+        close(logits.grad(), ref_logits.grad(), dtype == torch::kFloat ? 1e-5 : 1.0 / 128, 1e-5))
+        << dtype;
+    // The last position predicts nothing: its gradient is exactly zero.
+    EXPECT_EQ(logits.grad().select(1, S - 1).abs().max().item<double>(), 0.0);
+  }
+}
