@@ -103,6 +103,8 @@ add_library(switchyard_core STATIC
   trainer/packed_sequences.cpp
   trainer/classification_dataset.cpp
   trainer/corpus_prepare.cpp
+  trainer/lm_evaluation.cpp
+  trainer/weight_init.cpp
   common/table.cpp
   bench/bench_registry.cpp
   bench/router_bench.cpp
@@ -139,6 +141,7 @@ add_executable(switchyard
   launch/cmd_data.cpp
   launch/cmd_train.cpp
   launch/train_progress.cpp
+  launch/train_model.cpp
   launch/hf_model.cpp)
 target_link_libraries(switchyard PRIVATE switchyard_core)
 # `switchyard data` defaults to the committed trainer/tokenizer.json of this source tree.

@@ -26,6 +26,11 @@ void apply_override(RunConfig& config, const std::string& assignment);
 /// Checks every cross-field invariant. Throws ConfigError "field: why" on the first violation.
 void validate_run_config(const RunConfig& config);
 
+/// The router settings that depend on the number of experts (top_k, the MLP-Hadamard width);
+/// `experts_field` names where the count came from in the message.
+void validate_router_for_experts(const config::RouterConfig& router, int num_experts,
+                                 const std::string& experts_field);
+
 /// The config every subcommand starts from: file (optional) + overrides, then validation.
 RunConfig build_run_config(const std::string& path, const std::vector<std::string>& overrides);
 

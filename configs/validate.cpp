@@ -34,17 +34,6 @@ void validate_model(const config::ModelConfig& m) {
 }
 
 // Router checks that depend on the number of experts run once per shape the router is built at.
-void validate_router_for_experts(const config::RouterConfig& r, int num_experts,
-                                 const std::string& experts_field) {
-  require(r.top_k() <= num_experts, "router.top_k", r.top_k(),
-          detail::concat("exceeds ", experts_field, " (", num_experts, ")"));
-  if (r.has_mlp_hadamard())
-    require(r.mlp_hadamard().hidden() > num_experts, "router.mlp_hadamard.hidden",
-            r.mlp_hadamard().hidden(),
-            detail::concat("must exceed ", experts_field, " (", num_experts,
-                           "): the DC coefficient is not read out"));
-}
-
 void validate_router(const config::RouterConfig& r) {
   require_positive(r.top_k(), "router.top_k");
   require(std::isfinite(r.capacity_factor()), "router.capacity_factor", r.capacity_factor(),
@@ -94,6 +83,12 @@ void validate_train(const config::TrainConfig& t) {
   require(t.adam_eps() > 0, "train.adam_eps", t.adam_eps(), "must be positive");
   require(t.checkpoint_interval() >= 0, "train.checkpoint_interval", t.checkpoint_interval(),
           "must be >= 0 (0: only at the end)");
+  require(t.distill_steps() >= 0 && (t.distill_steps() == 0 || t.distill_steps() < t.steps()),
+          "train.distill_steps", t.distill_steps(),
+          "must be in [0, train.steps) (the steps after it fine-tune on the task loss)");
+  require(t.eval_interval() >= 0, "train.eval_interval", t.eval_interval(),
+          "must be >= 0 (0: before the first step and at the end)");
+  require(t.eval_blocks() >= 0, "train.eval_blocks", t.eval_blocks(), "must be >= 0 (0: all)");
 }
 
 void validate_bench(const config::BenchConfig& b, const config::RouterConfig& r) {
@@ -139,14 +134,30 @@ void validate_bench(const config::BenchConfig& b, const config::RouterConfig& r)
 
 }  // namespace
 
+void validate_router_for_experts(const config::RouterConfig& r, int num_experts,
+                                 const std::string& experts_field) {
+  require(r.top_k() <= num_experts, "router.top_k", r.top_k(),
+          detail::concat("exceeds ", experts_field, " (", num_experts, ")"));
+  if (r.has_mlp_hadamard())
+    require(r.mlp_hadamard().hidden() > num_experts, "router.mlp_hadamard.hidden",
+            r.mlp_hadamard().hidden(),
+            detail::concat("must exceed ", experts_field, " (", num_experts,
+                           "): the DC coefficient is not read out"));
+}
+
 void validate_run_config(const RunConfig& c) {
   validate_model(c.model());
   validate_router(c.router());
-  validate_router_for_experts(c.router(), c.model().num_experts(), "model.num_experts");
   const int ep = c.parallel().expert_parallel();
   require_positive(ep, "parallel.expert_parallel");
-  require(c.model().num_experts() % ep == 0, "parallel.expert_parallel", ep,
-          detail::concat("must divide model.num_experts (", c.model().num_experts(), ")"));
+  // model.num_experts describes the model only when no file does (benchmarks); a checkpoint's
+  // or init_config's own expert count is checked when the model is built from it.
+  const bool shape_from_file = !c.model().checkpoint().empty() || c.model().has_init_config();
+  if (!shape_from_file) {
+    validate_router_for_experts(c.router(), c.model().num_experts(), "model.num_experts");
+    require(c.model().num_experts() % ep == 0, "parallel.expert_parallel", ep,
+            detail::concat("must divide model.num_experts (", c.model().num_experts(), ")"));
+  }
   validate_train(c.train());
   require(c.logging().log_interval() > 0, "logging.log_interval", c.logging().log_interval(),
           "must be positive");

@@ -1,5 +1,7 @@
-// `switchyard train`: fine-tunes a Qwen2-MoE checkpoint's routers (or the whole model) on a
-// packed token file, single-process or under mpirun with experts sharded across ranks.
+// `switchyard train`: fine-tunes a Qwen2-MoE checkpoint's routers (or the whole model), or
+// pretrains one from a config.json, on a packed token file, single-process or under mpirun with
+// experts sharded across ranks. Validation perplexity on data.valid_path before the first step,
+// every train.eval_interval steps, after router distillation and at the end.
 // Every rank reads its own share of each global batch; rank 0 prints progress and the load
 // table and writes RUN_DIR/metrics.jsonl; every rank writes RUN_DIR/rank<r>.log. Checkpoints go
 // to RUN_DIR/checkpoints every train.checkpoint_interval steps and at the end; --resume
@@ -11,14 +13,16 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "common/errors.h"
 #include "configs/run_config.h"
 #include "launch/cli.h"
-#include "launch/hf_model.h"
+#include "launch/train_model.h"
 #include "launch/train_progress.h"
 #include "trainer/batch_sampler.h"
 #include "trainer/checkpoint.h"
+#include "trainer/lm_evaluation.h"
 #include "trainer/metrics_log.h"
 #include "trainer/packed_sequences.h"
 #include "trainer/token_file.h"
@@ -30,24 +34,53 @@ namespace {
 namespace fs = std::filesystem;
 
 struct TrainInputs {
-  std::string model_dir, train_path, run_dir;
+  std::string model_dir, train_path, valid_path, run_dir, export_hf;
 };
 
 // Everything checked before any work: one clear line per problem.
 TrainInputs check_inputs(const CommandArgs& args, const RunConfig& config) {
   TrainInputs in;
-  in.model_dir = config.model().checkpoint();
-  if (in.model_dir.empty())
-    throw ConfigError("model.checkpoint: required (a Hugging Face Qwen2-MoE folder)",
-                      "model.checkpoint");
-  if (!fs::is_regular_file(fs::path(in.model_dir) / "config.json"))
+  const auto& model = config.model();
+  in.model_dir = model.checkpoint();
+  if (model.has_init_config()) {
+    if (!in.model_dir.empty())
+      throw ConfigError("model.init_config: pretraining from scratch; drop model.checkpoint",
+                        "model.init_config");
+    if (!fs::is_regular_file(model.init_config()))
+      throw ConfigError("model.init_config = " + model.init_config() + ": no such file",
+                        "model.init_config");
+    if (model.quant().experts() != config::QUANT_NONE)
+      throw ConfigError("model.quant: pretraining from scratch trains full-precision experts",
+                        "model.quant");
+    if (config.train().routers_only())
+      throw ConfigError("train.routers_only: a model built from scratch must train everything",
+                        "train.routers_only");
+  } else if (in.model_dir.empty()) {
+    throw ConfigError(
+        "model.checkpoint: required (a Hugging Face Qwen2-MoE folder), or model.init_config",
+        "model.checkpoint");
+  } else if (!fs::is_regular_file(fs::path(in.model_dir) / "config.json")) {
     throw ConfigError("model.checkpoint = " + in.model_dir + ": no config.json there",
                       "model.checkpoint");
+  }
+  if (config.train().distill_steps() > 0 && in.model_dir.empty())
+    throw ConfigError("train.distill_steps: distillation needs the original gates of "
+                      "model.checkpoint",
+                      "train.distill_steps");
   in.train_path = config.data().train_path();
   if (in.train_path.empty() || !fs::is_regular_file(in.train_path))
     throw ConfigError("data.train_path = " + in.train_path +
                           ": not a token file (switchyard data prepare writes them)",
                       "data.train_path");
+  in.valid_path = config.data().valid_path();
+  if (!in.valid_path.empty() && !fs::is_regular_file(in.valid_path))
+    throw ConfigError("data.valid_path = " + in.valid_path + ": no such token file",
+                      "data.valid_path");
+  if (args.vars.count("export-hf")) {
+    in.export_hf = args.vars["export-hf"].as<std::string>();
+    if (fs::exists(in.export_hf))
+      throw ConfigError("--export-hf " + in.export_hf + ": already exists");
+  }
   in.run_dir = args.vars.count("run-dir") ? args.vars["run-dir"].as<std::string>()
                                           : config.logging().run_dir();
   return in;
@@ -70,7 +103,7 @@ int run_train(const CommandArgs& args) {
   const bool redraw = redraw_progress(args.vars["progress"].as<std::string>());
   const auto& t = config.train();
 
-  auto [model, groups] = load_hf_model(in.model_dir, config, args.vars["dtype"].as<std::string>());
+  auto [model, groups] = load_training_model(config, args.vars["dtype"].as<std::string>());
   const int rank = groups.world->rank(), world = groups.world->size();
   PackedSequences packed(read_token_file(in.train_path),
                          PackedSequencesOptions{.seq_len = t.seq_len(), .seed = t.seed()});
@@ -85,6 +118,11 @@ int run_train(const CommandArgs& args) {
 
   torch::manual_seed(t.seed());
   Trainer trainer(model, groups, t);
+  if (t.distill_steps() > 0) trainer.set_distillation_teachers(checkpoint_gates(*model, in.model_dir));
+  std::optional<PackedSequences> valid;
+  if (!in.valid_path.empty())
+    valid.emplace(read_token_file(in.valid_path),
+                  PackedSequencesOptions{.seq_len = t.seq_len(), .shuffle_documents = false});
   if (args.vars.count("resume")) {
     const auto folder = latest_checkpoint(in.run_dir);
     if (!folder) throw ConfigError("--resume: no checkpoint under " + in.run_dir + "/checkpoints");
@@ -95,6 +133,20 @@ int run_train(const CommandArgs& args) {
   MetricsLog metrics(in.run_dir + "/metrics.jsonl", groups);
   std::ofstream rank_log(in.run_dir + "/rank" + std::to_string(rank) + ".log", std::ios::app);
   TrainProgress progress(std::cout, trainer.optimizer().steps(), t.steps(), redraw);
+  // Validation while distilling measures the original gates' routing (they route then).
+  auto validate = [&](const std::string& phase) {
+    if (!valid) return;
+    trainer.prepare_routing();
+    const LmEvaluation v = evaluate_lm(model, groups, *valid, {.max_blocks = t.eval_blocks()});
+    metrics.write_validation(trainer.optimizer().steps(), phase, v.nll, v.perplexity(), v.tokens);
+    if (rank == 0) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "valid ppl %.2f (loss %.4f, %ld tokens) at step %ld: %s",
+                    v.perplexity(), v.nll, long(v.tokens), long(trainer.optimizer().steps()),
+                    phase.c_str());
+      progress.message(buf);
+    }
+  };
   if (rank == 0)
     std::cout << "training " << trainer.trainable().size() << " tensors ("
               << (t.routers_only() ? "routers only" : "all parameters") << ") on " << world
@@ -104,6 +156,8 @@ int run_train(const CommandArgs& args) {
   const int64_t log_every = std::max(1, config.logging().log_interval());
   const int64_t stop_after = args.vars["stop-after"].as<int64_t>();
   const int64_t first_step = trainer.optimizer().steps();
+  if (first_step == 0)
+    validate(trainer.distilling() ? "start, original gates routing" : "start");
   auto checkpoint = [&] {
     const auto folder = save_checkpoint(in.run_dir, trainer, groups, config, sampler.position());
     if (rank == 0) std::cout << "checkpoint " << folder << "\n";
@@ -131,15 +185,25 @@ int run_train(const CommandArgs& args) {
              << seconds << std::endl;
     const int64_t every = t.checkpoint_interval();
     if (every > 0 && m.step % every == 0 && m.step < t.steps()) checkpoint();
-    if (rank != 0) continue;
-    const double world_tokens_per_s = double(m.tokens) * world / seconds;
-    if (m.step % log_every == 0 || m.step == t.steps())
-      progress.log(m, world_tokens_per_s, records);
-    else
-      progress.update(m, world_tokens_per_s);
+    if (rank == 0) {
+      const double world_tokens_per_s = double(m.tokens) * world / seconds;
+      if (m.step % log_every == 0 || m.step == t.steps())
+        progress.log(m, world_tokens_per_s, records);
+      else
+        progress.update(m, world_tokens_per_s);
+    }
+    if (m.step == trainer.distill_steps())
+      validate("after router distillation");
+    else if (t.eval_interval() > 0 && m.step % t.eval_interval() == 0 && m.step < t.steps())
+      validate("step " + std::to_string(m.step));
   }
   if (rank == 0) progress.finish();
+  validate("end");
   checkpoint();
+  if (!in.export_hf.empty()) {
+    export_hf_checkpoint(*model, in.export_hf, model->parameters().front().scalar_type());
+    if (rank == 0) std::cout << "exported " << in.export_hf << " (Hugging Face layout)\n";
+  }
   return 0;
 }
 
@@ -158,7 +222,9 @@ Subcommand train_command() {
         "progress line: bar (redrawn in place), lines (one per log interval) or auto")(
         "resume", "continue from the newest checkpoint in the run folder (any EP size)")(
         "stop-after", po::value<int64_t>()->default_value(0)->value_name("N"),
-        "checkpoint and stop after N steps of this invocation (time-sliced jobs); 0: run on");
+        "checkpoint and stop after N steps of this invocation (time-sliced jobs); 0: run on")(
+        "export-hf", po::value<std::string>()->value_name("DIR"),
+        "at the end, also write the model to DIR in the Hugging Face layout (a new folder)");
   };
   c.run = run_train;
   return c;

@@ -1,11 +1,39 @@
 #!/usr/bin/env bash
-# The README's first command: installs what is missing, builds, and runs the main job.
-# For now the main job is the router comparison (`switchyard bench routers`); the trainer issue
-# turns it into router fine-tuning under mpirun.
+# The README's first command: installs what is missing, builds, and runs the main job on 4 MPI
+# ranks with the experts sharded across them:
+#   (a) unless runs/quickstart/base exists: pretrain a small Qwen2-MoE (4 layers, 8 experts,
+#       top-2, shared expert) from scratch on the bundled fortune corpus, saved in the Hugging
+#       Face layout;
+#   (b) replace its routers with MLP-Hadamard, warm-started by distillation from the original
+#       gates, quantize its experts to int4, and fine-tune the routers only;
+#   (c) print validation perplexity before and after, and the per-rank load balance.
+# Extra arguments go to both `switchyard train` runs (e.g. --set train.steps=20).
+# QUICKSTART_DIR moves the outputs (default runs/quickstart).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$repo/launch/setup.sh"
 "$repo/launch/build.sh"
-"$repo/build/bin/switchyard" info
-echo
-exec "$repo/build/bin/switchyard" bench routers --config "$repo/configs/bench_routers.pbtxt" "$@"
+cd "$repo"
+bin=build/bin/switchyard
+out="${QUICKSTART_DIR:-runs/quickstart}"
+# Four ranks share this machine's cores: one thread each keeps them from fighting.
+export OMP_NUM_THREADS=1
+start=$(date +%s)
+elapsed() { echo "$(( $(date +%s) - start )) s"; }
+
+echo "== (a) the base model"
+./launch/base_model.sh "$out" "$@"
+data=(--set "data.train_path=$out/data/train.tok" --set "data.valid_path=$out/data/valid.tok")
+
+echo "== (b) MLP-Hadamard routers, distilled then fine-tuned, int4 experts ($(elapsed) so far)"
+rm -rf "$out/finetune"
+./launch/mpirun.sh -np 4 "$bin" train --config configs/quickstart/finetune.pbtxt \
+  --run-dir "$out/finetune" --set "model.checkpoint=$out/base" "${data[@]}" "$@"
+
+echo "== (c) validation perplexity (metrics.jsonl \"valid\" records)"
+for run in pretrain finetune; do
+  [ -f "$out/$run/metrics.jsonl" ] || continue
+  grep '"kind":"valid"' "$out/$run/metrics.jsonl" | sed -E \
+    's/.*"phase":"([^"]*)".*"ppl":([0-9.eE+-]+).*"step":([0-9]+).*/'"$run"': step \3, \1: ppl \2/'
+done
+echo "quickstart finished in $(elapsed); outputs in $out"

@@ -34,10 +34,14 @@ std::string TrainProgress::line(const StepMetrics& m, double tokens_per_s) const
   const double eta = done > 0 ? elapsed / double(done) * double(last_ - m.step) : 0.0;
   constexpr int kWidth = 20;
   const int filled = int(kWidth * std::min<int64_t>(done, total) / total);
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "[%s%s] step %ld/%ld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s",
+  char phase[64] = "";
+  if (m.distilling)
+    std::snprintf(phase, sizeof phase, " (distill KL, top-k agree %.2f)", m.topk_agreement);
+  char buf[320];
+  std::snprintf(buf, sizeof buf, "[%s%s] step %ld/%ld | loss %.4f%s | lr %.2e | %.0f tok/s | ETA %s",
                 std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
-                long(m.step), long(last_), m.loss, m.lr, tokens_per_s, duration(eta).c_str());
+                long(m.step), long(last_), m.loss, phase, m.lr, tokens_per_s,
+                duration(eta).c_str());
   return buf;
 }
 
@@ -67,6 +71,11 @@ void TrainProgress::log(const StepMetrics& m, double tokens_per_s,
   table.print(out_);
   out_ << "mean aux loss over " << layers << " MoE layers (rank 0): " << aux / std::max<int64_t>(1, layers)
        << "\n";
+}
+
+void TrainProgress::message(const std::string& text) {
+  // On a terminal: back to the start of the bar's line and clear it first.
+  out_ << (terminal_ ? "\r\033[K" : "") << text << "\n" << std::flush;
 }
 
 void TrainProgress::finish() {

@@ -22,6 +22,8 @@ class TrainProgress {
   /// (metrics.jsonl lines of this step).
   void log(const StepMetrics& m, double world_tokens_per_s,
            const std::vector<std::string>& records);
+  /// A line of its own (validation results, phase changes) that the bar does not overwrite.
+  void message(const std::string& text);
   void finish();
 
  private:

@@ -45,6 +45,38 @@ std::vector<torch::Tensor> MoeBlockImpl::replicated_parameters() const {
   return out;
 }
 
+void MoeBlockImpl::set_distillation_teacher(const torch::Tensor& gate_weight) {
+  if (!gate_weight.defined()) {
+    teacher_ = torch::Tensor();
+    return;
+  }
+  SY_CHECK(gate_weight.dim() == 2 && gate_weight.size(0) == options_.num_experts() &&
+               gate_weight.size(1) == options_.hidden_size(),
+           "distillation teacher gate ", gate_weight.sizes(), " is not [", options_.num_experts(),
+           ", ", options_.hidden_size(), "]");
+  teacher_ = gate_weight.detach().to(torch::kFloat).contiguous();
+}
+
+namespace {
+
+// The router (student) against the original gate (teacher) on the same tokens.
+void distillation_terms(const Routing& teacher, const Routing& student, MoeOutput& out) {
+  const int64_t T = student.logits.size(0), k = teacher.topk_ids.size(1);
+  if (T == 0) {  // stays in the graph, so a backward over every layer's loss still works
+    out.distill_loss = student.logits.sum().to(torch::kFloat) * 0.0;
+    return;
+  }
+  auto t_logp = torch::log_softmax(teacher.logits.to(torch::kFloat), -1);
+  auto s_logp = torch::log_softmax(student.logits.to(torch::kFloat), -1);
+  out.distill_loss = (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean();
+  // Top-k sets of both, compared as sets: [T, k, 1] == [T, 1, k'].
+  const int64_t ks = student.topk_ids.size(1);
+  auto same = teacher.topk_ids.unsqueeze(2).eq(student.topk_ids.unsqueeze(1)).any(2);
+  out.topk_agreement = same.sum().item<double>() / double(T * std::min(k, ks));
+}
+
+}  // namespace
+
 MoeOutput MoeBlockImpl::forward(const torch::Tensor& hidden, const torch::Tensor& token_ids) {
   const int64_t H = options_.hidden_size();
   SY_CHECK(hidden.size(-1) == H, "MoeBlock: hidden size ", hidden.size(-1), ", expected ", H);
@@ -53,6 +85,16 @@ MoeOutput MoeBlockImpl::forward(const torch::Tensor& hidden, const torch::Tensor
 
   MoeOutput out;
   out.routing = router->route(x, ids);
+  if (teacher_.defined()) {
+    Routing student = std::move(out.routing);
+    torch::Tensor teacher_logits;
+    {
+      torch::NoGradGuard no_grad;
+      teacher_logits = torch::matmul(x.detach().to(torch::kFloat), teacher_.to(x.device()).t()).to(x.scalar_type());
+    }
+    out.routing = gate(teacher_logits, router->gating());
+    distillation_terms(out.routing, student, out);
+  }
   auto [tokens, handle] = dispatcher_.dispatch(x, out.routing);
   auto y = dispatcher_.combine(experts->forward(tokens.hidden, tokens.tokens_per_expert), handle);
   if (shared_expert) {

@@ -38,6 +38,11 @@ struct MoeOutput {
   std::vector<int64_t> routed_per_expert;        ///< [E] assignments this rank sent out
   std::vector<int64_t> tokens_per_local_expert;  ///< rows this rank's experts received
   int64_t num_dropped = 0;                       ///< assignments dropped by capacity here
+  /// While distilling (MoeBlockImpl::set_distillation_teacher): KL(teacher || router) of the
+  /// routing distributions, mean over this rank's tokens, differentiable in the router; and the
+  /// fraction of the teacher's top-k experts the router also picks. Undefined / 0 otherwise.
+  torch::Tensor distill_loss;
+  double topk_agreement = 0;
 };
 
 /// Each rank holds the full router and shared expert (replicated) and E / EP routed experts.
@@ -57,6 +62,13 @@ class MoeBlockImpl : public torch::nn::Module {
   std::vector<torch::Tensor> expert_parameters() const { return experts->parameters(); }
   std::vector<torch::Tensor> replicated_parameters() const;
 
+  /// Router warm start by distillation: while `gate_weight` [E, H] (the checkpoint's original
+  /// linear gate) is set, tokens are routed by it, so every layer sees the original model's
+  /// activations, and the router's own logits only feed MoeOutput::distill_loss. An undefined
+  /// tensor ends distillation.
+  void set_distillation_teacher(const torch::Tensor& gate_weight);
+  bool distilling() const { return teacher_.defined(); }
+
   const MoeBlockOptions& options() const { return options_; }
   const AllToAllDispatcher& dispatcher() const { return dispatcher_; }
 
@@ -69,6 +81,7 @@ class MoeBlockImpl : public torch::nn::Module {
   MoeBlockOptions options_;
   ProcessGroups groups_;
   AllToAllDispatcher dispatcher_;
+  torch::Tensor teacher_;  ///< [E, H] fp32 original gate while distilling
 };
 TORCH_MODULE(MoeBlock);
 

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "common/errors.h"
+#include "configs/run_config.h"
 #include "models/cpu_linear.h"
 
 namespace switchyard {
@@ -36,6 +37,7 @@ config::RouterConfig router_config(const Qwen2MoeOptions& o) {
   rc.set_top_k(int32_t(o.model().num_experts_per_tok));
   rc.set_norm_topk_prob(o.model().norm_topk_prob);
   if (!rc.has_aux_loss_coef()) rc.set_aux_loss_coef(float(o.model().router_aux_loss_coef));
+  validate_router_for_experts(rc, int(o.model().num_experts), "the model's num_experts");
   return rc;
 }
 

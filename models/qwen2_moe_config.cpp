@@ -37,6 +37,7 @@ Qwen2MoeConfig Qwen2MoeConfig::from_json(const std::string& text, const std::str
   r.integer("num_experts_per_tok", c.num_experts_per_tok);
   r.boolean("norm_topk_prob", c.norm_topk_prob);
   r.number("rms_norm_eps", c.rms_norm_eps);
+  r.number("initializer_range", c.initializer_range);
   r.integer("decoder_sparse_step", c.decoder_sparse_step);
   r.boolean("tie_word_embeddings", c.tie_word_embeddings);
   r.boolean("qkv_bias", c.qkv_bias);
@@ -124,6 +125,7 @@ std::string Qwen2MoeConfig::to_json() const {
             {"tie_word_embeddings", tie_word_embeddings},
             {"qkv_bias", qkv_bias},
             {"router_aux_loss_coef", router_aux_loss_coef},
+            {"initializer_range", initializer_range},
             {"hidden_act", "silu"},
             {"torch_dtype", dtype_name},
             {"dtype", dtype_name}};

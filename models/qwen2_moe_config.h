@@ -32,6 +32,7 @@ struct Qwen2MoeConfig {
   bool tie_word_embeddings = false;
   bool qkv_bias = true;
   double router_aux_loss_coef = 0.001;
+  double initializer_range = 0.02;  ///< std of the normal initial weights (pretraining)
   torch::Dtype dtype = torch::kBFloat16;
   /// Set for GPTQ checkpoints: the decoder layers' linear layers are stored packed.
   std::optional<GptqConfig> gptq;

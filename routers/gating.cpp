@@ -41,13 +41,18 @@ torch::Tensor capacity_drop_mask(const torch::Tensor& topk_ids, int64_t num_expe
 }
 
 torch::Tensor load_balancing_loss(const torch::Tensor& probs, const torch::Tensor& topk_ids,
-                                  int64_t num_experts) {
+                                  int64_t num_experts, Communicator* balance_group) {
   const int64_t T = probs.size(0);
-  if (T == 0) return torch::zeros({}, probs.options());
-  auto counts =
-      torch::zeros({num_experts}, probs.options())
-          .index_add_(0, topk_ids.reshape({-1}), torch::ones({topk_ids.numel()}, probs.options()));
-  auto f = counts / double(T);
+  // Counts and the token total travel together: [n_0 .. n_{E-1}, T].
+  auto counts = torch::zeros({num_experts + 1}, probs.options());
+  counts.narrow(0, 0, num_experts)
+      .index_add_(0, topk_ids.reshape({-1}), torch::ones({topk_ids.numel()}, probs.options()));
+  counts[num_experts] = double(T);
+  // Every rank of the group takes part, also one with no tokens, or the others would wait.
+  if (balance_group && balance_group->size() > 1) balance_group->all_reduce(counts);
+  const double total = counts[num_experts].item<double>();
+  if (T == 0 || total == 0) return torch::zeros({}, probs.options());
+  auto f = counts.narrow(0, 0, num_experts) / total;
   auto P = probs.mean(0);
   return (f * P).sum() * double(num_experts);
 }
@@ -77,7 +82,7 @@ Routing gate(const torch::Tensor& logits, const GatingOptions& o) {
   auto probs = o.score_function == config::SIGMOID
                    ? r.scores / r.scores.sum(-1, true).clamp_min(1e-20)
                    : r.scores;
-  r.aux_loss = load_balancing_loss(probs, ids, o.num_experts);
+  r.aux_loss = load_balancing_loss(probs, ids, o.num_experts, o.balance_group.get());
   r.z_loss = router_z_loss(logits);
   r.loss = r.aux_loss * o.aux_loss_coef + r.z_loss * o.z_loss_coef;
   return r;

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "configs/switchyard.pb.h"
+#include "parallel/communicator.h"
 
 namespace switchyard {
 
@@ -29,6 +30,11 @@ struct GatingOptions {
   double capacity_factor = 0.0;  ///< <= 0: dropless
   double aux_loss_coef = 0.0;
   double z_loss_coef = 0.0;
+  /// Ranks whose tokens together form the batch the load-balancing loss balances (the world,
+  /// set by the trainer): their expert counts are summed before the loss is taken, so the loss,
+  /// averaged over ranks, is the one a single process computes on the global batch and
+  /// training does not depend on how the batch is split. Null: this rank's tokens alone.
+  CommunicatorPtr balance_group;
 
   static GatingOptions from_config(const config::RouterConfig& router, int64_t num_experts);
 };
@@ -47,8 +53,10 @@ torch::Tensor capacity_drop_mask(const torch::Tensor& topk_ids, int64_t num_expe
 
 /// E * sum_e (n_e / T) * P_e, with n_e the number of top-k selections of expert e and P_e the
 /// mean routing probability; equal to transformers' load_balancing_loss_func on one layer.
+/// With `balance_group`, n_e and T are summed over its ranks (a count carries no gradient) while
+/// P_e stays this rank's: the mean over equal-sized ranks is the global batch's loss.
 torch::Tensor load_balancing_loss(const torch::Tensor& probs, const torch::Tensor& topk_ids,
-                                  int64_t num_experts);
+                                  int64_t num_experts, Communicator* balance_group = nullptr);
 
 /// mean over tokens of logsumexp(logits)^2 (ST-MoE), computed in fp32.
 torch::Tensor router_z_loss(const torch::Tensor& logits);

@@ -5,7 +5,9 @@ namespace switchyard {
 
 RouterImpl::RouterImpl(RouterOptions options)
     : options_(std::move(options)),
-      gating_(GatingOptions::from_config(options_.config(), options_.num_experts())) {}
+      gating_(GatingOptions::from_config(options_.config(), options_.num_experts())) {
+  gating_.balance_group = options_.balance_group();
+}
 
 Routing RouterImpl::route(const torch::Tensor& hidden, const torch::Tensor& token_ids) {
   TORCH_CHECK(hidden.dim() == 2 && hidden.size(1) == options_.hidden_size(), kind(),

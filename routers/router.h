@@ -20,6 +20,8 @@ struct RouterOptions {
   TORCH_ARG(int64_t, hidden_size);
   TORCH_ARG(int64_t, num_experts);
   TORCH_ARG(config::RouterConfig, config);
+  /// Ranks the load-balancing loss counts over (GatingOptions::balance_group); null: this one.
+  TORCH_ARG(CommunicatorPtr, balance_group);
 };
 
 /// Base of all routers.
@@ -51,6 +53,8 @@ class RouterImpl : public torch::nn::Module {
   int64_t num_parameters() const;
   const RouterOptions& options() const { return options_; }
   const GatingOptions& gating() const { return gating_; }
+  /// See GatingOptions::balance_group; the trainer sets the world there.
+  void set_balance_group(CommunicatorPtr group) { gating_.balance_group = std::move(group); }
 
  protected:
   RouterOptions options_;

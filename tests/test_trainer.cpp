@@ -1,6 +1,6 @@
 // The trainer's pieces in one process: AdamW against LibTorch's own, the learning-rate
-// schedule, router fine-tuning leaving every other parameter bitwise unchanged, and training
-// actually lowering the loss.
+// schedule, router fine-tuning leaving every other parameter bitwise unchanged, training
+// actually lowering the loss, router distillation, and initialisation for pretraining.
 #include <gtest/gtest.h>
 
 #include "common/errors.h"
@@ -8,6 +8,7 @@
 #include "trainer/adamw.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/trainer.h"
+#include "trainer/weight_init.h"
 
 using namespace switchyard;
 
@@ -61,11 +62,13 @@ TEST(LrSchedule, WarmupThenCosineToTheFloor) {
   EXPECT_NEAR(learning_rate_at(t, 500), 0.1, 1e-7);
 }
 
-Qwen2MoeForCausalLM tiny_model() {
+Qwen2MoeForCausalLM tiny_model(config::RouterConfig router = {}) {
   torch::manual_seed(7);
   auto cfg = Qwen2MoeConfig::preset("tiny");
   cfg.dtype = torch::kFloat;
-  return Qwen2MoeForCausalLM(Qwen2MoeOptions(cfg, single_process_groups()));
+  Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, single_process_groups()).router(router));
+  init_for_pretraining(model, single_process_groups(), 0.05, 7);
+  return model;
 }
 
 TEST(Trainer, RouterFineTuningLeavesEveryOtherParameterBitwiseUnchanged) {
@@ -106,6 +109,58 @@ TEST(Trainer, FullTrainingOverfitsOneBatch) {
   EXPECT_GT(first.grad_norm, 0);
   ASSERT_EQ(last.layer_stats.size(), 2u);  // both tiny layers are MoE
   EXPECT_EQ(last.tokens_per_local_expert[0].size(), 8u);
+}
+
+TEST(Trainer, DistillationTeachesANewRouterTheOriginalGate) {
+  // Teachers: the Linear gates of a tiny model; student: the same model with MLP routers (its
+  // other weights are identical: same seed, and routers other than Linear keep their own init).
+  std::vector<torch::Tensor> gates;
+  const auto teacher = tiny_model();
+  for (const auto& layer : teacher->layers()) gates.push_back(layer->moe->router->gate_weight());
+  config::RouterConfig mlp;
+  mlp.mutable_mlp()->set_hidden(32);
+  auto model = tiny_model(mlp);
+  config::TrainConfig t;
+  t.set_learning_rate(1e-2);
+  t.set_steps(42);
+  t.set_distill_steps(40);
+  Trainer trainer(model, single_process_groups(), t);
+  trainer.set_distillation_teachers(gates);
+  auto tokens = torch::randint(0, 512, {4, 33}, torch::kLong);
+  const StepMetrics first = trainer.step({tokens});
+  EXPECT_TRUE(first.distilling);
+  EXPECT_DOUBLE_EQ(first.loss, first.distill_kl);
+  StepMetrics last;
+  for (int i = 1; i < 40; ++i) last = trainer.step({tokens});
+  EXPECT_TRUE(last.distilling);
+  EXPECT_LT(last.distill_kl, 0.3 * first.distill_kl) << first.distill_kl << " -> " << last.distill_kl;
+  EXPECT_GT(last.topk_agreement, first.topk_agreement);
+  EXPECT_GT(last.topk_agreement, 0.8);
+  // The language-model phase: the routers route again, and its schedule starts with warmup.
+  EXPECT_FALSE(trainer.distilling());
+  const StepMetrics lm = trainer.step({tokens});
+  EXPECT_FALSE(lm.distilling);
+  EXPECT_DOUBLE_EQ(lm.loss, lm.lm_loss + lm.router_loss);
+  for (const auto& layer : model->layers()) EXPECT_FALSE(layer->moe->distilling());
+  // Wrong teacher count: one clear error.
+  Trainer again(tiny_model(mlp), single_process_groups(), t);
+  EXPECT_THROW(again.set_distillation_teachers({gates[0]}), Error);
+}
+
+TEST(WeightInit, SeededLikeTransformers) {
+  auto a = tiny_model(), b = tiny_model();
+  Qwen2MoeForCausalLM c = tiny_model();
+  init_for_pretraining(c, single_process_groups(), 0.05, 8);
+  const auto pb = b->named_parameters(), pc = c->named_parameters();
+  for (const auto& p : a->named_parameters()) {
+    EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
+    const bool norm = p.key().find("norm.weight") != std::string::npos;
+    if (norm) EXPECT_TRUE(torch::equal(p.value(), torch::ones_like(p.value()))) << p.key();
+    if (!norm && p.value().dim() >= 2 && p.value().numel() > 1000) {
+      EXPECT_NEAR(p.value().std().item<double>(), 0.05, 0.005) << p.key();
+      EXPECT_FALSE(torch::equal(p.value(), pc[p.key()])) << p.key() << " ignores the seed";
+    }
+  }
 }
 
 }  // namespace

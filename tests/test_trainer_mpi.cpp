@@ -1,12 +1,16 @@
 // Training is invariant to the expert-parallel size: the first steps' losses under mpirun, for
 // every EP that divides the world (EP only, and EP x DP), equal a single-process run of the same
-// global batch to 1e-5 — with the routers alone training, and with every parameter.
+// global batch in one forward to 1e-5 — with the routers alone training, and with every
+// parameter, and with load-balancing and z losses strong enough to matter (the balancing loss
+// counts experts over the world, so it is the global batch's).
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 
 #include "models/qwen2_moe.h"
+#include "trainer/lm_evaluation.h"
 #include "trainer/trainer.h"
+#include "trainer/weight_init.h"
 
 using namespace switchyard;
 
@@ -21,7 +25,10 @@ std::vector<double> losses(const std::string& dir, ProcessGroups groups, bool ro
                            const std::vector<std::vector<torch::Tensor>>& steps) {
   auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");
   cfg.dtype = torch::kFloat;
-  Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, groups));
+  config::RouterConfig router;
+  router.set_aux_loss_coef(0.05f);
+  router.set_z_loss_coef(0.01f);
+  Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, groups).router(router));
   load_hf_weights(*model, SafetensorsCheckpoint(dir));
   model->to(torch::kFloat);
   config::TrainConfig t;
@@ -45,11 +52,10 @@ TEST(TrainerExpertParallel, LossesEqualTheSingleProcessRunForEveryEpSize) {
   torch::manual_seed(11);
   const std::vector<torch::Tensor> global(5, torch::randint(0, 96, {R, 2, 9}, torch::kLong));
   for (bool routers_only : {true, false}) {
-    // The reference: one process, the same blocks as micro-batches in rank order.
+    // The reference: one process, the whole global batch (rank order) in one forward.
     std::vector<std::vector<torch::Tensor>> all, mine;
     for (const auto& g : global) {
-      all.emplace_back();
-      for (int k = 0; k < R; ++k) all.back().push_back(g[k]);
+      all.push_back({g.reshape({-1, g.size(2)})});
       mine.push_back({g[r]});
     }
     const auto expected = losses(dir, single_process_groups(), routers_only, all);
@@ -60,6 +66,65 @@ TEST(TrainerExpertParallel, LossesEqualTheSingleProcessRunForEveryEpSize) {
       const auto got = losses(dir, make_process_groups(world(), ep), routers_only, mine);
       for (size_t s = 0; s < got.size(); ++s) EXPECT_NEAR(got[s], expected[s], 1e-5) << "step " << s;
       if (!routers_only) EXPECT_LT(got.back(), got.front());  // and it trains
+    }
+  }
+}
+
+// Pretraining from scratch starts from the same model at every EP size: each rank's experts are
+// its slice of what a single process draws.
+TEST(TrainerExpertParallel, InitialisationForPretrainingIsTheSameAtEveryEpSize) {
+  const int R = world()->size();
+  auto cfg = Qwen2MoeConfig::preset("tiny");
+  cfg.dtype = torch::kFloat;
+  Qwen2MoeForCausalLM whole(Qwen2MoeOptions(cfg, single_process_groups()));
+  init_for_pretraining(whole, single_process_groups(), 0.02, 5);
+  const auto reference = whole->named_parameters();
+  for (int ep = 2; ep <= R; ++ep) {
+    if (R % ep || cfg.num_experts % ep) continue;
+    auto groups = make_process_groups(world(), ep);
+    Qwen2MoeForCausalLM sharded(Qwen2MoeOptions(cfg, groups));
+    init_for_pretraining(sharded, groups, 0.02, 5);
+    int sliced = 0;
+    for (const auto& p : sharded->named_parameters()) {
+      auto expected = reference[p.key()];
+      if (expected.size(0) != p.value().size(0)) {  // an expert tensor, [E / EP, ...] here
+        expected = expected.narrow(0, groups.ep_rank() * p.value().size(0), p.value().size(0));
+        ++sliced;
+      }
+      EXPECT_TRUE(torch::equal(p.value(), expected)) << "EP " << ep << ": " << p.key();
+    }
+    EXPECT_GT(sliced, 0);
+  }
+}
+
+// Validation perplexity under EP equals the single-process value, also when the blocks do not
+// divide evenly among the ranks (some ranks then make forwards they do not count).
+TEST(TrainerExpertParallel, ValidationPerplexityIsTheSingleProcessValue) {
+  const int R = world()->size();
+  auto cfg = Qwen2MoeConfig::preset("tiny");
+  cfg.dtype = torch::kFloat;
+  std::vector<std::vector<uint32_t>> docs;
+  torch::manual_seed(3);
+  for (int d = 0; d < 7; ++d) {
+    auto ids = torch::randint(0, cfg.vocab_size - 1, {23 + 5 * d}, torch::kLong);
+    docs.emplace_back(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
+  }
+  auto evaluate = [&](const ProcessGroups& groups, int64_t max_blocks) {
+    Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, groups));
+    init_for_pretraining(model, groups, 0.05, 9);
+    PackedSequences set(TokenDocuments::from_vectors(docs, uint32_t(cfg.vocab_size),
+                                                     uint32_t(cfg.vocab_size - 1)),
+                        {.seq_len = 16, .shuffle_documents = false});
+    return evaluate_lm(model, groups, set, {.batch_size = 2, .max_blocks = max_blocks});
+  };
+  for (int64_t max_blocks : {0, 3}) {
+    const LmEvaluation expected = evaluate(single_process_groups(), max_blocks);
+    EXPECT_GT(expected.tokens, 0);
+    for (int ep = 1; ep <= R; ++ep) {
+      if (R % ep || cfg.num_experts % ep) continue;
+      const LmEvaluation got = evaluate(make_process_groups(world(), ep), max_blocks);
+      EXPECT_EQ(got.tokens, expected.tokens) << "EP " << ep;
+      EXPECT_NEAR(got.nll, expected.nll, 1e-5) << "EP " << ep << ", max_blocks " << max_blocks;
     }
   }
 }

@@ -63,13 +63,13 @@ fi
 
 # Checkpoints: an uninterrupted run (EP 2, all parameters, so expert shards are saved too)
 # against one stopped after 3 steps at EP 4 and resumed at EP 2, and one resumed at the same EP.
-# The global batch is 4 sequences in every run (micro_batch_size x ranks). The aux loss is off
-# here: each rank computes it over its own tokens, so it depends on how the batch is split.
+# The global batch is 4 sequences in every run (micro_batch_size x ranks); the load-balancing
+# loss counts experts over the world, so it does not depend on how the batch is split either.
 run_train() {  # NP MICRO_BATCH RUN_DIR EXTRA...
   local np="$1" mbs="$2" dir="$3"; shift 3
   "$repo/launch/mpirun.sh" -np "$np" "$bin" train --config "$tmp/train.pbtxt" --run-dir "$dir" \
     --set parallel.expert_parallel="$np" --set train.micro_batch_size="$mbs" \
-    --set train.routers_only=false --set router.aux_loss_coef=0 "$@" \
+    --set train.routers_only=false --set router.aux_loss_coef=0.05 "$@" \
     >>"$tmp/resume.out" 2>>"$tmp/resume.err"
 }
 if run_train 2 2 "$tmp/whole" &&
@@ -112,7 +112,71 @@ expect_refusal "truncated checkpoint refused" "experts-ep1.safetensors has" "$tm
 expect_error "resume without a checkpoint" "--resume: no checkpoint under" \
   train --config "$tmp/train.pbtxt" --run-dir "$tmp/empty" --set parallel.expert_parallel=1 --resume
 
+# Pretraining from scratch (model.init_config) at EP 2, exported in the Hugging Face layout; then
+# transformers loads the export and computes the same validation perplexity on the same packed
+# blocks as the trainer's last validation.
+"$py" - "$tmp/base/config.json" "$tmp/scratch.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c.update(initializer_range=0.02, torch_dtype="float32")
+json.dump(c, open(sys.argv[2], "w"))
+PY
+grep -v checkpoint "$tmp/train.pbtxt" >"$tmp/pre.pbtxt"
+echo "model { init_config: \"$tmp/scratch.json\" }" >>"$tmp/pre.pbtxt"
+if "$repo/launch/mpirun.sh" -np 2 "$bin" train --config "$tmp/pre.pbtxt" --run-dir "$tmp/pre" \
+     --set train.routers_only=false --set train.steps=4 --set train.eval_blocks=6 \
+     --set data.valid_path="$tmp/tok/valid.tok" --export-hf "$tmp/pre_hf" \
+     >"$tmp/pre.out" 2>"$tmp/pre.err" &&
+   "$py" - "$tmp/pre/metrics.jsonl" "$tmp/pre_hf" "$tmp/tok/valid.tok" "$repo/scripts" <<'PY'
+import json, math, sys
+import torch
+sys.path.insert(0, sys.argv[4])
+from token_file import read_token_file
+from transformers import Qwen2MoeForCausalLM
+valid = [json.loads(l) for l in open(sys.argv[1]) if '"valid"' in l]
+assert [v["phase"] for v in valid] == ["start", "end"], valid
+assert valid[1]["ppl"] < valid[0]["ppl"], valid                    # it learned something
+docs, vocab, eos = read_token_file(sys.argv[3])
+stream = [t for d in docs for t in list(d) + [eos]]
+S = 32
+blocks = torch.tensor([stream[i * S:i * S + S + 1] for i in range(6)])
+model = Qwen2MoeForCausalLM.from_pretrained(sys.argv[2], dtype=torch.float32).eval()
+with torch.no_grad():
+    logits = model(blocks[:, :-1]).logits
+nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), blocks[:, 1:].reshape(-1))
+assert abs(nll.item() - valid[1]["loss"]) < 1e-4, (nll.item(), valid[1])
+PY
+then ok "pretraining from scratch (EP 2), HF export: transformers' valid loss = the trainer's"
+else fail "pretraining from scratch ($(tail -c 800 "$tmp/pre.err"))"; fi
+
+# Router warm start: MLP-Hadamard routers distilled from the base's gates for 3 steps, then
+# fine-tuned, experts int4; validation before (the original gates route), after distillation
+# and at the end.
+if "$repo/launch/mpirun.sh" -np 2 "$bin" train --config "$tmp/train.pbtxt" --run-dir "$tmp/distil" \
+     --set router.mlp_hadamard.hidden=16 --set train.distill_steps=3 --set train.steps=5 \
+     --set model.quant.experts=INT4 --set model.quant.group_size=32 \
+     --set data.valid_path="$tmp/tok/valid.tok" --set train.eval_blocks=4 \
+     >"$tmp/distil.out" 2>"$tmp/distil.err" &&
+   "$py" - "$tmp/distil/metrics.jsonl" <<'PY'
+import json, sys
+records = [json.loads(l) for l in open(sys.argv[1])]
+phases = [r["phase"] for r in records if r["kind"] == "valid"]
+assert phases == ["start, original gates routing", "after router distillation", "end"], phases
+loss = [r for r in records if r["kind"] == "loss" and r["rank"] == 0]
+for r in loss:
+    assert ("distill_kl" in r) == (r["step"] <= 3), r
+    if r["step"] <= 3:
+        assert r["loss"] == r["distill_kl"] and 0 <= r["topk_agreement"] <= 1, r
+assert loss[2]["distill_kl"] < loss[0]["distill_kl"], loss[:3]      # it imitates the gate
+PY
+then ok "router distillation warm start (MLP-Hadamard, int4 experts, EP 2)"
+else fail "router distillation ($(tail -c 800 "$tmp/distil.err"))"; fi
+
 expect_error "train without a checkpoint" "model.checkpoint: required" train --set data.train_path=/x
+expect_error "pretraining with a checkpoint too" "model.init_config: pretraining from scratch" \
+  train --config "$tmp/train.pbtxt" --set model.init_config="$tmp/scratch.json"
+expect_error "distillation out of range" "train.distill_steps = 6: must be in" \
+  train --config "$tmp/train.pbtxt" --set train.distill_steps=6
 expect_error "train missing data" "data.train_path = /no/such.tok: not a token file" \
   train --config "$tmp/train.pbtxt" --set data.train_path=/no/such.tok
 expect_error "train EP not dividing the world" "parallel.expert_parallel = 3: must divide" \

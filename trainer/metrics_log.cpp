@@ -49,6 +49,10 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
                  {"lm_loss", m.lm_loss}, {"router_loss", m.router_loss},
                  {"lr", m.lr},           {"grad_norm", v[1].item<double>()},
                  {"tokens_per_s", v[0].item<double>()}};
+    if (m.distilling) {
+      loss["distill_kl"] = m.distill_kl;
+      loss["topk_agreement"] = m.topk_agreement;
+    }
     lines.push_back(loss.dump());
     int64_t at = 2;
     for (size_t l = 0; l < m.layer_stats.size(); ++l) {
@@ -80,6 +84,19 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
   out_.flush();
   SY_CHECK(out_.good(), path_, ": write failed");
   return lines;
+}
+
+std::string MetricsLog::write_validation(int64_t step, const std::string& phase, double loss,
+                                         double ppl, int64_t tokens) {
+  if (groups_.world->rank() != 0) return {};
+  const std::string line = json{{"kind", "valid"}, {"step", step},   {"rank", 0},
+                                {"phase", phase},  {"loss", loss},   {"ppl", ppl},
+                                {"tokens", tokens}}
+                               .dump();
+  out_ << line << '\n';
+  out_.flush();
+  SY_CHECK(out_.good(), path_, ": write failed");
+  return line;
 }
 
 }  // namespace switchyard

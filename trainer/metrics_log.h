@@ -24,6 +24,11 @@ class MetricsLog {
   /// or that would have been (other ranks get an empty vector).
   std::vector<std::string> write(const StepMetrics& m, double seconds);
 
+  /// Rank 0 appends a validation record {"kind": "valid", step, rank 0, phase, loss, ppl,
+  /// tokens}; other ranks do nothing. Returns the line.
+  std::string write_validation(int64_t step, const std::string& phase, double loss, double ppl,
+                               int64_t tokens);
+
  private:
   std::string path_;
   ProcessGroups groups_;

@@ -27,10 +27,12 @@ std::set<const void*> router_tensors(const Qwen2MoeForCausalLM& model) {
 Trainer::Trainer(Qwen2MoeForCausalLM model, ProcessGroups groups, config::TrainConfig train)
     : model_(std::move(model)), groups_(std::move(groups)), train_(std::move(train)) {
   const auto routers = router_tensors(model_);
-  for (const auto& layer : model_->layers())
-    if (layer->moe)
-      for (const auto& p : layer->moe->expert_parameters())
-        expert_impls_.insert(p.unsafeGetTensorImpl());
+  for (auto layer : model_->layers()) {  // a copy of the holder: non-const access
+    if (!layer->moe) continue;
+    for (const auto& p : layer->moe->expert_parameters()) expert_impls_.insert(p.unsafeGetTensorImpl());
+    // The load-balancing loss balances the global batch, whatever the number of ranks.
+    layer->moe->router->set_balance_group(groups_.world);
+  }
 
   NamedTensors trainable;
   for (auto& item : model_->named_parameters()) {
@@ -50,6 +52,34 @@ Trainer::Trainer(Qwen2MoeForCausalLM model, ProcessGroups groups, config::TrainC
                                                       .eps(train_.adam_eps())
                                                       .weight_decay(train_.weight_decay()));
   sync_ = std::make_unique<GradientSync>(groups_, replicated_, expert_sharded_);
+}
+
+void Trainer::set_distillation_teachers(std::vector<torch::Tensor> gates) {
+  int64_t moe_layers = 0;
+  for (const auto& layer : model_->layers()) moe_layers += layer->moe ? 1 : 0;
+  SY_CHECK(int64_t(gates.size()) == moe_layers, "distillation: ", gates.size(),
+           " teacher gates for ", moe_layers, " MoE layers");
+  SY_CHECK(train_.distill_steps() < train_.steps(), "train.distill_steps = ",
+           train_.distill_steps(), ": must be below train.steps = ", train_.steps(),
+           " (the rest fine-tunes on the task loss)");
+  teachers_ = std::move(gates);
+}
+
+bool Trainer::distilling() const { return optimizer_->steps() < distill_steps(); }
+
+void Trainer::prepare_routing() {
+  const bool distil = distilling();
+  size_t i = 0;
+  for (auto layer : model_->layers())  // a copy of the holder: non-const access
+    if (layer->moe) layer->moe->set_distillation_teacher(distil ? teachers_[i++] : torch::Tensor());
+}
+
+double Trainer::learning_rate() const {
+  const int64_t step = optimizer_->steps(), distill = distill_steps();
+  if (distill == 0) return learning_rate_at(train_, step);
+  config::TrainConfig phase = train_;
+  phase.set_steps(int32_t(step < distill ? distill : train_.steps() - distill));
+  return learning_rate_at(phase, step < distill ? step : step - distill);
 }
 
 double Trainer::clip_gradients() {
@@ -81,6 +111,8 @@ StepMetrics Trainer::step(const std::vector<torch::Tensor>& micro_batches) {
   SY_CHECK(!micro_batches.empty(), "train: a step needs at least one micro-batch");
   model_->train();
   StepMetrics m;
+  m.distilling = distilling();
+  prepare_routing();
   const double n = double(micro_batches.size());
   std::vector<std::vector<RoutingStats>> per_layer;
   for (const auto& block : micro_batches) {
@@ -90,7 +122,16 @@ StepMetrics Trainer::step(const std::vector<torch::Tensor>& micro_batches) {
     auto targets = block.narrow(1, 1, block.size(1) - 1);
     auto out = model_->forward(inputs);
     auto lm = causal_lm_loss(out.logits, targets);
-    auto loss = lm + out.router_loss;
+    torch::Tensor loss = lm + out.router_loss;
+    if (m.distilling) {
+      loss = torch::zeros({}, lm.options());
+      for (const auto& moe : out.moe) {
+        loss = loss + moe.distill_loss;
+        m.distill_kl += moe.distill_loss.item<double>() / (n * double(out.moe.size()));
+        m.topk_agreement += moe.topk_agreement / (n * double(out.moe.size()));
+      }
+      loss = loss / double(out.moe.size());
+    }
     (loss / n).backward();
     m.lm_loss += lm.item<double>() / n;
     m.router_loss += out.router_loss.item<double>() / n;
@@ -116,20 +157,23 @@ StepMetrics Trainer::step(const std::vector<torch::Tensor>& micro_batches) {
 
   sync_->synchronize();
   m.grad_norm = clip_gradients();
-  m.lr = learning_rate_at(train_, optimizer_->steps());
+  m.lr = learning_rate();
   optimizer_->step(m.lr);
   optimizer_->zero_grad();
   m.step = optimizer_->steps();
 
   // Every rank reports the world's mean losses.
-  auto losses = torch::tensor({m.lm_loss, m.router_loss}, torch::kDouble);
+  auto losses =
+      torch::tensor({m.lm_loss, m.router_loss, m.distill_kl, m.topk_agreement}, torch::kDouble);
   const auto device = optimizer_->params().front().second.device();
   auto on_device = losses.to(device);
   groups_.world->all_reduce(on_device);
   losses = on_device.cpu() / double(groups_.world->size());
   m.lm_loss = losses[0].item<double>();
   m.router_loss = losses[1].item<double>();
-  m.loss = m.lm_loss + m.router_loss;
+  m.distill_kl = losses[2].item<double>();
+  m.topk_agreement = losses[3].item<double>();
+  m.loss = m.distilling ? m.distill_kl : m.lm_loss + m.router_loss;
   return m;
 }
 

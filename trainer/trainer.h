@@ -26,6 +26,10 @@ struct StepMetrics {
   double grad_norm = 0;  ///< before clipping, over every trainable parameter of the model
   double lr = 0;
   int64_t tokens = 0;  ///< predicted tokens on this rank
+  /// Router warm start (Trainer::set_distillation_teachers): this step trained the routers to
+  /// imitate the original gates; loss is then distill_kl. Both are world means over MoE layers.
+  bool distilling = false;
+  double distill_kl = 0, topk_agreement = 0;
   std::vector<RoutingStats> layer_stats;                     ///< per MoE layer
   std::vector<double> layer_aux_loss, layer_z_loss;          ///< per MoE layer, unweighted
   std::vector<std::vector<int64_t>> tokens_per_local_expert;  ///< per MoE layer: rows received
@@ -36,12 +40,27 @@ struct StepMetrics {
 class Trainer {
  public:
   /// Freezes every parameter but the routers' when train.routers_only (quantized experts are
-  /// frozen anyway) and builds the optimizer over what stays trainable.
+  /// frozen anyway) and builds the optimizer over what stays trainable. The routers' balancing
+  /// loss counts experts over the world from now on (GatingOptions::balance_group).
   Trainer(Qwen2MoeForCausalLM model, ProcessGroups groups, config::TrainConfig train);
 
   /// micro_batches: this rank's token blocks, each [b, S + 1] int64 (inputs are [:, :-1],
   /// targets [:, 1:]). Collective over the world.
   StepMetrics step(const std::vector<torch::Tensor>& micro_batches);
+
+  /// Router warm start by distillation: `gates` holds each MoE layer's original linear gate
+  /// [E, H] (layer order). For the first train.distill_steps steps every MoE block routes by its
+  /// gate and the routers learn to imitate it (KL between the routing distributions), with
+  /// their own warmup + cosine schedule; then they train on the language-model loss, the
+  /// schedule starting again over the remaining steps.
+  void set_distillation_teachers(std::vector<torch::Tensor> gates);
+  /// Whether the next step distils.
+  bool distilling() const;
+  /// Gives each MoE block its teacher gate when the next step distils and takes it away
+  /// otherwise (step() does this itself; evaluation between steps calls it).
+  void prepare_routing();
+  /// Steps of the distillation phase (0 without teachers).
+  int64_t distill_steps() const { return teachers_.empty() ? 0 : train_.distill_steps(); }
 
   AdamW& optimizer() { return *optimizer_; }
   const Qwen2MoeForCausalLM& model() const { return model_; }
@@ -54,6 +73,7 @@ class Trainer {
 
  private:
   double clip_gradients();
+  double learning_rate() const;  ///< for the next step, within its phase
 
   Qwen2MoeForCausalLM model_;
   ProcessGroups groups_;
@@ -62,6 +82,7 @@ class Trainer {
   std::unique_ptr<GradientSync> sync_;
   std::vector<torch::Tensor> replicated_, expert_sharded_;  ///< trainable ones
   std::set<const void*> expert_impls_;  ///< every routed-expert tensor, trainable or not
+  std::vector<torch::Tensor> teachers_;  ///< per MoE layer, while a distillation phase exists
 };
 
 /// Mean next-token cross-entropy of `logits` [b, S, V] against `targets` [b, S].

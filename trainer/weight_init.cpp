@@ -1,0 +1,53 @@
+// See weight_init.h.
+#include "trainer/weight_init.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <set>
+
+#include "common/errors.h"
+
+namespace switchyard {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+void init_for_pretraining(Qwen2MoeForCausalLM& model, const ProcessGroups& groups, double std,
+                          uint64_t seed) {
+  std::set<const void*> experts, keep_own_init;
+  for (const auto& layer : model->layers()) {
+    if (!layer->moe) continue;
+    SY_CHECK(!layer->moe->experts->quantized(),
+             "model.quant: pretraining from scratch needs full-precision experts");
+    for (const auto& p : layer->moe->expert_parameters()) experts.insert(p.unsafeGetTensorImpl());
+    if (layer->moe->router->kind() != "linear")
+      for (const auto& p : layer->moe->router->parameters())
+        keep_own_init.insert(p.unsafeGetTensorImpl());
+  }
+  const int64_t num_experts = model->options().model().num_experts;
+  auto gen = at::detail::createCPUGenerator(seed);
+  torch::NoGradGuard no_grad;
+  for (auto& item : model->named_parameters()) {
+    auto& p = item.value();
+    const std::string& name = item.key();
+    if (keep_own_init.count(p.unsafeGetTensorImpl())) continue;
+    const bool sharded = experts.count(p.unsafeGetTensorImpl()) > 0;
+    auto shape = p.sizes().vec();
+    if (sharded) shape[0] = num_experts;
+    torch::Tensor value;
+    if (ends_with(name, "norm.weight"))
+      value = torch::ones(shape);
+    else if (ends_with(name, "bias") || ends_with(name, ".b_in") || ends_with(name, ".b_out"))
+      value = torch::zeros(shape);
+    else
+      value = at::normal(0.0, std, shape, gen);
+    if (sharded) value = value.narrow(0, int64_t(groups.ep_rank()) * p.size(0), p.size(0));
+    p.copy_(value);
+  }
+}
+
+}  // namespace switchyard
