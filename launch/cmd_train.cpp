@@ -16,6 +16,7 @@
 #include "configs/run_config.h"
 #include "launch/cli.h"
 #include "launch/hf_model.h"
+#include "launch/launch_env.h"
 #include "launch/train_progress.h"
 #include "trainer/batch_sampler.h"
 #include "trainer/checkpoint.h"
@@ -72,6 +73,7 @@ int run_train(const CommandArgs& args) {
 
   auto [model, groups] = load_hf_model(in.model_dir, config, args.vars["dtype"].as<std::string>());
   const int rank = groups.world->rank(), world = groups.world->size();
+  const LaunchEnv launch = detect_launch_env(*groups.world);  // rank/GPU checks, pid for logs
   PackedSequences packed(read_token_file(in.train_path),
                          PackedSequencesOptions{.seq_len = t.seq_len(), .seed = t.seed()});
   const int64_t vocab = model->options().model().vocab_size;
@@ -94,6 +96,7 @@ int run_train(const CommandArgs& args) {
   }
   MetricsLog metrics(in.run_dir + "/metrics.jsonl", groups);
   std::ofstream rank_log(in.run_dir + "/rank" + std::to_string(rank) + ".log", std::ios::app);
+  rank_log << launch.describe() << std::endl;
   TrainProgress progress(std::cout, trainer.optimizer().steps(), t.steps(), redraw);
   if (rank == 0)
     std::cout << "training " << trainer.trainable().size() << " tensors ("
