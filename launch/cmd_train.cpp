@@ -71,9 +71,9 @@ int run_train(const CommandArgs& args) {
   const bool redraw = redraw_progress(args.vars["progress"].as<std::string>());
   const auto& t = config.train();
 
+  const LaunchEnv launch = detect_launch_env(*make_world_communicator());  // before any work
   auto [model, groups] = load_hf_model(in.model_dir, config, args.vars["dtype"].as<std::string>());
   const int rank = groups.world->rank(), world = groups.world->size();
-  const LaunchEnv launch = detect_launch_env(*groups.world);  // rank/GPU checks, pid for logs
   PackedSequences packed(read_token_file(in.train_path),
                          PackedSequencesOptions{.seq_len = t.seq_len(), .seed = t.seed()});
   const int64_t vocab = model->options().model().vocab_size;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <functional>
 #include <optional>
+#include <tuple>
 
 #include "common/errors.h"
 

@@ -76,6 +76,12 @@ for _ in $(seq 1 600); do  # until every rank has logged its pid and rank 1 a fe
   kill -0 "$mpirun_pid" 2>/dev/null || break
   sleep 0.2
 done
+# Each rank's log starts with where it runs; under mpirun on one host local rank = rank.
+for r in 0 1 2 3; do
+  head -1 "$tmp/killed/rank$r.log" 2>/dev/null |
+    grep -qE "^rank $r of 4, local rank $r of 4, host .*, pid [0-9]+, launcher mpirun, device cpu$" ||
+    { fail "rank$r.log first line: $(head -1 "$tmp/killed/rank$r.log" 2>/dev/null)"; }
+done
 victim=$(rank_pids "$tmp/killed" | sed -n 2p)
 if [ -z "$victim" ] || ! grep -q '^step ' "$tmp/killed/rank1.log" 2>/dev/null; then
   fail "training did not get under way ($(tail -c 600 "$tmp/killed.out"))"
@@ -116,7 +122,7 @@ for _ in $(seq 1 1200); do  # until the failing rank reports (or mpirun is gone)
   sleep 0.2
 done
 wait_down "$tmp/corrupt" "$(date +%s)"
-named=$(grep -oE "switchyard train \(rank [0-3]\): .*token id 5000 is outside the model's vocabulary" \
+named=$(grep -oE "switchyard train \(rank [0-3] on [^)]+\): .*token id 5000 is outside the model's vocabulary" \
   "$tmp/corrupt.out" | head -1)
 steps=$(cat "$tmp"/corrupt/rank*.log 2>/dev/null | grep -c '^step ')
 if [ "$rc" != "still running" ] && [ "$rc" -ne 0 ] && [ -z "$alive" ] && [ -n "$named" ] &&
