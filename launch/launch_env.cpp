@@ -34,8 +34,8 @@ std::string host_name() {
 void expect_same(const char* var, std::optional<int> launcher, int mpi, const char* what,
                  const std::string& hint) {
   if (launcher && *launcher != mpi)
-    throw ConfigError(detail::concat(var, "=", *launcher, " but MPI reports ", what, " ", mpi,
-                                     hint));
+    throw ConfigError(
+        detail::concat(var, "=", *launcher, " but MPI reports ", what, " ", mpi, hint));
 }
 
 // This rank's position among the ranks whose host name hashes equal its own, and their count.
@@ -65,10 +65,10 @@ int pick_cuda_device(const LaunchEnv& env) {
 }  // namespace
 
 std::string LaunchEnv::describe() const {
-  return detail::concat("rank ", rank, " of ", world, ", local rank ", local_rank, " of ",
-                        local_size, ", host ", host, ", pid ", pid, ", launcher ", launcher,
-                        ", device ",
-                        cuda_device < 0 ? std::string("cpu") : "cuda:" + std::to_string(cuda_device));
+  return detail::concat(
+      "rank ", rank, " of ", world, ", local rank ", local_rank, " of ", local_size, ", host ",
+      host, ", pid ", pid, ", launcher ", launcher, ", device ",
+      cuda_device < 0 ? std::string("cpu") : "cuda:" + std::to_string(cuda_device));
 }
 
 LaunchEnv detect_launch_env(Communicator& world) {

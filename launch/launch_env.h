@@ -9,7 +9,7 @@
 namespace switchyard {
 
 struct LaunchEnv {
-  int rank = 0, world = 1;            ///< from the communicator (MPI when launched)
+  int rank = 0, world = 1;             ///< from the communicator (MPI when launched)
   int local_rank = 0, local_size = 1;  ///< among the ranks on this host
   std::string host;
   long pid = 0;
