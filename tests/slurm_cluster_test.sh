@@ -17,10 +17,15 @@ done
 [ "$(id -u)" -eq 0 ] || { echo "skipped: the private cluster's daemons run as root"; exit 77; }
 export PATH="$PATH:/usr/sbin"
 tmp="$(mktemp -d)"
-daemons=()
+daemons=()  # pids of munged, slurmctld, slurmd: run in the foreground as our children, so
+            # they are stopped and reaped here rather than left to whatever init the machine has
 cleanup() {
-  for f in "${daemons[@]}"; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
-  sleep 0.5; rm -rf "$tmp"
+  for ((i = ${#daemons[@]} - 1; i >= 0; i--)); do
+    kill "${daemons[i]}" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "${daemons[i]}" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "${daemons[i]}" 2>/dev/null; wait "${daemons[i]}" 2>/dev/null
+  done
+  rm -rf "$tmp"
 }
 trap cleanup EXIT
 source "$repo/tests/cli_checks.sh"
@@ -28,9 +33,10 @@ source "$repo/tests/cli_checks.sh"
 # ---- the cluster ---------------------------------------------------------------------------
 c="$tmp/cluster"; mkdir -p "$c/state" "$c/spool" "$c/munge"; chmod 700 "$c/munge"
 head -c 1024 /dev/urandom >"$c/munge/key"; chmod 400 "$c/munge/key"
-munged --force --socket="$c/munge/sock" --key-file="$c/munge/key" --pid-file="$c/munged.pid" \
-  --log-file="$c/munged.log" --seed-file="$c/munge/seed" || { fail "munged"; exit 1; }
-daemons+=("$c/munged.pid")
+munged --foreground --force --socket="$c/munge/sock" --key-file="$c/munge/key" \
+  --pid-file="$c/munged.pid" --log-file="$c/munged.log" --seed-file="$c/munge/seed" &
+daemons+=($!)
+for _ in $(seq 1 50); do [ -S "$c/munge/sock" ] && break; sleep 0.1; done
 host=$(hostname -s) port=$((20000 + RANDOM % 20000))
 cat >"$c/slurm.conf" <<EOF2
 ClusterName=switchyard-test
@@ -60,8 +66,11 @@ NodeName=$host NodeAddr=127.0.0.1 CPUs=8 RealMemory=1000 State=UNKNOWN
 PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 EOF2
 export SLURM_CONF="$c/slurm.conf"
-slurmctld -f "$SLURM_CONF" -i && daemons+=("$c/slurmctld.pid") && sleep 0.5 &&
-  slurmd -f "$SLURM_CONF" && daemons+=("$c/slurmd.pid") || { fail "slurm daemons"; exit 1; }
+slurmctld -D -i -f "$SLURM_CONF" >"$c/slurmctld.out" 2>&1 &
+daemons+=($!)
+sleep 0.5
+slurmd -D -f "$SLURM_CONF" >"$c/slurmd.out" 2>&1 &
+daemons+=($!)
 for _ in $(seq 1 60); do
   [ "$(sinfo -h -o %t 2>/dev/null)" = "idle" ] && break
   sleep 0.5
