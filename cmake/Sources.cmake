@@ -35,6 +35,15 @@ foreach(_dir ${TORCH_INCLUDE_DIRS})
 endforeach()
 target_link_libraries(switchyard_config PUBLIC protobuf::libprotobuf)
 set_target_properties(switchyard_config PROPERTIES POSITION_INDEPENDENT_CODE ON)
+# TensorBoard's event schema (the part we write), compiled next to the run schema.
+add_custom_command(
+  OUTPUT ${SWITCHYARD_GEN_DIR}/configs/tensorboard_event.pb.cc
+         ${SWITCHYARD_GEN_DIR}/configs/tensorboard_event.pb.h
+  COMMAND protobuf::protoc --cpp_out=${SWITCHYARD_GEN_DIR} -I${CMAKE_SOURCE_DIR}
+          ${CMAKE_SOURCE_DIR}/configs/tensorboard_event.proto
+  DEPENDS ${CMAKE_SOURCE_DIR}/configs/tensorboard_event.proto protobuf::protoc
+  COMMENT "protoc configs/tensorboard_event.proto")
+target_sources(switchyard_config PRIVATE ${SWITCHYARD_GEN_DIR}/configs/tensorboard_event.pb.cc)
 
 # ---- CUDA kernels (no torch headers: nvcc stays fast) ------------------------------------------
 if(SWITCHYARD_CUDA)
@@ -128,6 +137,10 @@ if(SWITCHYARD_CUDA)
     target_link_options(switchyard_core INTERFACE "-Wl,-rpath,${SWITCHYARD_CUDART_DIR}")
   endif()
 endif()
+
+# Operations: launch environment, TensorBoard events (appended here to keep the list above calm).
+target_sources(switchyard_core PRIVATE common/crc32c.cpp trainer/tensorboard_writer.cpp
+                                       launch/launch_env.cpp)
 
 # ---- the executable ------------------------------------------------------------------------------
 add_executable(switchyard

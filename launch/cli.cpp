@@ -1,6 +1,8 @@
 // Subcommand dispatch and the one place where errors become messages and exit codes.
 #include "launch/cli.h"
 
+#include <unistd.h>
+
 #include <iostream>
 
 #include "common/errors.h"
@@ -73,12 +75,15 @@ int run_cli(int argc, char** argv) {
     std::cerr << "switchyard: unknown subcommand '" << name << "' (try --help)\n";
     return kExitUsage;
   }
-  // One line naming what failed; under mpirun the rank is named too and MPI_Abort stops the
-  // other ranks, which would otherwise wait forever in their next collective.
+  // One line naming what failed; under mpirun the rank and its host are named too and
+  // MPI_Abort stops the other ranks, which would otherwise wait forever in their next collective.
   auto fail = [&](const std::string& what, int code) {
     const int rank = distributed_rank();
-    std::cerr << "switchyard " << name << (rank >= 0 ? " (rank " + std::to_string(rank) + ")" : "")
-              << ": " << what << "\n"
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    std::cerr << "switchyard " << name
+              << (rank >= 0 ? " (rank " + std::to_string(rank) + " on " + host + ")" : "") << ": "
+              << what << "\n"
               << std::flush;
     abort_world_if_distributed(code);
     return code;

@@ -18,6 +18,7 @@
 #include "common/errors.h"
 #include "configs/run_config.h"
 #include "launch/cli.h"
+#include "launch/launch_env.h"
 #include "launch/train_model.h"
 #include "launch/train_progress.h"
 #include "trainer/batch_sampler.h"
@@ -103,6 +104,7 @@ int run_train(const CommandArgs& args) {
   const bool redraw = redraw_progress(args.vars["progress"].as<std::string>());
   const auto& t = config.train();
 
+  const LaunchEnv launch = detect_launch_env(*make_world_communicator());  // before any work
   auto [model, groups] = load_training_model(config, args.vars["dtype"].as<std::string>());
   const int rank = groups.world->rank(), world = groups.world->size();
   PackedSequences packed(read_token_file(in.train_path),
@@ -132,6 +134,7 @@ int run_train(const CommandArgs& args) {
   }
   MetricsLog metrics(in.run_dir + "/metrics.jsonl", groups);
   std::ofstream rank_log(in.run_dir + "/rank" + std::to_string(rank) + ".log", std::ios::app);
+  rank_log << launch.describe() << std::endl;
   TrainProgress progress(std::cout, trainer.optimizer().steps(), t.steps(), redraw);
   // Validation while distilling measures the original gates' routing (they route then).
   auto validate = [&](const std::string& phase) {

@@ -53,6 +53,8 @@ for step in range(1, 7):
         assert got == 2 * 2 * 2 * 32 * 2, (step, layer, got)  # ranks * accum * batch * S * k
 assert loss[0]["lr"] < loss[-1]["lr"] or loss[2]["lr"] > loss[0]["lr"]  # warmup ran
 PY
+   "$py" "$repo/tests/tensorboard_check.py" "$tmp/run" 1 >"$tmp/tb.out" 2>&1 ||
+   { fail "tensorboard events ($(tail -c 600 "$tmp/tb.out"))"; false; }
 then
   grep -q "training finished" "$tmp/train.out" && grep -q "rows_received" "$tmp/train.out" &&
     [ -s "$tmp/run/rank1.log" ] && ok "train under mpirun (EP 2): metrics.jsonl, load table, rank logs" ||
@@ -93,6 +95,10 @@ for run in sys.argv[2:]:
         assert abs(got[step] - whole[step]) <= 1e-5, (run, step, got[step], whole[step])
 PY
 then ok "resume equals the uninterrupted run (EP 4 -> EP 2, and EP 2 -> EP 2)"
+  # The stopped and the resumed invocation each wrote an events file; together they match.
+  if "$py" "$repo/tests/tensorboard_check.py" "$tmp/cross" 2 >"$tmp/tb.out" 2>&1; then
+    ok "$(cat "$tmp/tb.out") (resumed run)"
+  else fail "tensorboard events of a resumed run ($(tail -c 600 "$tmp/tb.out"))"; fi
 else fail "resume ($(tail -c 600 "$tmp/resume.err"))"; fi
 
 # A damaged checkpoint is refused with one line naming the file (here loaded at EP 1).

@@ -2,17 +2,23 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+
 #include "common/errors.h"
 
 namespace switchyard {
 
 using json = nlohmann::json;
 
-MetricsLog::MetricsLog(const std::string& path, ProcessGroups groups)
+MetricsLog::MetricsLog(const std::string& path, ProcessGroups groups, bool tensorboard)
     : path_(path), groups_(std::move(groups)) {
   if (groups_.world->rank() != 0) return;
   out_.open(path_, std::ios::app);
   SY_CHECK(out_.good(), path_, ": cannot open for writing");
+  if (tensorboard) {
+    const auto dir = std::filesystem::path(path_).parent_path();
+    tensorboard_ = std::make_unique<TensorBoardWriter>(dir.empty() ? "." : dir.string());
+  }
 }
 
 namespace {
@@ -33,6 +39,58 @@ std::vector<double> flatten(const StepMetrics& m, double seconds) {
   return row;
 }
 
+// TensorBoard's view of one step, taken from the records metrics.jsonl gets, so the two agree:
+// run-wide numbers once, and per layer the load over all experts (ranks of different
+// data-parallel groups hold the same experts: their counts add up) and each rank's intake.
+void add_summary(TensorBoardWriter& tb, const std::vector<json>& records) {
+  const json* first = nullptr;
+  double tokens_per_s = 0;
+  struct Layer {
+    std::vector<double> experts;
+    double entropy = 0, aux = 0, z = 0, drop = 0;
+    int ranks = 0;
+  };
+  std::vector<Layer> layers;
+  for (const auto& r : records) {
+    if (r["kind"] == "loss") {
+      if (!first) first = &r;
+      tokens_per_s += r["tokens_per_s"].get<double>();
+      continue;
+    }
+    const auto l = r["layer"].get<size_t>();
+    if (layers.size() <= l) layers.resize(l + 1);
+    Layer& layer = layers[l];
+    const auto counts = r["expert_tokens"].get<std::vector<int64_t>>();
+    const auto at = r["first_expert"].get<size_t>();
+    if (layer.experts.size() < at + counts.size()) layer.experts.resize(at + counts.size());
+    for (size_t e = 0; e < counts.size(); ++e) layer.experts[at + e] += double(counts[e]);
+    layer.entropy += r["entropy"].get<double>();
+    layer.aux += r["aux_loss"].get<double>();
+    layer.z += r["z_loss"].get<double>();
+    layer.drop += r["drop_rate"].get<double>();
+    layer.ranks += 1;
+    tb.scalar("load/layer" + std::to_string(l) + "/rank" + std::to_string(r["rank"].get<int>()) +
+                  "_tokens",
+              r["rank_tokens"].get<double>());
+  }
+  for (const char* key : {"loss", "lm_loss", "router_loss", "lr", "grad_norm"})
+    tb.scalar(std::string("train/") + key, (*first)[key].get<double>());
+  tb.scalar("train/tokens_per_s", tokens_per_s);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const Layer& layer = layers[l];
+    const std::string tag = "load/layer" + std::to_string(l) + "/";
+    double total = 0, peak = 0;
+    for (double t : layer.experts) total += t, peak = std::max(peak, t);
+    const double mean = total / double(layer.experts.size());
+    tb.scalar(tag + "max_over_mean", mean > 0 ? peak / mean : 0.0);
+    tb.scalar(tag + "entropy", layer.entropy / layer.ranks);
+    tb.scalar(tag + "aux_loss", layer.aux / layer.ranks);
+    tb.scalar(tag + "z_loss", layer.z / layer.ranks);
+    tb.scalar(tag + "drop_rate", layer.drop / layer.ranks);
+    tb.histogram(tag + "expert_tokens", layer.experts);
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds) {
@@ -40,7 +98,7 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
   auto mine = torch::tensor(row, torch::kDouble).unsqueeze(0);
   auto all = groups_.world->all_gather(mine).cpu();  // [world, row]
   if (groups_.world->rank() != 0) return {};
-  std::vector<std::string> lines;
+  std::vector<json> records;
   const int world = groups_.world->size();
   for (int r = 0; r < world; ++r) {
     auto v = all[r];
@@ -53,7 +111,7 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
       loss["distill_kl"] = m.distill_kl;
       loss["topk_agreement"] = m.topk_agreement;
     }
-    lines.push_back(loss.dump());
+    records.push_back(std::move(loss));
     int64_t at = 2;
     for (size_t l = 0; l < m.layer_stats.size(); ++l) {
       const int64_t local_experts = int64_t(m.tokens_per_local_expert[l].size());
@@ -76,13 +134,18 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
                    {"drop_rate", v[at + 3].item<double>()},
                    {"aux_loss", v[at + 4].item<double>()},
                    {"z_loss", v[at + 5].item<double>()}};
-      lines.push_back(load.dump());
+      records.push_back(std::move(load));
       at += kPerLayerScalars + local_experts;
     }
   }
-  for (const auto& line : lines) out_ << line << '\n';
+  std::vector<std::string> lines;
+  for (const auto& record : records) out_ << lines.emplace_back(record.dump()) << '\n';
   out_.flush();
   SY_CHECK(out_.good(), path_, ": write failed");
+  if (tensorboard_) {
+    add_summary(*tensorboard_, records);
+    tensorboard_->write_step(m.step);
+  }
   return lines;
 }
 
@@ -96,6 +159,11 @@ std::string MetricsLog::write_validation(int64_t step, const std::string& phase,
   out_ << line << '\n';
   out_.flush();
   SY_CHECK(out_.good(), path_, ": write failed");
+  if (tensorboard_) {
+    tensorboard_->scalar("valid/loss", loss);
+    tensorboard_->scalar("valid/ppl", ppl);
+    tensorboard_->write_step(step);
+  }
   return line;
 }
 

@@ -1,13 +1,16 @@
 // A run's metrics.jsonl: one JSON object per line. Loss records (step, rank, loss, lr,
 // tokens_per_s, ...) and load records (step, rank, layer, expert_tokens, max_over_mean,
 // entropy, aux_loss, ...) for every rank, gathered to rank 0, which alone writes the file, so
-// lines from several processes never interleave.
+// lines from several processes never interleave. Rank 0 also writes the same numbers as
+// TensorBoard events next to it (trainer/tensorboard_writer.h).
 #pragma once
 
 #include <fstream>
+#include <memory>
 #include <string>
 
 #include "parallel/process_groups.h"
+#include "trainer/tensorboard_writer.h"
 #include "trainer/trainer.h"
 
 namespace switchyard {
@@ -16,8 +19,13 @@ namespace switchyard {
 ///          log.write(trainer.step(batches), seconds);   // collective
 class MetricsLog {
  public:
-  /// Appends when the file exists (a resumed run continues its log).
-  MetricsLog(const std::string& path, ProcessGroups groups);
+  /// Appends when the file exists (a resumed run continues its log). With `tensorboard`, rank 0
+  /// also starts a new events file in the same folder (a resumed run adds one more), with per
+  /// step: train/{loss,lm_loss,router_loss,lr,grad_norm,tokens_per_s (all ranks)} and per MoE
+  /// layer l: load/layer<l>/{max_over_mean (over all experts), entropy, aux_loss, z_loss,
+  /// drop_rate (means over ranks), rank<r>_tokens} and the histogram load/layer<l>/expert_tokens
+  /// (tokens each expert received, over all experts).
+  MetricsLog(const std::string& path, ProcessGroups groups, bool tensorboard = true);
 
   /// Collective over the world: every rank's loss record and per-layer load records, in rank
   /// order. `seconds` is this rank's wall time for the step. Returns the lines written (rank 0)
@@ -33,6 +41,7 @@ class MetricsLog {
   std::string path_;
   ProcessGroups groups_;
   std::ofstream out_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  ///< rank 0, when enabled
 };
 
 }  // namespace switchyard
