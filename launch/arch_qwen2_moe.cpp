@@ -10,9 +10,8 @@ ModelArchitecture qwen2_moe_architecture() {
   a.name = "qwen2_moe";
   a.build = [](LoadedModel& m, const std::string& json, const std::string& where) {
     const Qwen2MoeConfig c = Qwen2MoeConfig::from_json(json, where);
-    m.model = Qwen2MoeForCausalLM(Qwen2MoeOptions(c, m.groups)
-                                      .router(m.config.router())
-                                      .quant(m.config.model().quant()));
+    m.model = Qwen2MoeForCausalLM(
+        Qwen2MoeOptions(c, m.groups).router(m.config.router()).quant(m.config.model().quant()));
     // GPTQ checkpoints pick their own expert quant when none is asked: record what is held.
     *m.config.mutable_model()->mutable_quant() = m.model->options().quant();
     m.config_json = json;

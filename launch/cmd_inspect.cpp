@@ -85,8 +85,9 @@ Subcommand inspect_command() {
   c.name = "inspect";
   c.summary = "architecture, parameter counts and tensors of a checkpoint (headers only)";
   c.add_options = [](po::options_description& opts, po::positional_options_description& pos) {
-    opts.add_options()("path", po::value<std::string>()->required()->value_name("PATH"),
-                       "Hugging Face folder, Switchyard checkpoint, run folder or .safetensors file")(
+    opts.add_options()(
+        "path", po::value<std::string>()->required()->value_name("PATH"),
+        "Hugging Face folder, Switchyard checkpoint, run folder or .safetensors file")(
         "tensors", "list every tensor instead of name patterns")(
         "json", "one JSON object per line: summary, architecture, components, tensors");
     pos.add("path", 1);

@@ -91,10 +91,10 @@ LoadedModel load_model(const std::string& path, const RunConfig& config, const s
   if (!is_switchyard_checkpoint(dir)) return load_hf_model(dir, config, dtype);
   const config::CheckpointManifest manifest = read_checkpoint_manifest(dir);
   const RunConfig effective = effective_config(config, manifest, dir);
-  const OverlayOptions overlay =
-      OverlayOptions()
-          .complete(manifest.complete())
-          .replace_routers(router_kind(effective.router()) != router_kind(manifest.config().router()));
+  const OverlayOptions overlay = OverlayOptions()
+                                     .complete(manifest.complete())
+                                     .replace_routers(router_kind(effective.router()) !=
+                                                      router_kind(manifest.config().router()));
   if (!manifest.complete()) {  // a training checkpoint: its base, then the saved parameters
     const std::string base = manifest.config().model().checkpoint();
     if (base.empty())
@@ -109,8 +109,7 @@ LoadedModel load_model(const std::string& path, const RunConfig& config, const s
   m.config = effective;
   m.arch = effective.model().arch();
   const ModelArchitecture& a = model_architecture(m.arch);
-  m.groups =
-      make_process_groups(make_world_communicator(), effective.parallel().expert_parallel());
+  m.groups = make_process_groups(make_world_communicator(), effective.parallel().expert_parallel());
   a.build(m, manifest.model_config_json(), dir + "/" + kCheckpointManifest);
   overlay_model_state(m.module(), CheckpointTensors(dir, manifest), overlay);
   m.module().to(parse_dtype(dtype, a.checkpoint_dtype(m)));

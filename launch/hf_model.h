@@ -32,15 +32,24 @@ struct LoadedModel {
   // below keeps such bindings (Qwen2-MoE callers) compiling.
   template <size_t I>
   auto& get() & {
-    if constexpr (I == 0) return model; else return groups;
+    if constexpr (I == 0)
+      return model;
+    else
+      return groups;
   }
   template <size_t I>
   const auto& get() const& {
-    if constexpr (I == 0) return model; else return groups;
+    if constexpr (I == 0)
+      return model;
+    else
+      return groups;
   }
   template <size_t I>
   auto&& get() && {
-    if constexpr (I == 0) return std::move(model); else return std::move(groups);
+    if constexpr (I == 0)
+      return std::move(model);
+    else
+      return std::move(groups);
   }
 };
 

@@ -14,9 +14,9 @@ const ModelArchitecture& model_architecture(config::ModelArch arch) {
   };
   auto it = registry.find(arch);
   if (it == registry.end())
-    throw ConfigError("model.arch = " + config::ModelArch_Name(arch) +
-                          ": expected QWEN2_MOE or BERT_MOE",
-                      "model.arch");
+    throw ConfigError(
+        "model.arch = " + config::ModelArch_Name(arch) + ": expected QWEN2_MOE or BERT_MOE",
+        "model.arch");
   return it->second;
 }
 

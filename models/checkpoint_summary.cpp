@@ -160,23 +160,24 @@ CheckpointSummary summarize_switchyard(const std::string& path) {
   json config = json::object();
   if (m.complete()) {
     config = json::parse(m.model_config_json(), nullptr, /*allow_exceptions=*/false);
-    if (config.is_discarded()) throw Error("checkpoint " + path + ": its config.json text is invalid");
+    if (config.is_discarded())
+      throw Error("checkpoint " + path + ": its config.json text is invalid");
   } else {
     config = read_config(model.checkpoint());
   }
   add_architecture(s, config);
   s.architecture["switchyard checkpoint"] =
-      m.complete() ? "complete" : "training, step " + std::to_string(m.step()) + " over base " +
-                                      model.checkpoint();
+      m.complete()
+          ? "complete"
+          : "training, step " + std::to_string(m.step()) + " over base " + model.checkpoint();
   s.architecture["saved at expert_parallel"] = std::to_string(m.expert_parallel());
   const auto kind = model.quant().experts();
   s.quantization = kind == config::QUANT_NONE ? "none"
-                   : kind == config::INT8     ? "int8 per output channel (experts as codes)"
-                                              : "int4, group " +
-                                                std::to_string(model.quant().group_size()) +
-                                                (model.quant().symmetric() ? ", symmetric"
-                                                                           : ", zero points") +
-                                                " (experts as codes)";
+                   : kind == config::INT8
+                       ? "int8 per output channel (experts as codes)"
+                       : "int4, group " + std::to_string(model.quant().group_size()) +
+                             (model.quant().symmetric() ? ", symmetric" : ", zero points") +
+                             " (experts as codes)";
   std::vector<std::pair<std::string, SafetensorsEntry>> entries;
   for (const auto& f : m.files()) {
     if (!f.name().ends_with(".safetensors")) continue;

@@ -101,10 +101,12 @@ int64_t overlay_model_state(torch::nn::Module& model, const CheckpointTensors& c
   std::set<std::string> requantized;
   for (const auto& b : blocks) {
     auto& bank = *b.moe->experts;
-    const std::string w_in = "param." + b.experts() + "w_in", w_out = "param." + b.experts() + "w_out";
+    const std::string w_in = "param." + b.experts() + "w_in",
+                      w_out = "param." + b.experts() + "w_out";
     const bool float_saved = ckpt.contains(expert_tensor_name(w_in, b.first)) &&
                              ckpt.get(expert_tensor_name(w_in, b.first)).numel() > 0;
-    const bool codes_saved = ckpt.contains(expert_tensor_name("buffer." + b.experts() + "w_in_q", b.first));
+    const bool codes_saved =
+        ckpt.contains(expert_tensor_name("buffer." + b.experts() + "w_in_q", b.first));
     if (codes_saved && !bank.quantized())
       mismatch(ckpt, "MoE block " + b.path +
                          " holds quantized experts but model.quant asks for float ones; load it "
@@ -158,9 +160,11 @@ int64_t overlay_model_state(torch::nn::Module& model, const CheckpointTensors& c
       const std::string key = without_expert_suffix(name);
       bool router = false;
       for (const auto& b : blocks)
-        router |= starts_with(key, "param." + b.router()) || starts_with(key, "buffer." + b.router());
+        router |=
+            starts_with(key, "param." + b.router()) || starts_with(key, "buffer." + b.router());
       if (router && options.replace_routers()) continue;
-      if (!model_keys.count(key)) mismatch(ckpt, "tensor '" + name + "' has no place in this model");
+      if (!model_keys.count(key))
+        mismatch(ckpt, "tensor '" + name + "' has no place in this model");
       if (key == name) continue;
       const Block* b = expert_block(blocks, key.substr(key.find('.') + 1));
       const int64_t g = std::stoll(name.substr(key.size() + 7));

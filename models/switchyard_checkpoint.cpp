@@ -27,7 +27,8 @@ uint64_t fnv1a64(const std::string& path, uint64_t* bytes) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
@@ -87,8 +88,8 @@ config::CheckpointManifest read_checkpoint_manifest(const std::string& dir) {
                                " (incomplete or not a checkpoint)"));
   config::CheckpointManifest m;
   if (!m.ParseFromString(read_text_file((root / kCheckpointManifest).string())))
-    throw Error(detail::concat("checkpoint ", dir, ": ", kCheckpointManifest,
-                               " is not a valid manifest"));
+    throw Error(
+        detail::concat("checkpoint ", dir, ": ", kCheckpointManifest, " is not a valid manifest"));
   for (const auto& f : m.files()) {
     const fs::path path = root / f.name();
     if (f.name().empty() || f.name().find('/') != std::string::npos || !fs::is_regular_file(path))

@@ -155,6 +155,17 @@ PY
 then ok "training checkpoint (run folder) at EP 1 and 2: $(tail -1 "$tmp/check")"
 else fail "training checkpoint eval ($(tail -3 "$tmp/log") $(tail -3 "$tmp/eval.log") $(tail -3 "$tmp/check"))"; fi
 
+# All parameters trained at EP 2 (experts saved per global index): read back at EP 1 and EP 4.
+if "$mpirun" -np 2 "$bin" train --config "$tmp/train.pbtxt" --run-dir "$tmp/run_all" --dtype float32 \
+     --set train.routers_only=false --set parallel.expert_parallel=2 >"$tmp/log" 2>&1 &&
+   [ -f "$tmp/run_all/checkpoints/$(cat "$tmp/run_all/checkpoints/latest")/experts-ep1.safetensors" ] &&
+   "$bin" eval --model "$tmp/run_all" --tokens "$tokens" --dump-logits "$tmp/all1.st" --dtype float32 >"$tmp/eval.log" 2>&1 &&
+   "$mpirun" -np 4 "$bin" eval --model "$tmp/run_all" --tokens "$tokens" --dump-logits "$tmp/all4.st" \
+     --dtype float32 --set parallel.expert_parallel=4 >>"$tmp/eval.log" 2>&1 &&
+   close_logits "$tmp/all1.st" "$tmp/all4.st" && ! close_logits "$tmp/all1.st" "$tmp/run.st"; then
+  ok "all-parameter training checkpoint written at EP 2 evaluates at EP 1 and EP 4 alike"
+else fail "all-parameter training checkpoint ($(tail -3 "$tmp/log") $(tail -3 "$tmp/eval.log"))"; fi
+
 # ---- BERT_MOE through the run config: classification logits [sequences, labels] -------------
 bert="$refs/bert/base"
 printf '5 17 42 9 3 77 12\n8 8 61 2\n31 4 99 23 54 6 7 70 11\n' >"$tmp/bert_tokens.txt"

@@ -39,21 +39,22 @@ Qwen2MoeForCausalLM build(uint64_t seed, const config::QuantConfig& quant = {},
   Qwen2MoeForCausalLM m(Qwen2MoeOptions(c, single_process_groups()).quant(quant));
   if (quant.experts() != config::QUANT_NONE) {  // real codes, not the empty bank's zeros
     torch::NoGradGuard no_grad;
-    for (const auto& layer : m->layers())
-      if (layer->moe)
-        for (int64_t e = 0; e < layer->moe->experts->options().num_experts(); ++e) {
-          const auto& o = layer->moe->experts->options();
-          layer->moe->experts->load_expert(e, torch::randn({2 * o.intermediate_size(), o.hidden_size()}),
-                                           torch::randn({o.hidden_size(), o.intermediate_size()}));
-        }
+    for (auto layer : m->layers()) {  // holder copies: non-const access
+      if (!layer->moe) continue;
+      ExpertBank bank = layer->moe->experts;
+      const auto& o = bank->options();
+      for (int64_t e = 0; e < o.num_experts(); ++e)
+        bank->load_expert(e, torch::randn({2 * o.intermediate_size(), o.hidden_size()}),
+                          torch::randn({o.hidden_size(), o.intermediate_size()}));
+    }
   }
   m->eval();
   return m;
 }
 
 std::string temp_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() /
-                     ("sy_model_ckpt_" + std::to_string(::getpid()) + "_" + name);
+  const fs::path d =
+      fs::temp_directory_path() / ("sy_model_ckpt_" + std::to_string(::getpid()) + "_" + name);
   fs::remove_all(d);
   return d.string();
 }
@@ -62,8 +63,8 @@ std::string save(Qwen2MoeForCausalLM& m, const std::string& name) {
   const std::string dir = temp_dir(name);
   config::CheckpointManifest manifest;
   manifest.set_complete(true);
-  write_checkpoint_folder(dir, model_state_shard(*m, m->options().groups()), single_process_groups(),
-                          manifest);
+  write_checkpoint_folder(dir, model_state_shard(*m, m->options().groups()),
+                          single_process_groups(), manifest);
   return dir;
 }
 
@@ -101,8 +102,9 @@ TEST(ModelCheckpoint, Int4ModelRoundTripsBitForBitAsCodes) {
   ASSERT_FALSE(torch::equal(logits(a), logits(b)));
   overlay(b, dir);
   EXPECT_TRUE(torch::equal(logits(a), logits(b)));
-  for (const auto& [name, t] : a->named_buffers())
-    EXPECT_TRUE(torch::equal(t, b->named_buffers()[name])) << name;
+  const auto b_buffers = b->named_buffers();
+  for (const auto& item : a->named_buffers())
+    EXPECT_TRUE(torch::equal(item.value(), b_buffers[item.key()])) << item.key();
   fs::remove_all(dir);
 }
 
@@ -134,8 +136,7 @@ TEST(ModelCheckpoint, AnotherArchitectureIsRefused) {
   Qwen2MoeConfig more = tiny();
   more.num_experts = 4;  // fewer experts than were saved: expert 4..7 have no place
   auto fewer = build(9, {}, more);
-  EXPECT_NE(error_of([&] { overlay(fewer, dir); }).find("another architecture"),
-            std::string::npos);
+  EXPECT_NE(error_of([&] { overlay(fewer, dir); }).find("another architecture"), std::string::npos);
   fs::remove_all(dir);
 }
 
@@ -167,21 +168,21 @@ TEST(ModelCheckpoint, DamagedFoldersAreRefusedNamingTheFile) {
     f.put('\x7f');
   }
   auto b = build(13);
-  EXPECT_NE(error_of([&] { overlay(b, dir); }).find("replicated.safetensors does not match its checksum"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { overlay(b, dir); }).find("replicated.safetensors does not match its checksum"),
+      std::string::npos);
   fs::resize_file(file, size - 10);
   EXPECT_NE(error_of([&] { read_checkpoint_manifest(dir); }).find("(truncated?)"),
             std::string::npos);
   fs::remove(file);
-  EXPECT_NE(error_of([&] { read_checkpoint_manifest(dir); }).find("replicated.safetensors is missing"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { read_checkpoint_manifest(dir); }).find("replicated.safetensors is missing"),
+      std::string::npos);
   fs::remove(dir + "/manifest.pb");
   EXPECT_FALSE(is_switchyard_checkpoint(dir));
   EXPECT_NE(error_of([&] { read_checkpoint_manifest(dir); }).find("no manifest.pb"),
             std::string::npos);
-  {
-    std::ofstream(dir + "/manifest.pb") << "not a manifest \xff\xff\xff";
-  }
+  { std::ofstream(dir + "/manifest.pb") << "not a manifest \xff\xff\xff"; }
   EXPECT_NE(error_of([&] { read_checkpoint_manifest(dir); }).find("not a valid manifest"),
             std::string::npos);
   fs::remove_all(dir);

@@ -106,8 +106,8 @@ CheckpointState load_checkpoint(const std::string& folder, Trainer& trainer,
       return tensors.gather_experts(key, first, local);
     };
     auto value = gather("param." + name);
-    SY_CHECK(value.sizes() == p.sizes(), "checkpoint ", folder, ": '", name, "' is ",
-             value.sizes(), ", the model's is ", p.sizes());
+    SY_CHECK(value.sizes() == p.sizes(), "checkpoint ", folder, ": '", name, "' is ", value.sizes(),
+             ", the model's is ", p.sizes());
     p.copy_(value);
     moments.emplace_back("exp_avg." + name, gather("exp_avg." + name));
     moments.emplace_back("exp_avg_sq." + name, gather("exp_avg_sq." + name));
