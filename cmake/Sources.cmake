@@ -121,7 +121,9 @@ add_library(switchyard_core STATIC
   bench/layer_bench.cpp
   bench/alltoall_bench.cpp
   bench/model_bench.cpp
-  bench/quant_bench.cpp)
+  bench/quant_bench.cpp
+  models/switchyard_checkpoint.cpp
+  models/model_checkpoint.cpp)
 target_include_directories(switchyard_core PUBLIC ${CMAKE_SOURCE_DIR} ${SWITCHYARD_GEN_DIR})
 target_link_libraries(switchyard_core PUBLIC switchyard_config ${TORCH_LIBRARIES} MPI::MPI_CXX
                                              Boost::program_options Threads::Threads
@@ -155,7 +157,10 @@ add_executable(switchyard
   launch/cmd_train.cpp
   launch/train_progress.cpp
   launch/train_model.cpp
-  launch/hf_model.cpp)
+  launch/hf_model.cpp
+  launch/model_architecture.cpp
+  launch/arch_qwen2_moe.cpp
+  launch/arch_bert_moe.cpp)
 target_link_libraries(switchyard PRIVATE switchyard_core)
 # `switchyard data` defaults to the committed trainer/tokenizer.json of this source tree.
 target_compile_definitions(switchyard PRIVATE SWITCHYARD_SOURCE_DIR="${CMAKE_SOURCE_DIR}")

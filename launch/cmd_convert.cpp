@@ -1,12 +1,14 @@
-// `switchyard convert`: a Hugging Face Qwen2-MoE checkpoint (float or GPTQ) in, a float one in
-// the hub layout out, with the run config's expert quantization applied (the output then holds
-// the dequantized values the quantized model computes with). Runs under mpirun at any EP size;
-// each EP rank writes its own experts' shard.
+// `switchyard convert`: a model (Hugging Face folder, float or GPTQ; Switchyard checkpoint; run
+// folder) in, and out either the hub layout (--format hf: floats, quantized experts written
+// dequantized, loadable by transformers) or a complete Switchyard checkpoint (--format
+// switchyard: quantized experts kept as their codes). Quantization and router replacement come
+// from the config. Runs under mpirun at any EP size; each EP rank writes its own experts.
 #include <iostream>
 
 #include "common/errors.h"
 #include "launch/cli.h"
 #include "launch/hf_model.h"
+#include "launch/model_architecture.h"
 
 namespace switchyard {
 namespace {
@@ -14,13 +16,21 @@ namespace {
 int run_convert(const CommandArgs& args) {
   const RunConfig config = build_run_config(args.config_path, args.overrides);
   const std::string dtype = args.vars["dtype"].as<std::string>();
-  auto [model, groups] = load_hf_model(args.vars["model"].as<std::string>(), config, dtype);
+  const std::string format = args.vars["format"].as<std::string>();
+  if (format != "hf" && format != "switchyard")
+    throw ConfigError("--format " + format + ": expected hf or switchyard");
+  const std::string source = args.vars["model"].as<std::string>();
   const std::string out = args.vars["out"].as<std::string>();
-  const torch::Dtype out_dtype = parse_dtype(dtype, model->options().model().dtype);
-  export_hf_checkpoint(*model, out, out_dtype);
-  if (groups.world->rank() == 0)
-    std::cerr << "wrote " << out << " (" << groups.ep_size() << " shard(s), "
-              << c10::toString(out_dtype) << ")\n";
+  LoadedModel m = load_model(source, config, dtype);
+  const ModelArchitecture& arch = model_architecture(m.arch);
+  const torch::Dtype out_dtype = parse_dtype(dtype, arch.checkpoint_dtype(m));
+  if (format == "hf")
+    arch.export_hf(m, out, out_dtype);
+  else
+    save_switchyard_checkpoint(m, out, out_dtype, source);
+  if (m.groups.world->rank() == 0)
+    std::cerr << "wrote " << out << " (" << format << ", " << m.groups.ep_size()
+              << " expert shard(s), " << c10::toString(out_dtype) << ")\n";
   return 0;
 }
 
@@ -30,12 +40,15 @@ Subcommand convert_command() {
   Subcommand c;
   c.name = "convert";
   c.summary =
-      "HF checkpoint (float or GPTQ) -> HF hub layout, quantization from the config applied";
+      "HF or Switchyard checkpoint -> HF hub layout or Switchyard checkpoint, quantization from "
+      "the config applied";
   c.add_options = [](po::options_description& opts, po::positional_options_description&) {
-    opts.add_options()("model", po::value<std::string>()->required()->value_name("DIR"),
-                       "Hugging Face Qwen2-MoE checkpoint folder")(
+    opts.add_options()("model", po::value<std::string>()->required()->value_name("PATH"),
+                       "Hugging Face folder, Switchyard checkpoint or run folder")(
         "out", po::value<std::string>()->required()->value_name("DIR"),
         "new folder to write (must not exist)")(
+        "format", po::value<std::string>()->default_value("hf"),
+        "hf (hub layout, dequantized experts) or switchyard (checkpoint, experts as codes)")(
         "dtype", po::value<std::string>()->default_value("checkpoint"),
         "dtype written: checkpoint, float32, bfloat16 or float16");
   };

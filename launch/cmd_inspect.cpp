@@ -1,11 +1,13 @@
 // `switchyard inspect PATH`: architecture, parameter counts (total, active per token, per
 // component), quantization and the tensor list of a checkpoint, from headers only.
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 
 #include "common/errors.h"
 #include "common/table.h"
 #include "launch/cli.h"
+#include "launch/hf_model.h"
 #include "models/checkpoint_summary.h"
 
 namespace switchyard {
@@ -65,7 +67,9 @@ void print_json(const CheckpointSummary& s, std::ostream& os) {
 }
 
 int run_inspect(const CommandArgs& args) {
-  const std::string path = args.vars["path"].as<std::string>();
+  // A run folder stands for its newest checkpoint; files and HF/Switchyard folders for themselves.
+  std::string path = args.vars["path"].as<std::string>();
+  if (std::filesystem::is_directory(path)) path = resolve_model_path(path);
   const CheckpointSummary s = summarize_checkpoint(path);
   if (args.vars.count("json"))
     print_json(s, std::cout);
@@ -81,8 +85,9 @@ Subcommand inspect_command() {
   c.name = "inspect";
   c.summary = "architecture, parameter counts and tensors of a checkpoint (headers only)";
   c.add_options = [](po::options_description& opts, po::positional_options_description& pos) {
-    opts.add_options()("path", po::value<std::string>()->required()->value_name("PATH"),
-                       "Hugging Face checkpoint folder or .safetensors file")(
+    opts.add_options()(
+        "path", po::value<std::string>()->required()->value_name("PATH"),
+        "Hugging Face folder, Switchyard checkpoint, run folder or .safetensors file")(
         "tensors", "list every tensor instead of name patterns")(
         "json", "one JSON object per line: summary, architecture, components, tensors");
     pos.add("path", 1);

@@ -60,9 +60,8 @@ TrainInputs check_inputs(const CommandArgs& args, const RunConfig& config) {
     throw ConfigError(
         "model.checkpoint: required (a Hugging Face Qwen2-MoE folder), or model.init_config",
         "model.checkpoint");
-  } else if (!fs::is_regular_file(fs::path(in.model_dir) / "config.json")) {
-    throw ConfigError("model.checkpoint = " + in.model_dir + ": no config.json there",
-                      "model.checkpoint");
+  } else if (!fs::is_directory(in.model_dir)) {
+    throw ConfigError("model.checkpoint = " + in.model_dir + ": no such folder", "model.checkpoint");
   }
   if (config.train().distill_steps() > 0 && in.model_dir.empty())
     throw ConfigError("train.distill_steps: distillation needs the original gates of "

@@ -4,8 +4,49 @@
 #include <filesystem>
 
 #include "common/errors.h"
+#include "launch/build_info.h"
+#include "launch/model_architecture.h"
+#include "models/model_checkpoint.h"
+#include "trainer/checkpoint.h"
 
 namespace switchyard {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// An unset router kind is a Linear router.
+config::RouterConfig::KindCase router_kind(const config::RouterConfig& r) {
+  return r.kind_case() == config::RouterConfig::KIND_NOT_SET ? config::RouterConfig::kLinear
+                                                             : r.kind_case();
+}
+
+// The manifest's model and router config under the command line's explicitly set fields.
+RunConfig effective_config(const RunConfig& config, const config::CheckpointManifest& manifest,
+                           const std::string& dir) {
+  const RunConfig& saved = manifest.config();
+  if (config.model().has_arch() && config.model().arch() != saved.model().arch())
+    throw ConfigError(detail::concat("model.arch = ", config::ModelArch_Name(config.model().arch()),
+                                     ", but checkpoint ", dir, " holds a ",
+                                     config::ModelArch_Name(saved.model().arch()), " model"),
+                      "model.arch");
+  RunConfig out = config;
+  config::ModelConfig model = saved.model();
+  model.MergeFrom(config.model());
+  *out.mutable_model() = model;
+  config::RouterConfig router = saved.router();
+  router.MergeFrom(config.router());
+  *out.mutable_router() = router;
+  return out;
+}
+
+}  // namespace
+
+torch::nn::Module& LoadedModel::module() const {
+  if (model) return *model.ptr();
+  SY_CHECK(bert, "LoadedModel: no model");
+  return *bert.ptr();
+}
 
 torch::Dtype parse_dtype(const std::string& name, torch::Dtype checkpoint_dtype) {
   if (name == "checkpoint") return checkpoint_dtype;
@@ -15,20 +56,82 @@ torch::Dtype parse_dtype(const std::string& name, torch::Dtype checkpoint_dtype)
   throw ConfigError("--dtype " + name + ": expected checkpoint, float32, bfloat16 or float16");
 }
 
+std::string resolve_model_path(const std::string& path) {
+  if (!fs::is_directory(path))
+    throw ConfigError("--model " + path +
+                      ": not a folder (expected a Hugging Face checkpoint, a Switchyard "
+                      "checkpoint or a run folder)");
+  if (is_switchyard_checkpoint(path) || fs::exists(fs::path(path) / "config.json")) return path;
+  if (auto latest = latest_checkpoint(path)) return *latest;
+  if (fs::exists(fs::path(path) / "checkpoints"))
+    throw ConfigError("--model " + path + ": a run folder without a complete checkpoint");
+  throw ConfigError("--model " + path +
+                    ": no config.json, manifest.pb or checkpoints/ (not a Hugging Face "
+                    "checkpoint, a Switchyard checkpoint or a run folder)");
+}
+
 LoadedModel load_hf_model(const std::string& dir, const RunConfig& config,
                           const std::string& dtype) {
-  if (!std::filesystem::is_directory(dir))
-    throw ConfigError("--model " + dir + ": not a Hugging Face checkpoint folder");
-  const Qwen2MoeConfig model_config = Qwen2MoeConfig::from_file(dir + "/config.json");
-  const torch::Dtype compute = parse_dtype(dtype, model_config.dtype);
+  if (!fs::is_directory(dir) || !fs::exists(fs::path(dir) / "config.json"))
+    throw ConfigError("--model " + dir + ": not a Hugging Face checkpoint folder (no config.json)");
   LoadedModel m;
+  m.config = config;
+  m.arch = config.model().arch();
+  const ModelArchitecture& a = model_architecture(m.arch);
   m.groups = make_process_groups(make_world_communicator(), config.parallel().expert_parallel());
-  m.model = Qwen2MoeForCausalLM(Qwen2MoeOptions(model_config, m.groups)
-                                    .router(config.router())
-                                    .quant(config.model().quant()));
-  load_hf_weights(*m.model, SafetensorsCheckpoint(dir));
-  m.model->to(compute);
+  const std::string file = (fs::path(dir) / "config.json").string();
+  a.build(m, read_text_file(file), file);
+  a.load_hf_weights(m, SafetensorsCheckpoint(dir));
+  m.module().to(parse_dtype(dtype, a.checkpoint_dtype(m)));
   return m;
+}
+
+LoadedModel load_model(const std::string& path, const RunConfig& config, const std::string& dtype) {
+  const std::string dir = resolve_model_path(path);
+  if (!is_switchyard_checkpoint(dir)) return load_hf_model(dir, config, dtype);
+  const config::CheckpointManifest manifest = read_checkpoint_manifest(dir);
+  const RunConfig effective = effective_config(config, manifest, dir);
+  const OverlayOptions overlay = OverlayOptions()
+                                     .complete(manifest.complete())
+                                     .replace_routers(router_kind(effective.router()) !=
+                                                      router_kind(manifest.config().router()));
+  if (!manifest.complete()) {  // a training checkpoint: its base, then the saved parameters
+    const std::string base = manifest.config().model().checkpoint();
+    if (base.empty())
+      throw Error("checkpoint " + dir + ": a training checkpoint without model.checkpoint (base)");
+    if (fs::absolute(resolve_model_path(base)) == fs::absolute(dir))
+      throw Error("checkpoint " + dir + ": names itself as its base");
+    LoadedModel m = load_model(base, effective, dtype);
+    overlay_model_state(m.module(), CheckpointTensors(dir, manifest), overlay);
+    return m;
+  }
+  LoadedModel m;
+  m.config = effective;
+  m.arch = effective.model().arch();
+  const ModelArchitecture& a = model_architecture(m.arch);
+  m.groups = make_process_groups(make_world_communicator(), effective.parallel().expert_parallel());
+  a.build(m, manifest.model_config_json(), dir + "/" + kCheckpointManifest);
+  overlay_model_state(m.module(), CheckpointTensors(dir, manifest), overlay);
+  m.module().to(parse_dtype(dtype, a.checkpoint_dtype(m)));
+  return m;
+}
+
+void save_switchyard_checkpoint(const LoadedModel& m, const std::string& dir, torch::Dtype dtype,
+                                const std::string& source) {
+  torch::NoGradGuard no_grad;
+  if (fs::exists(dir)) throw Error("convert: " + dir + " already exists; not overwriting it");
+  const ModelArchitecture& a = model_architecture(m.arch);
+  m.module().to(dtype);
+  config::CheckpointManifest manifest;
+  *manifest.mutable_config() = m.config;
+  manifest.mutable_config()->mutable_model()->set_checkpoint(source);
+  manifest.set_switchyard_version(SWITCHYARD_VERSION);
+  manifest.set_torch_version(SWITCHYARD_TORCH_VERSION);
+  manifest.set_world_size(m.groups.world->size());
+  manifest.set_expert_parallel(m.groups.ep_size());
+  manifest.set_complete(true);
+  manifest.set_model_config_json(a.checkpoint_config_json(m, dtype));
+  write_checkpoint_folder(dir, model_state_shard(m.module(), m.groups), m.groups, manifest);
 }
 
 }  // namespace switchyard

@@ -8,8 +8,14 @@
 namespace switchyard {
 
 LoadedModel load_training_model(const RunConfig& config, const std::string& dtype) {
-  if (!config.model().has_init_config())
-    return load_hf_model(config.model().checkpoint(), config, dtype);
+  if (!config.model().has_init_config()) {
+    LoadedModel m = load_model(config.model().checkpoint(), config, dtype);
+    if (!m.model)
+      throw ConfigError("model.arch: `switchyard train` trains Qwen2-MoE models; BERT-MoE "
+                        "classification training is not there yet",
+                        "model.arch");
+    return m;
+  }
   const Qwen2MoeConfig model_config = Qwen2MoeConfig::from_file(config.model().init_config());
   LoadedModel m;
   m.groups = make_process_groups(make_world_communicator(), config.parallel().expert_parallel());

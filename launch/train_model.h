@@ -9,7 +9,8 @@
 
 namespace switchyard {
 
-/// model.checkpoint loaded as the run config asks, or model.init_config built from scratch with
+/// model.checkpoint (a Hugging Face folder, a Switchyard checkpoint or a run folder) loaded as
+/// the run config asks, or model.init_config built from scratch with
 /// transformers' initialisation drawn from train.seed (the same weights at every EP size).
 LoadedModel load_training_model(const RunConfig& config, const std::string& dtype);
 

@@ -41,7 +41,8 @@ struct CheckpointSummary {
   std::vector<std::vector<std::string>> tensors;
 };
 
-/// Reads a Hugging Face folder (config.json optional, single or sharded safetensors) or one
+/// Reads a Hugging Face folder (config.json optional, single or sharded safetensors), a
+/// Switchyard checkpoint folder (manifest.pb; quantized experts counted by their codes) or one
 /// .safetensors file. Throws Error naming the path for anything unreadable.
 CheckpointSummary summarize_checkpoint(const std::string& path);
 

@@ -28,7 +28,7 @@ printf 'bench {\n  tokens: 8\n  tokns: 9\n}\n' >"$tmp/typo.pbtxt"
 expect_error "pbtxt typo names file:line" "$tmp/typo.pbtxt:3:" bench routers --config "$tmp/typo.pbtxt"
 printf 'router {\n  top_k: 99\n}\n' >"$tmp/range.pbtxt"
 expect_error "pbtxt out-of-range names file:line" "$tmp/range.pbtxt:2:3: router.top_k = 99: exceeds" bench routers --config "$tmp/range.pbtxt"
-expect_error "eval without a model folder" "--model /no/dir: not a Hugging Face checkpoint folder" eval --model /no/dir --tokens x
+expect_error "eval without a model folder" "--model /no/dir: not a folder" eval --model /no/dir --tokens x
 # inspect: a real file written by the pinned safetensors, and a path that is not there
 "$py" -c "import torch, sys; from safetensors.torch import save_file; save_file({'model.layers.0.mlp.experts.3.up_proj.weight': torch.zeros(4, 2), 'model.embed_tokens.weight': torch.zeros(5, 2)}, sys.argv[1])" "$tmp/small.safetensors"
 "$bin" inspect "$tmp/small.safetensors" >"$tmp/inspect" 2>&1 && grep -q "parameters    18 " "$tmp/inspect" \

@@ -2,14 +2,12 @@
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <set>
 
 #include "common/errors.h"
 #include "launch/build_info.h"
-#include "models/safetensors.h"
+#include "models/switchyard_checkpoint.h"
 
 namespace switchyard {
 
@@ -17,50 +15,29 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kManifest = "manifest.pb";
-
 std::string step_folder(int64_t step) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "step-%08ld", long(step));
   return buf;
 }
 
-uint64_t fnv1a64(const std::string& path, uint64_t* bytes) {
-  std::ifstream in(path, std::ios::binary);
-  SY_CHECK(in.good(), path, ": cannot open");
-  uint64_t h = 1469598103934665603ull, n = 0;
-  char buf[1 << 16];
-  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
-    for (std::streamsize i = 0; i < in.gcount(); ++i)
-      h = (h ^ uint8_t(buf[i])) * 1099511628211ull;
-    n += uint64_t(in.gcount());
-  }
-  *bytes = n;
-  return h;
-}
-
-struct Split {
-  NamedTensors replicated, experts;
-};
-
 // Parameters and their moments ("exp_avg.NAME", ...), replicated ones as they are and expert
 // ones cut into global per-expert tensors.
-Split split_state(Trainer& trainer, const ProcessGroups& groups) {
+CheckpointShard split_state(Trainer& trainer, const ProcessGroups& groups) {
   const auto moments = trainer.optimizer().state();
   std::map<std::string, torch::Tensor> moment_of(moments.begin(), moments.end());
-  Split s;
+  CheckpointShard s;
   for (const auto& [name, p] : trainer.trainable()) {
-    const NamedTensors entries = {{"param." + name, p.detach()},
-                                  {"exp_avg." + name, moment_of.at("exp_avg." + name)},
-                                  {"exp_avg_sq." + name, moment_of.at("exp_avg_sq." + name)}};
+    const CheckpointTensorList entries = {
+        {"param." + name, p.detach()},
+        {"exp_avg." + name, moment_of.at("exp_avg." + name)},
+        {"exp_avg_sq." + name, moment_of.at("exp_avg_sq." + name)}};
     if (!trainer.is_expert_sharded(p)) {
       s.replicated.insert(s.replicated.end(), entries.begin(), entries.end());
       continue;
     }
-    const int64_t local = p.size(0), first = int64_t(groups.ep_rank()) * local;
-    for (const auto& [key, t] : entries)
-      for (int64_t e = 0; e < local; ++e)
-        s.experts.emplace_back(key + ".expert" + std::to_string(first + e), t[e]);
+    const int64_t first = int64_t(groups.ep_rank()) * p.size(0);
+    for (const auto& [key, t] : entries) append_per_expert(s.experts, key, t, first);
   }
   s.replicated.emplace_back("step", moment_of.at("step"));
   return s;
@@ -74,22 +51,8 @@ std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
   const int64_t step = trainer.optimizer().steps();
   const fs::path root = fs::path(run_dir) / "checkpoints";
   const fs::path final_dir = root / step_folder(step);
-  const fs::path partial = root / (step_folder(step) + ".partial");
-  const int rank = groups.world->rank();
-  if (rank == 0) {
-    fs::remove_all(partial);
-    fs::create_directories(partial);
-  }
-  groups.world->barrier();
-  const Split s = split_state(trainer, groups);
-  if (rank == 0) save_safetensors((partial / "replicated.safetensors").string(), s.replicated);
-  if (groups.dp_rank() == 0 && !s.experts.empty())
-    save_safetensors((partial / ("experts-ep" + std::to_string(groups.ep_rank()) + ".safetensors"))
-                         .string(),
-                     s.experts);
-  groups.world->barrier();
-  if (rank == 0) {
-    config::CheckpointManifest m;
+  config::CheckpointManifest m;
+  if (groups.world->rank() == 0) {
     m.set_step(step);
     *m.mutable_config() = config;
     m.set_switchyard_version(SWITCHYARD_VERSION);
@@ -98,6 +61,7 @@ std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
     m.set_expert_parallel(groups.ep_size());
     m.set_data_epoch(data.epoch);
     m.set_data_batch(data.batch);
+    m.set_complete(false);  // trainable parameters only: the base is config.model.checkpoint
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     torch::Tensor rng;
     {
@@ -105,18 +69,10 @@ std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
       rng = generator.get_state();
     }
     m.set_cpu_rng_state(std::string(static_cast<const char*>(rng.data_ptr()), rng.numel()));
-    for (const auto& entry : fs::directory_iterator(partial)) {
-      auto* f = m.add_files();
-      uint64_t bytes = 0;
-      f->set_fnv1a64(fnv1a64(entry.path().string(), &bytes));
-      f->set_bytes(bytes);
-      f->set_name(entry.path().filename().string());
-    }
-    write_text_file_atomic((partial / kManifest).string(), m.SerializeAsString());
-    fs::remove_all(final_dir);
-    fs::rename(partial, final_dir);
-    write_text_file_atomic((root / "latest").string(), step_folder(step) + "\n");
   }
+  write_checkpoint_folder(final_dir.string(), split_state(trainer, groups), groups, m);
+  if (groups.world->rank() == 0)
+    write_text_file_atomic((root / "latest").string(), step_folder(step) + "\n");
   groups.world->barrier();
   return final_dir.string();
 }
@@ -131,34 +87,14 @@ std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
 
 CheckpointState load_checkpoint(const std::string& folder, Trainer& trainer,
                                 const ProcessGroups& groups) {
-  const fs::path dir(folder);
-  SY_CHECK(fs::is_regular_file(dir / kManifest), "checkpoint ", folder, ": no ", kManifest,
-           " (incomplete or not a checkpoint)");
-  config::CheckpointManifest m;
-  SY_CHECK(m.ParseFromString(read_text_file((dir / kManifest).string())), "checkpoint ", folder,
-           ": ", kManifest, " is not a valid manifest");
-  for (const auto& f : m.files()) {
-    const fs::path path = dir / f.name();
-    SY_CHECK(fs::is_regular_file(path), "checkpoint ", folder, ": ", f.name(), " is missing");
-    uint64_t bytes = 0;
-    const uint64_t sum = fnv1a64(path.string(), &bytes);
-    SY_CHECK(bytes == f.bytes(), "checkpoint ", folder, ": ", f.name(), " has ", bytes,
-             " bytes, the manifest says ", f.bytes(), " (truncated?)");
-    SY_CHECK(sum == f.fnv1a64(), "checkpoint ", folder, ": ", f.name(),
-             " does not match its checksum (corrupt)");
-  }
-  // Every tensor by name, from whichever file holds it.
-  std::map<std::string, torch::Tensor> tensors;
-  for (const auto& f : m.files()) {
-    if (f.name().size() < 12 || f.name().substr(f.name().size() - 12) != ".safetensors") continue;
-    auto file = SafetensorsFile::open((dir / f.name()).string());
-    for (const auto& entry : file->header().tensors) tensors[entry.name] = file->get(entry.name);
-  }
+  const config::CheckpointManifest m = read_checkpoint_manifest(folder);
+  const CheckpointTensors tensors(folder, m);
+  tensors.verify_all();  // a resume reads nearly everything anyway: refuse damage up front
   auto take = [&](const std::string& key) {
-    auto it = tensors.find(key);
-    SY_CHECK(it != tensors.end(), "checkpoint ", folder, ": no tensor '", key,
-             "' (saved with other trainable parameters or another model?)");
-    return it->second;
+    if (!tensors.contains(key))
+      throw Error(detail::concat("checkpoint ", folder, ": no tensor '", key,
+                                 "' (saved with other trainable parameters or another model?)"));
+    return tensors.get(key);
   };
   NamedTensors moments;
   torch::NoGradGuard no_grad;
@@ -166,14 +102,12 @@ CheckpointState load_checkpoint(const std::string& folder, Trainer& trainer,
     auto gather = [&](const std::string& key) {
       if (!trainer.is_expert_sharded(p)) return take(key);
       const int64_t local = p.size(0), first = int64_t(groups.ep_rank()) * local;
-      std::vector<torch::Tensor> rows;
-      for (int64_t e = 0; e < local; ++e)
-        rows.push_back(take(key + ".expert" + std::to_string(first + e)));
-      return torch::stack(rows);
+      take(expert_tensor_name(key, first));  // the missing-tensor message above, if absent
+      return tensors.gather_experts(key, first, local);
     };
     auto value = gather("param." + name);
-    SY_CHECK(value.sizes() == p.sizes(), "checkpoint ", folder, ": '", name, "' is ",
-             value.sizes(), ", the model's is ", p.sizes());
+    SY_CHECK(value.sizes() == p.sizes(), "checkpoint ", folder, ": '", name, "' is ", value.sizes(),
+             ", the model's is ", p.sizes());
     p.copy_(value);
     moments.emplace_back("exp_avg." + name, gather("exp_avg." + name));
     moments.emplace_back("exp_avg_sq." + name, gather("exp_avg_sq." + name));

@@ -4,7 +4,9 @@
 // index (experts-ep<k>.safetensors from each EP rank of DP rank 0), so a run saved at one EP
 // size resumes at another. Ranks write into step-N.partial/; rank 0 then writes manifest.pb
 // (sizes and checksums of every file) and renames the folder, so a kill at any moment leaves
-// the last complete checkpoint loadable.
+// the last complete checkpoint loadable. The format is models/switchyard_checkpoint.h's, shared
+// with model checkpoints: launch/hf_model.h's load_model evaluates a training checkpoint as its
+// base (config.model.checkpoint) with the saved parameters on top.
 #pragma once
 
 #include <optional>

@@ -1,0 +1,91 @@
+// Switchyard checkpoint folders on disk, one format for training checkpoints (trainer/) and model
+// checkpoints (`convert --format switchyard`): safetensors files plus manifest.pb, written last.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "configs/switchyard.pb.h"
+#include "models/safetensors.h"
+#include "parallel/process_groups.h"
+
+// Layout of a folder (see README "Checkpoints"):
+//   replicated.safetensors    tensors every rank holds, written once by rank 0
+//   experts-ep<k>.safetensors EP rank k's routed experts, one tensor per *global* expert index
+//                             ("<name>.expert<g>", the [E/EP, ...] stack cut along dim 0), so any
+//                             EP size can load them; written by the ranks of DP rank 0
+//   manifest.pb               CheckpointManifest: the run config, and every file's size and
+//                             FNV-1a 64 checksum; a folder without it is incomplete
+// Tensor names: "param.<module path>" and "buffer.<module path>" (the names LibTorch's
+// named_parameters/named_buffers give), training adds "exp_avg.<name>", "exp_avg_sq.<name>" and
+// "step". The folder is written as DIR.partial and renamed once the manifest is in.
+namespace switchyard {
+
+using CheckpointTensorList = std::vector<std::pair<std::string, torch::Tensor>>;
+
+inline constexpr const char* kCheckpointManifest = "manifest.pb";
+
+/// What one rank contributes to a checkpoint.
+struct CheckpointShard {
+  CheckpointTensorList replicated;  ///< written by world rank 0 only
+  CheckpointTensorList experts;     ///< this EP rank's experts (written by DP rank 0)
+};
+
+/// Appends stacked [E_local, ...] `t` as per-expert tensors "<key>.expert<first + e>".
+void append_per_expert(CheckpointTensorList& out, const std::string& key, const torch::Tensor& t,
+                       int64_t first_expert);
+
+/// "<key>.expert<g>".
+std::string expert_tensor_name(const std::string& key, int64_t global_expert);
+
+/// Collective over groups.world. Writes every rank's shard into `dir`.partial, then rank 0 adds
+/// the files' sizes and checksums to `manifest`, writes manifest.pb and renames the folder to
+/// `dir` (replacing an older `dir` of that name). Returns when the folder exists.
+///   usage: write_checkpoint_folder(out, shard, groups, manifest);
+void write_checkpoint_folder(const std::string& dir, const CheckpointShard& shard,
+                             const ProcessGroups& groups, config::CheckpointManifest manifest);
+
+/// Whether `dir` holds a manifest.pb (a Switchyard checkpoint, complete or not yet verified).
+bool is_switchyard_checkpoint(const std::string& dir);
+
+/// Reads and parses DIR/manifest.pb and checks that every listed file exists with its size (no
+/// bytes read); checksums are checked as files are opened (CheckpointTensors). Throws Error
+/// naming the folder and file.
+config::CheckpointManifest read_checkpoint_manifest(const std::string& dir);
+
+/// The tensors of a checkpoint folder by name. Files are memory-mapped (headers only) up front;
+/// a file's checksum is verified the first time a tensor is taken from it, so a rank that reads
+/// only its experts reads only those files' bytes.
+///   usage: CheckpointTensors t(dir, read_checkpoint_manifest(dir));
+///          torch::Tensor w = t.get("param.norm.weight");
+class CheckpointTensors {
+ public:
+  CheckpointTensors(std::string dir, const config::CheckpointManifest& manifest);
+  bool contains(const std::string& name) const { return file_of_.count(name) > 0; }
+  /// Throws Error naming the folder for an absent tensor or a file that fails its checksum.
+  torch::Tensor get(const std::string& name) const;
+  /// Experts first..first+count-1 of "<key>.expert<g>" stacked [count, ...].
+  torch::Tensor gather_experts(const std::string& key, int64_t first, int64_t count) const;
+  std::vector<std::string> names() const;
+  /// Reads and checks every file's checksum now (training resume verifies all up front).
+  void verify_all() const;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  struct File {
+    std::shared_ptr<SafetensorsFile> mapped;
+    uint64_t fnv1a64 = 0;
+    mutable bool verified = false;
+  };
+  void verify(const std::string& file_name, const File& f) const;
+  std::string dir_;
+  std::map<std::string, File> files_;
+  std::map<std::string, std::string> file_of_;  ///< tensor -> file name
+};
+
+}  // namespace switchyard
