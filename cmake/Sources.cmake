@@ -110,7 +110,12 @@ add_library(switchyard_core STATIC
   bench/layer_bench.cpp
   bench/alltoall_bench.cpp
   bench/model_bench.cpp
-  bench/quant_bench.cpp)
+  bench/quant_bench.cpp
+  eval/eval_set.cpp
+  eval/eval_report.cpp
+  eval/causal_lm_eval.cpp
+  eval/svg_chart.cpp
+  eval/comparison_report.cpp)
 target_include_directories(switchyard_core PUBLIC ${CMAKE_SOURCE_DIR} ${SWITCHYARD_GEN_DIR})
 target_link_libraries(switchyard_core PUBLIC switchyard_config ${TORCH_LIBRARIES} MPI::MPI_CXX
                                              Boost::program_options Threads::Threads
@@ -139,7 +144,8 @@ add_executable(switchyard
   launch/cmd_data.cpp
   launch/cmd_train.cpp
   launch/train_progress.cpp
-  launch/hf_model.cpp)
+  launch/hf_model.cpp
+  launch/cmd_report.cpp)
 target_link_libraries(switchyard PRIVATE switchyard_core)
 # `switchyard data` defaults to the committed trainer/tokenizer.json of this source tree.
 target_compile_definitions(switchyard PRIVATE SWITCHYARD_SOURCE_DIR="${CMAKE_SOURCE_DIR}")

@@ -30,6 +30,14 @@ struct MoeBlockOptions {
   TORCH_ARG(bool, quantize_shared_expert) = false;
 };
 
+/// Wall-clock seconds of one forward's pieces, filled only after MoeBlockImpl::set_timing(true):
+/// it waits for the device around each piece, so training leaves it off (`switchyard eval`).
+struct MoeTiming {
+  double router_s = 0;   ///< router->route (logits and gating)
+  double experts_s = 0;  ///< this rank's routed experts on the rows they received
+  double total_s = 0;    ///< the whole block, router, exchanges and shared expert included
+};
+
 /// What one forward produces besides the hidden states: the routing (for the aux losses and
 /// statistics) and where the tokens went.
 struct MoeOutput {
@@ -38,6 +46,7 @@ struct MoeOutput {
   std::vector<int64_t> routed_per_expert;        ///< [E] assignments this rank sent out
   std::vector<int64_t> tokens_per_local_expert;  ///< rows this rank's experts received
   int64_t num_dropped = 0;                       ///< assignments dropped by capacity here
+  MoeTiming timing;                              ///< zeros unless set_timing(true)
 };
 
 /// Each rank holds the full router and shared expert (replicated) and E / EP routed experts.
@@ -57,6 +66,9 @@ class MoeBlockImpl : public torch::nn::Module {
   std::vector<torch::Tensor> expert_parameters() const { return experts->parameters(); }
   std::vector<torch::Tensor> replicated_parameters() const;
 
+  /// Times the router, the local experts and the whole block in every forward (MoeOutput::timing).
+  void set_timing(bool on) { timing_ = on; }
+
   const MoeBlockOptions& options() const { return options_; }
   const AllToAllDispatcher& dispatcher() const { return dispatcher_; }
 
@@ -69,6 +81,7 @@ class MoeBlockImpl : public torch::nn::Module {
   MoeBlockOptions options_;
   ProcessGroups groups_;
   AllToAllDispatcher dispatcher_;
+  bool timing_ = false;
 };
 TORCH_MODULE(MoeBlock);
 
