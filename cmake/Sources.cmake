@@ -123,7 +123,12 @@ add_library(switchyard_core STATIC
   bench/model_bench.cpp
   bench/quant_bench.cpp
   models/switchyard_checkpoint.cpp
-  models/model_checkpoint.cpp)
+  models/model_checkpoint.cpp
+  eval/eval_set.cpp
+  eval/eval_report.cpp
+  eval/causal_lm_eval.cpp
+  eval/svg_chart.cpp
+  eval/comparison_report.cpp)
 target_include_directories(switchyard_core PUBLIC ${CMAKE_SOURCE_DIR} ${SWITCHYARD_GEN_DIR})
 target_link_libraries(switchyard_core PUBLIC switchyard_config ${TORCH_LIBRARIES} MPI::MPI_CXX
                                              Boost::program_options Threads::Threads
@@ -160,7 +165,8 @@ add_executable(switchyard
   launch/hf_model.cpp
   launch/model_architecture.cpp
   launch/arch_qwen2_moe.cpp
-  launch/arch_bert_moe.cpp)
+  launch/arch_bert_moe.cpp
+  launch/cmd_report.cpp)
 target_link_libraries(switchyard PRIVATE switchyard_core)
 # `switchyard data` defaults to the committed trainer/tokenizer.json of this source tree.
 target_compile_definitions(switchyard PRIVATE SWITCHYARD_SOURCE_DIR="${CMAKE_SOURCE_DIR}")

@@ -41,5 +41,6 @@ Subcommand inspect_command();
 Subcommand convert_command();
 Subcommand train_command();
 Subcommand data_command();
+Subcommand report_command();
 
 }  // namespace switchyard

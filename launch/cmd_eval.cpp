@@ -1,11 +1,15 @@
-// `switchyard eval`: runs a Hugging Face Qwen2-MoE checkpoint (any router, any EP size under
-// mpirun) on token-id lines and writes the logits. The evaluation-tool issue grows this into
-// perplexity, accuracy and load reports; today it is the parity path.
+// `switchyard eval`: runs a model (Hugging Face folder, Switchyard checkpoint or run folder; any
+// router, any EP size under mpirun) on an evaluation set and reports perplexity, routing
+// statistics per layer and expert, load and time per rank, router latency and parameter counts
+// (tables, or --json); or writes the logits of token-id lines (--dump-logits, the parity path).
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "common/errors.h"
 #include "configs/run_config.h"
+#include "eval/causal_lm_eval.h"
+#include "eval/eval_set.h"
 #include "launch/cli.h"
 #include "launch/hf_model.h"
 #include "launch/model_architecture.h"
@@ -15,30 +19,92 @@
 namespace switchyard {
 namespace {
 
+std::string optional_arg(const CommandArgs& args, const char* name) {
+  return args.vars.count(name) ? args.vars[name].as<std::string>() : "";
+}
+
+void dump_logits(LoadedModel& m, const TokenBatch& batch, const std::string& dir,
+                 const std::string& path) {
+  // Every rank runs every sequence: the EP group shares the experts, and rank 0 writes.
+  // Causal LMs give [sequences, positions, vocab], classifiers (BERT) [sequences, labels].
+  auto logits = model_architecture(m.arch)
+                    .logits(m, batch.input_ids, batch.attention_mask)
+                    .to(torch::kFloat);
+  if (m.groups.world->rank() == 0) {
+    save_safetensors(path, {{"logits", logits}, {"attention_mask", batch.attention_mask}},
+                     {{"model", dir}, {"writer", "switchyard eval"}});
+    std::cerr << "wrote logits " << logits.sizes() << " to " << path << "\n";
+  }
+}
+
+void write_json(const EvalReport& report, const std::string& path) {
+  const std::string text = report.to_json().dump(2) + "\n";
+  if (path == "-") {
+    std::cout << text;
+    return;
+  }
+  const std::string partial = path + ".partial";
+  {
+    std::ofstream out(partial);
+    out << text;
+    if (!out.flush()) throw Error(partial + ": write failed");
+  }
+  std::filesystem::rename(partial, path);
+  std::cerr << "wrote " << path << "\n";
+}
+
 int run_eval(const CommandArgs& args) {
   const RunConfig config = build_run_config(args.config_path, args.overrides);
   const std::string dir = resolve_model_path(args.vars["model"].as<std::string>());
-  const std::string dump =
-      args.vars.count("dump-logits") ? args.vars["dump-logits"].as<std::string>() : "";
-  if (dump.empty()) throw ConfigError("eval: nothing to do; pass --dump-logits OUT.safetensors");
-  const TokenBatch batch = read_token_lines(args.vars["tokens"].as<std::string>());
+  const std::string dump = optional_arg(args, "dump-logits");
+  const std::string tokens = optional_arg(args, "tokens");
+  const std::string json = optional_arg(args, "json");
+  // The evaluation set: --data, else the --tokens lines when no logits are asked for.
+  const std::string data =
+      args.vars.count("data") ? optional_arg(args, "data") : (dump.empty() ? tokens : "");
+  if (dump.empty() && data.empty())
+    throw ConfigError(
+        "eval: nothing to do; pass --data FILE (report) or --tokens FILE "
+        "--dump-logits OUT.safetensors");
+  if (!dump.empty() && tokens.empty()) throw ConfigError("eval: --dump-logits needs --tokens FILE");
+
+  // Inputs are read before the model so that bad input fails in a second, not after loading.
+  TokenBatch batch;
+  if (!dump.empty()) batch = read_token_lines(tokens);
+  EvalSet set;
+  if (!data.empty())
+    set = read_eval_set(data, {.seq_len = args.vars["seq-len"].as<int64_t>(),
+                               .max_sequences = args.vars["max-sequences"].as<int64_t>()});
 
   LoadedModel m = load_model(dir, config, args.vars["dtype"].as<std::string>());
   const ModelArchitecture& arch = model_architecture(m.arch);
   const auto& groups = m.groups;
-  const int64_t vocab = arch.vocab_size(m), max_id = batch.input_ids.max().item<int64_t>();
-  if (max_id >= vocab)
-    throw ConfigError(detail::concat(args.vars["tokens"].as<std::string>(), ": token id ", max_id,
-                                     " is outside the vocabulary (", vocab, ")"));
+  const int64_t vocab = arch.vocab_size(m);
+  if (!dump.empty()) {
+    const int64_t max_id = batch.input_ids.max().item<int64_t>();
+    if (max_id >= vocab)
+      throw ConfigError(detail::concat(tokens, ": token id ", max_id,
+                                       " is outside the vocabulary (", vocab, ")"));
+  }
+  if (!data.empty()) {
+    if (!m.model)
+      throw ConfigError("eval --data: the report is for causal LMs (Qwen2-MoE); BERT-MoE "
+                        "accuracy is not there yet (use --tokens --dump-logits)");
+    check_vocabulary(set, vocab);
+  }
+
   m.module().eval();
   torch::NoGradGuard no_grad;
-  // Every rank runs every sequence: the EP group shares the experts, and rank 0 writes.
-  // Causal LMs give [sequences, positions, vocab], classifiers (BERT) [sequences, labels].
-  auto logits = arch.logits(m, batch.input_ids, batch.attention_mask).to(torch::kFloat);
-  if (groups.world->rank() == 0) {
-    save_safetensors(dump, {{"logits", logits}, {"attention_mask", batch.attention_mask}},
-                     {{"model", dir}, {"writer", "switchyard eval"}});
-    std::cerr << "wrote logits " << logits.sizes() << " to " << dump << "\n";
+  if (!dump.empty()) dump_logits(m, batch, dir, dump);
+  if (!data.empty()) {
+    EvalReport report = evaluate_causal_lm(*m.model, groups, set,
+                                           {.batch_size = args.vars["batch-size"].as<int64_t>()});
+    report.model = dir;
+    report.dtype = c10::toString(m.model->embed_tokens->weight.scalar_type());
+    if (groups.world->rank() == 0) {
+      if (json != "-") report.print(std::cout);
+      if (!json.empty()) write_json(report, json);
+    }
   }
   groups.world->barrier();
   return 0;
@@ -49,14 +115,23 @@ int run_eval(const CommandArgs& args) {
 Subcommand eval_command() {
   Subcommand c;
   c.name = "eval";
-  c.summary = "run a checkpoint on token ids and dump its logits (any router, any EP size)";
+  c.summary = "evaluate a checkpoint: perplexity, expert load, routing, latency (or dump logits)";
   c.add_options = [](po::options_description& opts, po::positional_options_description&) {
     opts.add_options()("model", po::value<std::string>()->required()->value_name("DIR"),
                        "Hugging Face folder, Switchyard checkpoint or run folder")(
-        "tokens", po::value<std::string>()->required()->value_name("FILE"),
+        "data", po::value<std::string>()->value_name("FILE"),
+        "evaluation set: a token file (switchyard data prepare; packed into --seq-len blocks) "
+        "or token-id lines")(
+        "tokens", po::value<std::string>()->value_name("FILE"),
         "token ids, one sequence per line (shorter lines are padded and masked)")(
         "dump-logits", po::value<std::string>()->value_name("OUT"),
-        "write F32 `logits` [sequences, positions, vocab] as safetensors")(
+        "write F32 `logits` [sequences, positions, vocab] of --tokens as safetensors")(
+        "json", po::value<std::string>()->value_name("PATH"),
+        "also write the report as JSON to PATH (- : stdout, instead of the tables)")(
+        "seq-len", po::value<int64_t>()->default_value(128), "positions per row of a token file")(
+        "batch-size", po::value<int64_t>()->default_value(4), "rows per forward on each rank")(
+        "max-sequences", po::value<int64_t>()->default_value(0),
+        "evaluate the first N rows only (0: all)")(
         "dtype", po::value<std::string>()->default_value("checkpoint"),
         "compute dtype: checkpoint, float32, bfloat16 or float16");
   };

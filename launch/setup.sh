@@ -19,6 +19,8 @@ apt_packages=(openmpi-bin libopenmpi-dev libboost-program-options-dev protobuf-c
 # installed).
 apt_packages+=(fortunes fortunes-min fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-zh
                fortunes-pl fortunes-cs fortunes-br fortunes-bg fortunes-eo fortunes-ga)
+# Headless Chromium: the test that opens `switchyard report`'s HTML the way a reader would.
+apt_packages+=(chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,6 +1,8 @@
 // Route, dispatch, compute, combine; the shared expert runs on every token beside them.
 #include "models/moe_block.h"
 
+#include <chrono>
+
 #include "common/errors.h"
 #include "models/cpu_linear.h"
 #include "routers/router_registry.h"
@@ -83,7 +85,18 @@ MoeOutput MoeBlockImpl::forward(const torch::Tensor& hidden, const torch::Tensor
   auto x = hidden.reshape({-1, H});
   auto ids = token_ids.defined() ? token_ids.reshape({-1}) : token_ids;
 
+  // Timing reads the clock once queued device work is done (CUDA runs asynchronously).
+  using Clock = std::chrono::steady_clock;
+  auto tick = [&] {
+    if (timing_ && x.is_cuda()) torch::cuda::synchronize();
+    return timing_ ? Clock::now() : Clock::time_point();
+  };
+  auto seconds = [](Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+  };
+
   MoeOutput out;
+  const auto t0 = tick();
   out.routing = router->route(x, ids);
   if (teacher_.defined()) {
     Routing student = std::move(out.routing);
@@ -95,12 +108,17 @@ MoeOutput MoeBlockImpl::forward(const torch::Tensor& hidden, const torch::Tensor
     out.routing = gate(teacher_logits, router->gating());
     distillation_terms(out.routing, student, out);
   }
+  const auto t1 = tick();
   auto [tokens, handle] = dispatcher_.dispatch(x, out.routing);
-  auto y = dispatcher_.combine(experts->forward(tokens.hidden, tokens.tokens_per_expert), handle);
+  const auto t2 = tick();
+  auto expert_out = experts->forward(tokens.hidden, tokens.tokens_per_expert);
+  const auto t3 = tick();
+  auto y = dispatcher_.combine(expert_out, handle);
   if (shared_expert) {
     auto shared = shared_expert->forward_one(0, x);
     y = y + torch::sigmoid(forward_linear(shared_expert_gate, x)) * shared;
   }
+  if (timing_) out.timing = {seconds(t0, t1), seconds(t2, t3), seconds(t0, tick())};
   out.hidden = y.reshape(hidden.sizes());
   out.routed_per_expert = std::move(handle.routed_per_expert);
   out.tokens_per_local_expert = std::move(tokens.tokens_per_expert);

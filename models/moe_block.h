@@ -30,6 +30,14 @@ struct MoeBlockOptions {
   TORCH_ARG(bool, quantize_shared_expert) = false;
 };
 
+/// Wall-clock seconds of one forward's pieces, filled only after MoeBlockImpl::set_timing(true):
+/// it waits for the device around each piece, so training leaves it off (`switchyard eval`).
+struct MoeTiming {
+  double router_s = 0;   ///< router->route (logits and gating)
+  double experts_s = 0;  ///< this rank's routed experts on the rows they received
+  double total_s = 0;    ///< the whole block, router, exchanges and shared expert included
+};
+
 /// What one forward produces besides the hidden states: the routing (for the aux losses and
 /// statistics) and where the tokens went.
 struct MoeOutput {
@@ -43,6 +51,7 @@ struct MoeOutput {
   /// fraction of the teacher's top-k experts the router also picks. Undefined / 0 otherwise.
   torch::Tensor distill_loss;
   double topk_agreement = 0;
+  MoeTiming timing;                              ///< zeros unless set_timing(true)
 };
 
 /// Each rank holds the full router and shared expert (replicated) and E / EP routed experts.
@@ -68,6 +77,8 @@ class MoeBlockImpl : public torch::nn::Module {
   /// tensor ends distillation.
   void set_distillation_teacher(const torch::Tensor& gate_weight);
   bool distilling() const { return teacher_.defined(); }
+  /// Times the router, the local experts and the whole block in every forward (MoeOutput::timing).
+  void set_timing(bool on) { timing_ = on; }
 
   const MoeBlockOptions& options() const { return options_; }
   const AllToAllDispatcher& dispatcher() const { return dispatcher_; }
@@ -82,6 +93,7 @@ class MoeBlockImpl : public torch::nn::Module {
   ProcessGroups groups_;
   AllToAllDispatcher dispatcher_;
   torch::Tensor teacher_;  ///< [E, H] fp32 original gate while distilling
+  bool timing_ = false;
 };
 TORCH_MODULE(MoeBlock);
 

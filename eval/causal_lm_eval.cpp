@@ -1,0 +1,209 @@
+// The eval loop and its reductions. Every per-rank quantity is accumulated locally in int64 or
+// double and reduced once at the end, so a 4-rank run and a 1-rank run add the same numbers.
+#include "eval/causal_lm_eval.h"
+
+#include <chrono>
+#include <cmath>
+#include <set>
+
+#include "common/errors.h"
+
+namespace switchyard {
+namespace {
+
+int64_t numel_of(const std::vector<torch::Tensor>& tensors) {
+  int64_t n = 0;
+  for (const auto& t : tensors) n += t.numel();
+  return n;
+}
+
+std::string router_kind(const config::RouterConfig& router) {
+  if (router.kind_case() == config::RouterConfig::KIND_NOT_SET) return "linear";
+  return std::string(
+      config::RouterConfig::descriptor()->FindFieldByNumber(int(router.kind_case()))->name());
+}
+
+/// The routing of the rows where `keep` is true (padding positions left out).
+Routing select_tokens(const Routing& r, const torch::Tensor& keep) {
+  auto idx = keep.nonzero().reshape({-1}).to(r.topk_ids.device());
+  Routing s;
+  s.scores = r.scores.index_select(0, idx);
+  s.topk_ids = r.topk_ids.index_select(0, idx);
+  s.dropped = r.dropped.index_select(0, idx);
+  return s;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+ParameterCounts count_parameters(Qwen2MoeForCausalLMImpl& model, const ProcessGroups& groups) {
+  ParameterCounts counts;
+  int64_t local_experts = 0, shared = 0;
+  for (const auto& layer : model.layers()) {
+    if (!layer->moe) continue;
+    counts.router += numel_of(layer->moe->router->parameters());
+    local_experts += layer->moe->experts->num_logical_parameters();
+    if (layer->moe->shared_expert) shared += layer->moe->shared_expert->num_logical_parameters();
+  }
+  // Expert banks are counted by their logical weights (quantized codes are buffers); a tied
+  // LM head is the embedding's tensor and counts once.
+  int64_t other = 0;
+  std::set<const void*> seen;
+  for (const auto& p : model.named_parameters()) {
+    const std::string& name = p.key();
+    if (name.find(".moe.experts.") != std::string::npos ||
+        name.find(".moe.shared_expert.") != std::string::npos)
+      continue;
+    if (seen.insert(p.value().data_ptr()).second) other += p.value().numel();
+  }
+  auto experts = torch::tensor({local_experts}, torch::kLong);
+  groups.ep->all_reduce(experts);
+  counts.routed_experts = experts.item<int64_t>();
+  counts.total = other + shared + counts.routed_experts;
+  const auto& c = model.options().model();
+  counts.active = counts.total - counts.routed_experts +
+                  counts.routed_experts * c.num_experts_per_tok / c.num_experts;
+  return counts;
+}
+
+EvalReport evaluate_causal_lm(Qwen2MoeForCausalLMImpl& model, const ProcessGroups& groups,
+                              const EvalSet& set, const CausalLmEvalOptions& options) {
+  SY_CHECK(options.batch_size > 0, "eval: batch size must be positive");
+  torch::NoGradGuard no_grad;
+  model.eval();
+  const auto& c = model.options().model();
+  std::vector<int64_t> moe_layers;
+  for (size_t i = 0; i < model.layers().size(); ++i) {
+    const auto& layer = model.layers()[i];
+    if (!layer->moe) continue;
+    moe_layers.push_back(int64_t(i));
+  }
+  if (moe_layers.empty()) throw ConfigError("eval: the model has no MoE layers");
+  const int64_t L = int64_t(moe_layers.size()), E = c.num_experts;
+  const int W = groups.world->size(), rank = groups.world->rank();
+  const int64_t N = set.rows(), B = options.batch_size;
+  const int64_t steps = (N + W * B - 1) / (W * B);
+  const auto device = model.embed_tokens->weight.device();
+
+  // One untimed forward first (collective, so every rank makes it): the first call pays one-off
+  // costs (allocator, thread pool, kernel choice) that would otherwise land on layer 0's router.
+  const int64_t warm = std::min(B, N);
+  model.forward(set.input_ids.narrow(0, 0, warm).to(device),
+                set.attention_mask.narrow(0, 0, warm).to(device));
+  for (const auto& layer : model.layers())
+    if (MoeBlock moe = layer->moe) moe->set_timing(options.time_moe);
+
+  // Local accumulators: counts [L, E]; per layer {tokens, assignments, dropped}; per layer
+  // {entropy·tokens, router_s, moe_s}; and this rank's totals.
+  auto load = torch::zeros({L, E}, torch::kLong);
+  auto layer_counts = torch::zeros({L, 3}, torch::kLong);
+  auto layer_sums = torch::zeros({L, 3}, torch::kDouble);
+  int64_t tokens = 0, predicted = 0;
+  double nll = 0, forward_s = 0, moe_s = 0, experts_s = 0;
+
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t begin = (step * W + rank) * B;
+    const bool real = begin < N;
+    const int64_t first = real ? begin : 0, n = real ? std::min(B, N - begin) : 1;
+    auto ids = set.input_ids.narrow(0, first, n).to(device);
+    auto mask = set.attention_mask.narrow(0, first, n).to(device);
+    const auto start = std::chrono::steady_clock::now();
+    CausalLmOutput out = model.forward(ids, mask);
+    auto targets = set.targets.narrow(0, first, n).to(device);
+    auto has_target = targets.ge(0);
+    // Log-probabilities of the targets only: [P, V] rows in fp32, never all positions at once.
+    auto logp = out.logits.index({has_target}).to(torch::kFloat).log_softmax(-1);
+    auto target_logp = logp.gather(1, targets.index({has_target}).unsqueeze(1));
+    forward_s += seconds_since(start);
+    for (const auto& m : out.moe) {
+      moe_s += m.timing.total_s;
+      experts_s += m.timing.experts_s;
+    }
+    if (!real) continue;
+    nll -= target_logp.to(torch::kDouble).sum().item<double>();
+    predicted += target_logp.numel();
+    tokens += mask.sum().item<int64_t>();
+    auto keep = mask.reshape({-1}).to(torch::kBool);
+    for (int64_t l = 0; l < L; ++l) {
+      const MoeOutput& m = out.moe[size_t(l)];
+      RoutingStats s = RoutingStats::from_routing(select_tokens(m.routing, keep), E);
+      load[l].add_(torch::tensor(s.expert_tokens, torch::kLong));
+      layer_counts[l].add_(torch::tensor({s.num_tokens, s.num_assignments, s.num_dropped}));
+      layer_sums[l].add_(torch::tensor(
+          {s.token_entropy * double(s.num_tokens), m.timing.router_s, m.timing.total_s},
+          torch::kDouble));
+    }
+  }
+
+  // Tokens received by this rank: what its EP group routed to its experts, over all layers.
+  auto group_load = load.clone();
+  groups.ep->all_reduce(group_load);
+  const int64_t local = E / groups.ep_size(), first_expert = groups.ep_rank() * local;
+  const int64_t received = group_load.narrow(1, first_expert, local).sum().item<int64_t>();
+
+  auto scalars = torch::tensor({tokens, predicted}, torch::kLong);
+  auto nll_sum = torch::tensor({nll}, torch::kDouble);
+  groups.world->all_reduce(load);
+  groups.world->all_reduce(layer_counts);
+  groups.world->all_reduce(layer_sums);
+  groups.world->all_reduce(scalars);
+  groups.world->all_reduce(nll_sum);
+  auto rank_ints = groups.world->all_gather(
+      torch::tensor({int64_t(rank), int64_t(groups.ep_rank()), first_expert, local, received},
+                    torch::kLong)
+          .view({1, 5}));
+  auto rank_times = groups.world->all_gather(
+      torch::tensor({forward_s, moe_s, experts_s}, torch::kDouble).view({1, 3}));
+
+  EvalReport r;
+  r.router = router_kind(model.options().router());
+  r.router_config = model.options().router().ShortDebugString();
+  r.num_experts = E;
+  r.top_k = c.num_experts_per_tok;
+  r.world_size = W;
+  r.expert_parallel = groups.ep_size();
+  r.sequences = N;
+  r.data = set.source;
+  r.data_format = set.format;
+  r.tokens = scalars[0].item<int64_t>();
+  r.predicted = scalars[1].item<int64_t>();
+  r.mean_nll = nll_sum.item<double>() / double(r.predicted);
+  r.perplexity = std::exp(r.mean_nll);
+  r.parameters = count_parameters(model, groups);
+  for (int64_t l = 0; l < L; ++l) {
+    LayerReport lr;
+    lr.layer = moe_layers[size_t(l)];
+    auto row = load[l].contiguous();
+    lr.routing.expert_tokens.assign(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + E);
+    lr.routing.num_tokens = layer_counts[l][0].item<int64_t>();
+    lr.routing.num_assignments = layer_counts[l][1].item<int64_t>();
+    lr.routing.num_dropped = layer_counts[l][2].item<int64_t>();
+    lr.routing.token_entropy = lr.routing.num_tokens
+                                   ? layer_sums[l][0].item<double>() / double(lr.routing.num_tokens)
+                                   : 0.0;
+    lr.routing.recompute_load_metrics();
+    lr.router_s = layer_sums[l][1].item<double>() / W;
+    lr.moe_s = layer_sums[l][2].item<double>() / W;
+    r.layers.push_back(std::move(lr));
+  }
+  for (int k = 0; k < W; ++k) {
+    RankReport rr;
+    rr.rank = int(rank_ints[k][0].item<int64_t>());
+    rr.ep_rank = int(rank_ints[k][1].item<int64_t>());
+    rr.first_expert = rank_ints[k][2].item<int64_t>();
+    rr.num_experts = rank_ints[k][3].item<int64_t>();
+    rr.tokens_received = rank_ints[k][4].item<int64_t>();
+    rr.forward_s = rank_times[k][0].item<double>();
+    rr.moe_s = rank_times[k][1].item<double>();
+    rr.experts_s = rank_times[k][2].item<double>();
+    r.ranks.push_back(rr);
+  }
+  for (const auto& layer : model.layers())
+    if (MoeBlock moe = layer->moe) moe->set_timing(false);
+  return r;
+}
+
+}  // namespace switchyard

@@ -1,0 +1,90 @@
+// Packing reuses the trainer's PackedSequences (epoch 0, documents in file order) so that eval
+// sees the same blocks a training run over the same file would, minus the shuffling.
+#include "eval/eval_set.h"
+
+#include <array>
+#include <cstring>
+#include <fstream>
+#include <vector>
+
+#include "common/errors.h"
+#include "trainer/packed_sequences.h"
+#include "trainer/token_file.h"
+#include "trainer/token_lines.h"
+
+namespace switchyard {
+namespace {
+
+bool is_token_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ": cannot open evaluation set");
+  std::array<char, sizeof(kTokenFileMagic)> magic{};
+  in.read(magic.data(), magic.size());
+  return in.gcount() == std::streamsize(magic.size()) &&
+         std::memcmp(magic.data(), kTokenFileMagic, magic.size()) == 0;
+}
+
+EvalSet from_token_file(const std::string& path, const EvalSetOptions& options) {
+  TokenDocuments docs = read_token_file(path);
+  if (docs.num_tokens() == 0) throw ConfigError(path + ": empty evaluation set (no tokens)");
+  if (docs.num_tokens() < options.seq_len + 1)
+    throw ConfigError(detail::concat(path, ": ", docs.num_tokens(),
+                                     " tokens do not fill one block of --seq-len ", options.seq_len,
+                                     " + 1"));
+  PackedSequences packed(docs, {.seq_len = options.seq_len, .shuffle_documents = false});
+  int64_t n = packed.size();
+  if (options.max_sequences > 0) n = std::min(n, options.max_sequences);
+  std::vector<int64_t> indices(size_t(n), 0);
+  for (int64_t i = 0; i < n; ++i) indices[size_t(i)] = i;
+  auto blocks = packed.batch(0, indices);  // [n, S + 1]
+  const int64_t S = options.seq_len;
+  EvalSet set;
+  set.input_ids = blocks.narrow(1, 0, S).contiguous();
+  set.targets = blocks.narrow(1, 1, S).contiguous();
+  set.attention_mask = torch::ones_like(set.input_ids);
+  set.format = "token file";
+  return set;
+}
+
+EvalSet from_token_lines(const std::string& path, const EvalSetOptions& options) {
+  TokenBatch batch = read_token_lines(path);
+  if (options.max_sequences > 0 && batch.input_ids.size(0) > options.max_sequences) {
+    batch.input_ids = batch.input_ids.narrow(0, 0, options.max_sequences);
+    batch.attention_mask = batch.attention_mask.narrow(0, 0, options.max_sequences);
+  }
+  EvalSet set;
+  set.input_ids = batch.input_ids.contiguous();
+  set.attention_mask = batch.attention_mask.contiguous();
+  // Right padding: position s has a target when position s + 1 is a real token.
+  set.targets = torch::full_like(set.input_ids, -1);
+  const int64_t S = set.input_ids.size(1);
+  if (S > 1) {
+    auto next = set.input_ids.narrow(1, 1, S - 1);
+    auto has_next = set.attention_mask.narrow(1, 1, S - 1).to(torch::kBool);
+    set.targets.narrow(1, 0, S - 1).copy_(torch::where(has_next, next, torch::full_like(next, -1)));
+  }
+  set.format = "token lines";
+  return set;
+}
+
+}  // namespace
+
+EvalSet read_eval_set(const std::string& path, const EvalSetOptions& options) {
+  if (options.seq_len < 1) throw ConfigError("--seq-len must be at least 1");
+  EvalSet set =
+      is_token_file(path) ? from_token_file(path, options) : from_token_lines(path, options);
+  set.source = path;
+  if (set.predicted_tokens() == 0)
+    throw ConfigError(path + ": empty evaluation set (no position has a next token to predict)");
+  return set;
+}
+
+void check_vocabulary(const EvalSet& set, int64_t vocab_size) {
+  const int64_t max_id =
+      std::max(set.input_ids.max().item<int64_t>(), set.targets.max().item<int64_t>());
+  if (max_id >= vocab_size)
+    throw ConfigError(detail::concat(set.source, ": token id ", max_id,
+                                     " is outside the model's vocabulary (", vocab_size, ")"));
+}
+
+}  // namespace switchyard
