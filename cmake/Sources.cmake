@@ -112,7 +112,6 @@ add_library(switchyard_core STATIC
   trainer/packed_sequences.cpp
   trainer/classification_dataset.cpp
   trainer/corpus_prepare.cpp
-  trainer/lm_evaluation.cpp
   trainer/weight_init.cpp
   common/table.cpp
   bench/bench_registry.cpp

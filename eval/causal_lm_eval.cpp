@@ -91,8 +91,9 @@ EvalReport evaluate_causal_lm(Qwen2MoeForCausalLMImpl& model, const ProcessGroup
   // One untimed forward first (collective, so every rank makes it): the first call pays one-off
   // costs (allocator, thread pool, kernel choice) that would otherwise land on layer 0's router.
   const int64_t warm = std::min(B, N);
-  model.forward(set.input_ids.narrow(0, 0, warm).to(device),
-                set.attention_mask.narrow(0, 0, warm).to(device));
+  if (options.time_moe)
+    model.forward(set.input_ids.narrow(0, 0, warm).to(device),
+                  set.attention_mask.narrow(0, 0, warm).to(device));
   for (const auto& layer : model.layers())
     if (MoeBlock moe = layer->moe) moe->set_timing(options.time_moe);
 

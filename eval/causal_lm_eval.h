@@ -13,7 +13,9 @@ namespace switchyard {
 
 struct CausalLmEvalOptions {
   int64_t batch_size = 4;  ///< rows per forward on each rank
-  bool time_moe = true;    ///< time router and MoE blocks (waits for the device around them)
+  /// Time router and MoE blocks (waits for the device around them, after one untimed warm-up
+  /// forward); off for validation during training, which only needs the perplexity.
+  bool time_moe = true;
 };
 
 /// Splits the rows over the world (step s, rank r: rows [(s·W + r)·B, +B)), runs them and

@@ -17,13 +17,13 @@
 
 #include "common/errors.h"
 #include "configs/run_config.h"
+#include "eval/causal_lm_eval.h"
 #include "launch/cli.h"
 #include "launch/launch_env.h"
 #include "launch/train_model.h"
 #include "launch/train_progress.h"
 #include "trainer/batch_sampler.h"
 #include "trainer/checkpoint.h"
-#include "trainer/lm_evaluation.h"
 #include "trainer/metrics_log.h"
 #include "trainer/packed_sequences.h"
 #include "trainer/token_file.h"
@@ -120,10 +120,9 @@ int run_train(const CommandArgs& args) {
   torch::manual_seed(t.seed());
   Trainer trainer(model, groups, t);
   if (t.distill_steps() > 0) trainer.set_distillation_teachers(checkpoint_gates(*model, in.model_dir));
-  std::optional<PackedSequences> valid;
+  std::optional<EvalSet> valid;  // the first eval_blocks blocks, packed in document order
   if (!in.valid_path.empty())
-    valid.emplace(read_token_file(in.valid_path),
-                  PackedSequencesOptions{.seq_len = t.seq_len(), .shuffle_documents = false});
+    valid = read_eval_set(in.valid_path, {.seq_len = t.seq_len(), .max_sequences = t.eval_blocks()});
   if (args.vars.count("resume")) {
     const auto folder = latest_checkpoint(in.run_dir);
     if (!folder) throw ConfigError("--resume: no checkpoint under " + in.run_dir + "/checkpoints");
@@ -139,12 +138,13 @@ int run_train(const CommandArgs& args) {
   auto validate = [&](const std::string& phase) {
     if (!valid) return;
     trainer.prepare_routing();
-    const LmEvaluation v = evaluate_lm(model, groups, *valid, {.max_blocks = t.eval_blocks()});
-    metrics.write_validation(trainer.optimizer().steps(), phase, v.nll, v.perplexity(), v.tokens);
+    const EvalReport v = evaluate_causal_lm(*model, groups, *valid, {.time_moe = false});
+    metrics.write_validation(trainer.optimizer().steps(), phase, v.mean_nll, v.perplexity,
+                             v.predicted);
     if (rank == 0) {
       char buf[160];
       std::snprintf(buf, sizeof buf, "valid ppl %.2f (loss %.4f, %ld tokens) at step %ld: %s",
-                    v.perplexity(), v.nll, long(v.tokens), long(trainer.optimizer().steps()),
+                    v.perplexity, v.mean_nll, long(v.predicted), long(trainer.optimizer().steps()),
                     phase.c_str());
       progress.message(buf);
     }

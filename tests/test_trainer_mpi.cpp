@@ -8,7 +8,6 @@
 #include <cstdlib>
 
 #include "models/qwen2_moe.h"
-#include "trainer/lm_evaluation.h"
 #include "trainer/trainer.h"
 #include "trainer/weight_init.h"
 
@@ -94,38 +93,6 @@ TEST(TrainerExpertParallel, InitialisationForPretrainingIsTheSameAtEveryEpSize) 
       EXPECT_TRUE(torch::equal(p.value(), expected)) << "EP " << ep << ": " << p.key();
     }
     EXPECT_GT(sliced, 0);
-  }
-}
-
-// Validation perplexity under EP equals the single-process value, also when the blocks do not
-// divide evenly among the ranks (some ranks then make forwards they do not count).
-TEST(TrainerExpertParallel, ValidationPerplexityIsTheSingleProcessValue) {
-  const int R = world()->size();
-  auto cfg = Qwen2MoeConfig::preset("tiny");
-  cfg.dtype = torch::kFloat;
-  std::vector<std::vector<uint32_t>> docs;
-  torch::manual_seed(3);
-  for (int d = 0; d < 7; ++d) {
-    auto ids = torch::randint(0, cfg.vocab_size - 1, {23 + 5 * d}, torch::kLong);
-    docs.emplace_back(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
-  }
-  auto evaluate = [&](const ProcessGroups& groups, int64_t max_blocks) {
-    Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, groups));
-    init_for_pretraining(model, groups, 0.05, 9);
-    PackedSequences set(TokenDocuments::from_vectors(docs, uint32_t(cfg.vocab_size),
-                                                     uint32_t(cfg.vocab_size - 1)),
-                        {.seq_len = 16, .shuffle_documents = false});
-    return evaluate_lm(model, groups, set, {.batch_size = 2, .max_blocks = max_blocks});
-  };
-  for (int64_t max_blocks : {0, 3}) {
-    const LmEvaluation expected = evaluate(single_process_groups(), max_blocks);
-    EXPECT_GT(expected.tokens, 0);
-    for (int ep = 1; ep <= R; ++ep) {
-      if (R % ep || cfg.num_experts % ep) continue;
-      const LmEvaluation got = evaluate(make_process_groups(world(), ep), max_blocks);
-      EXPECT_EQ(got.tokens, expected.tokens) << "EP " << ep;
-      EXPECT_NEAR(got.nll, expected.nll, 1e-5) << "EP " << ep << ", max_blocks " << max_blocks;
-    }
   }
 }
 
