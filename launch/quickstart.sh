@@ -31,9 +31,15 @@ rm -rf "$out/finetune"
   --run-dir "$out/finetune" --set "model.checkpoint=$out/base" "${data[@]}" "$@"
 
 echo "== (c) validation perplexity (metrics.jsonl \"valid\" records)"
-for run in pretrain finetune; do
-  [ -f "$out/$run/metrics.jsonl" ] || continue
-  grep '"kind":"valid"' "$out/$run/metrics.jsonl" | sed -E \
-    's/.*"phase":"([^"]*)".*"ppl":([0-9.eE+-]+).*"step":([0-9]+).*/'"$run"': step \3, \1: ppl \2/'
-done
+.venv/bin/python - "$out" <<'PY'
+import json, sys
+for run in ("pretrain", "finetune"):
+    try:
+        lines = open(f"{sys.argv[1]}/{run}/metrics.jsonl")
+    except FileNotFoundError:
+        continue
+    for r in map(json.loads, lines):
+        if r["kind"] == "valid":
+            print(f"{run:9} step {r['step']:4}  ppl {r['ppl']:9.2f}  {r['phase']}")
+PY
 echo "quickstart finished in $(elapsed); outputs in $out"
