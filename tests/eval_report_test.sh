@@ -90,7 +90,7 @@ else
 fi
 
 # ---- bad input --------------------------------------------------------------------------------
-expect_error "eval: missing model" "--model $tmp/none: not a Hugging Face checkpoint folder" \
+expect_error "eval: missing model" "--model $tmp/none: not a folder (expected a Hugging Face checkpoint" \
   eval --model "$tmp/none" --data "$tmp/tok/valid.tok"
 mkdir -p "$tmp/corrupt" && cp "$tmp/base/config.json" "$tmp/corrupt/" &&
   head -c 1000 "$tmp/base/model.safetensors" >"$tmp/corrupt/model.safetensors"
