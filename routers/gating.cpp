@@ -50,9 +50,9 @@ torch::Tensor load_balancing_loss(const torch::Tensor& probs, const torch::Tenso
   counts[num_experts] = double(T);
   // Every rank of the group takes part, also one with no tokens, or the others would wait.
   if (balance_group && balance_group->size() > 1) balance_group->all_reduce(counts);
-  const double total = counts[num_experts].item<double>();
-  if (T == 0 || total == 0) return torch::zeros({}, probs.options());
-  auto f = counts.narrow(0, 0, num_experts) / total;
+  if (T == 0) return torch::zeros({}, probs.options());
+  // The total is at least this rank's T > 0; dividing by the tensor keeps the device unsynced.
+  auto f = counts.narrow(0, 0, num_experts) / counts[num_experts];
   auto P = probs.mean(0);
   return (f * P).sum() * double(num_experts);
 }

@@ -12,3 +12,21 @@ expect_error() {
   if [ "$rc" -eq 2 ] && [ "$lines" -eq 1 ] && grep -qF -- "$want" "$tmp/err"; then ok "$name"
   else fail "$name (rc=$rc, $lines stderr lines: $(head -c 300 "$tmp/err"))"; fi
 }
+
+# tiny_training_inputs SEED DOCS : a synthetic corpus of DOCS 30-word documents drawn with SEED,
+# tokenized by `switchyard data prepare` into $tmp/tok/{train,valid,test}.tok, and a tiny random
+# transformers Qwen2-MoE in $tmp/base (scripts/tiny_qwen2_moe.py). Needs `py` and `repo` set too;
+# on failure it counts one and ends the test.
+tiny_training_inputs() {
+  "$py" - "$tmp/docs.jsonl" "$1" "$2" <<'PY' || { fail "test corpus"; exit 1; }
+import json, random, sys
+random.seed(int(sys.argv[2]))
+words = "the a router sends each token to its experts and back again over ranks".split()
+with open(sys.argv[1], "w") as f:
+    for i in range(int(sys.argv[3])):
+        f.write(json.dumps({"text": " ".join(random.choice(words) for _ in range(30))}) + "\n")
+PY
+  "$bin" data prepare --jsonl "$tmp/docs.jsonl" --out "$tmp/tok" >/dev/null 2>"$tmp/prep.err" ||
+    { fail "data prepare ($(head -c 300 "$tmp/prep.err"))"; exit 1; }
+  "$py" "$repo/scripts/tiny_qwen2_moe.py" "$tmp/base" >/dev/null || { fail "tiny base model"; exit 1; }
+}

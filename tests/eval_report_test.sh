@@ -10,17 +10,7 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 source "$repo/tests/cli_checks.sh"
 
-"$py" - "$tmp/docs.jsonl" <<'PY'
-import json, random, sys
-random.seed(1)
-words = "the a router sends each token to its experts and back again over ranks".split()
-with open(sys.argv[1], "w") as f:
-    for i in range(400):
-        f.write(json.dumps({"text": " ".join(random.choice(words) for _ in range(30))}) + "\n")
-PY
-"$bin" data prepare --jsonl "$tmp/docs.jsonl" --out "$tmp/tok" >/dev/null 2>"$tmp/prep.err" ||
-  { fail "data prepare ($(head -c 300 "$tmp/prep.err"))"; exit 1; }
-"$py" "$repo/scripts/tiny_qwen2_moe.py" "$tmp/base" >/dev/null || { fail "tiny base model"; exit 1; }
+tiny_training_inputs 1 400
 
 # ---- the same numbers at every EP size -----------------------------------------------------------
 eval_at() {  # NP EP OUT.json EXTRA...

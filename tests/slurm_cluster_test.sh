@@ -79,16 +79,7 @@ done
   { fail "one-node cluster up ($(tail -c 400 "$c/slurmctld.log"))"; exit 1; }
 
 # ---- inputs --------------------------------------------------------------------------------
-"$py" - "$tmp/docs.jsonl" <<'PY'
-import json, random, sys
-random.seed(2)
-words = "the a router sends each token to its experts and back again over ranks".split()
-with open(sys.argv[1], "w") as f:
-    for i in range(200):
-        f.write(json.dumps({"text": " ".join(random.choice(words) for _ in range(30))}) + "\n")
-PY
-"$bin" data prepare --jsonl "$tmp/docs.jsonl" --out "$tmp/tok" >/dev/null 2>&1 &&
-  "$py" "$repo/scripts/tiny_qwen2_moe.py" "$tmp/base" >/dev/null 2>&1 || { fail "inputs"; exit 1; }
+tiny_training_inputs 2 200
 cat >"$tmp/train.pbtxt" <<EOF2
 model { checkpoint: "$tmp/base" }
 parallel { expert_parallel: 4 }
