@@ -92,6 +92,7 @@ add_library(switchyard_core STATIC
   models/bert_config.cpp
   models/bert_moe.cpp
   models/bert_moe_hf.cpp
+  models/task_model.cpp
   trainer/token_lines.cpp
   trainer/adamw.cpp
   trainer/lr_schedule.cpp
@@ -125,7 +126,7 @@ add_library(switchyard_core STATIC
   models/model_checkpoint.cpp
   eval/eval_set.cpp
   eval/eval_report.cpp
-  eval/causal_lm_eval.cpp
+  eval/model_eval.cpp
   eval/svg_chart.cpp
   eval/comparison_report.cpp)
 target_include_directories(switchyard_core PUBLIC ${CMAKE_SOURCE_DIR} ${SWITCHYARD_GEN_DIR})
@@ -161,6 +162,7 @@ add_executable(switchyard
   launch/cmd_train.cpp
   launch/train_progress.cpp
   launch/train_model.cpp
+  launch/train_data.cpp
   launch/hf_model.cpp
   launch/model_architecture.cpp
   launch/arch_qwen2_moe.cpp

@@ -159,6 +159,8 @@ void validate_run_config(const RunConfig& c) {
             detail::concat("must divide model.num_experts (", c.model().num_experts(), ")"));
   }
   validate_train(c.train());
+  require(c.data().max_len() >= 2, "data.max_len", c.data().max_len(),
+          "must be at least 2 (<cls> and one token)");
   require(c.logging().log_interval() > 0, "logging.log_interval", c.logging().log_interval(),
           "must be positive");
   validate_bench(c.bench(), c.router());

@@ -152,7 +152,13 @@ Figures build_figures(const ComparisonReport& report) {
 // ---- the comparison table (shared by both renderers)
 // ----------------------------------------------
 
-const std::vector<std::string> kColumns = {"run",
+// The quality column(s) follow the task: perplexity for causal LMs, accuracy and macro-F1 for
+// classifiers (write_report refuses a report that mixes the two).
+bool classifies(const ComparisonReport& report) {
+  return !report.runs.empty() && report.runs.front().eval.classification();
+}
+
+const std::vector<std::string> kRoutingColumns = {"run",
                                            "router",
                                            "EP",
                                            "parameters",
@@ -164,15 +170,23 @@ const std::vector<std::string> kColumns = {"run",
                                            "utilisation",
                                            "max/mean",
                                            "CV",
-                                           "drop rate",
-                                           "perplexity"};
+                                           "drop rate"};
+
+std::vector<std::string> comparison_columns(const ComparisonReport& report) {
+  std::vector<std::string> columns = kRoutingColumns;
+  if (classifies(report))
+    columns.insert(columns.end(), {"accuracy", "macro-F1"});
+  else
+    columns.push_back("perplexity");
+  return columns;
+}
 
 std::vector<std::string> comparison_row(const ComparisonRun& run) {
   const EvalReport& e = run.eval;
   const RoutingStats m = e.mean_routing();
   // Router time is a per-rank mean; each rank routed tokens / world of the tokens.
   const double per_token = e.tokens ? e.router_s() * e.world_size / double(e.tokens) * 1e6 : 0.0;
-  return {run.name,
+  std::vector<std::string> row = {run.name,
           e.router,
           std::to_string(e.expert_parallel),
           std::to_string(e.parameters.total),
@@ -184,8 +198,12 @@ std::vector<std::string> comparison_row(const ComparisonRun& run) {
           fmt(m.utilisation, "%.3f"),
           fmt(m.max_over_mean, "%.3f"),
           fmt(m.cv, "%.3f"),
-          fmt(m.drop_rate, "%.4f"),
-          fmt(e.perplexity, "%.4f")};
+          fmt(m.drop_rate, "%.4f")};
+  if (e.classification())
+    row.insert(row.end(), {fmt(e.accuracy, "%.4f"), fmt(e.macro_f1, "%.4f")});
+  else
+    row.push_back(fmt(e.perplexity, "%.4f"));
+  return row;
 }
 
 // ---- HTML ---------------------------------------------------------------------------------------
@@ -297,7 +315,7 @@ std::string render_html(const ComparisonReport& report) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& run : report.runs) rows.push_back(comparison_row(run));
   os << "<h2>Comparison</h2>\n"
-     << html_table(kColumns, rows, "id=\"comparison\" class=\"comparison\"")
+     << html_table(comparison_columns(report), rows, "id=\"comparison\" class=\"comparison\"")
      << "<p class=\"meta\">Entropy, utilisation, max/mean and CV are means over MoE layers; router "
         "share is the router's part of the MoE blocks' time.</p>\n";
   os << "<h2>Per layer</h2>\n<div class=\"figures\">" << figure_html(f.entropy)
@@ -348,7 +366,7 @@ std::string render_markdown(const ComparisonReport& report) {
   }
   std::vector<std::vector<std::string>> rows;
   for (const auto& run : report.runs) rows.push_back(comparison_row(run));
-  os << "## Comparison\n\n" << md_table(kColumns, rows) << "\n";
+  os << "## Comparison\n\n" << md_table(comparison_columns(report), rows) << "\n";
   os << "## Per layer\n\n![" << f.entropy.caption << "](" << f.entropy.file << ")\n!["
      << f.imbalance.caption << "](" << f.imbalance.file << ")\n\n";
   if (f.loss) os << "## Training loss\n\n![" << f.loss->caption << "](" << f.loss->file << ")\n\n";
@@ -366,6 +384,11 @@ std::string render_markdown(const ComparisonReport& report) {
 
 std::vector<std::string> write_report(const ComparisonReport& report, const std::string& out_dir) {
   if (report.runs.empty()) throw ConfigError("report: no eval results given");
+  for (const auto& run : report.runs)
+    if (run.eval.task != report.runs.front().eval.task)
+      throw ConfigError("report: " + run.name + " is a " + run.eval.task + " result and " +
+                        report.runs.front().name + " a " + report.runs.front().eval.task +
+                        " one; compare runs of one task");
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   if (ec) throw ConfigError(out_dir + ": cannot create report folder (" + ec.message() + ")");

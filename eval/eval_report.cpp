@@ -83,8 +83,9 @@ json EvalReport::to_json() const {
                          {"moe_s", r.moe_s},
                          {"experts_s", r.experts_s}});
   const RoutingStats mean = mean_routing();
-  return json{
+  json out{
       {"schema", kEvalSchema},
+      {"task", task},
       {"model", model},
       {"data", data},
       {"data_format", data_format},
@@ -115,6 +116,12 @@ json EvalReport::to_json() const {
         {"drop_rate", mean.drop_rate}}},
       {"layers", layer_list},
       {"ranks", rank_list}};
+  if (classification()) {
+    out["accuracy"] = accuracy;
+    out["macro_f1"] = macro_f1;
+    out["labels"] = label_names;
+  }
+  return out;
 }
 
 namespace {
@@ -138,6 +145,15 @@ EvalReport EvalReport::from_json(const json& j, const std::string& what) {
     throw ConfigError(what + ": not a `switchyard eval --json` result (schema " + kEvalSchema +
                       ")");
   EvalReport r;
+  // Results written before classification existed have no task: causal LM.
+  if (j.contains("task")) r.task = field<std::string>(j, "task", what);
+  if (r.task != "causal_lm" && r.task != "classification")
+    throw ConfigError(what + ": unknown task \"" + r.task + "\"");
+  if (r.classification()) {
+    r.accuracy = field<double>(j, "accuracy", what);
+    r.macro_f1 = field<double>(j, "macro_f1", what);
+    r.label_names = field<std::vector<std::string>>(j, "labels", what);
+  }
   r.model = field<std::string>(j, "model", what);
   r.data = field<std::string>(j, "data", what);
   r.data_format = field<std::string>(j, "data_format", what);
@@ -213,12 +229,23 @@ void EvalReport::print(std::ostream& os) const {
      << " sequences, " << tokens << " tokens, world " << world_size << ", EP " << expert_parallel
      << "\n\n";
   const RoutingStats mean = mean_routing();
-  Table summary({"perplexity", "mean_nll", "params", "active", "router_params", "router_share",
-                 "utilisation", "max/mean", "cv", "entropy", "drop_rate"});
-  summary.add({Cell(perplexity, 4), Cell(mean_nll, 5), parameters.total, parameters.active,
-               parameters.router, Cell(router_share(), 4), Cell(mean.utilisation, 4),
-               Cell(mean.max_over_mean, 4), Cell(mean.cv, 4), Cell(mean.token_entropy, 4),
-               Cell(mean.drop_rate, 4)});
+  // The task's quality first: perplexity, or accuracy and macro-F1 (with the mean loss).
+  std::vector<std::string> columns =
+      classification() ? std::vector<std::string>{"accuracy", "macro_f1", "mean_loss"}
+                       : std::vector<std::string>{"perplexity", "mean_nll"};
+  std::vector<Cell> row = classification()
+                              ? std::vector<Cell>{Cell(accuracy, 4), Cell(macro_f1, 4),
+                                                  Cell(mean_nll, 5)}
+                              : std::vector<Cell>{Cell(perplexity, 4), Cell(mean_nll, 5)};
+  for (const char* c : {"params", "active", "router_params", "router_share", "utilisation",
+                        "max/mean", "cv", "entropy", "drop_rate"})
+    columns.emplace_back(c);
+  for (Cell c : {Cell(parameters.total), Cell(parameters.active), Cell(parameters.router),
+                 Cell(router_share(), 4), Cell(mean.utilisation, 4), Cell(mean.max_over_mean, 4),
+                 Cell(mean.cv, 4), Cell(mean.token_entropy, 4), Cell(mean.drop_rate, 4)})
+    row.push_back(c);
+  Table summary(columns);
+  summary.add(std::move(row));
   summary.print(os);
 
   os << "\nper MoE layer\n";
@@ -234,13 +261,13 @@ void EvalReport::print(std::ostream& os) const {
   per_layer.print(os);
 
   os << "\nload per expert (assignments kept; columns: experts)\n";
-  std::vector<std::string> columns{"layer"};
-  for (int64_t e = 0; e < num_experts; ++e) columns.push_back("e" + std::to_string(e));
-  Table load(columns);
+  std::vector<std::string> expert_columns{"layer"};
+  for (int64_t e = 0; e < num_experts; ++e) expert_columns.push_back("e" + std::to_string(e));
+  Table load(expert_columns);
   for (const auto& l : layers) {
-    std::vector<Cell> row{l.layer};
-    for (int64_t t : l.routing.expert_tokens) row.emplace_back(t);
-    load.add(std::move(row));
+    std::vector<Cell> counts{l.layer};
+    for (int64_t t : l.routing.expert_tokens) counts.emplace_back(t);
+    load.add(std::move(counts));
   }
   load.print(os);
 

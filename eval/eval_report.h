@@ -43,6 +43,7 @@ struct RankReport {
 };
 
 struct EvalReport {
+  std::string task = "causal_lm";  ///< "causal_lm" or "classification"
   std::string model;
   std::string data;
   std::string data_format;
@@ -55,9 +56,14 @@ struct EvalReport {
   int expert_parallel = 1;
   int64_t sequences = 0;
   int64_t tokens = 0;     ///< real tokens run through the model
-  int64_t predicted = 0;  ///< positions with a next-token target
-  double mean_nll = 0;    ///< nats per predicted token
+  int64_t predicted = 0;  ///< targets: positions with a next token, or labelled sequences
+  double mean_nll = 0;    ///< nats per target
   double perplexity = 0;  ///< exp(mean_nll)
+  /// Classification only: fraction of sequences labelled right, macro-F1 (see
+  /// eval/model_eval.h classification_scores) and the model's label names in id order.
+  double accuracy = 0, macro_f1 = 0;
+  std::vector<std::string> label_names;
+  bool classification() const { return task == "classification"; }
   ParameterCounts parameters;
   std::vector<LayerReport> layers;
   std::vector<RankReport> ranks;

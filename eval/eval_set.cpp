@@ -3,12 +3,15 @@
 #include "eval/eval_set.h"
 
 #include <array>
+#include <cctype>
 #include <cstring>
+#include <memory>
 #include <fstream>
 #include <vector>
 
 #include "common/errors.h"
 #include "trainer/packed_sequences.h"
+#include "trainer/text_corpus.h"
 #include "trainer/token_file.h"
 #include "trainer/token_lines.h"
 
@@ -79,9 +82,47 @@ EvalSet read_eval_set(const std::string& path, const EvalSetOptions& options) {
   return set;
 }
 
+EvalSet read_classification_set(const std::string& path, const BpeTokenizer& tokenizer,
+                                 const LabelSet& labels, const ClassificationOptions& rows,
+                                 int64_t max_sequences) {
+  std::vector<TextRecord> records = read_jsonl(path, {});
+  if (records.empty()) throw ConfigError(path + ": empty evaluation set (no records)");
+  if (max_sequences > 0 && int64_t(records.size()) > max_sequences)
+    records.resize(size_t(max_sequences));
+  std::unique_ptr<ClassificationDataset> data;
+  try {
+    data = std::make_unique<ClassificationDataset>(records, tokenizer, labels, rows);
+  } catch (const ConfigError& e) {
+    throw ConfigError(path + ": " + e.what());
+  }
+  std::vector<int64_t> all(records.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = int64_t(i);
+  const ClassificationBatch b = data->batch(all);
+  EvalSet set;
+  set.input_ids = b.input_ids;
+  set.attention_mask = b.attention_mask;
+  set.targets = b.labels;
+  set.source = path;
+  set.format = "labelled jsonl";
+  set.label_names = labels.names();
+  return set;
+}
+
+bool is_jsonl_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ": cannot open evaluation set");
+  char c = 0;
+  while (in.get(c))
+    if (!std::isspace(static_cast<unsigned char>(c))) return c == '{';
+  return false;
+}
+
 void check_vocabulary(const EvalSet& set, int64_t vocab_size) {
-  const int64_t max_id =
-      std::max(set.input_ids.max().item<int64_t>(), set.targets.max().item<int64_t>());
+  // A classification set's targets are labels, not token ids.
+  const int64_t max_id = set.classification()
+                             ? set.input_ids.max().item<int64_t>()
+                             : std::max(set.input_ids.max().item<int64_t>(),
+                                        set.targets.max().item<int64_t>());
   if (max_id >= vocab_size)
     throw ConfigError(detail::concat(set.source, ": token id ", max_id,
                                      " is outside the model's vocabulary (", vocab_size, ")"));

@@ -1,21 +1,30 @@
-// The evaluation set of a causal language model: rows of input ids with their next-token
-// targets, cut from a packed token file (`switchyard data prepare`) or read from token-id lines.
+// The evaluation set of a causal language model (rows of input ids with their next-token
+// targets, cut from a packed token file or read from token-id lines) or of a sequence
+// classifier (labelled JSONL texts, tokenized and padded).
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "trainer/bpe_tokenizer.h"
+#include "trainer/classification_dataset.h"
 
 namespace switchyard {
 
-/// N rows of S positions. Position s of row n predicts targets[n][s] from input_ids[n][..s].
+/// N rows of S positions. Causal LM: position s of row n predicts targets[n][s] from
+/// input_ids[n][..s]. Classification: row n is labelled targets[n].
 struct EvalSet {
   torch::Tensor input_ids;       ///< [N, S] int64
-  torch::Tensor attention_mask;  ///< [N, S] int64, 1 on real tokens (0: padding of short lines)
-  torch::Tensor targets;         ///< [N, S] int64, the next token id, -1 where there is none
+  torch::Tensor attention_mask;  ///< [N, S] int64, 1 on real tokens (0: padding)
+  torch::Tensor targets;         ///< [N, S] next token ids (-1: none), or [N] label ids
   std::string source;            ///< the file, for reports
-  std::string format;            ///< "token file" or "token lines"
+  std::string format;            ///< "token file", "token lines" or "labelled jsonl"
+  std::vector<std::string> label_names;  ///< classification: the labels in id order
+
+  bool classification() const { return targets.dim() == 1; }
 
   int64_t rows() const { return input_ids.size(0); }
   int64_t real_tokens() const { return attention_mask.sum().item<int64_t>(); }
@@ -33,6 +42,20 @@ struct EvalSetOptions {
 /// Throws ConfigError naming PATH for an unreadable or empty set.
 ///   usage: EvalSet set = read_eval_set("data/valid.tok", {.seq_len = 256});
 EvalSet read_eval_set(const std::string& path, const EvalSetOptions& options);
+
+/// Reads a JSON Lines file of labelled texts (`switchyard data prepare` writes DIR/valid.jsonl)
+/// as a classification set: each text tokenized into one row as `rows` says, its label
+/// (language or category) numbered by `labels`, the model's. Throws ConfigError naming PATH
+/// for an unreadable or empty file and for a label the model does not have.
+///   usage: EvalSet set = read_classification_set("data/valid.jsonl", tokenizer, labels,
+///                                                {.max_len = 64}, 0);
+EvalSet read_classification_set(const std::string& path, const BpeTokenizer& tokenizer,
+                                 const LabelSet& labels, const ClassificationOptions& rows,
+                                 int64_t max_sequences);
+
+/// Whether PATH holds JSON Lines (its first non-blank character opens an object): a labelled
+/// classification set rather than token ids. Throws ConfigError for an unreadable file.
+bool is_jsonl_file(const std::string& path);
 
 /// Throws ConfigError naming the set's file when an input or target id is not below vocab_size.
 void check_vocabulary(const EvalSet& set, int64_t vocab_size);

@@ -51,6 +51,7 @@ ModelArchitecture bert_moe_architecture() {
     return m.bert->forward(ids, mask).logits;
   };
   a.vocab_size = [](const LoadedModel& m) { return m.bert->options().model().vocab_size; };
+  a.task_model = [](const LoadedModel& m) { return TaskModel::sequence_classification(m.bert); };
   return a;
 }
 

@@ -33,6 +33,8 @@ ModelArchitecture qwen2_moe_architecture() {
     return m.model->forward(ids, mask).logits;
   };
   a.vocab_size = [](const LoadedModel& m) { return m.model->options().model().vocab_size; };
+  a.task_model = [](const LoadedModel& m) { return TaskModel::causal_lm(m.model); };
+  a.has_gates_to_distil = true;
   return a;
 }
 

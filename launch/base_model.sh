@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The base model the quickstart and the router study start from, made once: the fortune corpus
-# tokenized into OUT/data/{train,valid,test}.tok, then a small Qwen2-MoE (4 layers, 8 experts,
+# prepared into OUT/data/{train,valid,test}.{tok,jsonl}, then a small Qwen2-MoE (4 layers, 8 experts,
 # top-2, shared expert) pretrained from scratch on it under 4 MPI ranks, experts sharded, and
 # exported to OUT/base in the Hugging Face layout. Skips whatever already exists.
 #   launch/base_model.sh OUT [extra `switchyard train` arguments]
@@ -8,7 +8,7 @@
 set -euo pipefail
 out="$1"; shift
 bin=build/bin/switchyard
-if [ ! -f "$out/data/valid.tok" ]; then
+if [ ! -f "$out/data/valid.tok" ] || [ ! -f "$out/data/valid.jsonl" ]; then
   echo "== tokenizing the fortune corpus into $out/data"
   "$bin" data prepare --out "$out/data"
 fi

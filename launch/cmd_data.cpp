@@ -1,6 +1,6 @@
 // `switchyard data stats|prepare`: the training corpus (the fortune cookies setup.sh installs,
 // or the user's plain text / JSONL files) tokenized, counted per split and language, and for
-// prepare written as token files DIR/{train,valid,test}.tok.
+// prepare written as token files DIR/{train,valid,test}.tok and labelled texts .jsonl.
 #include <iostream>
 
 #include "common/errors.h"
@@ -61,7 +61,7 @@ int run_data(const CommandArgs& args) {
     table.print(std::cout);
   }
   if (!options.out_dir.empty())
-    std::cerr << "wrote " << options.out_dir << "/{train,valid,test}.tok\n";
+    std::cerr << "wrote " << options.out_dir << "/{train,valid,test}.{tok,jsonl}\n";
   return 0;
 }
 
@@ -85,7 +85,7 @@ Subcommand data_command() {
         "jsonl", po::value<std::vector<std::string>>()->composing()->value_name("FILE"),
         "JSON Lines of {\"text\": ..., \"label\": ..., \"language\": ...} (repeatable)")(
         "out", po::value<std::string>()->value_name("DIR"),
-        "prepare: write DIR/train.tok, valid.tok, test.tok")("json", "one JSON object per row");
+        "prepare: write DIR/{train,valid,test}.tok and the labelled texts as .jsonl")("json", "one JSON object per row");
     pos.add("action", 1);
   };
   c.run = run_data;

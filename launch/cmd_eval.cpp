@@ -1,5 +1,6 @@
 // `switchyard eval`: runs a model (Hugging Face folder, Switchyard checkpoint or run folder; any
-// router, any EP size under mpirun) on an evaluation set and reports perplexity, routing
+// router, any EP size under mpirun) on an evaluation set and reports perplexity (causal LM) or
+// accuracy and macro-F1 (classifier, on labelled JSON Lines), routing
 // statistics per layer and expert, load and time per rank, router latency and parameter counts
 // (tables, or --json); or writes the logits of token-id lines (--dump-logits, the parity path).
 #include <filesystem>
@@ -8,11 +9,12 @@
 
 #include "common/errors.h"
 #include "configs/run_config.h"
-#include "eval/causal_lm_eval.h"
+#include "eval/model_eval.h"
 #include "eval/eval_set.h"
 #include "launch/cli.h"
 #include "launch/hf_model.h"
 #include "launch/model_architecture.h"
+#include "launch/train_data.h"
 #include "models/qwen2_moe.h"
 #include "trainer/token_lines.h"
 
@@ -72,9 +74,12 @@ int run_eval(const CommandArgs& args) {
   TokenBatch batch;
   if (!dump.empty()) batch = read_token_lines(tokens);
   EvalSet set;
-  if (!data.empty())
+  const int64_t max_sequences = args.vars["max-sequences"].as<int64_t>();
+  // Labelled JSON Lines are tokenized once the model's labels are known (after loading).
+  const bool labelled = !data.empty() && is_jsonl_file(data);
+  if (!data.empty() && !labelled)
     set = read_eval_set(data, {.seq_len = args.vars["seq-len"].as<int64_t>(),
-                               .max_sequences = args.vars["max-sequences"].as<int64_t>()});
+                               .max_sequences = max_sequences});
 
   LoadedModel m = load_model(dir, config, args.vars["dtype"].as<std::string>());
   const ModelArchitecture& arch = model_architecture(m.arch);
@@ -86,10 +91,21 @@ int run_eval(const CommandArgs& args) {
       throw ConfigError(detail::concat(tokens, ": token id ", max_id,
                                        " is outside the vocabulary (", vocab, ")"));
   }
+  const TaskModel task = arch.task_model(m);
   if (!data.empty()) {
-    if (!m.model)
-      throw ConfigError("eval --data: the report is for causal LMs (Qwen2-MoE); BERT-MoE "
-                        "accuracy is not there yet (use --tokens --dump-logits)");
+    const bool classifier = task.task() == Task::kSequenceClassification;
+    if (labelled != classifier)
+      throw ConfigError("--data " + data + ": " +
+                        (classifier ? "a classifier evaluates labelled JSON Lines "
+                                      "(switchyard data prepare writes DIR/valid.jsonl)"
+                                    : "a causal LM evaluates a token file or token-id lines, "
+                                      "not JSON Lines"));
+    if (labelled) {
+      const auto& d = m.config.data();
+      set = read_classification_set(data, data_tokenizer(d), model_labels(m),
+                                    {.max_len = d.max_len(), .label = label_field(d)},
+                                    max_sequences);
+    }
     check_vocabulary(set, vocab);
   }
 
@@ -97,10 +113,10 @@ int run_eval(const CommandArgs& args) {
   torch::NoGradGuard no_grad;
   if (!dump.empty()) dump_logits(m, batch, dir, dump);
   if (!data.empty()) {
-    EvalReport report = evaluate_causal_lm(*m.model, groups, set,
-                                           {.batch_size = args.vars["batch-size"].as<int64_t>()});
+    EvalReport report =
+        evaluate_model(task, groups, set, {.batch_size = args.vars["batch-size"].as<int64_t>()});
     report.model = dir;
-    report.dtype = c10::toString(m.model->embed_tokens->weight.scalar_type());
+    report.dtype = c10::toString(task.module().parameters().front().scalar_type());
     if (groups.world->rank() == 0) {
       if (json != "-") report.print(std::cout);
       if (!json.empty()) write_json(report, json);
@@ -121,7 +137,8 @@ Subcommand eval_command() {
                        "Hugging Face folder, Switchyard checkpoint or run folder")(
         "data", po::value<std::string>()->value_name("FILE"),
         "evaluation set: a token file (switchyard data prepare; packed into --seq-len blocks) "
-        "or token-id lines")(
+        "or token-id lines for causal LMs; labelled JSON Lines (DIR/valid.jsonl) for "
+        "classifiers, tokenized as the model's data.tokenizer_path, data.max_len and data.label")(
         "tokens", po::value<std::string>()->value_name("FILE"),
         "token ids, one sequence per line (shorter lines are padded and masked)")(
         "dump-logits", po::value<std::string>()->value_name("OUT"),

@@ -1,6 +1,7 @@
-// `switchyard train`: fine-tunes a Qwen2-MoE checkpoint's routers (or the whole model), or
-// pretrains one from a config.json, on a packed token file, single-process or under mpirun with
-// experts sharded across ranks. Validation perplexity on data.valid_path before the first step,
+// `switchyard train`: fine-tunes a checkpoint's routers (or the whole model), or trains one from
+// a config.json: a Qwen2-MoE causal LM on a packed token file, or a BERT-MoE sequence classifier
+// on labelled JSON Lines; single-process or under mpirun with experts sharded across ranks.
+// Validation (perplexity, or accuracy and macro-F1) on data.valid_path before the first step,
 // every train.eval_interval steps, after router distillation and at the end.
 // Every rank reads its own share of each global batch; rank 0 prints progress and the load
 // table and writes RUN_DIR/metrics.jsonl; every rank writes RUN_DIR/rank<r>.log. Checkpoints go
@@ -17,16 +18,16 @@
 
 #include "common/errors.h"
 #include "configs/run_config.h"
-#include "eval/causal_lm_eval.h"
+#include "eval/model_eval.h"
 #include "launch/cli.h"
 #include "launch/launch_env.h"
+#include "launch/model_architecture.h"
+#include "launch/train_data.h"
 #include "launch/train_model.h"
 #include "launch/train_progress.h"
 #include "trainer/batch_sampler.h"
 #include "trainer/checkpoint.h"
 #include "trainer/metrics_log.h"
-#include "trainer/packed_sequences.h"
-#include "trainer/token_file.h"
 #include "trainer/trainer.h"
 
 namespace switchyard {
@@ -58,7 +59,8 @@ TrainInputs check_inputs(const CommandArgs& args, const RunConfig& config) {
                         "train.routers_only");
   } else if (in.model_dir.empty()) {
     throw ConfigError(
-        "model.checkpoint: required (a Hugging Face Qwen2-MoE folder), or model.init_config",
+        "model.checkpoint: required (a Hugging Face folder, a Switchyard checkpoint or a run "
+        "folder), or model.init_config",
         "model.checkpoint");
   } else if (!fs::is_directory(in.model_dir)) {
     throw ConfigError("model.checkpoint = " + in.model_dir + ": no such folder", "model.checkpoint");
@@ -67,19 +69,29 @@ TrainInputs check_inputs(const CommandArgs& args, const RunConfig& config) {
     throw ConfigError("train.distill_steps: distillation needs the original gates of "
                       "model.checkpoint",
                       "train.distill_steps");
+  const ModelArchitecture& arch = model_architecture(model.arch());
+  if (config.train().distill_steps() > 0 && !arch.has_gates_to_distil)
+    throw ConfigError("train.distill_steps: router distillation reads Hugging Face gates "
+                      "(mlp.gate.weight), which " + arch.name + " checkpoints do not have",
+                      "train.distill_steps");
+  // Causal LMs read token files, classifiers labelled JSON Lines: both from `data prepare`.
+  const char* kind = model.arch() == config::BERT_MOE ? "labelled JSONL file" : "token file";
   in.train_path = config.data().train_path();
   if (in.train_path.empty() || !fs::is_regular_file(in.train_path))
-    throw ConfigError("data.train_path = " + in.train_path +
-                          ": not a token file (switchyard data prepare writes them)",
+    throw ConfigError("data.train_path = " + in.train_path + ": not a " + kind +
+                          " (switchyard data prepare writes them)",
                       "data.train_path");
   in.valid_path = config.data().valid_path();
   if (!in.valid_path.empty() && !fs::is_regular_file(in.valid_path))
-    throw ConfigError("data.valid_path = " + in.valid_path + ": no such token file",
+    throw ConfigError("data.valid_path = " + in.valid_path + ": no such " + kind,
                       "data.valid_path");
   if (args.vars.count("export-hf")) {
     in.export_hf = args.vars["export-hf"].as<std::string>();
     if (fs::exists(in.export_hf))
       throw ConfigError("--export-hf " + in.export_hf + ": already exists");
+    if (model.arch() == config::BERT_MOE)
+      throw ConfigError("--export-hf: BERT-MoE has no Hugging Face layout (its FFNs are MoE "
+                        "blocks); its run folder is its checkpoint");
   }
   in.run_dir = args.vars.count("run-dir") ? args.vars["run-dir"].as<std::string>()
                                           : config.logging().run_dir();
@@ -104,12 +116,15 @@ int run_train(const CommandArgs& args) {
   const auto& t = config.train();
 
   const LaunchEnv launch = detect_launch_env(*make_world_communicator());  // before any work
-  auto [model, groups] = load_training_model(config, args.vars["dtype"].as<std::string>());
+  TrainingData data = TrainingData::read(config);
+  LoadedModel loaded =
+      load_training_model(config, args.vars["dtype"].as<std::string>(), data.data_labels());
+  data.bind(loaded);
+  const ModelArchitecture& arch = model_architecture(loaded.arch);
+  const TaskModel model = arch.task_model(loaded);
+  const ProcessGroups& groups = loaded.groups;
   const int rank = groups.world->rank(), world = groups.world->size();
-  PackedSequences packed(read_token_file(in.train_path),
-                         PackedSequencesOptions{.seq_len = t.seq_len(), .seed = t.seed()});
-  const int64_t vocab = model->options().model().vocab_size;
-  BatchSampler sampler(BatchSamplerOptions{.num_samples = packed.size(),
+  BatchSampler sampler(BatchSamplerOptions{.num_samples = data.size(),
                                            .global_batch = int64_t(t.micro_batch_size()) * world,
                                            .world_size = world,
                                            .rank = rank,
@@ -119,10 +134,8 @@ int run_train(const CommandArgs& args) {
 
   torch::manual_seed(t.seed());
   Trainer trainer(model, groups, t);
-  if (t.distill_steps() > 0) trainer.set_distillation_teachers(checkpoint_gates(*model, in.model_dir));
-  std::optional<EvalSet> valid;  // the first eval_blocks blocks, packed in document order
-  if (!in.valid_path.empty())
-    valid = read_eval_set(in.valid_path, {.seq_len = t.seq_len(), .max_sequences = t.eval_blocks()});
+  if (t.distill_steps() > 0)
+    trainer.set_distillation_teachers(checkpoint_gates(*loaded.model, in.model_dir));
   if (args.vars.count("resume")) {
     const auto folder = latest_checkpoint(in.run_dir);
     if (!folder) throw ConfigError("--resume: no checkpoint under " + in.run_dir + "/checkpoints");
@@ -130,30 +143,41 @@ int run_train(const CommandArgs& args) {
     sampler.set_position(state.data);
     if (rank == 0) std::cout << "resumed from " << *folder << " (step " << state.step << ")\n";
   }
-  MetricsLog metrics(in.run_dir + "/metrics.jsonl", groups);
+  MetricsLog metrics(in.run_dir + "/metrics.jsonl", groups, config.logging().tensorboard());
   std::ofstream rank_log(in.run_dir + "/rank" + std::to_string(rank) + ".log", std::ios::app);
   rank_log << launch.describe() << std::endl;
   TrainProgress progress(std::cout, trainer.optimizer().steps(), t.steps(), redraw);
   // Validation while distilling measures the original gates' routing (they route then).
   auto validate = [&](const std::string& phase) {
-    if (!valid) return;
+    if (!data.valid()) return;
     trainer.prepare_routing();
-    const EvalReport v = evaluate_causal_lm(*model, groups, *valid, {.time_moe = false});
-    metrics.write_validation(trainer.optimizer().steps(), phase, v.mean_nll, v.perplexity,
-                             v.predicted);
+    const EvalReport v = evaluate_model(model, groups, *data.valid(), {.time_moe = false});
+    metrics.write_validation(trainer.optimizer().steps(),
+                             {.phase = phase,
+                              .loss = v.mean_nll,
+                              .targets = v.predicted,
+                              .classification = v.classification(),
+                              .perplexity = v.perplexity,
+                              .accuracy = v.accuracy,
+                              .macro_f1 = v.macro_f1});
     if (rank == 0) {
-      char buf[160];
-      std::snprintf(buf, sizeof buf, "valid ppl %.2f (loss %.4f, %ld tokens) at step %ld: %s",
-                    v.perplexity, v.mean_nll, long(v.predicted), long(trainer.optimizer().steps()),
-                    phase.c_str());
+      char buf[200];
+      if (v.classification())
+        std::snprintf(buf, sizeof buf,
+                      "valid accuracy %.4f, macro-F1 %.4f (loss %.4f, %ld texts) at step %ld: %s",
+                      v.accuracy, v.macro_f1, v.mean_nll, long(v.predicted),
+                      long(trainer.optimizer().steps()), phase.c_str());
+      else
+        std::snprintf(buf, sizeof buf, "valid ppl %.2f (loss %.4f, %ld tokens) at step %ld: %s",
+                      v.perplexity, v.mean_nll, long(v.predicted),
+                      long(trainer.optimizer().steps()), phase.c_str());
       progress.message(buf);
     }
   };
   if (rank == 0)
     std::cout << "training " << trainer.trainable().size() << " tensors ("
               << (t.routers_only() ? "routers only" : "all parameters") << ") on " << world
-              << " rank(s), EP " << groups.ep_size() << ", " << packed.size() << " blocks of "
-              << t.seq_len() + 1 << " tokens\n";
+              << " rank(s), EP " << groups.ep_size() << ", " << data.describe() << "\n";
 
   const int64_t log_every = std::max(1, config.logging().log_interval());
   const int64_t stop_after = args.vars["stop-after"].as<int64_t>();
@@ -161,7 +185,9 @@ int run_train(const CommandArgs& args) {
   if (first_step == 0)
     validate(trainer.distilling() ? "start, original gates routing" : "start");
   auto checkpoint = [&] {
-    const auto folder = save_checkpoint(in.run_dir, trainer, groups, config, sampler.position());
+    const auto folder = save_checkpoint(in.run_dir, trainer, groups, config, sampler.position(),
+                                        arch.checkpoint_config_json(
+                                            loaded, model.module().parameters().front().scalar_type()));
     if (rank == 0) std::cout << "checkpoint " << folder << "\n";
   };
   while (trainer.optimizer().steps() < t.steps()) {
@@ -171,13 +197,12 @@ int run_train(const CommandArgs& args) {
       return 0;
     }
     const auto start = std::chrono::steady_clock::now();
-    std::vector<torch::Tensor> micro;
+    std::vector<TaskBatch> micro;
     for (int i = 0; i < t.grad_accumulation(); ++i) {
-      auto shard = sampler.next();
-      auto block = packed.batch(shard.epoch, shard.indices);
-      SY_CHECK(block.max().item<int64_t>() < vocab, in.train_path, ": token id ",
-               block.max().item<int64_t>(), " is outside the model's vocabulary (", vocab, ")");
-      micro.push_back(block);
+      micro.push_back(data.batch(sampler.next()));
+      const int64_t max_id = micro.back().input_ids.max().item<int64_t>();
+      SY_CHECK(max_id < arch.vocab_size(loaded), in.train_path, ": token id ", max_id,
+               " is outside the model's vocabulary (", arch.vocab_size(loaded), ")");
     }
     const StepMetrics m = trainer.step(micro);
     const double seconds =
@@ -203,7 +228,7 @@ int run_train(const CommandArgs& args) {
   validate("end");
   checkpoint();
   if (!in.export_hf.empty()) {
-    export_hf_checkpoint(*model, in.export_hf, model->parameters().front().scalar_type());
+    arch.export_hf(loaded, in.export_hf, model.module().parameters().front().scalar_type());
     if (rank == 0) std::cout << "exported " << in.export_hf << " (Hugging Face layout)\n";
   }
   return 0;
@@ -214,7 +239,7 @@ int run_train(const CommandArgs& args) {
 Subcommand train_command() {
   Subcommand c;
   c.name = "train";
-  c.summary = "fine-tune the routers (or all parameters) of a checkpoint on a token file";
+  c.summary = "fine-tune the routers (or all parameters) of a checkpoint, or train from scratch";
   c.add_options = [](po::options_description& opts, po::positional_options_description&) {
     opts.add_options()("run-dir", po::value<std::string>()->value_name("DIR"),
                        "metrics.jsonl and per-rank logs go here (default: logging.run_dir)")(

@@ -37,6 +37,10 @@ RunConfig effective_config(const RunConfig& config, const config::CheckpointMani
   config::RouterConfig router = saved.router();
   router.MergeFrom(config.router());
   *out.mutable_router() = router;
+  // A classifier's label field and row length travel with it to `eval`.
+  config::DataConfig data = saved.data();
+  data.MergeFrom(config.data());
+  *out.mutable_data() = data;
   return out;
 }
 
@@ -95,16 +99,18 @@ LoadedModel load_model(const std::string& path, const RunConfig& config, const s
                                      .complete(manifest.complete())
                                      .replace_routers(router_kind(effective.router()) !=
                                                       router_kind(manifest.config().router()));
-  if (!manifest.complete()) {  // a training checkpoint: its base, then the saved parameters
-    const std::string base = manifest.config().model().checkpoint();
-    if (base.empty())
-      throw Error("checkpoint " + dir + ": a training checkpoint without model.checkpoint (base)");
+  const std::string base = manifest.config().model().checkpoint();
+  if (!manifest.complete() && !base.empty()) {  // a training checkpoint: its base, then the saved parameters
     if (fs::absolute(resolve_model_path(base)) == fs::absolute(dir))
       throw Error("checkpoint " + dir + ": names itself as its base");
     LoadedModel m = load_model(base, effective, dtype);
     overlay_model_state(m.module(), CheckpointTensors(dir, manifest), overlay);
     return m;
   }
+  // A complete checkpoint, or a training checkpoint of a model trained from scratch (every
+  // parameter trained, so saved): built from the config.json the manifest keeps.
+  if (manifest.model_config_json().empty())
+    throw Error("checkpoint " + dir + ": a training checkpoint without model.checkpoint (base)");
   LoadedModel m;
   m.config = effective;
   m.arch = effective.model().arch();

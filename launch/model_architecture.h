@@ -8,6 +8,7 @@
 #include "configs/run_config.h"
 #include "launch/hf_model.h"
 #include "models/safetensors.h"
+#include "models/task_model.h"
 
 namespace switchyard {
 
@@ -33,6 +34,10 @@ struct ModelArchitecture {
                               const torch::Tensor& attention_mask)>
       logits;
   std::function<int64_t(const LoadedModel& m)> vocab_size;
+  /// The model as training and evaluation drive it (its task, MoE blocks and loss).
+  std::function<TaskModel(const LoadedModel& m)> task_model;
+  /// Whether train.distill_steps can read this architecture's original gates (router warm start).
+  bool has_gates_to_distil = false;
 };
 
 /// The entry for `arch`; throws ConfigError on model.arch for one without an entry.

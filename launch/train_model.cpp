@@ -1,29 +1,53 @@
 // See train_model.h.
 #include "launch/train_model.h"
 
+#include <nlohmann/json.hpp>
+
 #include "common/errors.h"
+#include "launch/model_architecture.h"
 #include "models/safetensors.h"
 #include "trainer/weight_init.h"
 
 namespace switchyard {
 
-LoadedModel load_training_model(const RunConfig& config, const std::string& dtype) {
-  if (!config.model().has_init_config()) {
-    LoadedModel m = load_model(config.model().checkpoint(), config, dtype);
-    if (!m.model)
-      throw ConfigError("model.arch: `switchyard train` trains Qwen2-MoE models; BERT-MoE "
-                        "classification training is not there yet",
-                        "model.arch");
-    return m;
+namespace {
+
+// config.json with the classifier's labels set from the data: id2label, label2id, num_labels.
+std::string with_labels(const std::string& text, const std::vector<std::string>& labels,
+                        const std::string& where) {
+  if (labels.empty()) throw ConfigError(where + ": no labels in the training data");
+  nlohmann::json j = nlohmann::json::parse(text);
+  nlohmann::json id2label = nlohmann::json::object(), label2id = nlohmann::json::object();
+  for (size_t i = 0; i < labels.size(); ++i) {
+    id2label[std::to_string(i)] = labels[i];
+    label2id[labels[i]] = i;
   }
-  const Qwen2MoeConfig model_config = Qwen2MoeConfig::from_file(config.model().init_config());
+  j["id2label"] = id2label;
+  j["label2id"] = label2id;
+  j["num_labels"] = labels.size();
+  return j.dump(2);
+}
+
+}  // namespace
+
+LoadedModel load_training_model(const RunConfig& config, const std::string& dtype,
+                                const std::vector<std::string>& data_labels) {
+  if (!config.model().has_init_config())
+    return load_model(config.model().checkpoint(), config, dtype);
+  const std::string& path = config.model().init_config();
+  std::string json = read_text_file(path);
+  const auto parsed = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) throw ConfigError(path + ": not JSON", "model.init_config");
+  if (config.model().arch() == config::BERT_MOE) json = with_labels(json, data_labels, path);
   LoadedModel m;
+  m.config = config;
+  m.arch = config.model().arch();
+  const ModelArchitecture& a = model_architecture(m.arch);
   m.groups = make_process_groups(make_world_communicator(), config.parallel().expert_parallel());
-  m.model = Qwen2MoeForCausalLM(Qwen2MoeOptions(model_config, m.groups)
-                                    .router(config.router())
-                                    .quant(config.model().quant()));
-  init_for_pretraining(m.model, m.groups, model_config.initializer_range, config.train().seed());
-  m.model->to(parse_dtype(dtype, model_config.dtype));
+  a.build(m, json, path);
+  const double std = parsed.value("initializer_range", 0.02);
+  init_for_pretraining(a.task_model(m), m.groups, std, config.train().seed());
+  m.module().to(parse_dtype(dtype, a.checkpoint_dtype(m)));
   return m;
 }
 

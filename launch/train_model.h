@@ -1,5 +1,5 @@
-// The model `switchyard train` starts from: a Hugging Face checkpoint (fine-tuning) or a
-// config.json with fresh weights (pretraining), and the original gates router warm start needs.
+// The model `switchyard train` starts from: a checkpoint (fine-tuning) or a config.json with
+// fresh weights (training from scratch), and the original gates router warm start needs.
 #pragma once
 
 #include <string>
@@ -10,9 +10,11 @@
 namespace switchyard {
 
 /// model.checkpoint (a Hugging Face folder, a Switchyard checkpoint or a run folder) loaded as
-/// the run config asks, or model.init_config built from scratch with
-/// transformers' initialisation drawn from train.seed (the same weights at every EP size).
-LoadedModel load_training_model(const RunConfig& config, const std::string& dtype);
+/// the run config asks, or model.init_config built from scratch with transformers'
+/// initialisation drawn from train.seed (the same weights at every EP size). A classifier built
+/// from scratch gets `data_labels` as its id2label (TrainingData::data_labels).
+LoadedModel load_training_model(const RunConfig& config, const std::string& dtype,
+                                const std::vector<std::string>& data_labels);
 
 /// Each MoE layer's linear gate [E, H] as the checkpoint in `dir` stores it, in layer order:
 /// the teachers of router distillation. Throws Error naming a missing gate tensor.

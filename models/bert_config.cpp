@@ -32,8 +32,25 @@ BertConfig BertConfig::from_json(const std::string& text, const std::string& whe
     if (!j["id2label"].is_object() || j["id2label"].empty())
       r.fail("id2label", "must be a non-empty object");
     c.num_labels = int64_t(j["id2label"].size());
+    c.labels.resize(size_t(c.num_labels));
+    for (const auto& [key, name] : j["id2label"].items()) {
+      size_t used = 0;
+      int64_t id = -1;
+      try {
+        id = std::stoll(key, &used);
+      } catch (const std::exception&) {
+      }
+      if (used != key.size() || id < 0 || id >= c.num_labels || !name.is_string() ||
+          !c.labels[size_t(id)].empty())
+        r.fail("id2label", "must map the ids 0.." + std::to_string(c.num_labels - 1) +
+                               " to label names, each once");
+      c.labels[size_t(id)] = name.get<std::string>();
+    }
   }
   r.integer("num_labels", c.num_labels);
+  if (!c.labels.empty() && int64_t(c.labels.size()) != c.num_labels)
+    r.fail("num_labels", detail::concat(c.num_labels, " disagrees with id2label's ",
+                                        c.labels.size(), " labels"));
   r.dtype(c.dtype);
   if (c.hidden_size % c.num_attention_heads != 0)
     r.fail("hidden_size",

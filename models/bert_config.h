@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <vector>
 
 namespace switchyard {
 
@@ -19,6 +20,8 @@ struct BertConfig {
   double layer_norm_eps = 1e-12;
   int64_t pad_token_id = 0;
   int64_t num_labels = 2;  ///< classifier outputs: num_labels, or the size of id2label
+  /// id2label's names in id order; empty when config.json has no id2label.
+  std::vector<std::string> labels;
   torch::Dtype dtype = torch::kFloat;
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }

@@ -44,7 +44,7 @@ hists = {}     # (step, tag) -> list of per-expert counts
 for s in steps:
     ranks = sorted(r for step, r in loss if step == s)  # a resume may change the world size
     first = loss[(s, ranks[0])]
-    for key in ("loss", "lm_loss", "router_loss", "lr", "grad_norm"):
+    for key in ("loss", "task_loss", "router_loss", "lr", "grad_norm"):
         expected[(s, "train/" + key)] = first[key]
     expected[(s, "train/tokens_per_s")] = sum(loss[(s, r)]["tokens_per_s"] for r in ranks)
     for l in layers:

@@ -8,7 +8,7 @@
 #include <regex>
 
 #include "common/errors.h"
-#include "eval/causal_lm_eval.h"
+#include "eval/model_eval.h"
 #include "eval/comparison_report.h"
 #include "eval/svg_chart.h"
 #include "models/lm_loss.h"
@@ -108,7 +108,7 @@ TEST(CausalLmEval, MatchesTheLossAndCountsOfADirectForward) {
   set.input_ids = stream.narrow(1, 0, 12).contiguous();
   set.targets = stream.narrow(1, 1, 12).contiguous();
 
-  const EvalReport r = evaluate_causal_lm(*model, single_process_groups(), set, {.batch_size = 3});
+  const EvalReport r = evaluate_model(TaskModel::causal_lm(model), single_process_groups(), set, {.batch_size = 3});
   torch::NoGradGuard no_grad;
   auto logits = model->forward(stream).logits;  // 13 positions: the first 12 predict targets
   const double want = next_token_loss(logits, stream).item<double>();
@@ -134,7 +134,7 @@ TEST(CausalLmEval, MatchesTheLossAndCountsOfADirectForward) {
 
   // Batching does not change what is counted.
   const EvalReport one =
-      evaluate_causal_lm(*model, single_process_groups(), set, {.batch_size = 1});
+      evaluate_model(TaskModel::causal_lm(model), single_process_groups(), set, {.batch_size = 1});
   for (size_t l = 0; l < r.layers.size(); ++l)
     EXPECT_EQ(one.layers[l].routing.expert_tokens, r.layers[l].routing.expert_tokens);
   EXPECT_NEAR(one.mean_nll, r.mean_nll, 1e-6);
@@ -156,7 +156,7 @@ TEST(CausalLmEval, PaddingIsNeitherRoutedNorPredicted) {
   set.attention_mask = torch::tensor({1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0}).view({2, 6});
   set.targets.index_put_({1, torch::indexing::Slice(2, torch::indexing::None)}, -1);
   set.targets.index_put_({0, 5}, -1);
-  const EvalReport r = evaluate_causal_lm(*model, single_process_groups(), set, {});
+  const EvalReport r = evaluate_model(TaskModel::causal_lm(model), single_process_groups(), set, {});
   EXPECT_EQ(r.tokens, 9);
   EXPECT_EQ(r.predicted, 7);
   EXPECT_EQ(r.layers[0].routing.num_tokens, 9);
@@ -167,7 +167,7 @@ TEST(EvalReportJson, RoundTripsAndNamesWhatIsMissing) {
   torch::manual_seed(5);
   const auto cfg = tiny_config();
   Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, single_process_groups()));
-  EvalReport r = evaluate_causal_lm(*model, single_process_groups(), random_set(3, 5, 64), {});
+  EvalReport r = evaluate_model(TaskModel::causal_lm(model), single_process_groups(), random_set(3, 5, 64), {});
   r.model = "tiny";
   r.dtype = "Float";
   const auto j = r.to_json();
@@ -215,7 +215,7 @@ TEST(ComparisonReport, HtmlHoldsTheTableAndAHeatmapPerRun) {
   for (const char* name : {"first", "second"}) {
     Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, single_process_groups()));
     report.runs.push_back(
-        {name, evaluate_causal_lm(*model, single_process_groups(), random_set(2, 8, 64), {})});
+        {name, evaluate_model(TaskModel::causal_lm(model), single_process_groups(), random_set(2, 8, 64), {})});
   }
   report.curves.push_back({"run<a>", {1, 2, 3}, {3.0, 2.5, 2.25}});
   const std::string html = render_html(report);

@@ -67,7 +67,7 @@ Qwen2MoeForCausalLM tiny_model(config::RouterConfig router = {}) {
   auto cfg = Qwen2MoeConfig::preset("tiny");
   cfg.dtype = torch::kFloat;
   Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, single_process_groups()).router(router));
-  init_for_pretraining(model, single_process_groups(), 0.05, 7);
+  init_for_pretraining(TaskModel::causal_lm(model), single_process_groups(), 0.05, 7);
   return model;
 }
 
@@ -78,11 +78,11 @@ TEST(Trainer, RouterFineTuningLeavesEveryOtherParameterBitwiseUnchanged) {
   config::TrainConfig t;
   t.set_learning_rate(1e-2);
   t.set_steps(3);
-  Trainer trainer(model, single_process_groups(), t);
+  Trainer trainer(TaskModel::causal_lm(model), single_process_groups(), t);
   for (const auto& [name, p] : trainer.trainable())
     EXPECT_NE(name.find("router"), std::string::npos) << name << " is trainable";
   auto tokens = torch::randint(0, 512, {2, 17}, torch::kLong);
-  for (int i = 0; i < 3; ++i) trainer.step({tokens});
+  for (int i = 0; i < 3; ++i) trainer.step({causal_lm_batch(tokens)});
   int changed = 0;
   for (const auto& p : model->named_parameters()) {
     const bool same = torch::equal(p.value(), before[p.key()]);
@@ -98,14 +98,14 @@ TEST(Trainer, FullTrainingOverfitsOneBatch) {
   t.set_routers_only(false);
   t.set_learning_rate(3e-3);
   t.set_steps(30);
-  Trainer trainer(model, single_process_groups(), t);
+  Trainer trainer(TaskModel::causal_lm(model), single_process_groups(), t);
   auto tokens = torch::randint(0, 512, {4, 33}, torch::kLong);
-  const StepMetrics first = trainer.step({tokens.narrow(0, 0, 2), tokens.narrow(0, 2, 2)});
+  const StepMetrics first = trainer.step({causal_lm_batch(tokens.narrow(0, 0, 2)), causal_lm_batch(tokens.narrow(0, 2, 2))});
   StepMetrics last;
-  for (int i = 1; i < 30; ++i) last = trainer.step({tokens.narrow(0, 0, 2), tokens.narrow(0, 2, 2)});
+  for (int i = 1; i < 30; ++i) last = trainer.step({causal_lm_batch(tokens.narrow(0, 0, 2)), causal_lm_batch(tokens.narrow(0, 2, 2))});
   EXPECT_EQ(last.step, 30);
   EXPECT_EQ(last.tokens, 4 * 32);
-  EXPECT_LT(last.lm_loss, 0.5 * first.lm_loss) << first.lm_loss << " -> " << last.lm_loss;
+  EXPECT_LT(last.task_loss, 0.5 * first.task_loss) << first.task_loss << " -> " << last.task_loss;
   EXPECT_GT(first.grad_norm, 0);
   ASSERT_EQ(last.layer_stats.size(), 2u);  // both tiny layers are MoE
   EXPECT_EQ(last.tokens_per_local_expert[0].size(), 8u);
@@ -124,33 +124,33 @@ TEST(Trainer, DistillationTeachesANewRouterTheOriginalGate) {
   t.set_learning_rate(1e-2);
   t.set_steps(42);
   t.set_distill_steps(40);
-  Trainer trainer(model, single_process_groups(), t);
+  Trainer trainer(TaskModel::causal_lm(model), single_process_groups(), t);
   trainer.set_distillation_teachers(gates);
   auto tokens = torch::randint(0, 512, {4, 33}, torch::kLong);
-  const StepMetrics first = trainer.step({tokens});
+  const StepMetrics first = trainer.step({causal_lm_batch(tokens)});
   EXPECT_TRUE(first.distilling);
   EXPECT_DOUBLE_EQ(first.loss, first.distill_kl);
   StepMetrics last;
-  for (int i = 1; i < 40; ++i) last = trainer.step({tokens});
+  for (int i = 1; i < 40; ++i) last = trainer.step({causal_lm_batch(tokens)});
   EXPECT_TRUE(last.distilling);
   EXPECT_LT(last.distill_kl, 0.3 * first.distill_kl) << first.distill_kl << " -> " << last.distill_kl;
   EXPECT_GT(last.topk_agreement, first.topk_agreement);
   EXPECT_GT(last.topk_agreement, 0.8);
   // The language-model phase: the routers route again, and its schedule starts with warmup.
   EXPECT_FALSE(trainer.distilling());
-  const StepMetrics lm = trainer.step({tokens});
+  const StepMetrics lm = trainer.step({causal_lm_batch(tokens)});
   EXPECT_FALSE(lm.distilling);
-  EXPECT_DOUBLE_EQ(lm.loss, lm.lm_loss + lm.router_loss);
+  EXPECT_DOUBLE_EQ(lm.loss, lm.task_loss + lm.router_loss);
   for (const auto& layer : model->layers()) EXPECT_FALSE(layer->moe->distilling());
   // Wrong teacher count: one clear error.
-  Trainer again(tiny_model(mlp), single_process_groups(), t);
+  Trainer again(TaskModel::causal_lm(tiny_model(mlp)), single_process_groups(), t);
   EXPECT_THROW(again.set_distillation_teachers({gates[0]}), Error);
 }
 
 TEST(WeightInit, SeededLikeTransformers) {
   auto a = tiny_model(), b = tiny_model();
   Qwen2MoeForCausalLM c = tiny_model();
-  init_for_pretraining(c, single_process_groups(), 0.05, 8);
+  init_for_pretraining(TaskModel::causal_lm(c), single_process_groups(), 0.05, 8);
   const auto pb = b->named_parameters(), pc = c->named_parameters();
   for (const auto& p : a->named_parameters()) {
     EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();

@@ -34,9 +34,13 @@ std::vector<double> losses(const std::string& dir, ProcessGroups groups, bool ro
   t.set_routers_only(routers_only);
   t.set_learning_rate(5e-3);
   t.set_steps(int(steps.size()));
-  Trainer trainer(model, groups, t);
+  Trainer trainer(TaskModel::causal_lm(model), groups, t);
   std::vector<double> out;
-  for (const auto& micro : steps) out.push_back(trainer.step(micro).loss);
+  for (const auto& micro : steps) {
+    std::vector<TaskBatch> batches;
+    for (const auto& block : micro) batches.push_back(causal_lm_batch(block));
+    out.push_back(trainer.step(batches).loss);
+  }
   return out;
 }
 
@@ -76,13 +80,13 @@ TEST(TrainerExpertParallel, InitialisationForPretrainingIsTheSameAtEveryEpSize) 
   auto cfg = Qwen2MoeConfig::preset("tiny");
   cfg.dtype = torch::kFloat;
   Qwen2MoeForCausalLM whole(Qwen2MoeOptions(cfg, single_process_groups()));
-  init_for_pretraining(whole, single_process_groups(), 0.02, 5);
+  init_for_pretraining(TaskModel::causal_lm(whole), single_process_groups(), 0.02, 5);
   const auto reference = whole->named_parameters();
   for (int ep = 2; ep <= R; ++ep) {
     if (R % ep || cfg.num_experts % ep) continue;
     auto groups = make_process_groups(world(), ep);
     Qwen2MoeForCausalLM sharded(Qwen2MoeOptions(cfg, groups));
-    init_for_pretraining(sharded, groups, 0.02, 5);
+    init_for_pretraining(TaskModel::causal_lm(sharded), groups, 0.02, 5);
     int sliced = 0;
     for (const auto& p : sharded->named_parameters()) {
       auto expected = reference[p.key()];

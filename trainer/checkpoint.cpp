@@ -47,7 +47,7 @@ CheckpointShard split_state(Trainer& trainer, const ProcessGroups& groups) {
 
 std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
                             const ProcessGroups& groups, const RunConfig& config,
-                            const DataPosition& data) {
+                            const DataPosition& data, const std::string& model_config_json) {
   const int64_t step = trainer.optimizer().steps();
   const fs::path root = fs::path(run_dir) / "checkpoints";
   const fs::path final_dir = root / step_folder(step);
@@ -62,6 +62,7 @@ std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
     m.set_data_epoch(data.epoch);
     m.set_data_batch(data.batch);
     m.set_complete(false);  // trainable parameters only: the base is config.model.checkpoint
+    m.set_model_config_json(model_config_json);
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     torch::Tensor rng;
     {

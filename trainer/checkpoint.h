@@ -23,10 +23,12 @@ struct CheckpointState {
   DataPosition data;
 };
 
-/// Collective over the world. Returns the folder written.
+/// Collective over the world. Returns the folder written. `model_config_json` is the trained
+/// model's config.json text: the manifest keeps it, so a run trained from scratch (no base
+/// checkpoint) can be loaded from its checkpoints alone.
 std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
                             const ProcessGroups& groups, const RunConfig& config,
-                            const DataPosition& data);
+                            const DataPosition& data, const std::string& model_config_json);
 
 /// The newest complete checkpoint under RUN_DIR/checkpoints, if any.
 std::optional<std::string> latest_checkpoint(const std::string& run_dir);

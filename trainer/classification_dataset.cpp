@@ -24,16 +24,27 @@ LabelSet LabelSet::from_records(const std::vector<TextRecord>& records, LabelFie
   return LabelSet(std::move(names));
 }
 
+LabelSet LabelSet::in_id_order(std::vector<std::string> names, const std::string& where) {
+  std::vector<std::string> sorted = names;
+  std::sort(sorted.begin(), sorted.end());
+  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+    throw ConfigError(where + ": label names repeat");
+  LabelSet set;
+  set.names_ = std::move(names);
+  return set;
+}
+
 const std::string& LabelSet::name(int64_t id) const {
   SY_CHECK(id >= 0 && id < size(), "label id ", id, " of ", size());
   return names_[size_t(id)];
 }
 
 int64_t LabelSet::id(const std::string& name) const {
-  const auto it = std::lower_bound(names_.begin(), names_.end(), name);
-  if (it == names_.end() || *it != name)
+  // Label sets are small (tens of names): a scan serves sorted and model-ordered sets alike.
+  const auto it = std::find(names_.begin(), names_.end(), name);
+  if (it == names_.end())
     throw ConfigError("label '" + name + "' is not among the " + std::to_string(size()) +
-                      " labels of the corpus");
+                      " labels" + (size() ? " (" + names_.front() + ", ...)" : std::string()));
   return it - names_.begin();
 }
 

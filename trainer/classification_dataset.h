@@ -25,8 +25,8 @@ enum class LabelField {
 /// The label a record carries under `field` (see LabelField).
 std::string label_of(const TextRecord& record, LabelField field);
 
-/// Label names sorted, their ids their positions: built from the whole corpus, so every split
-/// numbers labels the same way.
+/// Label names, their ids their positions: sorted when built from a corpus (so every split
+/// numbers labels the same way), or a model's own order (in_id_order).
 ///   usage: LabelSet labels = LabelSet::from_records(all_records, LabelField::kLanguage);
 class LabelSet {
  public:
@@ -34,6 +34,9 @@ class LabelSet {
   /// Sorts and removes duplicates.
   explicit LabelSet(std::vector<std::string> names);
   static LabelSet from_records(const std::vector<TextRecord>& records, LabelField field);
+  /// A model's labels (config.json id2label) in id order, kept as given; `where` names the
+  /// model in the error for repeated names.
+  static LabelSet in_id_order(std::vector<std::string> names, const std::string& where);
 
   int64_t size() const { return int64_t(names_.size()); }
   const std::vector<std::string>& names() const { return names_; }

@@ -1,4 +1,5 @@
-// Records stream straight into the three writers: memory stays at one record's ids.
+// Records stream straight into the three token writers: memory stays at one record's ids. The
+// labelled JSONL copies are text the records already hold in memory, written once at the end.
 #include "trainer/corpus_prepare.h"
 
 #include <filesystem>
@@ -6,6 +7,9 @@
 #include <memory>
 #include <optional>
 
+#include <nlohmann/json.hpp>
+
+#include "models/safetensors.h"
 #include "trainer/token_file.h"
 
 namespace switchyard {
@@ -24,10 +28,18 @@ std::vector<CorpusCount> prepare_corpus(const std::vector<TextRecord>& records,
           uint32_t(tokenizer.vocab_size()), eos);
   }
   std::map<std::pair<int, std::string>, CorpusCount> counts;
+  std::string labelled[3];
   for (const auto& r : records) {
     const Split s = split_of(r.text, options.split);
     const std::vector<uint32_t> ids = tokenizer.encode(r.text);
-    if (writers[int(s)]) writers[int(s)]->add(ids);
+    if (writers[int(s)]) {
+      writers[int(s)]->add(ids);
+      // text_corpus.h's read_jsonl field names: the category is "label".
+      labelled[int(s)] += nlohmann::json{{"text", r.text}, {"label", r.category},
+                                         {"language", r.language}}
+                              .dump() +
+                          "\n";
+    }
     for (const bool total : {false, true}) {
       CorpusCount& c = counts[{int(s) * 2 + int(total), total ? std::string() : r.language}];
       c.split = s;
@@ -40,6 +52,12 @@ std::vector<CorpusCount> prepare_corpus(const std::vector<TextRecord>& records,
   }
   for (auto& w : writers)
     if (w) w->finish();
+  if (!options.out_dir.empty())
+    for (Split s : splits)
+      write_text_file_atomic(
+          (std::filesystem::path(options.out_dir) / (std::string(split_name(s)) + ".jsonl"))
+              .string(),
+          labelled[int(s)]);
   std::vector<CorpusCount> out;
   for (auto& [key, c] : counts) out.push_back(std::move(c));
   return out;

@@ -1,5 +1,6 @@
 // Corpus to token files: every record tokenized, routed to its split, and (optionally) written
-// as DIR/train.tok, DIR/valid.tok and DIR/test.tok; counts per split and language come back.
+// as DIR/{train,valid,test}.tok, with each split's texts and labels as DIR/{train,valid,test}.jsonl
+// (for sequence classification); counts per split and language come back.
 #pragma once
 
 #include <cstdint>

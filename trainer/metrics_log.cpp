@@ -73,8 +73,8 @@ void add_summary(TensorBoardWriter& tb, const std::vector<json>& records) {
                   "_tokens",
               r["rank_tokens"].get<double>());
   }
-  for (const char* key : {"loss", "lm_loss", "router_loss", "lr", "grad_norm"})
-    tb.scalar(std::string("train/") + key, (*first)[key].get<double>());
+  for (const char* key : {"loss", "task_loss", "router_loss", "lr", "grad_norm", "accuracy"})
+    if (first->contains(key)) tb.scalar(std::string("train/") + key, (*first)[key].get<double>());
   tb.scalar("train/tokens_per_s", tokens_per_s);
   for (size_t l = 0; l < layers.size(); ++l) {
     const Layer& layer = layers[l];
@@ -102,11 +102,12 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
   const int world = groups_.world->size();
   for (int r = 0; r < world; ++r) {
     auto v = all[r];
-    json loss = {{"kind", "loss"},       {"step", m.step},
-                 {"rank", r},            {"loss", m.loss},
-                 {"lm_loss", m.lm_loss}, {"router_loss", m.router_loss},
-                 {"lr", m.lr},           {"grad_norm", v[1].item<double>()},
+    json loss = {{"kind", "loss"},           {"step", m.step},
+                 {"rank", r},                {"loss", m.loss},
+                 {"task_loss", m.task_loss}, {"router_loss", m.router_loss},
+                 {"lr", m.lr},               {"grad_norm", v[1].item<double>()},
                  {"tokens_per_s", v[0].item<double>()}};
+    if (m.accuracy >= 0) loss["accuracy"] = m.accuracy;
     if (m.distilling) {
       loss["distill_kl"] = m.distill_kl;
       loss["topk_agreement"] = m.topk_agreement;
@@ -149,19 +150,29 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
   return lines;
 }
 
-std::string MetricsLog::write_validation(int64_t step, const std::string& phase, double loss,
-                                         double ppl, int64_t tokens) {
+std::string MetricsLog::write_validation(int64_t step, const ValidationResult& v) {
   if (groups_.world->rank() != 0) return {};
-  const std::string line = json{{"kind", "valid"}, {"step", step},   {"rank", 0},
-                                {"phase", phase},  {"loss", loss},   {"ppl", ppl},
-                                {"tokens", tokens}}
-                               .dump();
+  json record = {{"kind", "valid"}, {"step", step}, {"rank", 0}, {"phase", v.phase}, {"loss", v.loss}};
+  if (v.classification) {
+    record["accuracy"] = v.accuracy;
+    record["macro_f1"] = v.macro_f1;
+    record["sequences"] = v.targets;
+  } else {
+    record["ppl"] = v.perplexity;
+    record["tokens"] = v.targets;
+  }
+  const std::string line = record.dump();
   out_ << line << '\n';
   out_.flush();
   SY_CHECK(out_.good(), path_, ": write failed");
   if (tensorboard_) {
-    tensorboard_->scalar("valid/loss", loss);
-    tensorboard_->scalar("valid/ppl", ppl);
+    tensorboard_->scalar("valid/loss", v.loss);
+    if (v.classification) {
+      tensorboard_->scalar("valid/accuracy", v.accuracy);
+      tensorboard_->scalar("valid/macro_f1", v.macro_f1);
+    } else {
+      tensorboard_->scalar("valid/ppl", v.perplexity);
+    }
     tensorboard_->write_step(step);
   }
   return line;

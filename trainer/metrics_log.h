@@ -15,13 +15,24 @@
 
 namespace switchyard {
 
+/// One validation pass as the log records it.
+struct ValidationResult {
+  std::string phase;     ///< "start", "step 40", "end", ...
+  double loss = 0;       ///< mean cross-entropy per target
+  int64_t targets = 0;   ///< predicted tokens (causal LM) or sequences (classification)
+  bool classification = false;
+  double perplexity = 0;               ///< causal LM
+  double accuracy = 0, macro_f1 = 0;  ///< classification
+};
+
 ///   usage: MetricsLog log(run_dir + "/metrics.jsonl", groups);
 ///          log.write(trainer.step(batches), seconds);   // collective
 class MetricsLog {
  public:
   /// Appends when the file exists (a resumed run continues its log). With `tensorboard`, rank 0
   /// also starts a new events file in the same folder (a resumed run adds one more), with per
-  /// step: train/{loss,lm_loss,router_loss,lr,grad_norm,tokens_per_s (all ranks)} and per MoE
+  /// step: train/{loss,task_loss,router_loss,lr,grad_norm,tokens_per_s (all ranks),
+  /// accuracy (classification)} and per MoE
   /// layer l: load/layer<l>/{max_over_mean (over all experts), entropy, aux_loss, z_loss,
   /// drop_rate (means over ranks), rank<r>_tokens} and the histogram load/layer<l>/expert_tokens
   /// (tokens each expert received, over all experts).
@@ -32,10 +43,10 @@ class MetricsLog {
   /// or that would have been (other ranks get an empty vector).
   std::vector<std::string> write(const StepMetrics& m, double seconds);
 
-  /// Rank 0 appends a validation record {"kind": "valid", step, rank 0, phase, loss, ppl,
-  /// tokens}; other ranks do nothing. Returns the line.
-  std::string write_validation(int64_t step, const std::string& phase, double loss, double ppl,
-                               int64_t tokens);
+  /// Rank 0 appends a validation record {"kind": "valid", step, rank 0, phase, loss, then ppl
+  /// and tokens (causal LM) or accuracy, macro_f1 and sequences (classification)}; other ranks
+  /// do nothing. Returns the line.
+  std::string write_validation(int64_t step, const ValidationResult& v);
 
  private:
   std::string path_;

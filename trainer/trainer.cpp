@@ -7,35 +7,18 @@
 
 namespace switchyard {
 
-torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& targets) {
-  return torch::nn::functional::cross_entropy(
-      logits.reshape({-1, logits.size(-1)}).to(torch::kFloat), targets.reshape({-1}));
-}
-
-namespace {
-
-std::set<const void*> router_tensors(const Qwen2MoeForCausalLM& model) {
-  std::set<const void*> out;
-  for (const auto& layer : model->layers())
-    if (layer->moe)
-      for (const auto& p : layer->moe->router->parameters()) out.insert(p.unsafeGetTensorImpl());
-  return out;
-}
-
-}  // namespace
-
-Trainer::Trainer(Qwen2MoeForCausalLM model, ProcessGroups groups, config::TrainConfig train)
+Trainer::Trainer(TaskModel model, ProcessGroups groups, config::TrainConfig train)
     : model_(std::move(model)), groups_(std::move(groups)), train_(std::move(train)) {
-  const auto routers = router_tensors(model_);
-  for (auto layer : model_->layers()) {  // a copy of the holder: non-const access
-    if (!layer->moe) continue;
-    for (const auto& p : layer->moe->expert_parameters()) expert_impls_.insert(p.unsafeGetTensorImpl());
+  std::set<const void*> routers;
+  for (auto moe : model_.moe_blocks()) {  // a copy of the holder: non-const access
+    for (const auto& p : moe->router->parameters()) routers.insert(p.unsafeGetTensorImpl());
+    for (const auto& p : moe->expert_parameters()) expert_impls_.insert(p.unsafeGetTensorImpl());
     // The load-balancing loss balances the global batch, whatever the number of ranks.
-    layer->moe->router->set_balance_group(groups_.world);
+    moe->router->set_balance_group(groups_.world);
   }
 
   NamedTensors trainable;
-  for (auto& item : model_->named_parameters()) {
+  for (auto& item : model_.module().named_parameters()) {
     auto& p = item.value();
     const bool is_router = routers.count(p.unsafeGetTensorImpl()) > 0;
     // Integer codes and the empty placeholders of quantized experts never train.
@@ -55,8 +38,7 @@ Trainer::Trainer(Qwen2MoeForCausalLM model, ProcessGroups groups, config::TrainC
 }
 
 void Trainer::set_distillation_teachers(std::vector<torch::Tensor> gates) {
-  int64_t moe_layers = 0;
-  for (const auto& layer : model_->layers()) moe_layers += layer->moe ? 1 : 0;
+  const int64_t moe_layers = int64_t(model_.moe_blocks().size());
   SY_CHECK(int64_t(gates.size()) == moe_layers, "distillation: ", gates.size(),
            " teacher gates for ", moe_layers, " MoE layers");
   SY_CHECK(train_.distill_steps() < train_.steps(), "train.distill_steps = ",
@@ -70,8 +52,8 @@ bool Trainer::distilling() const { return optimizer_->steps() < distill_steps();
 void Trainer::prepare_routing() {
   const bool distil = distilling();
   size_t i = 0;
-  for (auto layer : model_->layers())  // a copy of the holder: non-const access
-    if (layer->moe) layer->moe->set_distillation_teacher(distil ? teachers_[i++] : torch::Tensor());
+  for (auto moe : model_.moe_blocks())  // a copy of the holder: non-const access
+    moe->set_distillation_teacher(distil ? teachers_[i++] : torch::Tensor());
 }
 
 double Trainer::learning_rate() const {
@@ -107,24 +89,23 @@ double Trainer::clip_gradients() {
   return norm;
 }
 
-StepMetrics Trainer::step(const std::vector<torch::Tensor>& micro_batches) {
+StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   SY_CHECK(!micro_batches.empty(), "train: a step needs at least one micro-batch");
-  model_->train();
+  model_.module().train();
   StepMetrics m;
   m.distilling = distilling();
   prepare_routing();
   const double n = double(micro_batches.size());
+  const bool classifies = model_.task() == Task::kSequenceClassification;
+  int64_t rows = 0, correct = 0;
   std::vector<std::vector<RoutingStats>> per_layer;
-  for (const auto& block : micro_batches) {
-    SY_CHECK(block.dim() == 2 && block.size(1) >= 2, "train: token block ", block.sizes(),
-             " is not [batch, seq_len + 1]");
-    auto inputs = block.narrow(1, 0, block.size(1) - 1);
-    auto targets = block.narrow(1, 1, block.size(1) - 1);
-    auto out = model_->forward(inputs);
-    auto lm = causal_lm_loss(out.logits, targets);
-    torch::Tensor loss = lm + out.router_loss;
+  for (const auto& batch : micro_batches) {
+    TaskOutput out = model_.forward(batch);
+    SY_CHECK(out.num_targets > 0, "train: a micro-batch without targets");
+    auto task = out.loss_sum / double(out.num_targets);
+    torch::Tensor loss = task + out.router_loss;
     if (m.distilling) {
-      loss = torch::zeros({}, lm.options());
+      loss = torch::zeros({}, task.options());
       for (const auto& moe : out.moe) {
         loss = loss + moe.distill_loss;
         m.distill_kl += moe.distill_loss.item<double>() / (n * double(out.moe.size()));
@@ -133,9 +114,13 @@ StepMetrics Trainer::step(const std::vector<torch::Tensor>& micro_batches) {
       loss = loss / double(out.moe.size());
     }
     (loss / n).backward();
-    m.lm_loss += lm.item<double>() / n;
+    m.task_loss += task.item<double>() / n;
     m.router_loss += out.router_loss.item<double>() / n;
-    m.tokens += targets.numel();
+    m.tokens += batch.attention_mask.sum().item<int64_t>();
+    if (classifies) {
+      rows += out.num_targets;
+      correct += out.predictions.eq(batch.targets).sum().item<int64_t>();
+    }
     if (m.tokens_per_local_expert.empty()) {
       m.tokens_per_local_expert.resize(out.moe.size());
       per_layer.resize(out.moe.size());
@@ -162,18 +147,21 @@ StepMetrics Trainer::step(const std::vector<torch::Tensor>& micro_batches) {
   optimizer_->zero_grad();
   m.step = optimizer_->steps();
 
-  // Every rank reports the world's mean losses.
-  auto losses =
-      torch::tensor({m.lm_loss, m.router_loss, m.distill_kl, m.topk_agreement}, torch::kDouble);
+  // Every rank reports the world's mean losses and the world's accuracy.
+  auto losses = torch::tensor({m.task_loss, m.router_loss, m.distill_kl, m.topk_agreement,
+                               double(rows), double(correct)},
+                              torch::kDouble);
   const auto device = optimizer_->params().front().second.device();
   auto on_device = losses.to(device);
   groups_.world->all_reduce(on_device);
-  losses = on_device.cpu() / double(groups_.world->size());
-  m.lm_loss = losses[0].item<double>();
+  losses = on_device.cpu();
+  if (classifies) m.accuracy = losses[5].item<double>() / losses[4].item<double>();
+  losses = losses / double(groups_.world->size());
+  m.task_loss = losses[0].item<double>();
   m.router_loss = losses[1].item<double>();
   m.distill_kl = losses[2].item<double>();
   m.topk_agreement = losses[3].item<double>();
-  m.loss = m.distilling ? m.distill_kl : m.lm_loss + m.router_loss;
+  m.loss = m.distilling ? m.distill_kl : m.task_loss + m.router_loss;
   return m;
 }
 

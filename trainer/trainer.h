@@ -1,5 +1,6 @@
-// One optimizer step of causal-LM training of a Qwen2-MoE under expert parallelism: micro-batch
-// forward and backward with gradient accumulation, gradient sync (replicated parameters over
+// One optimizer step of training an MoE model under expert parallelism, for its task (causal LM
+// or sequence classification, models/task_model.h): micro-batch forward and backward with
+// gradient accumulation, gradient sync (replicated parameters over
 // the world, experts over their DP replicas), clipping by the global norm, AdamW at the
 // schedule's rate. The loop around it (data, logs, checkpoints) is launch/cmd_train.cpp's.
 #pragma once
@@ -11,7 +12,7 @@
 #include <vector>
 
 #include "configs/switchyard.pb.h"
-#include "models/qwen2_moe.h"
+#include "models/task_model.h"
 #include "parallel/gradient_sync.h"
 #include "routers/routing_stats.h"
 #include "trainer/adamw.h"
@@ -22,10 +23,13 @@ namespace switchyard {
 /// routing statistics are this rank's, summed over its micro-batches.
 struct StepMetrics {
   int64_t step = 0;  ///< 1-based: the step just finished
-  double loss = 0, lm_loss = 0, router_loss = 0;
+  double loss = 0, task_loss = 0, router_loss = 0;  ///< task_loss: cross-entropy per target
+  /// Classification: the fraction of this step's rows (all ranks) the classifier got right;
+  /// negative for causal LMs.
+  double accuracy = -1;
   double grad_norm = 0;  ///< before clipping, over every trainable parameter of the model
   double lr = 0;
-  int64_t tokens = 0;  ///< predicted tokens on this rank
+  int64_t tokens = 0;  ///< real input tokens on this rank (the throughput's unit)
   /// Router warm start (Trainer::set_distillation_teachers): this step trained the routers to
   /// imitate the original gates; loss is then distill_kl. Both are world means over MoE layers.
   bool distilling = false;
@@ -35,18 +39,18 @@ struct StepMetrics {
   std::vector<std::vector<int64_t>> tokens_per_local_expert;  ///< per MoE layer: rows received
 };
 
-///   usage: Trainer trainer(model, groups, config.train());
-///          StepMetrics m = trainer.step({block0, block1});   // [b, S + 1] token ids each
+///   usage: Trainer trainer(TaskModel::causal_lm(model), groups, config.train());
+///          StepMetrics m = trainer.step({causal_lm_batch(block0), causal_lm_batch(block1)});
 class Trainer {
  public:
   /// Freezes every parameter but the routers' when train.routers_only (quantized experts are
   /// frozen anyway) and builds the optimizer over what stays trainable. The routers' balancing
   /// loss counts experts over the world from now on (GatingOptions::balance_group).
-  Trainer(Qwen2MoeForCausalLM model, ProcessGroups groups, config::TrainConfig train);
+  Trainer(TaskModel model, ProcessGroups groups, config::TrainConfig train);
 
-  /// micro_batches: this rank's token blocks, each [b, S + 1] int64 (inputs are [:, :-1],
-  /// targets [:, 1:]). Collective over the world.
-  StepMetrics step(const std::vector<torch::Tensor>& micro_batches);
+  /// micro_batches: this rank's share of the global batch. The task loss is each micro-batch's
+  /// mean over its targets, averaged over micro-batches and ranks. Collective over the world.
+  StepMetrics step(const std::vector<TaskBatch>& micro_batches);
 
   /// Router warm start by distillation: `gates` holds each MoE layer's original linear gate
   /// [E, H] (layer order). For the first train.distill_steps steps every MoE block routes by its
@@ -63,7 +67,7 @@ class Trainer {
   int64_t distill_steps() const { return teachers_.empty() ? 0 : train_.distill_steps(); }
 
   AdamW& optimizer() { return *optimizer_; }
-  const Qwen2MoeForCausalLM& model() const { return model_; }
+  const TaskModel& model() const { return model_; }
   /// Trainable parameters by name, the checkpoint's unit.
   const NamedTensors& trainable() const { return optimizer_->params(); }
   /// Whether `param` is one of the routed experts' tensors, sharded [E / EP, ...] over EP.
@@ -75,7 +79,7 @@ class Trainer {
   double clip_gradients();
   double learning_rate() const;  ///< for the next step, within its phase
 
-  Qwen2MoeForCausalLM model_;
+  TaskModel model_;
   ProcessGroups groups_;
   config::TrainConfig train_;
   std::unique_ptr<AdamW> optimizer_;
@@ -84,8 +88,5 @@ class Trainer {
   std::set<const void*> expert_impls_;  ///< every routed-expert tensor, trainable or not
   std::vector<torch::Tensor> teachers_;  ///< per MoE layer, while a distillation phase exists
 };
-
-/// Mean next-token cross-entropy of `logits` [b, S, V] against `targets` [b, S].
-torch::Tensor causal_lm_loss(const torch::Tensor& logits, const torch::Tensor& targets);
 
 }  // namespace switchyard

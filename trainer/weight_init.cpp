@@ -16,22 +16,20 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 }  // namespace
 
-void init_for_pretraining(Qwen2MoeForCausalLM& model, const ProcessGroups& groups, double std,
+void init_for_pretraining(const TaskModel& model, const ProcessGroups& groups, double std,
                           uint64_t seed) {
   std::set<const void*> experts, keep_own_init;
-  for (const auto& layer : model->layers()) {
-    if (!layer->moe) continue;
-    SY_CHECK(!layer->moe->experts->quantized(),
+  for (const auto& moe : model.moe_blocks()) {
+    SY_CHECK(!moe->experts->quantized(),
              "model.quant: pretraining from scratch needs full-precision experts");
-    for (const auto& p : layer->moe->expert_parameters()) experts.insert(p.unsafeGetTensorImpl());
-    if (layer->moe->router->kind() != "linear")
-      for (const auto& p : layer->moe->router->parameters())
-        keep_own_init.insert(p.unsafeGetTensorImpl());
+    for (const auto& p : moe->expert_parameters()) experts.insert(p.unsafeGetTensorImpl());
+    if (moe->router->kind() != "linear")
+      for (const auto& p : moe->router->parameters()) keep_own_init.insert(p.unsafeGetTensorImpl());
   }
-  const int64_t num_experts = model->options().model().num_experts;
+  const int64_t num_experts = model.num_experts();
   auto gen = at::detail::createCPUGenerator(seed);
   torch::NoGradGuard no_grad;
-  for (auto& item : model->named_parameters()) {
+  for (auto& item : model.module().named_parameters()) {
     auto& p = item.value();
     const std::string& name = item.key();
     if (keep_own_init.count(p.unsafeGetTensorImpl())) continue;
@@ -39,7 +37,7 @@ void init_for_pretraining(Qwen2MoeForCausalLM& model, const ProcessGroups& group
     auto shape = p.sizes().vec();
     if (sharded) shape[0] = num_experts;
     torch::Tensor value;
-    if (ends_with(name, "norm.weight"))
+    if (ends_with(name, "norm.weight") || ends_with(name, "Norm.weight"))  // BERT: LayerNorm
       value = torch::ones(shape);
     else if (ends_with(name, "bias") || ends_with(name, ".b_in") || ends_with(name, ".b_out"))
       value = torch::zeros(shape);

@@ -1,6 +1,6 @@
-// The eval loop and its reductions. Every per-rank quantity is accumulated locally in int64 or
+// The eval loop and its reductions, for either task. Every per-rank quantity is accumulated locally in int64 or
 // double and reduced once at the end, so a 4-rank run and a 1-rank run add the same numbers.
-#include "eval/causal_lm_eval.h"
+#include "eval/model_eval.h"
 
 #include <chrono>
 #include <cmath>
@@ -39,20 +39,19 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-ParameterCounts count_parameters(Qwen2MoeForCausalLMImpl& model, const ProcessGroups& groups) {
+ParameterCounts count_parameters(const TaskModel& model, const ProcessGroups& groups) {
   ParameterCounts counts;
   int64_t local_experts = 0, shared = 0;
-  for (const auto& layer : model.layers()) {
-    if (!layer->moe) continue;
-    counts.router += numel_of(layer->moe->router->parameters());
-    local_experts += layer->moe->experts->num_logical_parameters();
-    if (layer->moe->shared_expert) shared += layer->moe->shared_expert->num_logical_parameters();
+  for (const auto& moe : model.moe_blocks()) {
+    counts.router += numel_of(moe->router->parameters());
+    local_experts += moe->experts->num_logical_parameters();
+    if (moe->shared_expert) shared += moe->shared_expert->num_logical_parameters();
   }
   // Expert banks are counted by their logical weights (quantized codes are buffers); a tied
   // LM head is the embedding's tensor and counts once.
   int64_t other = 0;
   std::set<const void*> seen;
-  for (const auto& p : model.named_parameters()) {
+  for (const auto& p : model.module().named_parameters()) {
     const std::string& name = p.key();
     if (name.find(".moe.experts.") != std::string::npos ||
         name.find(".moe.shared_expert.") != std::string::npos)
@@ -63,39 +62,54 @@ ParameterCounts count_parameters(Qwen2MoeForCausalLMImpl& model, const ProcessGr
   groups.ep->all_reduce(experts);
   counts.routed_experts = experts.item<int64_t>();
   counts.total = other + shared + counts.routed_experts;
-  const auto& c = model.options().model();
-  counts.active = counts.total - counts.routed_experts +
-                  counts.routed_experts * c.num_experts_per_tok / c.num_experts;
+  const int64_t E = std::max<int64_t>(1, model.num_experts());
+  counts.active = counts.total - counts.routed_experts + counts.routed_experts * model.top_k() / E;
   return counts;
 }
 
-EvalReport evaluate_causal_lm(Qwen2MoeForCausalLMImpl& model, const ProcessGroups& groups,
-                              const EvalSet& set, const CausalLmEvalOptions& options) {
+ClassificationScores classification_scores(const torch::Tensor& confusion) {
+  auto c = confusion.to(torch::kDouble);
+  const double total = c.sum().item<double>();
+  ClassificationScores s;
+  if (total == 0) return s;
+  auto tp = c.diagonal();
+  s.accuracy = tp.sum().item<double>() / total;
+  auto support = c.sum(1), predicted = c.sum(0);
+  auto present = support.gt(0).logical_or(predicted.gt(0));
+  // F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (support + predicted); 0 where a label has neither.
+  auto f1 = (2 * tp / (support + predicted).clamp_min(1)).index({present});
+  s.macro_f1 = f1.numel() ? f1.mean().item<double>() : 0.0;
+  return s;
+}
+
+EvalReport evaluate_model(const TaskModel& model, const ProcessGroups& groups, const EvalSet& set,
+                          const ModelEvalOptions& options) {
   SY_CHECK(options.batch_size > 0, "eval: batch size must be positive");
+  const bool classifies = model.task() == Task::kSequenceClassification;
+  if (set.classification() != classifies)
+    throw ConfigError(set.source + ": " +
+                      (classifies ? "the model classifies sequences; expected a labelled JSONL set"
+                                  : "the model is a causal LM; expected a token file or token lines"));
   torch::NoGradGuard no_grad;
-  model.eval();
-  const auto& c = model.options().model();
-  std::vector<int64_t> moe_layers;
-  for (size_t i = 0; i < model.layers().size(); ++i) {
-    const auto& layer = model.layers()[i];
-    if (!layer->moe) continue;
-    moe_layers.push_back(int64_t(i));
-  }
+  model.module().eval();
+  const std::vector<int64_t>& moe_layers = model.moe_layers();
   if (moe_layers.empty()) throw ConfigError("eval: the model has no MoE layers");
-  const int64_t L = int64_t(moe_layers.size()), E = c.num_experts;
+  const int64_t L = int64_t(moe_layers.size()), E = model.num_experts();
   const int W = groups.world->size(), rank = groups.world->rank();
   const int64_t N = set.rows(), B = options.batch_size;
   const int64_t steps = (N + W * B - 1) / (W * B);
-  const auto device = model.embed_tokens->weight.device();
+  const auto device = model.device();
+  auto batch_of = [&](int64_t first, int64_t n) {
+    return TaskBatch{set.input_ids.narrow(0, first, n).to(device),
+                     set.attention_mask.narrow(0, first, n).to(device),
+                     set.targets.narrow(0, first, n).to(device)};
+  };
 
   // One untimed forward first (collective, so every rank makes it): the first call pays one-off
   // costs (allocator, thread pool, kernel choice) that would otherwise land on layer 0's router.
   const int64_t warm = std::min(B, N);
-  if (options.time_moe)
-    model.forward(set.input_ids.narrow(0, 0, warm).to(device),
-                  set.attention_mask.narrow(0, 0, warm).to(device));
-  for (const auto& layer : model.layers())
-    if (MoeBlock moe = layer->moe) moe->set_timing(options.time_moe);
+  if (options.time_moe) model.forward(batch_of(0, warm));
+  for (auto moe : model.moe_blocks()) moe->set_timing(options.time_moe);
 
   // Local accumulators: counts [L, E]; per layer {tokens, assignments, dropped}; per layer
   // {entropy·tokens, router_s, moe_s}; and this rank's totals.
@@ -104,28 +118,29 @@ EvalReport evaluate_causal_lm(Qwen2MoeForCausalLMImpl& model, const ProcessGroup
   auto layer_sums = torch::zeros({L, 3}, torch::kDouble);
   int64_t tokens = 0, predicted = 0;
   double nll = 0, forward_s = 0, moe_s = 0, experts_s = 0;
+  const int64_t C = std::max<int64_t>(1, model.num_labels());
+  auto confusion = torch::zeros({C, C}, torch::kLong);  // classification: [true, predicted]
 
   for (int64_t step = 0; step < steps; ++step) {
     const int64_t begin = (step * W + rank) * B;
     const bool real = begin < N;
     const int64_t first = real ? begin : 0, n = real ? std::min(B, N - begin) : 1;
-    auto ids = set.input_ids.narrow(0, first, n).to(device);
-    auto mask = set.attention_mask.narrow(0, first, n).to(device);
+    const TaskBatch batch = batch_of(first, n);
+    const auto& mask = batch.attention_mask;
     const auto start = std::chrono::steady_clock::now();
-    CausalLmOutput out = model.forward(ids, mask);
-    auto targets = set.targets.narrow(0, first, n).to(device);
-    auto has_target = targets.ge(0);
-    // Log-probabilities of the targets only: [P, V] rows in fp32, never all positions at once.
-    auto logp = out.logits.index({has_target}).to(torch::kFloat).log_softmax(-1);
-    auto target_logp = logp.gather(1, targets.index({has_target}).unsqueeze(1));
+    TaskOutput out = model.forward(batch);
+    const double loss_sum = out.loss_sum.item<double>();
     forward_s += seconds_since(start);
     for (const auto& m : out.moe) {
       moe_s += m.timing.total_s;
       experts_s += m.timing.experts_s;
     }
     if (!real) continue;
-    nll -= target_logp.to(torch::kDouble).sum().item<double>();
-    predicted += target_logp.numel();
+    nll += loss_sum;
+    predicted += out.num_targets;
+    if (classifies)
+      confusion.index_put_({batch.targets.cpu(), out.predictions.cpu()}, torch::ones({n}, torch::kLong),
+                           /*accumulate=*/true);
     tokens += mask.sum().item<int64_t>();
     auto keep = mask.reshape({-1}).to(torch::kBool);
     for (int64_t l = 0; l < L; ++l) {
@@ -152,6 +167,7 @@ EvalReport evaluate_causal_lm(Qwen2MoeForCausalLMImpl& model, const ProcessGroup
   groups.world->all_reduce(layer_sums);
   groups.world->all_reduce(scalars);
   groups.world->all_reduce(nll_sum);
+  groups.world->all_reduce(confusion);
   auto rank_ints = groups.world->all_gather(
       torch::tensor({int64_t(rank), int64_t(groups.ep_rank()), first_expert, local, received},
                     torch::kLong)
@@ -160,10 +176,12 @@ EvalReport evaluate_causal_lm(Qwen2MoeForCausalLMImpl& model, const ProcessGroup
       torch::tensor({forward_s, moe_s, experts_s}, torch::kDouble).view({1, 3}));
 
   EvalReport r;
-  r.router = router_kind(model.options().router());
-  r.router_config = model.options().router().ShortDebugString();
+  const auto& router = model.moe_blocks().front()->options().router();
+  r.task = model.task_name();
+  r.router = router_kind(router);
+  r.router_config = router.ShortDebugString();
   r.num_experts = E;
-  r.top_k = c.num_experts_per_tok;
+  r.top_k = model.top_k();
   r.world_size = W;
   r.expert_parallel = groups.ep_size();
   r.sequences = N;
@@ -173,6 +191,12 @@ EvalReport evaluate_causal_lm(Qwen2MoeForCausalLMImpl& model, const ProcessGroup
   r.predicted = scalars[1].item<int64_t>();
   r.mean_nll = nll_sum.item<double>() / double(r.predicted);
   r.perplexity = std::exp(r.mean_nll);
+  if (classifies) {
+    const ClassificationScores scores = classification_scores(confusion);
+    r.accuracy = scores.accuracy;
+    r.macro_f1 = scores.macro_f1;
+    r.label_names = set.label_names;
+  }
   r.parameters = count_parameters(model, groups);
   for (int64_t l = 0; l < L; ++l) {
     LayerReport lr;
@@ -202,8 +226,7 @@ EvalReport evaluate_causal_lm(Qwen2MoeForCausalLMImpl& model, const ProcessGroup
     rr.experts_s = rank_times[k][2].item<double>();
     r.ranks.push_back(rr);
   }
-  for (const auto& layer : model.layers())
-    if (MoeBlock moe = layer->moe) moe->set_timing(false);
+  for (auto moe : model.moe_blocks()) moe->set_timing(false);
   return r;
 }
 

@@ -1,0 +1,80 @@
+// See task_model.h. The losses are sums so that batches of different sizes (the last rows of
+// an evaluation set, uneven shards) add up exactly; the trainer divides by num_targets.
+#include "models/task_model.h"
+
+#include "common/errors.h"
+
+namespace switchyard {
+
+TaskBatch causal_lm_batch(const torch::Tensor& blocks) {
+  SY_CHECK(blocks.dim() == 2 && blocks.size(1) >= 2, "train: token block ", blocks.sizes(),
+           " is not [batch, seq_len + 1]");
+  auto inputs = blocks.narrow(1, 0, blocks.size(1) - 1);
+  return {inputs, torch::ones_like(inputs), blocks.narrow(1, 1, blocks.size(1) - 1)};
+}
+
+TaskModel TaskModel::causal_lm(Qwen2MoeForCausalLM model) {
+  TaskModel t;
+  t.task_ = Task::kCausalLm;
+  t.module_ = model.ptr();
+  const auto& layers = model->layers();
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (layers[i]->moe) t.blocks_.push_back(layers[i]->moe), t.layers_.push_back(int64_t(i));
+  t.forward_ = [model](const TaskBatch& b) mutable {
+    CausalLmOutput out = model->forward(b.input_ids, b.attention_mask);
+    auto has_target = b.targets.ge(0);
+    // Only the rows that predict something go through the fp32 cross-entropy.
+    auto logits = out.logits.index({has_target}).to(torch::kFloat);
+    TaskOutput r;
+    r.loss_sum = torch::nn::functional::cross_entropy(
+        logits, b.targets.index({has_target}),
+        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    r.num_targets = logits.size(0);
+    r.router_loss = out.router_loss;
+    r.moe = std::move(out.moe);
+    return r;
+  };
+  return t;
+}
+
+TaskModel TaskModel::sequence_classification(BertMoeForSequenceClassification model) {
+  TaskModel t;
+  t.task_ = Task::kSequenceClassification;
+  t.module_ = model.ptr();
+  t.num_labels_ = model->options().model().num_labels;
+  const auto& layers = model->bert->layers();
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (layers[i]->moe) t.blocks_.push_back(layers[i]->moe), t.layers_.push_back(int64_t(i));
+  t.forward_ = [model](const TaskBatch& b) mutable {
+    BertMoeOutput out = model->forward(b.input_ids, b.attention_mask);
+    auto logits = out.logits.to(torch::kFloat);
+    TaskOutput r;
+    r.loss_sum = torch::nn::functional::cross_entropy(
+        logits, b.targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    r.num_targets = b.targets.size(0);
+    r.predictions = logits.argmax(-1);
+    r.router_loss = out.router_loss;
+    r.moe = std::move(out.moe);
+    return r;
+  };
+  return t;
+}
+
+std::string TaskModel::task_name() const {
+  return task_ == Task::kCausalLm ? "causal_lm" : "classification";
+}
+
+int64_t TaskModel::num_experts() const {
+  return blocks_.empty() ? 0 : blocks_.front()->options().num_experts();
+}
+
+int64_t TaskModel::top_k() const {
+  return blocks_.empty() ? 0 : blocks_.front()->options().router().top_k();
+}
+
+torch::Device TaskModel::device() const {
+  for (const auto& p : module_->parameters()) return p.device();
+  return torch::kCPU;
+}
+
+}  // namespace switchyard
