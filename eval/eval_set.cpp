@@ -3,7 +3,6 @@
 #include "eval/eval_set.h"
 
 #include <array>
-#include <cctype>
 #include <cstring>
 #include <memory>
 #include <fstream>
@@ -27,8 +26,9 @@ bool is_token_file(const std::string& path) {
          std::memcmp(magic.data(), kTokenFileMagic, magic.size()) == 0;
 }
 
-EvalSet from_token_file(const std::string& path, const EvalSetOptions& options) {
-  TokenDocuments docs = read_token_file(path);
+// Documents packed in order, joined by EOS, into blocks of S + 1 that overlap by one token.
+EvalSet pack_documents(const TokenDocuments& docs, const EvalSetOptions& options,
+                       const std::string& path, const std::string& format) {
   if (docs.num_tokens() == 0) throw ConfigError(path + ": empty evaluation set (no tokens)");
   if (docs.num_tokens() < options.seq_len + 1)
     throw ConfigError(detail::concat(path, ": ", docs.num_tokens(),
@@ -45,8 +45,24 @@ EvalSet from_token_file(const std::string& path, const EvalSetOptions& options) 
   set.input_ids = blocks.narrow(1, 0, S).contiguous();
   set.targets = blocks.narrow(1, 1, S).contiguous();
   set.attention_mask = torch::ones_like(set.input_ids);
-  set.format = "token file";
+  set.format = format;
   return set;
+}
+
+// JSON Lines or plain text, tokenized: the documents a token file would have held.
+EvalSet from_text(const std::string& path, EvalFileKind kind, const EvalSetOptions& options) {
+  if (!options.tokenizer)
+    throw ConfigError(path + ": a text evaluation set needs a tokenizer (data.tokenizer_path)");
+  const std::vector<TextRecord> records =
+      kind == EvalFileKind::kJsonl ? read_jsonl(path, {}) : read_plain_text(path, {});
+  std::vector<std::vector<uint32_t>> ids;
+  ids.reserve(records.size());
+  for (const auto& r : records) ids.push_back(options.tokenizer->encode(r.text));
+  const TokenDocuments docs =
+      TokenDocuments::from_vectors(ids, uint32_t(options.tokenizer->vocab_size()),
+                                   options.tokenizer->token_to_id("<|endoftext|>"));
+  return pack_documents(docs, options, path,
+                        kind == EvalFileKind::kJsonl ? "jsonl text" : "plain text");
 }
 
 EvalSet from_token_lines(const std::string& path, const EvalSetOptions& options) {
@@ -72,10 +88,27 @@ EvalSet from_token_lines(const std::string& path, const EvalSetOptions& options)
 
 }  // namespace
 
+EvalFileKind eval_file_kind(const std::string& path) {
+  if (is_token_file(path)) return EvalFileKind::kTokenFile;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos) continue;  // blank
+    if (line[first] == '{') return EvalFileKind::kJsonl;
+    const bool ids_only = line.find_first_not_of("0123456789 \t\r") == std::string::npos;
+    return ids_only ? EvalFileKind::kTokenLines : EvalFileKind::kPlainText;
+  }
+  return EvalFileKind::kTokenLines;  // blank: reported as an empty set by its reader
+}
+
 EvalSet read_eval_set(const std::string& path, const EvalSetOptions& options) {
   if (options.seq_len < 1) throw ConfigError("--seq-len must be at least 1");
-  EvalSet set =
-      is_token_file(path) ? from_token_file(path, options) : from_token_lines(path, options);
+  const EvalFileKind kind = eval_file_kind(path);
+  EvalSet set = kind == EvalFileKind::kTokenFile
+                    ? pack_documents(read_token_file(path), options, path, "token file")
+                : kind == EvalFileKind::kTokenLines ? from_token_lines(path, options)
+                                                    : from_text(path, kind, options);
   set.source = path;
   if (set.predicted_tokens() == 0)
     throw ConfigError(path + ": empty evaluation set (no position has a next token to predict)");
@@ -87,8 +120,15 @@ EvalSet read_classification_set(const std::string& path, const BpeTokenizer& tok
                                  int64_t max_sequences) {
   std::vector<TextRecord> records = read_jsonl(path, {});
   if (records.empty()) throw ConfigError(path + ": empty evaluation set (no records)");
-  if (max_sequences > 0 && int64_t(records.size()) > max_sequences)
-    records.resize(size_t(max_sequences));
+  // A labelled file is ordered by source (language, category): a cut keeps every k-th record,
+  // so the subset spans all of them, where the first N would hold one or two languages.
+  if (max_sequences > 0 && int64_t(records.size()) > max_sequences) {
+    std::vector<TextRecord> every_kth;
+    const size_t n = records.size();
+    for (size_t i = 0; i < size_t(max_sequences); ++i)
+      every_kth.push_back(std::move(records[i * n / size_t(max_sequences)]));
+    records = std::move(every_kth);
+  }
   std::unique_ptr<ClassificationDataset> data;
   try {
     data = std::make_unique<ClassificationDataset>(records, tokenizer, labels, rows);
@@ -106,15 +146,6 @@ EvalSet read_classification_set(const std::string& path, const BpeTokenizer& tok
   set.format = "labelled jsonl";
   set.label_names = labels.names();
   return set;
-}
-
-bool is_jsonl_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(path + ": cannot open evaluation set");
-  char c = 0;
-  while (in.get(c))
-    if (!std::isspace(static_cast<unsigned char>(c))) return c == '{';
-  return false;
 }
 
 void check_vocabulary(const EvalSet& set, int64_t vocab_size) {

@@ -8,10 +8,7 @@
 set -euo pipefail
 out="$1"; shift
 bin=build/bin/switchyard
-if [ ! -f "$out/data/valid.tok" ] || [ ! -f "$out/data/valid.jsonl" ]; then
-  echo "== tokenizing the fortune corpus into $out/data"
-  "$bin" data prepare --out "$out/data"
-fi
+./launch/prepare_corpus.sh "$out"
 if [ ! -f "$out/base/config.json" ]; then
   echo "== pretraining the base model from scratch (configs/quickstart/pretrain.pbtxt)"
   rm -rf "$out/pretrain"

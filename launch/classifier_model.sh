@@ -9,10 +9,7 @@
 set -euo pipefail
 out="$1"; shift
 bin=build/bin/switchyard
-if [ ! -f "$out/data/valid.tok" ] || [ ! -f "$out/data/valid.jsonl" ]; then
-  echo "== preparing the fortune corpus into $out/data"
-  "$bin" data prepare --out "$out/data"
-fi
+./launch/prepare_corpus.sh "$out"
 if [ ! -f "$out/classifier/checkpoints/latest" ]; then
   echo "== training the BERT-MoE classifier from scratch (configs/classifier/train.pbtxt)"
   rm -rf "$out/classifier"

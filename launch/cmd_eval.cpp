@@ -74,12 +74,12 @@ int run_eval(const CommandArgs& args) {
   TokenBatch batch;
   if (!dump.empty()) batch = read_token_lines(tokens);
   EvalSet set;
-  const int64_t max_sequences = args.vars["max-sequences"].as<int64_t>();
-  // Labelled JSON Lines are tokenized once the model's labels are known (after loading).
-  const bool labelled = !data.empty() && is_jsonl_file(data);
-  if (!data.empty() && !labelled)
-    set = read_eval_set(data, {.seq_len = args.vars["seq-len"].as<int64_t>(),
-                               .max_sequences = max_sequences});
+  EvalSetOptions set_options{.seq_len = args.vars["seq-len"].as<int64_t>(),
+                             .max_sequences = args.vars["max-sequences"].as<int64_t>()};
+  // Token ids are read now; texts once the model says how to tokenize and label them.
+  const EvalFileKind kind = data.empty() ? EvalFileKind::kTokenLines : eval_file_kind(data);
+  const bool text = kind == EvalFileKind::kJsonl || kind == EvalFileKind::kPlainText;
+  if (!data.empty() && !text) set = read_eval_set(data, set_options);
 
   LoadedModel m = load_model(dir, config, args.vars["dtype"].as<std::string>());
   const ModelArchitecture& arch = model_architecture(m.arch);
@@ -93,18 +93,19 @@ int run_eval(const CommandArgs& args) {
   }
   const TaskModel task = arch.task_model(m);
   if (!data.empty()) {
-    const bool classifier = task.task() == Task::kSequenceClassification;
-    if (labelled != classifier)
-      throw ConfigError("--data " + data + ": " +
-                        (classifier ? "a classifier evaluates labelled JSON Lines "
-                                      "(switchyard data prepare writes DIR/valid.jsonl)"
-                                    : "a causal LM evaluates a token file or token-id lines, "
-                                      "not JSON Lines"));
-    if (labelled) {
-      const auto& d = m.config.data();
+    const auto& d = m.config.data();
+    if (task.task() == Task::kSequenceClassification) {
+      if (kind != EvalFileKind::kJsonl)
+        throw ConfigError("--data " + data +
+                          ": a classifier evaluates labelled JSON Lines (switchyard data prepare "
+                          "writes DIR/valid.jsonl)");
       set = read_classification_set(data, data_tokenizer(d), model_labels(m),
                                     {.max_len = d.max_len(), .label = label_field(d)},
-                                    max_sequences);
+                                    set_options.max_sequences);
+    } else if (text) {
+      const BpeTokenizer tokenizer = data_tokenizer(d);
+      set_options.tokenizer = &tokenizer;
+      set = read_eval_set(data, set_options);
     }
     check_vocabulary(set, vocab);
   }
@@ -136,9 +137,10 @@ Subcommand eval_command() {
     opts.add_options()("model", po::value<std::string>()->required()->value_name("DIR"),
                        "Hugging Face folder, Switchyard checkpoint or run folder")(
         "data", po::value<std::string>()->value_name("FILE"),
-        "evaluation set: a token file (switchyard data prepare; packed into --seq-len blocks) "
-        "or token-id lines for causal LMs; labelled JSON Lines (DIR/valid.jsonl) for "
-        "classifiers, tokenized as the model's data.tokenizer_path, data.max_len and data.label")(
+        "evaluation set. Causal LMs: a token file (switchyard data prepare), JSON Lines or "
+        "plain text (tokenized with data.tokenizer_path), all packed into --seq-len blocks, or "
+        "token-id lines. Classifiers: labelled JSON Lines (DIR/valid.jsonl), tokenized and "
+        "labelled as the model was trained (data.*)")(
         "tokens", po::value<std::string>()->value_name("FILE"),
         "token ids, one sequence per line (shorter lines are padded and masked)")(
         "dump-logits", po::value<std::string>()->value_name("OUT"),

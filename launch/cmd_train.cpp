@@ -69,13 +69,16 @@ TrainInputs check_inputs(const CommandArgs& args, const RunConfig& config) {
     throw ConfigError("train.distill_steps: distillation needs the original gates of "
                       "model.checkpoint",
                       "train.distill_steps");
-  const ModelArchitecture& arch = model_architecture(model.arch());
+  const ModelArchitecture& arch = model_architecture(model.arch());  // explicit or default
   if (config.train().distill_steps() > 0 && !arch.has_gates_to_distil)
     throw ConfigError("train.distill_steps: router distillation reads Hugging Face gates "
                       "(mlp.gate.weight), which " + arch.name + " checkpoints do not have",
                       "train.distill_steps");
   // Causal LMs read token files, classifiers labelled JSON Lines: both from `data prepare`.
-  const char* kind = model.arch() == config::BERT_MOE ? "labelled JSONL file" : "token file";
+  // (A checkpoint's architecture is known once it is loaded; the message covers both.)
+  const char* kind = model.arch() == config::BERT_MOE ? "labelled JSONL file"
+                     : model.has_arch()               ? "token file"
+                                                      : "token file or labelled JSONL file";
   in.train_path = config.data().train_path();
   if (in.train_path.empty() || !fs::is_regular_file(in.train_path))
     throw ConfigError("data.train_path = " + in.train_path + ": not a " + kind +
@@ -116,9 +119,15 @@ int run_train(const CommandArgs& args) {
   const auto& t = config.train();
 
   const LaunchEnv launch = detect_launch_env(*make_world_communicator());  // before any work
-  TrainingData data = TrainingData::read(config);
-  LoadedModel loaded =
-      load_training_model(config, args.vars["dtype"].as<std::string>(), data.data_labels());
+  // A model built from scratch takes its classifier's labels from the data, so that data is
+  // read first; a checkpoint names its own architecture (its manifest), so its data comes after.
+  std::optional<TrainingData> read_first;
+  if (config.model().has_init_config())
+    read_first = TrainingData::read(config, config.model().arch());
+  LoadedModel loaded = load_training_model(config, args.vars["dtype"].as<std::string>(),
+                                           read_first ? read_first->data_labels()
+                                                      : std::vector<std::string>{});
+  TrainingData data = read_first ? std::move(*read_first) : TrainingData::read(config, loaded.arch);
   data.bind(loaded);
   const ModelArchitecture& arch = model_architecture(loaded.arch);
   const TaskModel model = arch.task_model(loaded);
@@ -134,8 +143,13 @@ int run_train(const CommandArgs& args) {
 
   torch::manual_seed(t.seed());
   Trainer trainer(model, groups, t);
-  if (t.distill_steps() > 0)
+  if (t.distill_steps() > 0) {
+    if (!arch.has_gates_to_distil)  // a checkpoint whose architecture the config left unsaid
+      throw ConfigError("train.distill_steps: router distillation reads Hugging Face gates "
+                        "(mlp.gate.weight), which " + arch.name + " checkpoints do not have",
+                        "train.distill_steps");
     trainer.set_distillation_teachers(checkpoint_gates(*loaded.model, in.model_dir));
+  }
   if (args.vars.count("resume")) {
     const auto folder = latest_checkpoint(in.run_dir);
     if (!folder) throw ConfigError("--resume: no checkpoint under " + in.run_dir + "/checkpoints");

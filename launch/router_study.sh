@@ -42,65 +42,55 @@ router_args() {
   esac
 }
 
-qwen_half() {
-  ./launch/base_model.sh "$base_out"
-  local data=(--set "data.train_path=$base_out/data/train.tok"
-              --set "data.valid_path=$base_out/data/valid.tok")
-  local eval_args=(--data "$base_out/data/valid.tok" --max-sequences 256
-                   --set parallel.expert_parallel=4)
+# One half of the study: each router put into BASE with CONFIG and trained for $steps steps on
+# TRAIN (Hash has nothing to train: evaluated as it is), evaluated on VALID under 4 ranks, then
+# one report in $out/REPORT. With WARM=1 the new routers (all but Linear and
+# mlp_hadamard_fresh) are distilled from the base's gates for a third of the steps.
+#   study_half TAG CONFIG BASE TRAIN VALID MAX_SEQUENCES WARM REPORT TITLE ROUTER...
+study_half() {
+  local tag="$1" config="$2" base="$3" train="$4" valid="$5" max="$6" warm="$7" report="$8"
+  local title="$9"
+  shift 9
+  local eval_args=(--data "$valid" --max-sequences "$max" --set parallel.expert_parallel=4)
   local reports=() logs=()
-  for name in linear attention mlp hybrid mlp_hadamard mlp_hadamard_fresh hash; do
-    distill=$(( steps / 3 ))
+  for name in "$@"; do
+    local run="$out/$tag$name" distill=0 router
     read -r -a router <<<"$(router_args "$name")"
-    case "$name" in linear|mlp_hadamard_fresh) distill=0 ;; esac
-    echo "== $name ($(( $(date +%s) - start )) s so far)"
+    case "$name" in linear|mlp_hadamard_fresh|hash) ;; *) [ "$warm" = 1 ] && distill=$(( steps / 3 )) ;; esac
+    echo "== $tag$name ($(( $(date +%s) - start )) s so far)"
     if [ "$name" = hash ]; then
-      ./launch/mpirun.sh -np 4 "$bin" eval --model "$base_out/base" \
-        --config configs/quickstart/finetune.pbtxt "${router[@]}" "${eval_args[@]}" \
-        --json "$out/$name.json" >"$out/$name.eval.txt"
+      ./launch/mpirun.sh -np 4 "$bin" eval --model "$base" --config "$config" "${router[@]}" \
+        "${eval_args[@]}" --json "$run.json" >"$run.eval.txt"
     else
-      rm -rf "$out/$name"
-      ./launch/mpirun.sh -np 4 "$bin" train --config configs/quickstart/finetune.pbtxt \
-        --run-dir "$out/$name" --progress lines --set "model.checkpoint=$base_out/base" \
-        "${data[@]}" "${router[@]}" --set "train.steps=$steps" --set "train.distill_steps=$distill" \
-        --set train.warmup_steps=5 --set logging.log_interval="$steps" >"$out/$name.train.txt"
-      ./launch/mpirun.sh -np 4 "$bin" eval --model "$out/$name" "${eval_args[@]}" \
-        --json "$out/$name.json" >"$out/$name.eval.txt"
-      logs+=(--train-log "$name=$out/$name")
+      rm -rf "$run"
+      ./launch/mpirun.sh -np 4 "$bin" train --config "$config" --run-dir "$run" --progress lines \
+        --set "model.checkpoint=$base" --set "data.train_path=$train" \
+        --set "data.valid_path=$valid" "${router[@]}" --set "train.steps=$steps" \
+        --set "train.distill_steps=$distill" --set train.warmup_steps=5 \
+        --set logging.log_interval="$steps" >"$run.train.txt"
+      ./launch/mpirun.sh -np 4 "$bin" eval --model "$run" "${eval_args[@]}" --json "$run.json" \
+        >"$run.eval.txt"
+      logs+=(--train-log "$name=$run")
     fi
-    reports+=("$name=$out/$name.json")
+    reports+=("$name=$run.json")
   done
-  "$bin" report "${reports[@]}" "${logs[@]}" --title "Router study: six routers on the quickstart base" \
-    --out "$out/report"
+  "$bin" report "${reports[@]}" "${logs[@]}" --title "$title" --out "$out/$report"
 }
 
+qwen_half() {
+  ./launch/base_model.sh "$base_out"
+  study_half "" configs/quickstart/finetune.pbtxt "$base_out/base" "$base_out/data/train.tok" \
+    "$base_out/data/valid.tok" 256 1 report "Router study: six routers on the quickstart base" \
+    linear attention mlp hybrid mlp_hadamard mlp_hadamard_fresh hash
+}
+
+# The classifier's validation texts: all 4947 of them.
 bert_half() {
   ./launch/classifier_model.sh "$base_out"
-  local valid="$base_out/data/valid.jsonl"
-  local eval_args=(--data "$valid" --max-sequences 1024 --set parallel.expert_parallel=4)
-  local reports=() logs=()
-  for name in linear attention mlp hybrid mlp_hadamard hash; do
-    read -r -a router <<<"$(router_args "$name")"
-    echo "== bert $name ($(( $(date +%s) - start )) s so far)"
-    if [ "$name" = hash ]; then
-      ./launch/mpirun.sh -np 4 "$bin" eval --model "$base_out/classifier" \
-        --config configs/classifier/finetune.pbtxt "${router[@]}" "${eval_args[@]}" \
-        --json "$out/bert_$name.json" >"$out/bert_$name.eval.txt"
-    else
-      rm -rf "$out/bert_$name"
-      ./launch/mpirun.sh -np 4 "$bin" train --config configs/classifier/finetune.pbtxt \
-        --run-dir "$out/bert_$name" --progress lines --set "model.checkpoint=$base_out/classifier" \
-        --set "data.train_path=$base_out/data/train.jsonl" --set "data.valid_path=$valid" \
-        "${router[@]}" --set "train.steps=$steps" --set logging.log_interval="$steps" \
-        >"$out/bert_$name.train.txt"
-      ./launch/mpirun.sh -np 4 "$bin" eval --model "$out/bert_$name" "${eval_args[@]}" \
-        --json "$out/bert_$name.json" >"$out/bert_$name.eval.txt"
-      logs+=(--train-log "$name=$out/bert_$name")
-    fi
-    reports+=("$name=$out/bert_$name.json")
-  done
-  "$bin" report "${reports[@]}" "${logs[@]}" \
-    --title "Router study: six routers in a BERT-MoE language classifier" --out "$out/bert_report"
+  study_half bert_ configs/classifier/finetune.pbtxt "$base_out/classifier" \
+    "$base_out/data/train.jsonl" "$base_out/data/valid.jsonl" 0 0 bert_report \
+    "Router study: six routers in a BERT-MoE language classifier" \
+    linear attention mlp hybrid mlp_hadamard hash
 }
 
 for half in $models; do

@@ -39,12 +39,12 @@ std::vector<TextRecord> read_labelled(const std::string& path) {
 
 }  // namespace
 
-TrainingData TrainingData::read(const RunConfig& config) {
+TrainingData TrainingData::read(const RunConfig& config, config::ModelArch arch) {
   TrainingData d;
   d.config_ = config;
   const auto& data = config.data();
   const auto& t = config.train();
-  d.classification_ = config.model().arch() == config::BERT_MOE;
+  d.classification_ = arch == config::BERT_MOE;
   if (!d.classification_) {
     d.packed_ = std::make_shared<PackedSequences>(
         read_token_file(data.train_path()),

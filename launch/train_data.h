@@ -29,15 +29,16 @@ BpeTokenizer data_tokenizer(const config::DataConfig& data);
 /// model does not name its labels.
 LabelSet model_labels(const LoadedModel& m);
 
-///   usage: TrainingData data = TrainingData::read(config);        // before the model
+///   usage: TrainingData data = TrainingData::read(config, config::BERT_MOE);
 ///          LoadedModel m = load_training_model(config, dtype, data.data_labels());
 ///          data.bind(m);
 ///          TaskBatch b = data.batch(sampler.next());
 class TrainingData {
  public:
-  /// Reads data.train_path (and data.valid_path): token files for QWEN2_MOE, labelled JSONL for
-  /// BERT_MOE. Throws ConfigError naming the file for unreadable or empty data.
-  static TrainingData read(const RunConfig& config);
+  /// Reads data.train_path (and data.valid_path) as `arch` trains: token files for QWEN2_MOE,
+  /// labelled JSONL for BERT_MOE. Throws ConfigError naming the file for unreadable or empty
+  /// data.
+  static TrainingData read(const RunConfig& config, config::ModelArch arch);
 
   /// Classification: the labels the training and validation records carry, sorted (what a
   /// classifier built from scratch gets as id2label); empty for causal LMs.

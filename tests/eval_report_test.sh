@@ -79,6 +79,30 @@ else
   fail "eval on token lines ($(head -c 300 "$tmp/lines.json"))"
 fi
 
+# Text is an evaluation set too: valid.jsonl (which data prepare writes next to valid.tok, same
+# records in the same order) tokenized and packed gives valid.tok's perplexity and loads; plain
+# text (one document per blank-line-separated paragraph) is read as well.
+"$py" - "$tmp/tok/valid.jsonl" "$tmp/valid.txt" <<'PY'
+import json, sys
+with open(sys.argv[2], "w") as out:
+    for line in open(sys.argv[1]):
+        out.write(json.loads(line)["text"] + "\n\n")
+PY
+for text in valid.jsonl valid.txt; do
+  path="$tmp/tok/$text"; [ "$text" = valid.txt ] && path="$tmp/valid.txt"
+  if "$bin" eval --model "$tmp/base" --data "$path" --seq-len 32 --json "$tmp/$text.json" \
+       >/dev/null 2>"$tmp/text.err" &&
+     "$py" - "$tmp/$text.json" "$tmp/ep1.json" <<'PY'
+import json, sys
+text, tok = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert text["predicted_tokens"] == tok["predicted_tokens"], (text["predicted_tokens"], tok["predicted_tokens"])
+assert abs(text["perplexity"] - tok["perplexity"]) < 1e-6 * tok["perplexity"], (text["perplexity"], tok["perplexity"])
+assert [l["expert_tokens"] for l in text["layers"]] == [l["expert_tokens"] for l in tok["layers"]]
+PY
+  then ok "eval on $text (tokenized, packed) = eval on valid.tok"
+  else fail "eval on $text ($(tail -c 400 "$tmp/text.err"))"; fi
+done
+
 # ---- bad input --------------------------------------------------------------------------------
 expect_error "eval: missing model" "--model $tmp/none: not a folder (expected a Hugging Face checkpoint" \
   eval --model "$tmp/none" --data "$tmp/tok/valid.tok"

@@ -46,8 +46,10 @@ data { train_path: "$tmp/data/train.jsonl" valid_path: "$tmp/data/valid.jsonl"
        label: LABEL_LANGUAGE max_len: 32 }
 logging { log_interval: 10 tensorboard: false }
 EOF2
-# Fine-tuning from the run folder: the same settings on top of the trained model.
-sed "s|init_config: \"$tmp/bert.json\"|checkpoint: \"$tmp/run\"|" "$tmp/train.pbtxt" >"$tmp/tune.pbtxt"
+# Fine-tuning from the run folder: the same settings on top of the trained model, whose
+# architecture its checkpoint names.
+sed "s|arch: BERT_MOE init_config: \"$tmp/bert.json\"|checkpoint: \"$tmp/run\"|" "$tmp/train.pbtxt" \
+  >"$tmp/tune.pbtxt"
 mpi() { "$repo/launch/mpirun.sh" -np "$1" "$bin" "${@:2}"; }
 
 # (a) From scratch at EP 2: loss records carry accuracy; validation accuracy rises well above
