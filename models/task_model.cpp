@@ -23,11 +23,15 @@ TaskModel TaskModel::causal_lm(Qwen2MoeForCausalLM model) {
   t.forward_ = [model](const TaskBatch& b) mutable {
     CausalLmOutput out = model->forward(b.input_ids, b.attention_mask);
     auto has_target = b.targets.ge(0);
-    // Only the rows that predict something go through the fp32 cross-entropy.
-    auto logits = out.logits.index({has_target}).to(torch::kFloat);
+    // Only the positions that predict something go through the fp32 cross-entropy; training
+    // blocks predict everywhere and skip the gather (and its scatter in backward).
+    const bool everywhere = has_target.all().item<bool>();
+    auto logits = everywhere ? out.logits.reshape({-1, out.logits.size(-1)})
+                             : out.logits.index({has_target});
+    auto targets = everywhere ? b.targets.reshape({-1}) : b.targets.index({has_target});
     TaskOutput r;
     r.loss_sum = torch::nn::functional::cross_entropy(
-        logits, b.targets.index({has_target}),
+        logits.to(torch::kFloat), targets,
         torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
     r.num_targets = logits.size(0);
     r.router_loss = out.router_loss;
