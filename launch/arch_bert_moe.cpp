@@ -30,7 +30,15 @@ ModelArchitecture bert_moe_architecture() {
     m.config_json = json;
   };
   a.load_hf_weights = [](LoadedModel& m, const SafetensorsCheckpoint& ckpt) {
-    load_hf_weights(*m.bert, ckpt);
+    // A classifier whose config names other labels than the checkpoint's head was trained for
+    // (switchyard train gave it the data's) keeps its fresh, seeded head: the encoder only.
+    const int64_t labels = m.bert->options().model().num_labels;
+    const bool new_head = ckpt.contains("classifier.weight") &&
+                          ckpt.entry("classifier.weight").shape.at(0) != labels;
+    if (new_head)
+      load_hf_weights(*m.bert->bert, ckpt);
+    else
+      load_hf_weights(*m.bert, ckpt);
   };
   a.checkpoint_dtype = [](const LoadedModel& m) { return m.bert->options().model().dtype; };
   a.checkpoint_config_json = [](const LoadedModel& m, torch::Dtype dtype) {
@@ -52,6 +60,7 @@ ModelArchitecture bert_moe_architecture() {
   };
   a.vocab_size = [](const LoadedModel& m) { return m.bert->options().model().vocab_size; };
   a.task_model = [](const LoadedModel& m) { return TaskModel::sequence_classification(m.bert); };
+  a.heads_follow_run = true;
   return a;
 }
 

@@ -119,10 +119,10 @@ int run_train(const CommandArgs& args) {
   const auto& t = config.train();
 
   const LaunchEnv launch = detect_launch_env(*make_world_communicator());  // before any work
-  // A model built from scratch takes its classifier's labels from the data, so that data is
-  // read first; a checkpoint names its own architecture (its manifest), so its data comes after.
+  // A classifier whose labels may come from the data reads the data first; any other
+  // checkpoint names its own architecture (its manifest), so its data comes after.
   std::optional<TrainingData> read_first;
-  if (config.model().has_init_config())
+  if (model_needs_data_labels(config))
     read_first = TrainingData::read(config, config.model().arch());
   LoadedModel loaded = load_training_model(config, args.vars["dtype"].as<std::string>(),
                                            read_first ? read_first->data_labels()

@@ -75,7 +75,7 @@ std::string resolve_model_path(const std::string& path) {
 }
 
 LoadedModel load_hf_model(const std::string& dir, const RunConfig& config,
-                          const std::string& dtype) {
+                          const std::string& dtype, const std::string& config_json) {
   if (!fs::is_directory(dir) || !fs::exists(fs::path(dir) / "config.json"))
     throw ConfigError("--model " + dir + ": not a Hugging Face checkpoint folder (no config.json)");
   LoadedModel m;
@@ -84,7 +84,10 @@ LoadedModel load_hf_model(const std::string& dir, const RunConfig& config,
   const ModelArchitecture& a = model_architecture(m.arch);
   m.groups = make_process_groups(make_world_communicator(), config.parallel().expert_parallel());
   const std::string file = (fs::path(dir) / "config.json").string();
-  a.build(m, read_text_file(file), file);
+  if (config_json.empty())
+    a.build(m, read_text_file(file), file);
+  else
+    a.build(m, config_json, file + " (relabelled by its run)");
   a.load_hf_weights(m, SafetensorsCheckpoint(dir));
   m.module().to(parse_dtype(dtype, a.checkpoint_dtype(m)));
   return m;
@@ -103,7 +106,14 @@ LoadedModel load_model(const std::string& path, const RunConfig& config, const s
   if (!manifest.complete() && !base.empty()) {  // a training checkpoint: its base, then the saved parameters
     if (fs::absolute(resolve_model_path(base)) == fs::absolute(dir))
       throw Error("checkpoint " + dir + ": names itself as its base");
-    LoadedModel m = load_model(base, effective, dtype);
+    // A run whose classifier got new labels on a Hugging Face base is built from its own
+    // config.json (its labels) with the base's weights under it.
+    const bool relabelled = model_architecture(effective.model().arch()).heads_follow_run &&
+                            !manifest.model_config_json().empty() &&
+                            !is_switchyard_checkpoint(resolve_model_path(base));
+    LoadedModel m = relabelled ? load_hf_model(resolve_model_path(base), effective, dtype,
+                                               manifest.model_config_json())
+                               : load_model(base, effective, dtype);
     overlay_model_state(m.module(), CheckpointTensors(dir, manifest), overlay);
     return m;
   }

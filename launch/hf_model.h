@@ -69,9 +69,11 @@ struct LoadedModel {
 ///   usage: LoadedModel m = load_model(dir, config, "float32");
 LoadedModel load_model(const std::string& path, const RunConfig& config, const std::string& dtype);
 
-/// load_model for a Hugging Face folder only.
+/// load_model for a Hugging Face folder only. A non-empty `config_json` replaces DIR's
+/// config.json: a classifier given other labels than its checkpoint's (a new head, see
+/// train_model.h) is built from its run's config and keeps its fresh head.
 LoadedModel load_hf_model(const std::string& dir, const RunConfig& config,
-                          const std::string& dtype);
+                          const std::string& dtype, const std::string& config_json = "");
 
 /// Where load_model reads `path` from: the folder itself, or a run folder's newest checkpoint.
 std::string resolve_model_path(const std::string& path);

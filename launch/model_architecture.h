@@ -38,6 +38,9 @@ struct ModelArchitecture {
   std::function<TaskModel(const LoadedModel& m)> task_model;
   /// Whether train.distill_steps can read this architecture's original gates (router warm start).
   bool has_gates_to_distil = false;
+  /// Whether a run's config.json (its classifier's labels) may differ from its Hugging Face
+  /// base's, so that loading the run builds from the run's config (load_hf_model).
+  bool heads_follow_run = false;
 };
 
 /// The entry for `arch`; throws ConfigError on model.arch for one without an entry.

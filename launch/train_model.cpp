@@ -1,11 +1,15 @@
 // See train_model.h.
 #include "launch/train_model.h"
 
+#include <algorithm>
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "common/errors.h"
 #include "launch/model_architecture.h"
 #include "models/safetensors.h"
+#include "models/switchyard_checkpoint.h"
 #include "trainer/weight_init.h"
 
 namespace switchyard {
@@ -28,12 +32,41 @@ std::string with_labels(const std::string& text, const std::vector<std::string>&
   return j.dump(2);
 }
 
+bool is_hf_folder(const std::string& dir) {
+  return std::filesystem::exists(std::filesystem::path(dir) / "config.json") &&
+         !is_switchyard_checkpoint(dir);
+}
+
+// A BERT-MoE from a Hugging Face folder: as it is when its id2label names every label of the
+// data, else with the data's labels and a new head.
+LoadedModel load_bert_for_labels(const RunConfig& config, const std::string& dtype,
+                                 const std::vector<std::string>& data_labels) {
+  const std::string dir = config.model().checkpoint();
+  const std::string file = dir + "/config.json";
+  const std::string json = read_text_file(file);
+  const auto& names = BertConfig::from_json(json, file).labels;
+  const bool covered = std::all_of(data_labels.begin(), data_labels.end(), [&](const auto& l) {
+    return std::find(names.begin(), names.end(), l) != names.end();
+  });
+  if (covered) return load_model(dir, config, dtype);
+  return load_hf_model(dir, config, dtype, with_labels(json, data_labels, file));
+}
+
 }  // namespace
+
+bool model_needs_data_labels(const RunConfig& config) {
+  const auto& model = config.model();
+  return model.has_init_config() ||
+         (model.arch() == config::BERT_MOE && is_hf_folder(model.checkpoint()));
+}
 
 LoadedModel load_training_model(const RunConfig& config, const std::string& dtype,
                                 const std::vector<std::string>& data_labels) {
-  if (!config.model().has_init_config())
+  if (!config.model().has_init_config()) {
+    if (config.model().arch() == config::BERT_MOE && is_hf_folder(config.model().checkpoint()))
+      return load_bert_for_labels(config, dtype, data_labels);
     return load_model(config.model().checkpoint(), config, dtype);
+  }
   const std::string& path = config.model().init_config();
   std::string json = read_text_file(path);
   const auto parsed = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);

@@ -119,6 +119,32 @@ if mpi 2 train --config "$tmp/tune.pbtxt" --run-dir "$tmp/mlp" \
 then ok "router fine-tuning from a BERT-MoE run, eval at EP 2, report with accuracy and macro-F1"
 else fail "BERT-MoE router fine-tuning ($(tail -c 600 "$tmp/mlp.err") $(tail -c 300 "$tmp/mlp_eval.err") $(tail -c 300 "$tmp/report.err"))"; fi
 
+# (e) Upcycling a Hugging Face BERT: a dense transformers BertModel (no head, placeholder labels)
+# becomes a BERT-MoE with 4 experts per layer and a new head for the data's labels; trained at
+# EP 2, then its run folder evaluates at EP 1 with those labels (built from the run's config).
+"$py" - "$tmp/hf_bert" <<'PY' || fail "tiny Hugging Face BERT"
+import sys, torch
+from transformers import BertConfig, BertModel
+torch.manual_seed(0)
+BertModel(BertConfig(vocab_size=8192, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64)).save_pretrained(sys.argv[1])
+PY
+sed "s|arch: BERT_MOE init_config: \"$tmp/bert.json\"|arch: BERT_MOE checkpoint: \"$tmp/hf_bert\"|" \
+  "$tmp/train.pbtxt" >"$tmp/upcycle.pbtxt"
+if mpi 2 train --config "$tmp/upcycle.pbtxt" --run-dir "$tmp/upcycled" --set train.steps=120 \
+       >"$tmp/up.out" 2>"$tmp/up.err" &&
+   "$bin" eval --model "$tmp/upcycled" --data "$tmp/data/valid.jsonl" --json "$tmp/up.json" \
+       >/dev/null 2>>"$tmp/up.err" &&
+   "$py" - "$tmp/upcycled/metrics.jsonl" "$tmp/up.json" <<'PY'
+import json, sys
+valid = [r for r in map(json.loads, open(sys.argv[1])) if r["kind"] == "valid"]
+e = json.load(open(sys.argv[2]))
+assert valid[-1]["accuracy"] > valid[0]["accuracy"] + 0.3, valid
+assert e["labels"] == ["xa", "xb", "xc"] and abs(e["mean_nll"] - valid[-1]["loss"]) < 1e-4, (e, valid)
+PY
+then ok "Hugging Face BERT upcycled to BERT-MoE with a new head for the data's labels (EP 2), eval (EP 1)"
+else fail "upcycled BERT ($(tail -c 600 "$tmp/up.err"))"; fi
+
 expect_error "BERT-MoE distillation refused" "train.distill_steps: router distillation reads" \
   train --config "$tmp/tune.pbtxt" --set train.distill_steps=2 --set parallel.expert_parallel=1
 expect_error "BERT-MoE export refused" "--export-hf: BERT-MoE has no Hugging Face layout" \
