@@ -77,6 +77,7 @@ add_library(switchyard_core STATIC
   parallel/all_to_all.cpp
   parallel/all_to_all_dispatcher.cpp
   parallel/gradient_sync.cpp
+  parallel/staging_communicator.cpp
   models/cpu_linear.cpp
   models/expert_bank.cpp
   models/lm_loss.cpp
@@ -115,6 +116,7 @@ add_library(switchyard_core STATIC
   trainer/corpus_prepare.cpp
   trainer/weight_init.cpp
   common/table.cpp
+  common/autocast.cpp
   bench/bench_registry.cpp
   bench/router_bench.cpp
   bench/fwht_bench.cpp
@@ -147,7 +149,7 @@ endif()
 
 # Operations: launch environment, TensorBoard events (appended here to keep the list above calm).
 target_sources(switchyard_core PRIVATE common/crc32c.cpp trainer/tensorboard_writer.cpp
-                                       launch/launch_env.cpp)
+                                       launch/launch_env.cpp launch/compute_device.cpp)
 
 # ---- the executable ------------------------------------------------------------------------------
 add_executable(switchyard

@@ -150,6 +150,9 @@ void validate_run_config(const RunConfig& c) {
   validate_router(c.router());
   const int ep = c.parallel().expert_parallel();
   require_positive(ep, "parallel.expert_parallel");
+  const std::string& device = c.parallel().device();
+  require(device == "auto" || device == "cpu" || device == "cuda", "parallel.device", device,
+          "must be \"auto\", \"cpu\" or \"cuda\"");
   // model.num_experts describes the model only when no file does (benchmarks); a checkpoint's
   // or init_config's own expert count is checked when the model is built from it.
   const bool shape_from_file = !c.model().checkpoint().empty() || c.model().has_init_config();

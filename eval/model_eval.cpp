@@ -6,6 +6,7 @@
 #include <cmath>
 #include <set>
 
+#include "common/autocast.h"
 #include "common/errors.h"
 
 namespace switchyard {
@@ -108,6 +109,7 @@ EvalReport evaluate_model(const TaskModel& model, const ProcessGroups& groups, c
   // One untimed forward first (collective, so every rank makes it): the first call pays one-off
   // costs (allocator, thread pool, kernel choice) that would otherwise land on layer 0's router.
   const int64_t warm = std::min(B, N);
+  AutocastScope amp(device, options.bf16_autocast);
   if (options.time_moe) model.forward(batch_of(0, warm));
   for (auto moe : model.moe_blocks()) moe->set_timing(options.time_moe);
 

@@ -17,6 +17,9 @@ struct ModelEvalOptions {
   /// Time router and MoE blocks (waits for the device around them, after one untimed warm-up
   /// forward); off for validation during training, which only needs the perplexity.
   bool time_moe = true;
+  /// Forward passes under bf16 autocast on the model's device: the trainer's validation does
+  /// what its training steps do (Trainer::bf16_autocast).
+  bool bf16_autocast = false;
 };
 
 /// Splits the rows over the world (step s, rank r: rows [(s·W + r)·B, +B)), runs them and

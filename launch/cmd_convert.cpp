@@ -14,7 +14,9 @@ namespace switchyard {
 namespace {
 
 int run_convert(const CommandArgs& args) {
-  const RunConfig config = build_run_config(args.config_path, args.overrides);
+  RunConfig config = build_run_config(args.config_path, args.overrides);
+  // Converting is reading and writing: a GPU would only add two copies.
+  config.mutable_parallel()->set_device("cpu");
   const std::string dtype = args.vars["dtype"].as<std::string>();
   const std::string format = args.vars["format"].as<std::string>();
   if (format != "hf" && format != "switchyard")

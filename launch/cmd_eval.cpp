@@ -29,8 +29,9 @@ void dump_logits(LoadedModel& m, const TokenBatch& batch, const std::string& dir
                  const std::string& path) {
   // Every rank runs every sequence: the EP group shares the experts, and rank 0 writes.
   // Causal LMs give [sequences, positions, vocab], classifiers (BERT) [sequences, labels].
+  const auto device = m.module().parameters().front().device();
   auto logits = model_architecture(m.arch)
-                    .logits(m, batch.input_ids, batch.attention_mask)
+                    .logits(m, batch.input_ids.to(device), batch.attention_mask.to(device))
                     .to(torch::kFloat);
   if (m.groups.world->rank() == 0) {
     save_safetensors(path, {{"logits", logits}, {"attention_mask", batch.attention_mask}},

@@ -20,7 +20,7 @@
 #include "configs/run_config.h"
 #include "eval/model_eval.h"
 #include "launch/cli.h"
-#include "launch/launch_env.h"
+#include "launch/compute_device.h"
 #include "launch/model_architecture.h"
 #include "launch/train_data.h"
 #include "launch/train_model.h"
@@ -118,7 +118,8 @@ int run_train(const CommandArgs& args) {
   const bool redraw = redraw_progress(args.vars["progress"].as<std::string>());
   const auto& t = config.train();
 
-  const LaunchEnv launch = detect_launch_env(*make_world_communicator());  // before any work
+  // The launch and the device (its GPU, NCCL or MPI) before any work.
+  const ComputeWorld& compute = compute_world(config.parallel().device());
   // A classifier whose labels may come from the data reads the data first; any other
   // checkpoint names its own architecture (its manifest), so its data comes after.
   std::optional<TrainingData> read_first;
@@ -159,13 +160,15 @@ int run_train(const CommandArgs& args) {
   }
   MetricsLog metrics(in.run_dir + "/metrics.jsonl", groups, config.logging().tensorboard());
   std::ofstream rank_log(in.run_dir + "/rank" + std::to_string(rank) + ".log", std::ios::app);
-  rank_log << launch.describe() << std::endl;
+  rank_log << compute.env.describe() << ", " << compute.describe() << std::endl;
   TrainProgress progress(std::cout, trainer.optimizer().steps(), t.steps(), redraw);
   // Validation while distilling measures the original gates' routing (they route then).
   auto validate = [&](const std::string& phase) {
     if (!data.valid()) return;
     trainer.prepare_routing();
-    const EvalReport v = evaluate_model(model, groups, *data.valid(), {.time_moe = false});
+    const EvalReport v = evaluate_model(
+        model, groups, *data.valid(),
+        {.time_moe = false, .bf16_autocast = trainer.bf16_autocast()});
     metrics.write_validation(trainer.optimizer().steps(),
                              {.phase = phase,
                               .loss = v.mean_nll,
@@ -191,7 +194,8 @@ int run_train(const CommandArgs& args) {
   if (rank == 0)
     std::cout << "training " << trainer.trainable().size() << " tensors ("
               << (t.routers_only() ? "routers only" : "all parameters") << ") on " << world
-              << " rank(s), EP " << groups.ep_size() << ", " << data.describe() << "\n";
+              << " rank(s), EP " << groups.ep_size() << ", " << data.describe() << ", on "
+              << compute.describe() << (trainer.bf16_autocast() ? ", bf16 autocast" : "") << "\n";
 
   const int64_t log_every = std::max(1, config.logging().log_interval());
   const int64_t stop_after = args.vars["stop-after"].as<int64_t>();

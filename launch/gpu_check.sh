@@ -5,7 +5,8 @@
 #   PYTHON=/opt/torch/.venv/bin/python3 ./launch/gpu_check.sh LOGDIR
 # The GPTQ reference imports AutoGPTQ's packer from the archive setup.sh keeps in .venv/sdists;
 # it is copied beside PYTHON's venv when present. Logs (configure, build, ctest, bench) go to
-# LOGDIR; the exit status is ctest's.
+# LOGDIR; the exit status is ctest's. Knobs for a short device slot: TARGETS (what to build),
+# BENCH=0 (no bench layer), FULL_SUITE=0 (no ctest), CTEST_ARGS (e.g. "-R train_gpu").
 # Debian packages that machine lacks (its image has no Boost.Program_options) travel as .deb
 # files in .gpudeps/ (ignored by git), fetched here with
 #   (mkdir -p .gpudeps && cd .gpudeps && apt-get download libboost1.74-dev \
@@ -43,7 +44,8 @@ cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSWITCHYARD_PY
 grep -E 'Switchyard:|NCCL|Boost' "$logs/configure.log"
 
 stamp "build"
-cmake --build "$build" -j "$(nproc)" --target switchyard switchyard_tests switchyard_mpi_tests \
+# shellcheck disable=SC2086  # TARGETS is a list
+cmake --build "$build" -j "$(nproc)" --target ${TARGETS:-switchyard switchyard_tests switchyard_mpi_tests} \
   >"$logs/build.log" 2>&1 || { grep -E 'error|FAILED' "$logs/build.log" | head -40; exit 1; }
 
 stamp "GPU unit tests (with the transformers references they compare against)"
@@ -52,14 +54,18 @@ SWITCHYARD_REF_DIR="$build/refs" "$build/bin/switchyard_tests" \
   --gtest_filter='*Gpu*:*Nccl*:*Cuda*' 2>&1 | tee "$logs/gpu_tests.log" |
   grep -E '^\[ +(OK|FAILED|SKIPPED|PASSED) +\]|Failure|error'
 
+if [ "${BENCH:-1}" = 1 ]; then
 stamp "bench layer on the GPU"
 "$build/bin/switchyard" bench layer --set bench.device=cuda \
   --set bench.layer_tokens="${LAYER_TOKENS:-8192}" --set bench.layer_repeats=20 \
   2>"$logs/bench_layer.err" | tee "$logs/bench_layer.txt"
+fi
 
 [ "${FULL_SUITE:-1}" = 1 ] || { stamp "done (FULL_SUITE=0: no ctest)"; exit 0; }
 stamp "ctest"
-(cd "$build" && ctest -j "$(( $(nproc) / 2 ))" -E fuzz --output-on-failure \
+# CTEST_ARGS narrows the run, e.g. CTEST_ARGS="-R train_gpu" (default: everything but fuzz).
+# shellcheck disable=SC2086
+(cd "$build" && ctest -j "$(( $(nproc) / 2 ))" ${CTEST_ARGS:--E fuzz} --output-on-failure \
   --timeout "${CTEST_TIMEOUT:-300}") >"$logs/ctest.log" 2>&1
 status=$?
 grep -E 'tests passed|tests failed|Total Test time|\*\*\*Failed|\*\*\*Timeout' "$logs/ctest.log"

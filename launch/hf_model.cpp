@@ -5,6 +5,7 @@
 
 #include "common/errors.h"
 #include "launch/build_info.h"
+#include "launch/compute_device.h"
 #include "launch/model_architecture.h"
 #include "models/model_checkpoint.h"
 #include "trainer/checkpoint.h"
@@ -44,7 +45,17 @@ RunConfig effective_config(const RunConfig& config, const config::CheckpointMani
   return out;
 }
 
+// The EP and DP groups over the world of the device config.parallel.device names.
+ProcessGroups device_groups(const RunConfig& config) {
+  return make_process_groups(compute_world(config.parallel().device()).world,
+                             config.parallel().expert_parallel());
+}
+
 }  // namespace
+
+void place_on_compute_device(LoadedModel& m) {
+  m.module().to(compute_world(m.config.parallel().device()).device);
+}
 
 torch::nn::Module& LoadedModel::module() const {
   if (model) return *model.ptr();
@@ -82,7 +93,7 @@ LoadedModel load_hf_model(const std::string& dir, const RunConfig& config,
   m.config = config;
   m.arch = config.model().arch();
   const ModelArchitecture& a = model_architecture(m.arch);
-  m.groups = make_process_groups(make_world_communicator(), config.parallel().expert_parallel());
+  m.groups = device_groups(config);
   const std::string file = (fs::path(dir) / "config.json").string();
   if (config_json.empty())
     a.build(m, read_text_file(file), file);
@@ -90,6 +101,7 @@ LoadedModel load_hf_model(const std::string& dir, const RunConfig& config,
     a.build(m, config_json, file + " (relabelled by its run)");
   a.load_hf_weights(m, SafetensorsCheckpoint(dir));
   m.module().to(parse_dtype(dtype, a.checkpoint_dtype(m)));
+  place_on_compute_device(m);
   return m;
 }
 
@@ -114,7 +126,7 @@ LoadedModel load_model(const std::string& path, const RunConfig& config, const s
     LoadedModel m = relabelled ? load_hf_model(resolve_model_path(base), effective, dtype,
                                                manifest.model_config_json())
                                : load_model(base, effective, dtype);
-    overlay_model_state(m.module(), CheckpointTensors(dir, manifest), overlay);
+    overlay_model_state(m.module(), CheckpointTensors(dir, manifest), overlay);  // on its device
     return m;
   }
   // A complete checkpoint, or a training checkpoint of a model trained from scratch (every
@@ -125,10 +137,11 @@ LoadedModel load_model(const std::string& path, const RunConfig& config, const s
   m.config = effective;
   m.arch = effective.model().arch();
   const ModelArchitecture& a = model_architecture(m.arch);
-  m.groups = make_process_groups(make_world_communicator(), effective.parallel().expert_parallel());
+  m.groups = device_groups(effective);
   a.build(m, manifest.model_config_json(), dir + "/" + kCheckpointManifest);
   overlay_model_state(m.module(), CheckpointTensors(dir, manifest), overlay);
   m.module().to(parse_dtype(dtype, a.checkpoint_dtype(m)));
+  place_on_compute_device(m);
   return m;
 }
 

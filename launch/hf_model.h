@@ -63,9 +63,10 @@ struct LoadedModel {
 ///     parameters on top. Architecture, router and quant come from the manifest; fields that
 ///     `config` sets explicitly (--config/--set) override them;
 ///   - a run folder (RUN_DIR/checkpoints/latest): its newest checkpoint.
-/// Any EP size (config.parallel). Collective over the world. Throws ConfigError for a path that
-/// is none of these or a dtype it does not know, Error for damaged files or a checkpoint whose
-/// architecture or shapes do not match.
+/// Any EP size (config.parallel); on the device config.parallel.device names, the groups over
+/// that device's world (launch/compute_device.h). Collective over the world. Throws ConfigError
+/// for a path that is none of these or a dtype it does not know, Error for damaged files or a
+/// checkpoint whose architecture or shapes do not match.
 ///   usage: LoadedModel m = load_model(dir, config, "float32");
 LoadedModel load_model(const std::string& path, const RunConfig& config, const std::string& dtype);
 
@@ -83,6 +84,10 @@ std::string resolve_model_path(const std::string& path);
 /// `dtype`, the config.json text in the manifest. Collective over the world.
 void save_switchyard_checkpoint(const LoadedModel& m, const std::string& dir, torch::Dtype dtype,
                                 const std::string& source);
+
+/// Moves `m` to the device m.config.parallel.device names (launch/compute_device.h); its groups
+/// are already that device's world's. load_model and load_hf_model end with it.
+void place_on_compute_device(LoadedModel& m);
 
 /// The compute dtype named by `name`, where "checkpoint" is the checkpoint's own.
 torch::Dtype parse_dtype(const std::string& name, torch::Dtype checkpoint_dtype);

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/errors.h"
+#include "launch/compute_device.h"
 #include "launch/model_architecture.h"
 #include "models/safetensors.h"
 #include "models/switchyard_checkpoint.h"
@@ -76,11 +77,13 @@ LoadedModel load_training_model(const RunConfig& config, const std::string& dtyp
   m.config = config;
   m.arch = config.model().arch();
   const ModelArchitecture& a = model_architecture(m.arch);
-  m.groups = make_process_groups(make_world_communicator(), config.parallel().expert_parallel());
+  m.groups = make_process_groups(compute_world(config.parallel().device()).world,
+                                 config.parallel().expert_parallel());
   a.build(m, json, path);
   const double std = parsed.value("initializer_range", 0.02);
   init_for_pretraining(a.task_model(m), m.groups, std, config.train().seed());
   m.module().to(parse_dtype(dtype, a.checkpoint_dtype(m)));
+  place_on_compute_device(m);
   return m;
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "common/autocast.h"
 #include "common/errors.h"
 #include "models/cpu_linear.h"
 
@@ -204,12 +205,15 @@ torch::Tensor ExpertBankImpl::grouped_mm(const torch::Tensor& x,
   int64_t running = 0;
   for (size_t e = 0; e < counts.size(); ++e) ends[e] = int32_t(running += counts[e]);
   auto offs = torch::tensor(ends, torch::dtype(torch::kInt).device(x.device()));
-  auto h = at::_grouped_mm(x, w_in.transpose(1, 2), offs);
+  // Autocast has no rule for _grouped_mm: under it the weights are cast here (x already is).
+  auto h = at::_grouped_mm(x, autocast_operand(w_in).transpose(1, 2), offs);
   if (b_in.defined())
-    h = h + b_in.repeat_interleave(torch::tensor(counts, offs.options().dtype(torch::kLong)), 0);
-  auto y = at::_grouped_mm(activate(h), w_out.transpose(1, 2), offs);
+    h = h + autocast_operand(b_in).repeat_interleave(
+                torch::tensor(counts, offs.options().dtype(torch::kLong)), 0);
+  auto y = at::_grouped_mm(activate(h), autocast_operand(w_out).transpose(1, 2), offs);
   if (b_out.defined())
-    y = y + b_out.repeat_interleave(torch::tensor(counts, offs.options().dtype(torch::kLong)), 0);
+    y = y + autocast_operand(b_out).repeat_interleave(
+                torch::tensor(counts, offs.options().dtype(torch::kLong)), 0);
   // _grouped_mm's backward refuses a gradient with zero strides, which is what `y.sum()` sends
   // (an expanded scalar; seen on an H100 with torch 2.11): hand it a dense copy instead.
   if (y.requires_grad()) y.register_hook([](const torch::Tensor& g) { return g.contiguous(); });
@@ -227,11 +231,15 @@ torch::Tensor ExpertBankImpl::forward(const torch::Tensor& x,
       std::accumulate(tokens_per_expert.begin(), tokens_per_expert.end(), int64_t(0));
   SY_CHECK(rows == x.size(0), "ExpertBank: counts sum to ", rows, " but ", x.size(0),
            " rows arrived");
-  const bool grouped =
-      options_.gemm() == GroupedGemm::kGroupedMm ||
-      (options_.gemm() == GroupedGemm::kAuto && x.is_cuda() && x.scalar_type() == torch::kBFloat16);
-  if (grouped && rows > 0 && !quantized()) return grouped_mm(x, tokens_per_expert);
-  return slice_loop(x, tokens_per_expert);
+  // Under bf16 autocast the rows are bf16 on every path, also when none arrived: the output
+  // goes back over the exchange, whose senders and receivers must agree on its dtype (a rank
+  // without rows answering in fp32 corrupted a 4-rank bf16 run).
+  const auto cast = autocast_operand(x);
+  const bool grouped = options_.gemm() == GroupedGemm::kGroupedMm ||
+                       (options_.gemm() == GroupedGemm::kAuto && cast.is_cuda() &&
+                        cast.scalar_type() == torch::kBFloat16);
+  if (grouped && rows > 0 && !quantized()) return grouped_mm(cast, tokens_per_expert);
+  return slice_loop(cast, tokens_per_expert);
 }
 
 }  // namespace switchyard

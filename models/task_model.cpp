@@ -13,6 +13,13 @@ TaskBatch causal_lm_batch(const torch::Tensor& blocks) {
   return {inputs, torch::ones_like(inputs), blocks.narrow(1, 1, blocks.size(1) - 1)};
 }
 
+TaskBatch TaskBatch::to(torch::Device device) const {
+  if (input_ids.device() == device) return *this;
+  return {input_ids.to(device), attention_mask.to(device), targets.to(device)};
+}
+
+TaskOutput TaskModel::forward(const TaskBatch& batch) const { return forward_(batch.to(device())); }
+
 TaskModel TaskModel::causal_lm(Qwen2MoeForCausalLM model) {
   TaskModel t;
   t.task_ = Task::kCausalLm;

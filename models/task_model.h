@@ -24,6 +24,9 @@ enum class Task { kCausalLm, kSequenceClassification };
 /// input_ids and attention_mask [b, L], targets [b] label ids.
 struct TaskBatch {
   torch::Tensor input_ids, attention_mask, targets;
+
+  /// The same batch on `device` (itself where it already is there).
+  TaskBatch to(torch::Device device) const;
 };
 
 /// What one forward gives back.
@@ -56,8 +59,9 @@ class TaskModel {
   /// Classifier outputs; 0 for causal LMs.
   int64_t num_labels() const { return num_labels_; }
   torch::Device device() const;
-  /// Collective over the EP group (MoE layers).
-  TaskOutput forward(const TaskBatch& batch) const { return forward_(batch); }
+  /// Collective over the EP group (MoE layers). The batch may be on any device; it is copied
+  /// to the model's.
+  TaskOutput forward(const TaskBatch& batch) const;
 
  private:
   Task task_ = Task::kCausalLm;

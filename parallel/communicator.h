@@ -70,6 +70,10 @@ int distributed_rank();
 /// ends every rank. Otherwise does nothing. For `main`'s error path only.
 void abort_world_if_distributed(int exit_code);
 
+/// Whether MPI lets any thread call it, one at a time (MPI_THREAD_SERIALIZED or better, which
+/// Switchyard asks for): initialises MPI if needed.
+bool mpi_allows_any_thread();
+
 /// MPI over MPI_COMM_WORLD (initialises MPI if needed). CPU tensors.
 CommunicatorPtr make_mpi_world_communicator();
 

@@ -18,11 +18,16 @@ struct MpiRuntime {
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (!initialized) {
-      int provided = 0;
-      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+      // Serialized, not funneled: autograd runs the backward of a GPU tensor's exchange on its
+      // device thread, so ranks sharing a GPU (staged through host memory) call MPI from there
+      // while the main thread waits in backward(); calls never overlap.
+      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
       owns = true;
+    } else {
+      MPI_Query_thread(&provided);
     }
   }
+  int provided = MPI_THREAD_SINGLE;
   ~MpiRuntime() {
     int finalized = 0;
     MPI_Finalized(&finalized);
@@ -31,8 +36,9 @@ struct MpiRuntime {
   bool owns = false;
 };
 
-void ensure_mpi() {
+const MpiRuntime& ensure_mpi() {
   static MpiRuntime runtime;
+  return runtime;
 }
 
 bool mpi_alive() {
@@ -254,6 +260,8 @@ bool launched_by_mpi() {
     if (std::getenv(var)) return true;
   return false;
 }
+
+bool mpi_allows_any_thread() { return ensure_mpi().provided >= MPI_THREAD_SERIALIZED; }
 
 CommunicatorPtr make_mpi_world_communicator() {
   ensure_mpi();

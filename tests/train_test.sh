@@ -13,7 +13,7 @@ tiny_training_inputs 0 400
 
 cat >"$tmp/train.pbtxt" <<EOF2
 model { checkpoint: "$tmp/base" }
-parallel { expert_parallel: 2 }
+parallel { expert_parallel: 2 device: "cpu" }  # exact to 1e-5: the CPU's promise
 router { top_k: 2 }
 train { steps: 6 learning_rate: 0.01 warmup_steps: 2 micro_batch_size: 2 grad_accumulation: 2
         seq_len: 32 routers_only: true }
@@ -179,6 +179,12 @@ expect_error "train EP not dividing the world" "parallel.expert_parallel = 3: mu
   train --config "$tmp/train.pbtxt" --set parallel.expert_parallel=3
 expect_error "train unknown field" "no field 'stepz' in TrainConfig" \
   train --config "$tmp/train.pbtxt" --set train.stepz=3
+expect_error "train on an unknown device" "parallel.device = tpu: must be" \
+  train --config "$tmp/train.pbtxt" --set parallel.device=tpu
+if ! "$bin" info 2>/dev/null | grep -q "CUDA available *yes"; then
+  expect_error "train on cuda without a GPU" "parallel.device = cuda: rank 0 on" \
+    train --config "$tmp/train.pbtxt" --set parallel.device=cuda --set parallel.expert_parallel=1
+fi
 
 [ "$failed" -eq 0 ] || { echo "$failed failure(s)"; exit 1; }
 echo "all train tests passed"

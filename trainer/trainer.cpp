@@ -2,13 +2,28 @@
 
 #include <set>
 
+#include "common/autocast.h"
 #include "common/errors.h"
 #include "trainer/lr_schedule.h"
 
 namespace switchyard {
 
+bool uses_bf16_autocast(const config::TrainConfig& train, torch::Device device) {
+  switch (train.precision()) {
+    case config::PRECISION_FP32:
+      return false;
+    case config::PRECISION_BF16:
+      return true;
+    default:  // PRECISION_AUTO
+      return device.is_cuda();
+  }
+}
+
 Trainer::Trainer(TaskModel model, ProcessGroups groups, config::TrainConfig train)
-    : model_(std::move(model)), groups_(std::move(groups)), train_(std::move(train)) {
+    : model_(std::move(model)),
+      groups_(std::move(groups)),
+      train_(std::move(train)),
+      autocast_(uses_bf16_autocast(train_, model_.device())) {
   std::set<const void*> routers;
   for (auto moe : model_.moe_blocks()) {  // a copy of the holder: non-const access
     for (const auto& p : moe->router->parameters()) routers.insert(p.unsafeGetTensorImpl());
@@ -44,7 +59,8 @@ void Trainer::set_distillation_teachers(std::vector<torch::Tensor> gates) {
   SY_CHECK(train_.distill_steps() < train_.steps(), "train.distill_steps = ",
            train_.distill_steps(), ": must be below train.steps = ", train_.steps(),
            " (the rest fine-tunes on the task loss)");
-  teachers_ = std::move(gates);
+  teachers_.clear();
+  for (auto& gate : gates) teachers_.push_back(gate.to(model_.device()));  // read every step
 }
 
 bool Trainer::distilling() const { return optimizer_->steps() < distill_steps(); }
@@ -68,17 +84,13 @@ double Trainer::clip_gradients() {
   // Replicated gradients are equal on every rank after the sync; expert gradients differ
   // across the EP group, so their squares are summed over it before the square root.
   auto square_sum = [](const std::vector<torch::Tensor>& ps) {
-    auto total = torch::zeros({}, torch::kDouble);
+    std::vector<torch::Tensor> parts;  // summed where the gradients are, one copy to the host
     for (const auto& p : ps)
-      if (p.grad().defined()) total += p.grad().to(torch::kDouble).square().sum().cpu();
-    return total;
+      if (p.grad().defined()) parts.push_back(p.grad().to(torch::kDouble).square().sum());
+    return parts.empty() ? torch::zeros({}, torch::kDouble) : torch::stack(parts).sum().cpu();
   };
   auto experts = square_sum(expert_sharded_);
-  if (groups_.ep_size() > 1 && !expert_sharded_.empty()) {
-    auto on_device = experts.to(expert_sharded_.front().device());
-    groups_.ep->all_reduce(on_device);
-    experts = on_device.cpu();
-  }
+  if (groups_.ep_size() > 1 && !expert_sharded_.empty()) groups_.ep->all_reduce(experts);
   const double norm = std::sqrt((square_sum(replicated_) + experts).item<double>());
   if (train_.grad_clip() > 0 && norm > train_.grad_clip()) {
     torch::NoGradGuard no_grad;
@@ -99,8 +111,14 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   const bool classifies = model_.task() == Task::kSequenceClassification;
   int64_t rows = 0, correct = 0;
   std::vector<std::vector<RoutingStats>> per_layer;
-  for (const auto& batch : micro_batches) {
-    TaskOutput out = model_.forward(batch);
+  const auto device = model_.device();
+  for (const auto& micro_batch : micro_batches) {
+    const TaskBatch batch = micro_batch.to(device);
+    TaskOutput out;
+    {
+      AutocastScope amp(device, autocast_);  // forward only: backward replays its casts
+      out = model_.forward(batch);
+    }
     SY_CHECK(out.num_targets > 0, "train: a micro-batch without targets");
     auto task = out.loss_sum / double(out.num_targets);
     torch::Tensor loss = task + out.router_loss;
@@ -151,10 +169,7 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   auto losses = torch::tensor({m.task_loss, m.router_loss, m.distill_kl, m.topk_agreement,
                                double(rows), double(correct)},
                               torch::kDouble);
-  const auto device = optimizer_->params().front().second.device();
-  auto on_device = losses.to(device);
-  groups_.world->all_reduce(on_device);
-  losses = on_device.cpu();
+  groups_.world->all_reduce(losses);
   if (classifies) m.accuracy = losses[5].item<double>() / losses[4].item<double>();
   losses = losses / double(groups_.world->size());
   m.task_loss = losses[0].item<double>();

@@ -39,6 +39,9 @@ struct StepMetrics {
   std::vector<std::vector<int64_t>> tokens_per_local_expert;  ///< per MoE layer: rows received
 };
 
+/// Whether forward passes on `device` run under bf16 autocast (train.precision).
+bool uses_bf16_autocast(const config::TrainConfig& train, torch::Device device);
+
 ///   usage: Trainer trainer(TaskModel::causal_lm(model), groups, config.train());
 ///          StepMetrics m = trainer.step({causal_lm_batch(block0), causal_lm_batch(block1)});
 class Trainer {
@@ -48,8 +51,10 @@ class Trainer {
   /// loss counts experts over the world from now on (GatingOptions::balance_group).
   Trainer(TaskModel model, ProcessGroups groups, config::TrainConfig train);
 
-  /// micro_batches: this rank's share of the global batch. The task loss is each micro-batch's
-  /// mean over its targets, averaged over micro-batches and ranks. Collective over the world.
+  /// micro_batches: this rank's share of the global batch, on any device (copied to the
+  /// model's). The task loss is each micro-batch's mean over its targets, averaged over
+  /// micro-batches and ranks. Forward passes run under bf16 autocast where train.precision says
+  /// so (bf16_autocast()). Collective over the world.
   StepMetrics step(const std::vector<TaskBatch>& micro_batches);
 
   /// Router warm start by distillation: `gates` holds each MoE layer's original linear gate
@@ -66,6 +71,8 @@ class Trainer {
   /// Steps of the distillation phase (0 without teachers).
   int64_t distill_steps() const { return teachers_.empty() ? 0 : train_.distill_steps(); }
 
+  /// Whether step() runs forward passes under bf16 autocast (validation should too).
+  bool bf16_autocast() const { return autocast_; }
   AdamW& optimizer() { return *optimizer_; }
   const TaskModel& model() const { return model_; }
   /// Trainable parameters by name, the checkpoint's unit.
@@ -87,6 +94,7 @@ class Trainer {
   std::vector<torch::Tensor> replicated_, expert_sharded_;  ///< trainable ones
   std::set<const void*> expert_impls_;  ///< every routed-expert tensor, trainable or not
   std::vector<torch::Tensor> teachers_;  ///< per MoE layer, while a distillation phase exists
+  bool autocast_ = false;
 };
 
 }  // namespace switchyard
