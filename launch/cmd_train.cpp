@@ -160,7 +160,7 @@ int run_train(const CommandArgs& args) {
   }
   MetricsLog metrics(in.run_dir + "/metrics.jsonl", groups, config.logging().tensorboard());
   std::ofstream rank_log(in.run_dir + "/rank" + std::to_string(rank) + ".log", std::ios::app);
-  rank_log << compute.env.describe() << ", " << compute.describe() << std::endl;
+  rank_log << compute.env.describe() << "; computes on " << compute.describe() << std::endl;
   TrainProgress progress(std::cout, trainer.optimizer().steps(), t.steps(), redraw);
   // Validation while distilling measures the original gates' routing (they route then).
   auto validate = [&](const std::string& phase) {

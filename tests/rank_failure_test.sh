@@ -69,7 +69,7 @@ done
 # Each rank's log starts with where it runs; under mpirun on one host local rank = rank.
 for r in 0 1 2 3; do
   head -1 "$tmp/killed/rank$r.log" 2>/dev/null |
-    grep -qE "^rank $r of 4, local rank $r of 4, host .*, pid [0-9]+, launcher mpirun, device cpu$" ||
+    grep -qE "^rank $r of 4, local rank $r of 4, host .*, pid [0-9]+, launcher mpirun, device (cpu|cuda:[0-9]+); computes on (cpu over mpi|cuda:[0-9]+ over (nccl|mpi via host memory))$" ||
     { fail "rank$r.log first line: $(head -1 "$tmp/killed/rank$r.log" 2>/dev/null)"; }
 done
 victim=$(rank_pids "$tmp/killed" | sed -n 2p)
