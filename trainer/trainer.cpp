@@ -90,7 +90,11 @@ double Trainer::clip_gradients() {
     return parts.empty() ? torch::zeros({}, torch::kDouble) : torch::stack(parts).sum().cpu();
   };
   auto experts = square_sum(expert_sharded_);
-  if (groups_.ep_size() > 1 && !expert_sharded_.empty()) groups_.ep->all_reduce(experts);
+  if (groups_.ep_size() > 1 && !expert_sharded_.empty()) {
+    auto on_device = experts.to(expert_sharded_.front().device());  // bare NCCL groups too
+    groups_.ep->all_reduce(on_device);
+    experts = on_device.cpu();
+  }
   const double norm = std::sqrt((square_sum(replicated_) + experts).item<double>());
   if (train_.grad_clip() > 0 && norm > train_.grad_clip()) {
     torch::NoGradGuard no_grad;
@@ -169,7 +173,10 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   auto losses = torch::tensor({m.task_loss, m.router_loss, m.distill_kl, m.topk_agreement,
                                double(rows), double(correct)},
                               torch::kDouble);
-  groups_.world->all_reduce(losses);
+  // On the model's device, so that groups of a bare NCCL communicator work too.
+  auto on_device = losses.to(device);
+  groups_.world->all_reduce(on_device);
+  losses = on_device.cpu();
   if (classifies) m.accuracy = losses[5].item<double>() / losses[4].item<double>();
   losses = losses / double(groups_.world->size());
   m.task_loss = losses[0].item<double>();
