@@ -331,7 +331,8 @@ std::string render_html(const ComparisonReport& report) {
        << "</h2>\n<p class=\"meta\">model " << xml_escape(run.eval.model) << ", router "
        << xml_escape(run.eval.router) << " <code>" << xml_escape(run.eval.router_config)
        << "</code>, world " << run.eval.world_size << ", EP " << run.eval.expert_parallel << ", "
-       << xml_escape(run.eval.dtype) << "</p>\n<div class=\"figures\">"
+       << xml_escape(run.eval.dtype) << " on " << xml_escape(run.eval.device)
+       << "</p>\n<div class=\"figures\">"
        << figure_html(f.runs[i].heatmap) << figure_html(f.runs[i].rank_load) << "</div>\n"
        << html_table(kLayerColumns, layer_rows(run.eval), "class=\"layers\"")
        << html_table(kRankColumns, rank_rows(run.eval), "class=\"ranks\"") << "</section>\n";

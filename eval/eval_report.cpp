@@ -92,6 +92,7 @@ json EvalReport::to_json() const {
       {"router", router},
       {"router_config", router_config},
       {"dtype", dtype},
+      {"device", device},
       {"num_experts", num_experts},
       {"top_k", top_k},
       {"world_size", world_size},
@@ -160,6 +161,7 @@ EvalReport EvalReport::from_json(const json& j, const std::string& what) {
   r.router = field<std::string>(j, "router", what);
   r.router_config = field<std::string>(j, "router_config", what);
   r.dtype = field<std::string>(j, "dtype", what);
+  if (j.contains("device")) r.device = field<std::string>(j, "device", what);  // newer results
   r.num_experts = field<int64_t>(j, "num_experts", what);
   r.top_k = field<int64_t>(j, "top_k", what);
   r.world_size = field<int>(j, "world_size", what);
@@ -225,7 +227,7 @@ EvalReport EvalReport::read(const std::string& path) {
 
 void EvalReport::print(std::ostream& os) const {
   os << "model " << model << " (router " << router << ", " << num_experts << " experts, top-"
-     << top_k << ", " << dtype << ") on " << data << " (" << data_format << "): " << sequences
+     << top_k << ", " << dtype << " on " << device << ") on " << data << " (" << data_format << "): " << sequences
      << " sequences, " << tokens << " tokens, world " << world_size << ", EP " << expert_parallel
      << "\n\n";
   const RoutingStats mean = mean_routing();

@@ -50,6 +50,7 @@ struct EvalReport {
   std::string router;  ///< router kind, e.g. "linear", "mlp_hadamard"
   std::string router_config;
   std::string dtype;
+  std::string device = "cpu";  ///< where rank 0 computed, e.g. "cuda:0"
   int64_t num_experts = 0;
   int64_t top_k = 0;
   int world_size = 1;

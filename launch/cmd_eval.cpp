@@ -119,6 +119,7 @@ int run_eval(const CommandArgs& args) {
         evaluate_model(task, groups, set, {.batch_size = args.vars["batch-size"].as<int64_t>()});
     report.model = dir;
     report.dtype = c10::toString(task.module().parameters().front().scalar_type());
+    report.device = task.device().str();
     if (groups.world->rank() == 0) {
       if (json != "-") report.print(std::cout);
       if (!json.empty()) write_json(report, json);

@@ -170,10 +170,14 @@ TEST(EvalReportJson, RoundTripsAndNamesWhatIsMissing) {
   EvalReport r = evaluate_model(TaskModel::causal_lm(model), single_process_groups(), random_set(3, 5, 64), {});
   r.model = "tiny";
   r.dtype = "Float";
+  r.device = "cuda:1";
   const auto j = r.to_json();
   EXPECT_EQ(j["schema"], kEvalSchema);
   const EvalReport back = EvalReport::from_json(j, "mem");
   EXPECT_EQ(back.to_json(), j);
+  auto older = j;  // results written before the device was recorded ran on the CPU
+  older.erase("device");
+  EXPECT_EQ(EvalReport::from_json(older, "old").device, "cpu");
   auto broken = j;
   broken["layers"][1].erase("expert_tokens");
   try {
