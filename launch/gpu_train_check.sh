@@ -33,19 +33,16 @@ side_by_side() {  # NAME NP ARGS...
   [ "$rc" -eq 0 ] || { grep -v "^ " "$logs/$name.out" | grep -iE "error|rank|abort" | head -5; return 1; }
   grep -m1 "^training " "$logs/$name.out"
 }
-# The global batch is the same in every run: 16 sequences of 128 tokens per step.
-side_by_side gpu_bf16 1 --set parallel.device=cuda --set train.micro_batch_size=16
-side_by_side gpu_fp32 1 --set parallel.device=cuda --set train.micro_batch_size=16 \
-  --set train.precision=PRECISION_FP32
-side_by_side gpu_bf16_np4 4 --set parallel.device=cuda --set train.micro_batch_size=4
-side_by_side cpu_fp32_np4 4 --set parallel.device=cpu --set train.micro_batch_size=4
-
-"$py" - "$logs" "$steps" <<'PY'
+# table RUN... -- A/B... : tokens/s (the world's: rank rates summed, median of steps 6+), the
+# losses and the last validation of each run that finished, then the throughput ratios A/B.
+table() {
+  "$py" - "$logs" "$steps" "$@" <<'PY'
 import json, statistics, sys
-logs, steps = sys.argv[1], int(sys.argv[2])
-print(f"{'run':14} {'tokens/s (median, steps 6+)':>28} {'loss step 1':>12} {'loss step %d' % steps:>13} {'valid ppl':>10}")
-rows = {}
-for name in ("gpu_bf16", "gpu_fp32", "gpu_bf16_np4", "cpu_fp32_np4"):
+logs, steps, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+names, ratios = args[:args.index("--")], args[args.index("--") + 1:]
+print(f"{'run':14} {'tokens/s':>10} {'loss step 1':>12} {'loss step %d' % steps:>13} {'valid ppl':>10}")
+rate = {}
+for name in names:
     try:
         recs = [json.loads(l) for l in open(f"{logs}/{name}.metrics.jsonl")]
     except FileNotFoundError:
@@ -54,19 +51,29 @@ for name in ("gpu_bf16", "gpu_fp32", "gpu_bf16_np4", "cpu_fp32_np4"):
     if steps not in loss:
         print(f"{name:14} (did not finish)")
         continue
-    # tokens_per_s is this rank's; the world's is the sum over ranks.
     world = {}
     for r in recs:
         if r["kind"] == "loss" and r["step"] > 5:
             world[r["step"]] = world.get(r["step"], 0) + r["tokens_per_s"]
     valid = [r for r in recs if r["kind"] == "valid"]
-    rows[name] = statistics.median(world.values())
-    print(f"{name:14} {rows[name]:28.0f} {loss[1]['loss']:12.4f} {loss[steps]['loss']:13.4f} "
+    rate[name] = statistics.median(world.values())
+    print(f"{name:14} {rate[name]:10.0f} {loss[1]['loss']:12.4f} {loss[steps]['loss']:13.4f} "
           f"{valid[-1]['ppl']:10.2f}")
-if "gpu_bf16" in rows and "cpu_fp32_np4" in rows:
-    print(f"gpu_bf16 / cpu_fp32_np4: {rows['gpu_bf16'] / rows['cpu_fp32_np4']:.1f}x;"
-          f" gpu_bf16 / gpu_fp32: {rows['gpu_bf16'] / rows['gpu_fp32']:.2f}x")
+for ratio in ratios:
+    a, b = ratio.split("/")
+    if a in rate and b in rate:
+        print(f"{a} / {b}: {rate[a] / rate[b]:.2f}x")
 PY
+}
+
+# The global batch is the same in every run: 16 sequences of 128 tokens per step.
+side_by_side gpu_bf16 1 --set parallel.device=cuda --set train.micro_batch_size=16
+side_by_side gpu_fp32 1 --set parallel.device=cuda --set train.micro_batch_size=16 \
+  --set train.precision=PRECISION_FP32
+side_by_side gpu_bf16_np4 4 --set parallel.device=cuda --set train.micro_batch_size=4
+side_by_side cpu_fp32_np4 4 --set parallel.device=cpu --set train.micro_batch_size=4
+
+table gpu_bf16 gpu_fp32 gpu_bf16_np4 cpu_fp32_np4 -- gpu_bf16/cpu_fp32_np4 gpu_bf16/gpu_fp32
 
 # A wider model (hidden 1024, 8 layers, 16 experts of width 1024, the corpus's 8192 ids)
 # where the GPU has work to do: bf16 autocast against fp32.
@@ -82,23 +89,7 @@ wide=(--set "model.init_config=$work/wide.json" --set train.micro_batch_size=16
       --set parallel.device=cuda --set train.eval_blocks=16)
 side_by_side wide_gpu_bf16 1 "${wide[@]}"
 side_by_side wide_gpu_fp32 1 "${wide[@]}" --set train.precision=PRECISION_FP32
-"$py" - "$logs" "$steps" <<'PY'
-import json, statistics, sys
-logs, steps = sys.argv[1], int(sys.argv[2])
-rate = {}
-for name in ("wide_gpu_bf16", "wide_gpu_fp32"):
-    try:
-        recs = [json.loads(l) for l in open(f"{logs}/{name}.metrics.jsonl")]
-    except FileNotFoundError:
-        continue
-    loss = {r["step"]: r for r in recs if r["kind"] == "loss"}
-    if steps not in loss:
-        continue
-    rate[name] = statistics.median(r["tokens_per_s"] for s, r in loss.items() if s > 5)
-    print(f"{name:14} {rate[name]:10.0f} tokens/s  loss {loss[1]['loss']:.4f} -> {loss[steps]['loss']:.4f}")
-if len(rate) == 2:
-    print(f"bf16 autocast / fp32: {rate['wide_gpu_bf16'] / rate['wide_gpu_fp32']:.2f}x")
-PY
+table wide_gpu_bf16 wide_gpu_fp32 -- wide_gpu_bf16/wide_gpu_fp32
 
 stamp "the quickstart's job on one GPU"
 out="$work/quickstart"

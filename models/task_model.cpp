@@ -6,6 +6,15 @@
 
 namespace switchyard {
 
+namespace {
+
+torch::Tensor first_parameter(const torch::nn::Module& m) {
+  const auto params = m.parameters();
+  return params.empty() ? torch::Tensor() : params.front();
+}
+
+}  // namespace
+
 TaskBatch causal_lm_batch(const torch::Tensor& blocks) {
   SY_CHECK(blocks.dim() == 2 && blocks.size(1) >= 2, "train: token block ", blocks.sizes(),
            " is not [batch, seq_len + 1]");
@@ -24,6 +33,7 @@ TaskModel TaskModel::causal_lm(Qwen2MoeForCausalLM model) {
   TaskModel t;
   t.task_ = Task::kCausalLm;
   t.module_ = model.ptr();
+  t.probe_ = first_parameter(*t.module_);
   const auto& layers = model->layers();
   for (size_t i = 0; i < layers.size(); ++i)
     if (layers[i]->moe) t.blocks_.push_back(layers[i]->moe), t.layers_.push_back(int64_t(i));
@@ -52,6 +62,7 @@ TaskModel TaskModel::sequence_classification(BertMoeForSequenceClassification mo
   TaskModel t;
   t.task_ = Task::kSequenceClassification;
   t.module_ = model.ptr();
+  t.probe_ = first_parameter(*t.module_);
   t.num_labels_ = model->options().model().num_labels;
   const auto& layers = model->bert->layers();
   for (size_t i = 0; i < layers.size(); ++i)
@@ -84,8 +95,7 @@ int64_t TaskModel::top_k() const {
 }
 
 torch::Device TaskModel::device() const {
-  for (const auto& p : module_->parameters()) return p.device();
-  return torch::kCPU;
+  return probe_.defined() ? probe_.device() : torch::Device(torch::kCPU);
 }
 
 }  // namespace switchyard

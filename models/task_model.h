@@ -66,6 +66,9 @@ class TaskModel {
  private:
   Task task_ = Task::kCausalLm;
   std::shared_ptr<torch::nn::Module> module_;
+  /// A parameter of the module: moving the module (set_data) moves it too, so device() reads
+  /// it without listing every parameter on each forward.
+  torch::Tensor probe_;
   std::vector<MoeBlock> blocks_;
   std::vector<int64_t> layers_;
   int64_t num_labels_ = 0;

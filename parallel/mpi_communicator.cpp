@@ -27,13 +27,13 @@ struct MpiRuntime {
       MPI_Query_thread(&provided);
     }
   }
-  int provided = MPI_THREAD_SINGLE;
   ~MpiRuntime() {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (owns && !finalized) MPI_Finalize();
   }
   bool owns = false;
+  int provided = MPI_THREAD_SINGLE;  ///< the thread level MPI granted
 };
 
 const MpiRuntime& ensure_mpi() {
