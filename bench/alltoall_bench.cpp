@@ -61,9 +61,9 @@ std::vector<double> median_max_us(const CommunicatorPtr& world,
 void run_alltoall_bench(const BenchContext& ctx) {
   // Keep freed memory for reuse, as a training loop reusing the same sizes every step would
   // see it: by default glibc maps every block above ~32 MiB fresh from the kernel and unmaps it
-  // on free, so each exchange pays page faults again (measured: a 64 MiB exchange at 2 ranks
-  // took 3.6x raw MPI_Alltoallv into a reused buffer; with these settings 1.0x). Set here, not
-  // in main: holding freed memory raises the peak of one-shot runs such as `bench model`.
+  // on free, so each exchange pays page faults again (bench/RESULTS.md, "Measurements behind
+  // the code"). Set here, not in main: holding freed memory raises the peak of one-shot runs
+  // such as `bench model`.
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   auto world = make_mpi_world_communicator();

@@ -1,10 +1,14 @@
-// `switchyard bench layer`: the MoE layer's throughput against two baselines measured in the same
-// run, on the same weights and tokens:
-//   dense chain — one SwiGLU expert applied to all T*k routed rows: the routed-expert FLOPs with
-//                 no routing at all, the ceiling for our grouped expert compute (vs_dense);
-//   per-expert loop — Hugging Face's Qwen2MoeSparseMoeBlock: one-hot mask, per expert a where(),
-//                 a gather, the expert and an index_add_ (vs_loop, whole layer against whole
-//                 layer).
+// `switchyard bench layer`: the MoE layer's throughput against baselines measured in the same run,
+// on the same weights and tokens. Two comparisons with a dense chain, kept apart:
+//   whole layer (layer_vs_dense) — our whole MoE block (router, permutation and exchange, grouped
+//                 experts, combine, shared expert) against a dense chain of the same FLOPs: the
+//                 router's GEMM, one SwiGLU expert on all T*k rows and the gated shared expert on
+//                 the T tokens, with no routing at all;
+//   experts only (experts_vs_dense) — our grouped experts on rows already dispatched against one
+//                 SwiGLU expert on the same T*k rows: the ceiling for the expert compute alone;
+// and the per-expert loop — Hugging Face's Qwen2MoeSparseMoeBlock: one-hot mask, per expert a
+//                 where(), a gather, the expert and an index_add_ (vs_loop, whole layer against
+//                 whole layer).
 #include <torch/cuda.h>
 
 #include <iostream>
@@ -55,8 +59,22 @@ torch::Tensor hf_loop_forward(MoeBlock& block, const torch::Tensor& x) {
   return out;
 }
 
+// The dense chain with the whole layer's FLOPs: router GEMM, one expert on the T*k rows (each
+// token repeated k times), the sigmoid-gated shared expert on the T tokens.
+torch::Tensor dense_layer_forward(MoeBlock& block, ExpertBank& dense, const torch::Tensor& x) {
+  const int64_t k = block->options().router().top_k();
+  auto logits = block->router->compute_logits(x, {});  // the router's GEMM, no top-k
+  auto routed = dense->forward_one(0, x.repeat_interleave(k, 0)).view({x.size(0), k, -1}).sum(1);
+  // "* 0" keeps the router GEMM in the graph (its backward is timed too) without changing y.
+  auto out = routed + logits.sum(-1, /*keepdim=*/true).to(x.scalar_type()) * 0;
+  if (block->shared_expert)
+    out = out + torch::sigmoid(block->shared_expert_gate->forward(x)) *
+                    block->shared_expert->forward_one(0, x);
+  return out;
+}
+
 struct Timings {
-  double layer_us, experts_us, dense_us, loop_us;
+  double layer_us, dense_layer_us, experts_us, dense_us, loop_us;
 };
 
 torch::Device bench_device(const config::BenchConfig& b) {
@@ -113,6 +131,7 @@ Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const R
   };
   Timings t;
   t.layer_us = run([&] { return block->forward(x).hidden; });
+  t.dense_layer_us = run([&] { return dense_layer_forward(block, dense, x); });
   t.experts_us = run([&] { return block->experts->forward(rows, tokens.tokens_per_expert); });
   t.dense_us = run([&] { return dense->forward_one(0, dense_rows); });
   t.loop_us = run([&] { return hf_loop_forward(block, x); });
@@ -120,8 +139,9 @@ Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const R
 }
 
 void run_layer_bench(const BenchContext& ctx) {
-  Table table({"shape", "dtype", "mode", "tokens", "tokens_per_s", "experts_tokens_per_s",
-               "dense_tokens_per_s", "loop_tokens_per_s", "vs_dense", "vs_loop"});
+  Table table({"shape", "dtype", "mode", "tokens", "tokens_per_s", "dense_layer_tokens_per_s",
+               "layer_vs_dense", "experts_tokens_per_s", "dense_tokens_per_s", "experts_vs_dense",
+               "loop_tokens_per_s", "vs_loop"});
   const int64_t T = ctx.config.bench().layer_tokens();
   for (const auto& s : layer_shapes(ctx.config.bench())) {
     for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
@@ -129,8 +149,10 @@ void run_layer_bench(const BenchContext& ctx) {
         const Timings t = time_one(s, dtype, backward, ctx.config);
         auto per_s = [&](double us) { return Cell(double(T) / us * 1e6, 0); };
         table.add({s.name, dtype == torch::kFloat ? "fp32" : "bf16", backward ? "fwdbwd" : "fwd", T,
-                   per_s(t.layer_us), per_s(t.experts_us), per_s(t.dense_us), per_s(t.loop_us),
-                   Cell(t.dense_us / t.experts_us, 3), Cell(t.loop_us / t.layer_us, 3)});
+                   per_s(t.layer_us), per_s(t.dense_layer_us),
+                   Cell(t.dense_layer_us / t.layer_us, 3), per_s(t.experts_us),
+                   per_s(t.dense_us), Cell(t.dense_us / t.experts_us, 3), per_s(t.loop_us),
+                   Cell(t.loop_us / t.layer_us, 3)});
         if (!ctx.json) std::cerr << "." << std::flush;
       }
     }
@@ -145,9 +167,13 @@ void run_layer_bench(const BenchContext& ctx) {
           << b.layer_repeats() << " runs, " << torch::get_num_threads()
           << " CPU threads, Linear router\n";
   table.print(ctx.out);
-  ctx.out << "experts: routed-expert compute on dispatched rows; dense: one expert on the same "
-             "T*k rows; loop: Hugging Face's per-expert loop (whole layer)\n"
-             "vs_dense = dense time / experts time; vs_loop = loop time / layer time\n\n";
+  ctx.out << "whole layer: tokens_per_s (router, dispatch, experts, combine, shared expert) vs "
+             "dense_layer (router GEMM + one expert on the T*k rows + shared expert, no routing); "
+             "layer_vs_dense = dense_layer time / layer time\n"
+             "experts only: experts (grouped, on dispatched rows) vs dense (one expert on the same "
+             "T*k rows); experts_vs_dense = dense time / experts time\n"
+             "loop: Hugging Face's per-expert loop (whole layer); vs_loop = loop time / layer "
+             "time\n\n";
 }
 
 }  // namespace

@@ -60,11 +60,9 @@ void run_model_bench(const BenchContext& ctx) {
   // threshold rises to the largest block freed (up to 32 MiB), after which big temporaries
   // (per-expert weights while building, fp32 weight chunks in forward) come from the heap;
   // freed between long-lived tensors (the model's, then the activations autograd keeps for
-  // backward), they leave holes the next ones do not fit. Measured at full size: peak RSS after
-  // building 12.52 GB by default, 10.74 GB with this; 4 layers, after the forward with autograd:
-  // 3.65 GB with a 4 MiB threshold, 3.56 GB with 1 MiB, 3.44 GB with 256 KiB (model 3.2 GB).
-  // Without it 24 layers ran out of 24 GB. The cost is page faults on fresh blocks: the build,
-  // with a dozen 23 MB temporaries per expert, took 237-271 s against 155-161 s by default.
+  // backward), they leave holes the next ones do not fit: without it the full-size model ran
+  // out of 24 GB. The cost is page faults on fresh blocks, a slower build (bench/RESULTS.md,
+  // "Measurements behind the code").
   mallopt(M_MMAP_THRESHOLD, 256 << 10);
   const auto& b = ctx.config.bench();
   Qwen2MoeConfig cfg = Qwen2MoeConfig::preset(b.model_preset());

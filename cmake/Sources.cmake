@@ -1,5 +1,6 @@
 # Targets: switchyard_config (protobuf schema), switchyard_cuda (kernels, torch-free),
-# switchyard_core (the library) and the `switchyard` executable.
+# switchyard_core (the library: every folder but launch/ and bench/) and the `switchyard`
+# executable (launch/ and bench/).
 
 # ---- protobuf schema ---------------------------------------------------------------------------
 set(SWITCHYARD_GEN_DIR ${CMAKE_BINARY_DIR}/gen)
@@ -54,11 +55,15 @@ if(SWITCHYARD_CUDA)
   target_link_libraries(switchyard_cuda PUBLIC CUDA::cudart)
 endif()
 
-# ---- build facts for `switchyard info` ----------------------------------------------------------
-configure_file(${CMAKE_SOURCE_DIR}/launch/build_info.h.in ${SWITCHYARD_GEN_DIR}/launch/build_info.h @ONLY)
+# ---- build facts for `switchyard info` and checkpoint manifests ----------------------------------
+configure_file(${CMAKE_SOURCE_DIR}/common/build_info.h.in ${SWITCHYARD_GEN_DIR}/common/build_info.h @ONLY)
 
-# ---- the library ---------------------------------------------------------------------------------
-add_library(switchyard_core STATIC
+# ---- the library: each folder's sources, bottom floor first (README "Folders") -----------------
+set(SWITCHYARD_COMMON_SOURCES
+  common/autocast.cpp
+  common/crc32c.cpp
+  common/table.cpp)
+set(SWITCHYARD_ROUTERS_SOURCES
   routers/gating.cpp
   routers/router.cpp
   routers/router_registry.cpp
@@ -69,15 +74,20 @@ add_library(switchyard_core STATIC
   routers/hash_router.cpp
   routers/mlp_hadamard_router.cpp
   routers/fwht.cpp
-  routers/routing_stats.cpp
+  routers/routing_stats.cpp)
+set(SWITCHYARD_PARALLEL_SOURCES
   parallel/communicator.cpp
   parallel/single_process_communicator.cpp
   parallel/mpi_communicator.cpp
+  parallel/staging_communicator.cpp
+  parallel/launch_env.cpp
+  parallel/compute_device.cpp
   parallel/process_groups.cpp
   parallel/all_to_all.cpp
   parallel/all_to_all_dispatcher.cpp
-  parallel/gradient_sync.cpp
-  parallel/staging_communicator.cpp
+  parallel/gradient_sync.cpp)
+set(SWITCHYARD_PARALLEL_CUDA_SOURCES parallel/nccl_communicator.cpp)
+set(SWITCHYARD_MODELS_SOURCES
   models/cpu_linear.cpp
   models/expert_bank.cpp
   models/lm_loss.cpp
@@ -85,92 +95,104 @@ add_library(switchyard_core STATIC
   models/moe_block.cpp
   models/safetensors_header.cpp
   models/safetensors.cpp
+  models/gptq.cpp
   models/qwen2_moe_config.cpp
   models/qwen2_moe.cpp
   models/qwen2_moe_checkpoint.cpp
-  models/gptq.cpp
-  models/checkpoint_summary.cpp
   models/bert_config.cpp
   models/bert_moe.cpp
   models/bert_moe_hf.cpp
   models/task_model.cpp
-  trainer/token_lines.cpp
+  models/checkpoint_summary.cpp
+  models/switchyard_checkpoint.cpp
+  models/model_checkpoint.cpp
+  models/model_architecture.cpp
+  models/qwen2_moe_architecture.cpp
+  models/bert_moe_architecture.cpp
+  models/load_model.cpp)
+set(SWITCHYARD_DATA_SOURCES
+  data/utf8.cpp
+  data/unicode_class.cpp
+  data/byte_level_pre_tokenizer.cpp
+  data/bpe_tokenizer.cpp
+  data/corpus_split.cpp
+  data/fortune_corpus.cpp
+  data/text_corpus.cpp
+  data/corpus_prepare.cpp
+  data/token_documents.cpp
+  data/token_file.cpp
+  data/token_lines.cpp
+  data/epoch_shuffle.cpp
+  data/batch_sampler.cpp
+  data/packed_sequences.cpp
+  data/classification_dataset.cpp
+  data/data_options.cpp)
+set(SWITCHYARD_EVAL_SOURCES
+  eval/eval_set.cpp
+  eval/model_eval.cpp
+  eval/eval_report.cpp
+  eval/svg_chart.cpp
+  eval/comparison_report.cpp)
+set(SWITCHYARD_TRAINER_SOURCES
   trainer/adamw.cpp
   trainer/lr_schedule.cpp
-  trainer/trainer.cpp
-  trainer/metrics_log.cpp
-  trainer/checkpoint.cpp
-  trainer/utf8.cpp
-  trainer/unicode_class.cpp
-  trainer/byte_level_pre_tokenizer.cpp
-  trainer/bpe_tokenizer.cpp
-  trainer/corpus_split.cpp
-  trainer/fortune_corpus.cpp
-  trainer/text_corpus.cpp
-  trainer/token_documents.cpp
-  trainer/token_file.cpp
-  trainer/epoch_shuffle.cpp
-  trainer/batch_sampler.cpp
-  trainer/packed_sequences.cpp
-  trainer/classification_dataset.cpp
-  trainer/corpus_prepare.cpp
   trainer/weight_init.cpp
-  common/table.cpp
-  common/autocast.cpp
+  trainer/trainer.cpp
+  trainer/checkpoint.cpp
+  trainer/metrics_log.cpp
+  trainer/tensorboard_writer.cpp
+  trainer/train_progress.cpp
+  trainer/training_data.cpp
+  trainer/causal_lm_data.cpp
+  trainer/classification_data.cpp
+  trainer/training_model.cpp
+  trainer/training_run.cpp)
+set(SWITCHYARD_BENCH_SOURCES
   bench/bench_registry.cpp
   bench/router_bench.cpp
   bench/fwht_bench.cpp
   bench/layer_bench.cpp
   bench/alltoall_bench.cpp
   bench/model_bench.cpp
-  bench/quant_bench.cpp
-  models/switchyard_checkpoint.cpp
-  models/model_checkpoint.cpp
-  eval/eval_set.cpp
-  eval/eval_report.cpp
-  eval/model_eval.cpp
-  eval/svg_chart.cpp
-  eval/comparison_report.cpp)
+  bench/quant_bench.cpp)
+set(SWITCHYARD_LAUNCH_SOURCES
+  launch/main.cpp
+  launch/cli.cpp
+  launch/cmd_info.cpp
+  launch/cmd_bench.cpp
+  launch/cmd_data.cpp
+  launch/cmd_inspect.cpp
+  launch/cmd_convert.cpp
+  launch/cmd_eval.cpp
+  launch/cmd_train.cpp
+  launch/cmd_report.cpp)
+
+add_library(switchyard_core STATIC
+  ${SWITCHYARD_COMMON_SOURCES} ${SWITCHYARD_ROUTERS_SOURCES} ${SWITCHYARD_PARALLEL_SOURCES}
+  ${SWITCHYARD_MODELS_SOURCES} ${SWITCHYARD_DATA_SOURCES} ${SWITCHYARD_EVAL_SOURCES}
+  ${SWITCHYARD_TRAINER_SOURCES})
 target_include_directories(switchyard_core PUBLIC ${CMAKE_SOURCE_DIR} ${SWITCHYARD_GEN_DIR})
 target_link_libraries(switchyard_core PUBLIC switchyard_config ${TORCH_LIBRARIES} MPI::MPI_CXX
                                              Boost::program_options Threads::Threads
                                              nlohmann_json::nlohmann_json)
+# The bundled tokenizer (data/tokenizer.json) is found in this source tree. PUBLIC: every target
+# that reuses the precompiled header must define the same macros.
+target_compile_definitions(switchyard_core PUBLIC SWITCHYARD_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 # One precompiled torch header for every torch-heavy unit: the biggest single build-time win.
 target_precompile_headers(switchyard_core PRIVATE <torch/torch.h>)
 if(SWITCHYARD_CUDA)
   target_compile_definitions(switchyard_core PUBLIC SWITCHYARD_WITH_CUDA=1)
   target_include_directories(switchyard_core PUBLIC ${NCCL_INCLUDE_DIR})
-  target_sources(switchyard_core PRIVATE parallel/nccl_communicator.cpp)
+  target_sources(switchyard_core PRIVATE ${SWITCHYARD_PARALLEL_CUDA_SOURCES})
   target_link_libraries(switchyard_core PUBLIC switchyard_cuda ${NCCL_LIBRARY})
   if(SWITCHYARD_CUDART_DIR)
     target_link_options(switchyard_core INTERFACE "-Wl,-rpath,${SWITCHYARD_CUDART_DIR}")
   endif()
 endif()
 
-# Operations: launch environment, TensorBoard events (appended here to keep the list above calm).
-target_sources(switchyard_core PRIVATE common/crc32c.cpp trainer/tensorboard_writer.cpp
-                                       launch/launch_env.cpp launch/compute_device.cpp)
-
-# ---- the executable ------------------------------------------------------------------------------
-add_executable(switchyard
-  launch/main.cpp
-  launch/cli.cpp
-  launch/cmd_info.cpp
-  launch/cmd_bench.cpp
-  launch/cmd_eval.cpp
-  launch/cmd_inspect.cpp
-  launch/cmd_convert.cpp
-  launch/cmd_data.cpp
-  launch/cmd_train.cpp
-  launch/train_progress.cpp
-  launch/train_model.cpp
-  launch/train_data.cpp
-  launch/hf_model.cpp
-  launch/model_architecture.cpp
-  launch/arch_qwen2_moe.cpp
-  launch/arch_bert_moe.cpp
-  launch/cmd_report.cpp)
+# ---- the executable: main, the subcommands and the benchmarks ------------------------------------
+# The benchmarks live here, not in the library: they set process-wide allocator options
+# (mallopt) that no library user should inherit.
+add_executable(switchyard ${SWITCHYARD_LAUNCH_SOURCES} ${SWITCHYARD_BENCH_SOURCES})
 target_link_libraries(switchyard PRIVATE switchyard_core)
-# `switchyard data` defaults to the committed trainer/tokenizer.json of this source tree.
-target_compile_definitions(switchyard PRIVATE SWITCHYARD_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 target_precompile_headers(switchyard REUSE_FROM switchyard_core)

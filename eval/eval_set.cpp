@@ -9,10 +9,10 @@
 #include <vector>
 
 #include "common/errors.h"
-#include "trainer/packed_sequences.h"
-#include "trainer/text_corpus.h"
-#include "trainer/token_file.h"
-#include "trainer/token_lines.h"
+#include "data/packed_sequences.h"
+#include "data/text_corpus.h"
+#include "data/token_file.h"
+#include "data/token_lines.h"
 
 namespace switchyard {
 namespace {

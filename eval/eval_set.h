@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "trainer/bpe_tokenizer.h"
-#include "trainer/classification_dataset.h"
+#include "data/bpe_tokenizer.h"
+#include "data/classification_dataset.h"
 
 namespace switchyard {
 

@@ -8,6 +8,7 @@
 
 #include "common/autocast.h"
 #include "common/errors.h"
+#include "routers/router_registry.h"
 
 namespace switchyard {
 namespace {
@@ -16,12 +17,6 @@ int64_t numel_of(const std::vector<torch::Tensor>& tensors) {
   int64_t n = 0;
   for (const auto& t : tensors) n += t.numel();
   return n;
-}
-
-std::string router_kind(const config::RouterConfig& router) {
-  if (router.kind_case() == config::RouterConfig::KIND_NOT_SET) return "linear";
-  return std::string(
-      config::RouterConfig::descriptor()->FindFieldByNumber(int(router.kind_case()))->name());
 }
 
 /// The routing of the rows where `keep` is true (padding positions left out).
@@ -180,7 +175,7 @@ EvalReport evaluate_model(const TaskModel& model, const ProcessGroups& groups, c
   EvalReport r;
   const auto& router = model.moe_blocks().front()->options().router();
   r.task = model.task_name();
-  r.router = router_kind(router);
+  r.router = router_entry(router_kind(router)).name;
   r.router_config = router.ShortDebugString();
   r.num_experts = E;
   r.top_k = model.top_k();

@@ -7,8 +7,7 @@
 
 #include "common/errors.h"
 #include "launch/cli.h"
-#include "launch/hf_model.h"
-#include "launch/model_architecture.h"
+#include "models/load_model.h"
 
 namespace switchyard {
 namespace {
@@ -24,12 +23,14 @@ int run_convert(const CommandArgs& args) {
   const std::string source = args.vars["model"].as<std::string>();
   const std::string out = args.vars["out"].as<std::string>();
   LoadedModel m = load_model(source, config, dtype);
-  const ModelArchitecture& arch = model_architecture(m.arch);
-  const torch::Dtype out_dtype = parse_dtype(dtype, arch.checkpoint_dtype(m));
-  if (format == "hf")
-    arch.export_hf(m, out, out_dtype);
-  else
+  const torch::Dtype out_dtype = parse_dtype(dtype, m.model->checkpoint_dtype());
+  if (format == "hf") {
+    if (auto why = m.architecture().refusal(ArchFeature::kHfExport))
+      throw ConfigError("convert: " + *why);
+    m.model->export_hf(out, out_dtype);
+  } else {
     save_switchyard_checkpoint(m, out, out_dtype, source);
+  }
   if (m.groups.world->rank() == 0)
     std::cerr << "wrote " << out << " (" << format << ", " << m.groups.ep_size()
               << " expert shard(s), " << c10::toString(out_dtype) << ")\n";

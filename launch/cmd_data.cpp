@@ -6,10 +6,11 @@
 #include "common/errors.h"
 #include "common/table.h"
 #include "launch/cli.h"
-#include "trainer/bpe_tokenizer.h"
-#include "trainer/corpus_prepare.h"
-#include "trainer/fortune_corpus.h"
-#include "trainer/text_corpus.h"
+#include "data/bpe_tokenizer.h"
+#include "data/data_options.h"
+#include "data/corpus_prepare.h"
+#include "data/fortune_corpus.h"
+#include "data/text_corpus.h"
 
 namespace switchyard {
 namespace {
@@ -75,7 +76,7 @@ Subcommand data_command() {
     opts.add_options()("action", po::value<std::string>()->required()->value_name("ACTION"),
                        "stats or prepare")(
         "tokenizer",
-        po::value<std::string>()->default_value(SWITCHYARD_SOURCE_DIR "/trainer/tokenizer.json"),
+        po::value<std::string>()->default_value(default_tokenizer_path()),
         "tokenizer.json (byte-level BPE)")(
         "fortunes", po::value<std::string>()->default_value("/usr/share/games/fortunes"),
         "fortune corpus root, read when no --text or --jsonl is given")(

@@ -12,11 +12,10 @@
 #include "eval/model_eval.h"
 #include "eval/eval_set.h"
 #include "launch/cli.h"
-#include "launch/hf_model.h"
-#include "launch/model_architecture.h"
-#include "launch/train_data.h"
-#include "models/qwen2_moe.h"
-#include "trainer/token_lines.h"
+#include "data/data_options.h"
+#include "data/token_lines.h"
+#include "models/load_model.h"
+#include "trainer/training_data.h"
 
 namespace switchyard {
 namespace {
@@ -30,8 +29,7 @@ void dump_logits(LoadedModel& m, const TokenBatch& batch, const std::string& dir
   // Every rank runs every sequence: the EP group shares the experts, and rank 0 writes.
   // Causal LMs give [sequences, positions, vocab], classifiers (BERT) [sequences, labels].
   const auto device = m.module().parameters().front().device();
-  auto logits = model_architecture(m.arch)
-                    .logits(m, batch.input_ids.to(device), batch.attention_mask.to(device))
+  auto logits = m.model->logits(batch.input_ids.to(device), batch.attention_mask.to(device))
                     .to(torch::kFloat);
   if (m.groups.world->rank() == 0) {
     save_safetensors(path, {{"logits", logits}, {"attention_mask", batch.attention_mask}},
@@ -83,16 +81,15 @@ int run_eval(const CommandArgs& args) {
   if (!data.empty() && !text) set = read_eval_set(data, set_options);
 
   LoadedModel m = load_model(dir, config, args.vars["dtype"].as<std::string>());
-  const ModelArchitecture& arch = model_architecture(m.arch);
   const auto& groups = m.groups;
-  const int64_t vocab = arch.vocab_size(m);
+  const int64_t vocab = m.model->vocab_size();
   if (!dump.empty()) {
     const int64_t max_id = batch.input_ids.max().item<int64_t>();
     if (max_id >= vocab)
       throw ConfigError(detail::concat(tokens, ": token id ", max_id,
                                        " is outside the vocabulary (", vocab, ")"));
   }
-  const TaskModel task = arch.task_model(m);
+  const TaskModel task = m.task_model();
   if (!data.empty()) {
     const auto& d = m.config.data();
     if (task.task() == Task::kSequenceClassification) {

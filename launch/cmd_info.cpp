@@ -4,7 +4,7 @@
 
 #include <iostream>
 
-#include "launch/build_info.h"
+#include "common/build_info.h"
 #include "launch/cli.h"
 
 #ifdef SWITCHYARD_WITH_CUDA

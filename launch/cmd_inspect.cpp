@@ -7,7 +7,7 @@
 #include "common/errors.h"
 #include "common/table.h"
 #include "launch/cli.h"
-#include "launch/hf_model.h"
+#include "models/load_model.h"
 #include "models/checkpoint_summary.h"
 
 namespace switchyard {

@@ -13,14 +13,17 @@ log() { printf '[setup] %s\n' "$*"; }
 # ---- Debian packages ------------------------------------------------------------------------
 apt_packages=(openmpi-bin libopenmpi-dev libboost-program-options-dev protobuf-compiler
               libprotobuf-dev libgtest-dev nlohmann-json3-dev cmake ninja-build ccache python3-venv
-              clang libclang-rt-dev)  # clang: the libFuzzer target
+              clang libclang-rt-dev clang-format)  # clang: the libFuzzer target; clang-format: the format test
 # The training corpus: fortune cookie databases in 13 languages under /usr/share/games/fortunes
-# (trainer/fortune_corpus.h names what is read from each; the offensive -off packages are not
+# (data/fortune_corpus.h names what is read from each; the offensive -off packages are not
 # installed).
 apt_packages+=(fortunes fortunes-min fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-zh
                fortunes-pl fortunes-cs fortunes-br fortunes-bg fortunes-eo fortunes-ga)
 # Headless Chromium: the test that opens `switchyard report`'s HTML the way a reader would.
 apt_packages+=(chromium)
+# Slurm and MUNGE: the sbatch templates run on a private one-node cluster that the slurm_cluster
+# test starts and stops itself (tests/slurm_cluster_test.sh).
+apt_packages+=(slurmctld slurmd slurm-client munge)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -29,8 +32,16 @@ if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
+  # Daemons (munge, slurmctld, slurmd) are installed, not started: a policy-rc.d that refuses
+  # every start (exit 101) is in place during the install unless the machine has its own.
+  policy=/usr/sbin/policy-rc.d own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo_cmd tee "$policy" >/dev/null
+    $sudo_cmd chmod +x "$policy"; own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
+  if ((own_policy)); then $sudo_cmd rm -f "$policy"; fi
 fi
 
 # ---- Python venv with the pinned wheels ------------------------------------------------------

@@ -1,14 +1,11 @@
 // Why this exists: LibTorch 2.15's CPU build does not use oneDNN for bf16 here
 // (torch.ops.mkldnn._is_mkldnn_bf16_supported() is False on the 2-core AMD EPYC (AVX2) dev
 // machine and was on the earlier AVX-512 Xeon too), so bf16 GEMMs take the reference
-// cpublas_gemm. Measured with the pinned torch, 2 threads, x [255, 2048]:
-//   W [2048, 2048]   bf16 x @ W^T 0.31 s   fp32 0.094 s     bf16 g @ W 12.3 s   fp32 0.091 s
-//   W [11264, 2048]  bf16 x @ W^T 1.71 s   fp32 0.44 s      bf16 g @ W 65.4 s   fp32 0.39 s
-// The input-gradient layout (g @ W, every Linear's backward) is ~140x slower in bf16 than in
-// fp32, the forward layout ~3.5x, while converting a weight to fp32 costs 8-25% of its fp32
-// GEMM. So weights stay bf16 in memory and each GEMM converts a chunk of W's rows to fp32:
-// chunks of 16-64 MB of fp32 were as fast as one whole-weight fp32 GEMM on a quarter of the
-// LM head (4 MB chunks, 512 rows: 1.5-2x slower), so 32 MB it is.
+// cpublas_gemm, far slower than fp32, above all in the input-gradient layout (g @ W, every
+// Linear's backward), while converting a weight to fp32 costs a fraction of its fp32 GEMM
+// (bench/RESULTS.md, "Measurements behind the code"). So weights stay bf16 in memory and each
+// GEMM converts a chunk of W's rows to fp32; 32 MB chunks were as fast as one whole-weight fp32
+// GEMM, smaller ones were not.
 #include "models/cpu_linear.h"
 
 #include "common/errors.h"

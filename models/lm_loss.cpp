@@ -1,8 +1,8 @@
 // Why chunked: at 256 tokens and vocabulary 151936 the usual
 // cross_entropy(logits.narrow(...).float(), targets) holds bf16 logits (78 MB), their fp32 copy,
-// the saved log-softmax, and in backward two fp32 gradients plus a zero-padded bf16 one: about
-// 0.85 GB on top of the model, measured as most of the 2-layer router backward's peak. Here the
-// extra memory is the bf16 gradient and one fp32 chunk.
+// the saved log-softmax, and in backward two fp32 gradients plus a zero-padded bf16 one: most of
+// a router backward's peak (bench/RESULTS.md, "Measurements behind the code"). Here the extra
+// memory is the bf16 gradient and one fp32 chunk.
 #include "models/lm_loss.h"
 
 #include "common/errors.h"

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "common/errors.h"
+#include "common/fnv1a.h"
 
 namespace switchyard {
 
@@ -12,23 +13,19 @@ namespace fs = std::filesystem;
 
 namespace {
 
-uint64_t fnv1a64(const std::string& path, uint64_t* bytes) {
+// FNV-1a of a whole file, and its size.
+uint64_t file_fnv1a64(const std::string& path, uint64_t* bytes) {
   std::ifstream in(path, std::ios::binary);
   if (!in.good()) throw Error(path + ": cannot open");
-  uint64_t h = 1469598103934665603ull, n = 0;
+  Fnv1a64 h;
+  uint64_t n = 0;
   std::vector<char> buf(1 << 16);
   while (in.read(buf.data(), std::streamsize(buf.size())) || in.gcount() > 0) {
-    for (std::streamsize i = 0; i < in.gcount(); ++i)
-      h = (h ^ uint8_t(buf[size_t(i)])) * 1099511628211ull;
+    h.update(std::string_view(buf.data(), size_t(in.gcount())));
     n += uint64_t(in.gcount());
   }
   *bytes = n;
-  return h;
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return h.value();
 }
 
 }  // namespace
@@ -66,7 +63,7 @@ void write_checkpoint_folder(const std::string& dir, const CheckpointShard& shar
     for (const auto& path : paths) {
       auto* f = manifest.add_files();
       uint64_t bytes = 0;
-      f->set_fnv1a64(fnv1a64(path.string(), &bytes));
+      f->set_fnv1a64(file_fnv1a64(path.string(), &bytes));
       f->set_bytes(bytes);
       f->set_name(path.filename().string());
     }
@@ -79,6 +76,14 @@ void write_checkpoint_folder(const std::string& dir, const CheckpointShard& shar
 
 bool is_switchyard_checkpoint(const std::string& dir) {
   return fs::is_regular_file(fs::path(dir) / kCheckpointManifest);
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  if (!fs::is_regular_file(root / "latest")) return std::nullopt;
+  std::string name = read_text_file((root / "latest").string());
+  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  return (root / name).string();
 }
 
 config::CheckpointManifest read_checkpoint_manifest(const std::string& dir) {
@@ -105,7 +110,7 @@ config::CheckpointManifest read_checkpoint_manifest(const std::string& dir) {
 CheckpointTensors::CheckpointTensors(std::string dir, const config::CheckpointManifest& manifest)
     : dir_(std::move(dir)) {
   for (const auto& f : manifest.files()) {
-    if (!ends_with(f.name(), ".safetensors")) continue;
+    if (!f.name().ends_with(".safetensors")) continue;
     File file;
     file.fnv1a64 = f.fnv1a64();
     try {
@@ -122,7 +127,7 @@ CheckpointTensors::CheckpointTensors(std::string dir, const config::CheckpointMa
 void CheckpointTensors::verify(const std::string& file_name, const File& f) const {
   if (f.verified) return;
   uint64_t bytes = 0;
-  if (fnv1a64((fs::path(dir_) / file_name).string(), &bytes) != f.fnv1a64)
+  if (file_fnv1a64((fs::path(dir_) / file_name).string(), &bytes) != f.fnv1a64)
     throw Error(detail::concat("checkpoint ", dir_, ": ", file_name,
                                " does not match its checksum (corrupt)"));
   f.verified = true;

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,6 +53,9 @@ void write_checkpoint_folder(const std::string& dir, const CheckpointShard& shar
 
 /// Whether `dir` holds a manifest.pb (a Switchyard checkpoint, complete or not yet verified).
 bool is_switchyard_checkpoint(const std::string& dir);
+
+/// The newest complete checkpoint of a run folder (RUN_DIR/checkpoints/latest names it), if any.
+std::optional<std::string> latest_checkpoint(const std::string& run_dir);
 
 /// Reads and parses DIR/manifest.pb and checks that every listed file exists with its size (no
 /// bytes read); checksums are checked as files are opened (CheckpointTensors). Throws Error

@@ -198,7 +198,8 @@ class MpiCommunicator : public Communicator {
     int64_t send_rows = 0, recv_rows = 0;
     for (int p = 0; p < size_; ++p) send_rows += send[p], recv_rows += recv[p];
     // Plain bytes while byte displacements fit in an int: Open MPI's shared-memory path copies
-    // MPI_BYTE directly but runs a derived type through its convertor (measured 2-5x slower).
+    // MPI_BYTE directly but runs a derived type through its convertor (several times slower:
+    // bench/RESULTS.md, "Measurements behind the code").
     // Larger exchanges count in rows of one contiguous datatype instead.
     const bool as_bytes = std::max(send_rows, recv_rows) * row_bytes <= INT_MAX;
     const int64_t unit = as_bytes ? row_bytes : 1;

@@ -26,8 +26,13 @@ const std::vector<RouterEntry>& router_registry() {
   return entries;
 }
 
+config::RouterConfig::KindCase router_kind(const config::RouterConfig& router) {
+  return router.kind_case() == config::RouterConfig::KIND_NOT_SET ? config::RouterConfig::kLinear
+                                                                  : router.kind_case();
+}
+
 const RouterEntry& router_entry(config::RouterConfig::KindCase kind) {
-  if (kind == config::RouterConfig::KIND_NOT_SET) kind = config::RouterConfig::kLinear;
+  if (kind == config::RouterConfig::KIND_NOT_SET) kind = config::RouterConfig::kLinear;  // router_kind's rule
   for (const auto& e : router_registry())
     if (e.kind == kind) return e;
   throw Error(detail::concat("no router registered for config case ", int(kind)));

@@ -20,7 +20,11 @@ struct RouterEntry {
 /// All routers, in the order reports list them.
 const std::vector<RouterEntry>& router_registry();
 
-/// The entry for a oneof case; KIND_NOT_SET means Linear (the checkpoint's own router type).
+/// The router a config selects: its oneof case, where KIND_NOT_SET means Linear (the
+/// checkpoint's own router type).
+config::RouterConfig::KindCase router_kind(const config::RouterConfig& router);
+
+/// The entry for a oneof case (KIND_NOT_SET: Linear, as router_kind says).
 const RouterEntry& router_entry(config::RouterConfig::KindCase kind);
 
 /// Builds the router selected by options.config().

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""The fortune-cookie corpus read exactly as trainer/fortune_corpus.cpp reads it, for the
+"""The fortune-cookie corpus read exactly as data/fortune_corpus.cpp reads it, for the
 tokenizer training script and the C++ parity tests (which compare record by record, so the two
 readers cannot drift apart unnoticed).
 
   fortune_corpus.py [ROOT]     # prints records per language and split
 
-Rules (the C++ header trainer/fortune_corpus.h is the reference text):
+Rules (the C++ header data/fortune_corpus.h is the reference text):
 - sources: SOURCES below, each (language, path under ROOT). A folder source reads the regular
   files directly inside it (no subfolders: off/ stays out; no symlinks; no *.dat / *.u8), minus
   files that another source names; a file source reads that file.
@@ -23,7 +23,7 @@ import re
 import sys
 
 ROOT = "/usr/share/games/fortunes"
-# (language, path under ROOT, Debian package) -- same table as trainer/fortune_corpus.cpp.
+# (language, path under ROOT, Debian package) -- same table as data/fortune_corpus.cpp.
 SOURCES = [
     ("en", ".", "fortunes"),
     ("de", "de", "fortunes-de"),

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Switchyard token files (the format of trainer/token_file.h) from Python, so data tokenized by
+"""Switchyard token files (the format of data/token_file.h) from Python, so data tokenized by
 any Hugging Face tokenizer -- e.g. the real Qwen one -- can be trained on.
 
   # texts (JSON Lines with a "text" field, or plain text with blank-line separated documents)
   token_file.py encode --tokenizer Qwen/Qwen1.5-MoE-A2.7B --jsonl docs.jsonl --out train.tok
-  token_file.py encode --tokenizer trainer/tokenizer.json --text book.txt --out book.tok
+  token_file.py encode --tokenizer data/tokenizer.json --text book.txt --out book.tok
   token_file.py info train.tok
 
 --tokenizer is a tokenizer.json file (read with `tokenizers`) or a model name / folder (read with

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Reference data for tests/test_tokenizer_parity.cpp from the pinned `tokenizers`, with
-trainer/tokenizer.json and the fortune corpus (scripts/fortune_corpus.py):
+data/tokenizer.json and the fortune corpus (scripts/fortune_corpus.py):
 
   tokenizer_reference.py OUT_DIR
 
@@ -66,7 +66,7 @@ def random_strings(n, seed=1234):
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
-    tok = Tokenizer.from_file(os.path.join(here, "..", "trainer", "tokenizer.json"))
+    tok = Tokenizer.from_file(os.path.join(here, "..", "data", "tokenizer.json"))
 
     unicode_classes.write_text(os.path.join(out, "unicode_classes.txt"), unicode_classes.probe())
 

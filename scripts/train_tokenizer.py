@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Trains the byte-level BPE tokenizer committed as trainer/tokenizer.json on the train split of
+"""Trains the byte-level BPE tokenizer committed as data/tokenizer.json on the train split of
 the fortune corpus (every language; scripts/fortune_corpus.py), with the pinned `tokenizers`.
 
-  train_tokenizer.py [--vocab-size 8192] [--out trainer/tokenizer.json] [--root DIR]
+  train_tokenizer.py [--vocab-size 8192] [--out data/tokenizer.json] [--root DIR]
 
-The configuration is the one trainer/bpe_tokenizer.cpp reproduces exactly: no normalizer, the
+The configuration is the one data/bpe_tokenizer.cpp reproduces exactly: no normalizer, the
 GPT-2 ByteLevel pre-tokenizer (its regex, no prefix space), a BPE model over the 256 byte
 symbols with no unknown token, the ByteLevel decoder, and four special tokens with the first ids.
 Training is deterministic: the same corpus gives the same file.
@@ -38,7 +38,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--vocab-size", type=int, default=8192)
-    ap.add_argument("--out", default=os.path.join(here, "..", "trainer", "tokenizer.json"))
+    ap.add_argument("--out", default=os.path.join(here, "..", "data", "tokenizer.json"))
     ap.add_argument("--root", default=fortune_corpus.ROOT)
     args = ap.parse_args()
     records = fortune_corpus.read_corpus(args.root)

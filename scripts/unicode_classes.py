@@ -4,7 +4,7 @@
 engine (Oniguruma, whose Unicode tables are newer than Python's unicodedata or Debian's ICU),
 so the C++ table agrees with it exactly.
 
-  unicode_classes.py cpp  trainer/unicode_classes.inc   # (re)generate the committed C++ table
+  unicode_classes.py cpp  data/unicode_classes.inc   # (re)generate the committed C++ table
   unicode_classes.py text OUT.txt                       # "first last class" lines, for the test
 
 Each probe runs one regex over a string of every code point (surrogates excepted) and reads the

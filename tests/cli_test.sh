@@ -89,9 +89,10 @@ layer = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 assert sorted((r["dtype"], r["mode"]) for r in layer) == sorted(
     (d, m) for d in ("fp32", "bf16") for m in ("fwd", "fwdbwd")), layer
 for r in layer:
-    for f in ("shape", "dtype", "mode", "tokens_per_s", "vs_dense", "vs_loop"):
+    for f in ("shape", "dtype", "mode", "tokens_per_s", "layer_vs_dense", "experts_vs_dense",
+              "vs_loop"):
         assert f in r, (f, r)
-    assert r["shape"] == "tiny" and r["tokens_per_s"] > 0 and r["vs_dense"] > 0, r
+    assert r["shape"] == "tiny" and r["tokens_per_s"] > 0 and r["layer_vs_dense"] > 0 and r["experts_vs_dense"] > 0, r
 a2a = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
 assert [r["bytes"] for r in a2a] == [8192, 65536], a2a  # rank 0 prints, once
 for r in a2a:

@@ -12,6 +12,7 @@
 #include "common/errors.h"
 #include "models/bert_moe.h"
 #include "routers/router_registry.h"
+#include "tests/test_support.h"
 
 using namespace switchyard;
 namespace fs = std::filesystem;
@@ -22,10 +23,7 @@ void PrintTo(const RouterEntry& entry, std::ostream* os);  // defined in test_ro
 
 namespace {
 
-std::string case_dir(const std::string& name) {
-  const char* d = std::getenv("SWITCHYARD_REF_DIR");
-  return d ? std::string(d) + "/bert/" + name : "";
-}
+using namespace switchyard::test;
 
 using Tensors = std::map<std::string, torch::Tensor>;
 Tensors load_reference(const std::string& dir) {
@@ -66,7 +64,7 @@ BertMoeOutput run(BertMoeForSequenceClassification& model, const Tensors& ref) {
 // ---- dense BERT against transformers -----------------------------------------------------------
 
 TEST(HfReference, BertDenseMatchesTransformers) {
-  const std::string dir = case_dir("base");
+  const std::string dir = reference_case("bert", "base");
   if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   const Tensors ref = load_reference(dir);
   BertLoadReport report;
@@ -89,7 +87,7 @@ TEST(HfReference, BertDenseMatchesTransformers) {
 // gamma/beta LayerNorm names (bert. prefix, classifier) and a BertModel save (no prefix, no
 // classifier; with and without pooler) load to transformers' outputs.
 TEST(HfReference, BertLegacyAndBertModelCheckpointsLoad) {
-  if (case_dir("base").empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
+  if (reference_case("bert", "base").empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   struct Case {
     std::string name;
     bool pooler, classifier;
@@ -97,7 +95,7 @@ TEST(HfReference, BertLegacyAndBertModelCheckpointsLoad) {
   for (const Case& c : {Case{"legacy", true, true}, Case{"bert_model", true, false},
                         Case{"no_pooler", false, false}}) {
     SCOPED_TRACE(c.name);
-    const std::string dir = case_dir(c.name);
+    const std::string dir = reference_case("bert", c.name);
     const Tensors ref = load_reference(dir);
     BertLoadReport report;
     auto model = load_model(dir, options_for(dir), &report);
@@ -141,7 +139,7 @@ class BertMoeUpcycled : public ::testing::TestWithParam<RouterEntry> {};
 // Four equal experts with top-2 weights renormalised to 1: whatever the router picks, each
 // token gets exactly the dense FFN, so the logits are transformers' through the expert path.
 TEST_P(BertMoeUpcycled, IdenticalExpertsReproduceDenseLogits) {
-  const std::string dir = case_dir("base");
+  const std::string dir = reference_case("bert", "base");
   if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   const Tensors ref = load_reference(dir);
   auto model = load_model(dir, upcycled(dir, GetParam().kind, 0.0));
@@ -165,7 +163,7 @@ INSTANTIATE_TEST_SUITE_P(HfReference, BertMoeUpcycled, ::testing::ValuesIn(route
                          [](const auto& info) { return info.param.name; });
 
 TEST(HfReference, BertUpcycleNoiseMakesExpertsDiffer) {
-  const std::string dir = case_dir("base");
+  const std::string dir = reference_case("bert", "base");
   if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   const Tensors ref = load_reference(dir);
   auto model = load_model(dir, upcycled(dir, config::RouterConfig::kLinear, 0.2));
@@ -188,19 +186,8 @@ TEST(HfReference, BertUpcycleNoiseMakesExpertsDiffer) {
 
 // ---- errors ------------------------------------------------------------------------------------
 
-template <typename F>
-void expect_error(F&& f, const std::vector<std::string>& wants) {
-  try {
-    f();
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    for (const auto& want : wants)
-      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
-  }
-}
-
 TEST(HfReference, BertCheckpointErrorsNameTheTensor) {
-  const std::string dir = case_dir("base");
+  const std::string dir = reference_case("bert", "base");
   if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   const std::string missing = "bert.encoder.layer.1.output.dense.bias";
   std::vector<std::pair<std::string, torch::Tensor>> kept;

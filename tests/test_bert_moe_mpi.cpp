@@ -8,15 +8,14 @@
 
 #include "models/bert_moe.h"
 #include "routers/router_registry.h"
+#include "tests/test_support.h"
 
 using namespace switchyard;
 
 namespace {
 
-CommunicatorPtr world() {
-  static CommunicatorPtr w = make_mpi_world_communicator();
-  return w;
-}
+using namespace switchyard::test;
+
 
 double relative_error(const torch::Tensor& ours, const torch::Tensor& ref) {
   return (ours - ref).abs().max().item<double>() / std::max(1.0, ref.abs().max().item<double>());

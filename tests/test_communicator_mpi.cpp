@@ -6,15 +6,14 @@
 
 #include "common/errors.h"
 #include "parallel/communicator.h"
+#include "tests/test_support.h"
 
 using namespace switchyard;
 
 namespace {
 
-CommunicatorPtr world() {
-  static CommunicatorPtr w = make_mpi_world_communicator();
-  return w;
-}
+using namespace switchyard::test;
+
 
 // Row r sent from `src` to `dst`: (src, dst, r, r + 0.5, -1).
 torch::Tensor rows_for(int src, int dst, int64_t n) {

@@ -10,11 +10,11 @@
 #include <set>
 
 #include "common/errors.h"
-#include "trainer/batch_sampler.h"
-#include "trainer/classification_dataset.h"
-#include "trainer/epoch_shuffle.h"
-#include "trainer/packed_sequences.h"
-#include "trainer/token_file.h"
+#include "data/batch_sampler.h"
+#include "data/classification_dataset.h"
+#include "data/epoch_shuffle.h"
+#include "data/packed_sequences.h"
+#include "data/token_file.h"
 
 using namespace switchyard;
 
@@ -240,7 +240,7 @@ TEST(PackedSequences, RefusesWhatCannotBePacked) {
 // ---- classification --------------------------------------------------------------------------
 
 TEST(ClassificationDataset, PaddedRowsWithMasksAndLabels) {
-  const auto tok = BpeTokenizer::from_file(SWITCHYARD_SOURCE_DIR "/trainer/tokenizer.json");
+  const auto tok = BpeTokenizer::from_file(SWITCHYARD_SOURCE_DIR "/data/tokenizer.json");
   const std::vector<TextRecord> records = {
       {"Hello there, how are you doing today my friend?", "greetings", "en"},
       {"Guten Tag", "gruesse", "de"},

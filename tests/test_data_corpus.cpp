@@ -10,14 +10,17 @@
 #include <set>
 
 #include "common/errors.h"
-#include "trainer/corpus_split.h"
-#include "trainer/fortune_corpus.h"
-#include "trainer/text_corpus.h"
+#include "data/corpus_split.h"
+#include "data/fortune_corpus.h"
+#include "data/text_corpus.h"
+#include "tests/test_support.h"
 
 using namespace switchyard;
 namespace fs = std::filesystem;
 
 namespace {
+
+using namespace switchyard::test;
 
 /// A fresh folder under the test temp dir, removed at the end of the test.
 class TempDir {
@@ -41,15 +44,6 @@ class TempDir {
  private:
   fs::path path_;
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 std::vector<std::string> texts(const std::vector<TextRecord>& records) {
   std::vector<std::string> out;

@@ -5,15 +5,14 @@
 #include "common/errors.h"
 #include "parallel/all_to_all_dispatcher.h"
 #include "parallel/process_groups.h"
+#include "tests/test_support.h"
 
 using namespace switchyard;
 
 namespace {
 
-CommunicatorPtr world() {
-  static CommunicatorPtr w = make_mpi_world_communicator();
-  return w;
-}
+using namespace switchyard::test;
+
 
 // A routing decision written by hand: ids [T, k], weights [T, k], optional drops.
 Routing routing_of(torch::Tensor ids, torch::Tensor weights, torch::Tensor dropped = {}) {

@@ -12,7 +12,7 @@
 #include "eval/comparison_report.h"
 #include "eval/svg_chart.h"
 #include "models/lm_loss.h"
-#include "trainer/token_file.h"
+#include "data/token_file.h"
 
 using namespace switchyard;
 

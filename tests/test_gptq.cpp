@@ -10,32 +10,19 @@
 #include "common/errors.h"
 #include "models/gptq.h"
 #include "models/qwen2_moe.h"
+#include "tests/test_support.h"
 
 using namespace switchyard;
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string case_dir(const std::string& name) {
-  const char* d = std::getenv("SWITCHYARD_REF_DIR");
-  return d ? std::string(d) + "/gptq/" + name : "";
-}
-
-template <typename F>
-void expect_error(F&& f, const std::vector<std::string>& wants) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning " << wants.front();
-  } catch (const Error& e) {
-    for (const auto& want : wants)
-      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
-  }
-}
+using namespace switchyard::test;
 
 class GptqCase : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GptqCase, UnpacksWhatAutoGptqPacked) {
-  const std::string dir = case_dir(GetParam());
+  const std::string dir = reference_case("gptq", GetParam());
   if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   auto ref = SafetensorsFile::open(dir + "/unpack_reference.safetensors");
   const std::string prefix = ref->header().metadata.at("prefix");
@@ -51,7 +38,7 @@ TEST_P(GptqCase, UnpacksWhatAutoGptqPacked) {
 }
 
 TEST_P(GptqCase, LogitsMatchTransformersOnTheDequantizedModel) {
-  const std::string dir = case_dir(GetParam());
+  const std::string dir = reference_case("gptq", GetParam());
   if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   const auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");
   Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, single_process_groups()));
@@ -80,7 +67,7 @@ TEST_P(GptqCase, LogitsMatchTransformersOnTheDequantizedModel) {
 INSTANTIATE_TEST_SUITE_P(HfReference, GptqCase, ::testing::Values("gptq", "gptq_asym"));
 
 TEST(HfReferenceGptq, RequantizingToInt8StillRuns) {
-  const std::string dir = case_dir("gptq");
+  const std::string dir = reference_case("gptq", "gptq");
   if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   // Asking for another expert format dequantizes the codes and quantizes them again.
   config::QuantConfig int8;

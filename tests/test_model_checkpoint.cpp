@@ -11,11 +11,14 @@
 #include "common/errors.h"
 #include "models/model_checkpoint.h"
 #include "models/qwen2_moe.h"
+#include "tests/test_support.h"
 
 using namespace switchyard;
 namespace fs = std::filesystem;
 
 namespace {
+
+using namespace switchyard::test;
 
 Qwen2MoeConfig tiny(int64_t hidden = 128) {
   Qwen2MoeConfig c = Qwen2MoeConfig::preset("tiny");
@@ -52,15 +55,15 @@ Qwen2MoeForCausalLM build(uint64_t seed, const config::QuantConfig& quant = {},
   return m;
 }
 
-std::string temp_dir(const std::string& name) {
-  const fs::path d =
-      fs::temp_directory_path() / ("sy_model_ckpt_" + std::to_string(::getpid()) + "_" + name);
-  fs::remove_all(d);
+// A path of its own for this test that does not exist yet (checkpoint folders must be new).
+std::string new_folder(const std::string& name) {
+  const fs::path d = temp_dir(name);
+  fs::remove(d);
   return d.string();
 }
 
 std::string save(Qwen2MoeForCausalLM& m, const std::string& name) {
-  const std::string dir = temp_dir(name);
+  const std::string dir = new_folder(name);
   config::CheckpointManifest manifest;
   manifest.set_complete(true);
   write_checkpoint_folder(dir, model_state_shard(*m, m->options().groups()),
@@ -77,15 +80,6 @@ torch::Tensor logits(Qwen2MoeForCausalLM& m) {
   torch::NoGradGuard no_grad;
   auto ids = torch::arange(24, torch::kLong).remainder(64).view({2, 12});
   return m->forward(ids).logits;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace
@@ -143,7 +137,7 @@ TEST(ModelCheckpoint, AnotherArchitectureIsRefused) {
 TEST(ModelCheckpoint, PartialOverlayCopiesOnlyWhatIsThere) {
   auto a = build(10);
   auto b = build(11);
-  const std::string dir = temp_dir("partial");
+  const std::string dir = new_folder("partial");
   CheckpointShard shard;
   shard.replicated.emplace_back("param.norm.weight", a->norm->weight.detach() + 1);
   config::CheckpointManifest manifest;

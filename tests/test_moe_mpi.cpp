@@ -9,6 +9,7 @@
 #include "models/moe_block.h"
 #include "parallel/gradient_sync.h"
 #include "routers/router_registry.h"
+#include "tests/test_support.h"
 
 using namespace switchyard;
 
@@ -20,10 +21,8 @@ void PrintTo(const RouterEntry& entry, std::ostream* os) {
 
 namespace {
 
-CommunicatorPtr world() {
-  static CommunicatorPtr w = make_mpi_world_communicator();
-  return w;
-}
+using namespace switchyard::test;
+
 
 constexpr int64_t kHidden = 16, kExperts = 8, kIntermediate = 12, kShared = 20;
 

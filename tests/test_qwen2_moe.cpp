@@ -9,15 +9,13 @@
 #include "common/errors.h"
 #include "models/qwen2_moe.h"
 #include "routers/router_registry.h"
+#include "tests/test_support.h"
 
 using namespace switchyard;
 
 namespace {
 
-std::string case_dir(const std::string& name) {
-  const char* d = std::getenv("SWITCHYARD_REF_DIR");
-  return d ? std::string(d) + "/qwen2_moe/" + name : "";
-}
+using namespace switchyard::test;
 
 struct Reference {
   torch::Tensor input_ids, attention_mask, logits;
@@ -45,7 +43,7 @@ Qwen2MoeForCausalLM load_model(const std::string& dir, config::RouterConfig rout
 class Qwen2MoeParity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Qwen2MoeParity, LogitsMatchTransformers) {
-  const std::string dir = case_dir(GetParam());
+  const std::string dir = reference_case("qwen2_moe", GetParam());
   if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   auto model = load_model(dir);
   const Reference ref = load_reference(dir);
@@ -63,7 +61,7 @@ INSTANTIATE_TEST_SUITE_P(HfReference, Qwen2MoeParity,
 // The whole decoder on the GPU (fp32): the same transformers logits, and int4 experts
 // dequantised on the GPU agree with the CPU's int4 model.
 TEST(HfReference, Qwen2MoeOnGpuMatchesTransformers) {
-  const std::string dir = case_dir("base");
+  const std::string dir = reference_case("qwen2_moe", "base");
   if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU visible";
   const Reference ref = load_reference(dir);
@@ -91,7 +89,7 @@ TEST(HfReference, Qwen2MoeOnGpuMatchesTransformers) {
 }
 
 TEST(HfReference, Qwen2MoeRouterReplacement) {
-  const std::string dir = case_dir("base");
+  const std::string dir = reference_case("qwen2_moe", "base");
   if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   const Reference ref = load_reference(dir);
   torch::NoGradGuard no_grad;

@@ -6,15 +6,14 @@
 #include <cstdlib>
 
 #include "models/qwen2_moe.h"
+#include "tests/test_support.h"
 
 using namespace switchyard;
 
 namespace {
 
-CommunicatorPtr world() {
-  static CommunicatorPtr w = make_mpi_world_communicator();
-  return w;
-}
+using namespace switchyard::test;
+
 
 TEST(Qwen2MoeExpertParallel, EveryEpSizeGivesTransformersLogits) {
   const char* refs = std::getenv("SWITCHYARD_REF_DIR");

@@ -9,7 +9,7 @@
 #include <functional>
 
 #include "common/errors.h"
-#include "trainer/token_file.h"
+#include "data/token_file.h"
 
 using namespace switchyard;
 namespace fs = std::filesystem;

@@ -1,5 +1,5 @@
 // UTF-8 helpers, the Unicode class table, GPT-2 pre-tokenization and the BPE tokenizer on small
-// hand-made vocabularies and on the committed trainer/tokenizer.json. Parity with `tokenizers`
+// hand-made vocabularies and on the committed data/tokenizer.json. Parity with `tokenizers`
 // on the whole valid split is in test_tokenizer_parity.cpp.
 #include <gtest/gtest.h>
 
@@ -8,10 +8,10 @@
 #include <set>
 
 #include "common/errors.h"
-#include "trainer/bpe_tokenizer.h"
-#include "trainer/byte_level_pre_tokenizer.h"
-#include "trainer/unicode_class.h"
-#include "trainer/utf8.h"
+#include "data/bpe_tokenizer.h"
+#include "data/byte_level_pre_tokenizer.h"
+#include "data/unicode_class.h"
+#include "data/utf8.h"
 
 using namespace switchyard;
 using nlohmann::json;
@@ -284,7 +284,7 @@ TEST(BpeTokenizer, RefusesWhatItWouldReadDifferently) {
 // ---- the committed tokenizer ---------------------------------------------------------------
 
 TEST(BpeTokenizer, CommittedTokenizerLoadsAndRoundTrips) {
-  const auto tok = BpeTokenizer::from_file(SWITCHYARD_SOURCE_DIR "/trainer/tokenizer.json");
+  const auto tok = BpeTokenizer::from_file(SWITCHYARD_SOURCE_DIR "/data/tokenizer.json");
   EXPECT_EQ(tok.vocab_size(), 8192);
   EXPECT_EQ(tok.require_id("<|endoftext|>"), 0u);
   EXPECT_EQ(tok.require_id("<pad>"), 1u);

@@ -12,11 +12,11 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "trainer/bpe_tokenizer.h"
-#include "trainer/corpus_split.h"
-#include "trainer/fortune_corpus.h"
-#include "trainer/token_file.h"
-#include "trainer/unicode_class.h"
+#include "data/bpe_tokenizer.h"
+#include "data/corpus_split.h"
+#include "data/fortune_corpus.h"
+#include "data/token_file.h"
+#include "data/unicode_class.h"
 
 using namespace switchyard;
 using nlohmann::json;
@@ -39,7 +39,7 @@ std::vector<json> read_jsonl(const fs::path& path) {
 
 const BpeTokenizer& tokenizer() {
   static const BpeTokenizer tok =
-      BpeTokenizer::from_file(SWITCHYARD_SOURCE_DIR "/trainer/tokenizer.json");
+      BpeTokenizer::from_file(SWITCHYARD_SOURCE_DIR "/data/tokenizer.json");
   return tok;
 }
 
@@ -73,7 +73,7 @@ TEST(TokenizerParity, UnicodeTableMatchesTheRegexEngineOnEveryCodePoint) {
                     << ", tokenizers says " << int(expected[cp]);
   }
   EXPECT_EQ(wrong, 0)
-      << "regenerate with scripts/unicode_classes.py cpp trainer/unicode_classes.inc";
+      << "regenerate with scripts/unicode_classes.py cpp data/unicode_classes.inc";
 }
 
 TEST(TokenizerParity, EveryValidRecordOfEveryLanguage) {

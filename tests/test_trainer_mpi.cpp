@@ -10,15 +10,14 @@
 #include "models/qwen2_moe.h"
 #include "trainer/trainer.h"
 #include "trainer/weight_init.h"
+#include "tests/test_support.h"
 
 using namespace switchyard;
 
 namespace {
 
-CommunicatorPtr world() {
-  static CommunicatorPtr w = make_mpi_world_communicator();
-  return w;
-}
+using namespace switchyard::test;
+
 
 std::vector<double> losses(const std::string& dir, ProcessGroups groups, bool routers_only,
                            const std::vector<std::vector<torch::Tensor>>& steps) {

@@ -6,7 +6,7 @@
 #include <mutex>
 
 #include "common/errors.h"
-#include "launch/build_info.h"
+#include "common/build_info.h"
 #include "models/switchyard_checkpoint.h"
 
 namespace switchyard {
@@ -76,14 +76,6 @@ std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
     write_text_file_atomic((root / "latest").string(), step_folder(step) + "\n");
   groups.world->barrier();
   return final_dir.string();
-}
-
-std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
-  const fs::path root = fs::path(run_dir) / "checkpoints";
-  if (!fs::is_regular_file(root / "latest")) return std::nullopt;
-  std::string name = read_text_file((root / "latest").string());
-  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
-  return (root / name).string();
 }
 
 CheckpointState load_checkpoint(const std::string& folder, Trainer& trainer,

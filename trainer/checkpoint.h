@@ -5,7 +5,7 @@
 // size resumes at another. Ranks write into step-N.partial/; rank 0 then writes manifest.pb
 // (sizes and checksums of every file) and renames the folder, so a kill at any moment leaves
 // the last complete checkpoint loadable. The format is models/switchyard_checkpoint.h's, shared
-// with model checkpoints: launch/hf_model.h's load_model evaluates a training checkpoint as its
+// with model checkpoints: models/load_model.h's load_model evaluates a training checkpoint as its
 // base (config.model.checkpoint) with the saved parameters on top.
 #pragma once
 
@@ -13,7 +13,7 @@
 #include <string>
 
 #include "configs/run_config.h"
-#include "trainer/batch_sampler.h"
+#include "data/batch_sampler.h"
 #include "trainer/trainer.h"
 
 namespace switchyard {
@@ -29,9 +29,6 @@ struct CheckpointState {
 std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
                             const ProcessGroups& groups, const RunConfig& config,
                             const DataPosition& data, const std::string& model_config_json);
-
-/// The newest complete checkpoint under RUN_DIR/checkpoints, if any.
-std::optional<std::string> latest_checkpoint(const std::string& run_dir);
 
 /// Collective. Verifies the manifest and every file (size, checksum) and restores parameters,
 /// optimizer state and the RNG; returns the step and data position to continue from. Throws

@@ -2,7 +2,7 @@
 // or sequence classification, models/task_model.h): micro-batch forward and backward with
 // gradient accumulation, gradient sync (replicated parameters over
 // the world, experts over their DP replicas), clipping by the global norm, AdamW at the
-// schedule's rate. The loop around it (data, logs, checkpoints) is launch/cmd_train.cpp's.
+// schedule's rate. The loop around it (data, logs, checkpoints) is trainer/training_run.h's.
 #pragma once
 
 #include <torch/torch.h>

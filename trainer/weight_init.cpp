@@ -8,14 +8,6 @@
 #include "common/errors.h"
 
 namespace switchyard {
-namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-}  // namespace
-
 void init_for_pretraining(const TaskModel& model, const ProcessGroups& groups, double std,
                           uint64_t seed) {
   std::set<const void*> experts, keep_own_init;
@@ -37,9 +29,9 @@ void init_for_pretraining(const TaskModel& model, const ProcessGroups& groups, d
     auto shape = p.sizes().vec();
     if (sharded) shape[0] = num_experts;
     torch::Tensor value;
-    if (ends_with(name, "norm.weight") || ends_with(name, "Norm.weight"))  // BERT: LayerNorm
+    if (name.ends_with("norm.weight") || name.ends_with("Norm.weight"))  // BERT: LayerNorm
       value = torch::ones(shape);
-    else if (ends_with(name, "bias") || ends_with(name, ".b_in") || ends_with(name, ".b_out"))
+    else if (name.ends_with("bias") || name.ends_with(".b_in") || name.ends_with(".b_out"))
       value = torch::zeros(shape);
     else
       value = at::normal(0.0, std, shape, gen);

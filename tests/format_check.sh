@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Fails when a C++ or CUDA source differs from what clang-format makes of it under the checked-in
+# .clang-format, and lists the files. Fix with:
+#   clang-format -i $(git ls-files '*.cpp' '*.h' '*.cu' '*.cuh')
+# clang-format comes from Debian (launch/setup.sh installs it); its version is printed, since
+# another major version may format differently.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+command -v clang-format >/dev/null || { echo "clang-format not found (launch/setup.sh installs it)"; exit 1; }
+clang-format --version
+mapfile -t files < <(find bench common configs data eval launch models parallel routers tests trainer \
+                       -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) | sort)
+bad=()
+for f in "${files[@]}"; do
+  clang-format --dry-run --Werror "$f" >/dev/null 2>&1 || bad+=("$f")
+done
+if ((${#bad[@]})); then
+  echo "${#bad[@]} of ${#files[@]} files are not clang-formatted:"
+  printf '  %s\n' "${bad[@]}"
+  exit 1
+fi
+echo "all ${#files[@]} C++/CUDA files are clang-formatted"

@@ -1,0 +1,287 @@
+// The training run and load_model as a library, without the command line: pretraining a tiny
+// Qwen2-MoE and a tiny BERT-MoE classifier from scratch, --stop-after and --resume against the
+// uninterrupted run, the run folder loaded back by load_model, the Hugging Face export and the
+// Switchyard checkpoint round trip, and the one-line refusals. (Multi-rank runs are the `train`
+// and `train_bert` ctests'.)
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "configs/run_config.h"
+#include "data/token_file.h"
+#include "models/load_model.h"
+#include "models/switchyard_checkpoint.h"
+#include "trainer/training_run.h"
+#include "tests/test_support.h"
+
+using namespace switchyard;
+namespace fs = std::filesystem;
+
+namespace {
+
+using namespace switchyard::test;
+
+constexpr const char* kTinyQwen = R"({
+  "model_type": "qwen2_moe", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+  "moe_intermediate_size": 16, "shared_expert_intermediate_size": 32, "num_hidden_layers": 2,
+  "num_attention_heads": 4, "num_key_value_heads": 2, "num_experts": 4,
+  "num_experts_per_tok": 2, "norm_topk_prob": false, "decoder_sparse_step": 1,
+  "mlp_only_layers": [], "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+  "max_position_embeddings": 64, "tie_word_embeddings": false, "router_aux_loss_coef": 0.01,
+  "initializer_range": 0.02, "torch_dtype": "float32"})";
+
+constexpr const char* kTinyBert = R"({
+  "model_type": "bert", "vocab_size": 8192, "hidden_size": 32, "num_hidden_layers": 2,
+  "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 64,
+  "type_vocab_size": 2, "hidden_act": "gelu", "layer_norm_eps": 1e-12, "pad_token_id": 1,
+  "position_embedding_type": "absolute", "initializer_range": 0.02, "torch_dtype": "float32"})";
+
+void write_file(const fs::path& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+// Documents of a repeating pattern plus noise: something a tiny model can learn.
+void write_tokens(const fs::path& path, int documents, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::vector<uint32_t>> docs;
+  for (int d = 0; d < documents; ++d) {
+    std::vector<uint32_t> doc;
+    for (int i = 0; i < 40; ++i) doc.push_back(i % 5 == 4 ? rng() % 63 : uint32_t(i % 7 + 1));
+    doc.push_back(63);  // eos
+    docs.push_back(doc);
+  }
+  write_token_file(path.string(), TokenDocuments::from_vectors(docs, 64, 63));
+}
+
+// Texts whose language is told by their letters.
+void write_labelled(const fs::path& path, int per_label) {
+  std::ofstream out(path);
+  const std::vector<std::pair<std::string, std::string>> langs = {
+      {"de", "über größer schön äußerst"}, {"en", "the and the of the"},
+      {"fr", "été où être français"}};
+  for (int i = 0; i < per_label; ++i)
+    for (const auto& [lang, words] : langs)
+      out << nlohmann::json{{"text", words + " " + std::to_string(i)}, {"language", lang}}.dump()
+          << "\n";
+}
+
+struct Lm {
+  fs::path dir;
+  RunConfig config;
+};
+
+Lm causal_lm_setup(int steps) {
+  Lm s;
+  s.dir = temp_dir();
+  write_file(s.dir / "config.json", kTinyQwen);
+  write_tokens(s.dir / "train.tok", 40, 1);
+  write_tokens(s.dir / "valid.tok", 6, 2);
+  std::ostringstream text;
+  text << "model { init_config: '" << (s.dir / "config.json").string() << "' }\n"
+       << "router { top_k: 2 }\n"
+       << "parallel { device: 'cpu' }\n"
+       << "train { steps: " << steps << " learning_rate: 3e-3 warmup_steps: 2 "
+       << "micro_batch_size: 2 seq_len: 16 routers_only: false eval_blocks: 4 "
+       << "checkpoint_interval: 2 }\n"
+       << "data { train_path: '" << (s.dir / "train.tok").string() << "' valid_path: '"
+       << (s.dir / "valid.tok").string() << "' }\n"
+       << "logging { log_interval: 100 tensorboard: false }\n";
+  s.config = parse_run_config(text.str(), "test");
+  return s;
+}
+
+std::map<std::string, torch::Tensor> parameters(const torch::nn::Module& m) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& p : m.named_parameters()) out[p.key()] = p.value().detach().clone();
+  return out;
+}
+
+double max_difference(const std::map<std::string, torch::Tensor>& a,
+                      const std::map<std::string, torch::Tensor>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (const auto& [name, t] : a) {
+    EXPECT_TRUE(b.count(name)) << name;
+    if (b.count(name))
+      worst = std::max(worst, (t.to(torch::kFloat) - b.at(name).to(torch::kFloat)).abs().max().item<double>());
+  }
+  return worst;
+}
+
+std::vector<nlohmann::json> records(const fs::path& metrics, const std::string& kind) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["kind"] == kind) out.push_back(j);
+  }
+  return out;
+}
+
+TrainingRunOptions quiet(const fs::path& run_dir) {
+  static std::ostringstream sink;
+  return {.run_dir = run_dir.string(), .out = &sink};
+}
+
+// ---- the training run ---------------------------------------------------------------------------
+
+TEST(TrainingRun, PretrainsACausalLmFromScratchAndLeavesACompleteRunFolder) {
+  Lm s = causal_lm_setup(6);
+  TrainingRun run(s.config, quiet(s.dir / "run"));
+  const TrainingRunResult r = run.run();
+  EXPECT_EQ(r.step, 6);
+  EXPECT_FALSE(r.stopped_early);
+  ASSERT_TRUE(r.validation);
+  EXPECT_GT(r.validation->predicted, 0);
+  const auto losses = records(s.dir / "run/metrics.jsonl", "loss");
+  ASSERT_EQ(losses.size(), 6u);
+  EXPECT_LT(losses.back()["loss"].get<double>(), losses.front()["loss"].get<double>());
+  // Validation at the start and the end, each with a perplexity.
+  const auto valid = records(s.dir / "run/metrics.jsonl", "valid");
+  ASSERT_EQ(valid.size(), 2u);
+  EXPECT_LT(valid.back()["loss"].get<double>(), valid.front()["loss"].get<double>());
+  EXPECT_EQ(latest_checkpoint((s.dir / "run").string()), r.checkpoint);
+  EXPECT_TRUE(fs::exists(s.dir / "run/rank0.log"));
+}
+
+TEST(TrainingRun, StopAfterThenResumeEqualsTheUninterruptedRun) {
+  Lm s = causal_lm_setup(6);
+  TrainingRun straight(s.config, quiet(s.dir / "straight"));
+  const TrainingRunResult a = straight.run();
+
+  auto first = quiet(s.dir / "sliced");
+  first.stop_after = 3;
+  TrainingRun part(s.config, first);
+  const TrainingRunResult stopped = part.run();
+  EXPECT_TRUE(stopped.stopped_early);
+  EXPECT_EQ(stopped.step, 3);
+
+  auto second = quiet(s.dir / "sliced");
+  second.resume = true;
+  TrainingRun resumed(s.config, second);
+  const TrainingRunResult b = resumed.run();
+  EXPECT_EQ(b.step, 6);
+  EXPECT_LT(max_difference(parameters(straight.model().module()),
+                           parameters(resumed.model().module())),
+            1e-6);
+  ASSERT_TRUE(a.validation && b.validation);
+  EXPECT_NEAR(a.validation->mean_nll, b.validation->mean_nll, 1e-6);
+  const auto la = records(s.dir / "straight/metrics.jsonl", "loss");
+  const auto lb = records(s.dir / "sliced/metrics.jsonl", "loss");
+  ASSERT_EQ(la.size(), lb.size());
+  for (size_t i = 0; i < la.size(); ++i)
+    EXPECT_NEAR(la[i]["loss"].get<double>(), lb[i]["loss"].get<double>(), 1e-6) << "step " << i + 1;
+}
+
+TEST(TrainingRun, TrainsABertMoeClassifierOnTheDatasLabels) {
+  const fs::path dir = temp_dir();
+  write_file(dir / "bert.json", kTinyBert);
+  write_labelled(dir / "train.jsonl", 30);
+  write_labelled(dir / "valid.jsonl", 4);
+  std::ostringstream text;
+  text << "model { arch: BERT_MOE init_config: '" << (dir / "bert.json").string()
+       << "' num_experts: 4 moe_layer_step: 1 }\n"
+       << "router { top_k: 2 }\nparallel { device: 'cpu' }\n"
+       << "train { steps: 60 learning_rate: 1e-2 warmup_steps: 2 micro_batch_size: 8 "
+       << "routers_only: false }\n"
+       << "data { train_path: '" << (dir / "train.jsonl").string() << "' valid_path: '"
+       << (dir / "valid.jsonl").string() << "' label: LABEL_LANGUAGE max_len: 16 }\n"
+       << "logging { tensorboard: false }\n";
+  TrainingRun run(parse_run_config(text.str(), "test"), quiet(dir / "run"));
+  EXPECT_EQ(run.model().model->labels(), (std::vector<std::string>{"de", "en", "fr"}));
+  const TrainingRunResult r = run.run();
+  ASSERT_TRUE(r.validation);
+  EXPECT_TRUE(r.validation->classification());
+  EXPECT_GT(r.validation->accuracy, 0.9);
+
+  // The run folder loads back as the same classifier, architecture from its manifest.
+  EXPECT_EQ(model_arch_at((dir / "run").string(), RunConfig()), config::BERT_MOE);
+  RunConfig cpu;
+  cpu.mutable_parallel()->set_device("cpu");
+  const LoadedModel loaded = load_model((dir / "run").string(), cpu, "float32");
+  EXPECT_EQ(loaded.model->labels(), run.model().model->labels());
+  EXPECT_EQ(max_difference(parameters(run.model().module()), parameters(loaded.module())), 0.0);
+}
+
+// ---- load_model ---------------------------------------------------------------------------------
+
+TEST(LoadModel, ARunFolderTheHubExportAndASwitchyardCheckpointAllGiveTheTrainedWeights) {
+  Lm s = causal_lm_setup(4);
+  auto options = quiet(s.dir / "run");
+  options.export_hf = (s.dir / "hf").string();
+  TrainingRun run(s.config, options);
+  run.run();
+  const auto trained = parameters(run.model().module());
+  RunConfig cpu;
+  cpu.mutable_parallel()->set_device("cpu");
+
+  const LoadedModel from_run = load_model((s.dir / "run").string(), cpu, "float32");
+  EXPECT_EQ(from_run.arch, config::QWEN2_MOE);
+  EXPECT_EQ(max_difference(trained, parameters(from_run.module())), 0.0);
+
+  const LoadedModel from_hf = load_model((s.dir / "hf").string(), cpu, "float32");
+  EXPECT_EQ(max_difference(trained, parameters(from_hf.module())), 0.0);
+
+  save_switchyard_checkpoint(from_hf, (s.dir / "sy").string(), torch::kFloat, "test");
+  const LoadedModel from_sy = load_model((s.dir / "sy").string(), cpu, "float32");
+  EXPECT_EQ(max_difference(trained, parameters(from_sy.module())), 0.0);
+  // A checkpoint folder is never overwritten.
+  EXPECT_NE(error_of([&] {
+              save_switchyard_checkpoint(from_hf, (s.dir / "sy").string(), torch::kFloat, "x");
+            }).find("already exists"),
+            std::string::npos);
+}
+
+TEST(LoadModel, RefusesPathsThatHoldNoModelInOneLine) {
+  const fs::path dir = temp_dir();
+  RunConfig cpu;
+  cpu.mutable_parallel()->set_device("cpu");
+  const std::string none = error_of([&] { load_model((dir / "none").string(), cpu, "float32"); });
+  EXPECT_NE(none.find(": not a folder"), std::string::npos) << none;
+  const std::string empty = error_of([&] { load_model(dir.string(), cpu, "float32"); });
+  EXPECT_NE(empty.find("no config.json, manifest.pb or checkpoints/"), std::string::npos) << empty;
+  fs::create_directories(dir / "checkpoints");
+  const std::string run = error_of([&] { load_model(dir.string(), cpu, "float32"); });
+  EXPECT_NE(run.find("a run folder without a complete checkpoint"), std::string::npos) << run;
+  EXPECT_NE(error_of([] { parse_dtype("float8", torch::kFloat); }).find("--dtype float8"),
+            std::string::npos);
+}
+
+// ---- refusals before any work --------------------------------------------------------------------
+
+TEST(TrainingRun, RefusesBadInputsWithOneLineNamingTheField) {
+  Lm s = causal_lm_setup(2);
+  auto refusal = [&](const std::function<void(RunConfig&)>& edit, TrainingRunOptions o = {}) {
+    RunConfig c = s.config;
+    edit(c);
+    if (o.run_dir.empty()) o = quiet(s.dir / "refused");
+    const std::string e = error_of([&] { TrainingRun(c, o); });
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+    return e;
+  };
+  EXPECT_NE(refusal([](RunConfig& c) { c.mutable_train()->set_routers_only(true); })
+                .find("train.routers_only: a model built from scratch must train everything"),
+            std::string::npos);
+  EXPECT_NE(refusal([](RunConfig& c) { c.mutable_data()->set_train_path("/no/such.tok"); })
+                .find("data.train_path = /no/such.tok: not a token file"),
+            std::string::npos);
+  EXPECT_NE(refusal([](RunConfig& c) { c.mutable_train()->set_distill_steps(1); })
+                .find("train.distill_steps: distillation needs the original gates"),
+            std::string::npos);
+  EXPECT_NE(refusal([](RunConfig& c) {
+              c.mutable_model()->set_arch(config::BERT_MOE);
+              c.mutable_data()->set_train_path(c.data().valid_path());
+            }, [&] { auto o = quiet(s.dir / "refused"); o.export_hf = (s.dir / "x").string(); return o; }())
+                .find("--export-hf: BERT-MoE has no Hugging Face layout"),
+            std::string::npos);
+  EXPECT_NE(refusal([](RunConfig&) {}, [&] { auto o = quiet(s.dir / "empty"); o.resume = true; return o; }())
+                .find("--resume: no checkpoint under"),
+            std::string::npos);
+}
+
+}  // namespace

@@ -1,0 +1,246 @@
+// See training_run.h. Validation runs on data.valid_path before the first step, every
+// train.eval_interval steps, after router distillation and at the end; while distilling it
+// measures the original gates' routing (they route then).
+#include "trainer/training_run.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "common/errors.h"
+#include "eval/model_eval.h"
+#include "models/switchyard_checkpoint.h"
+#include "trainer/checkpoint.h"
+#include "trainer/training_model.h"
+
+namespace switchyard {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Everything checked before any work: one clear line per problem. Fills in the run folder.
+void check_inputs(const RunConfig& config, TrainingRunOptions& options) {
+  const auto& model = config.model();
+  if (model.has_init_config()) {
+    if (!model.checkpoint().empty())
+      throw ConfigError("model.init_config: pretraining from scratch; drop model.checkpoint",
+                        "model.init_config");
+    if (!fs::is_regular_file(model.init_config()))
+      throw ConfigError("model.init_config = " + model.init_config() + ": no such file",
+                        "model.init_config");
+    if (model.quant().experts() != config::QUANT_NONE)
+      throw ConfigError("model.quant: pretraining from scratch trains full-precision experts",
+                        "model.quant");
+    if (config.train().routers_only())
+      throw ConfigError("train.routers_only: a model built from scratch must train everything",
+                        "train.routers_only");
+  } else if (model.checkpoint().empty()) {
+    throw ConfigError(
+        "model.checkpoint: required (a Hugging Face folder, a Switchyard checkpoint or a run "
+        "folder), or model.init_config",
+        "model.checkpoint");
+  } else if (!fs::is_directory(model.checkpoint())) {
+    throw ConfigError("model.checkpoint = " + model.checkpoint() + ": no such folder",
+                      "model.checkpoint");
+  }
+  if (config.train().distill_steps() > 0 && model.checkpoint().empty())
+    throw ConfigError("train.distill_steps: distillation needs the original gates of "
+                      "model.checkpoint",
+                      "train.distill_steps");
+  const ModelArchitecture& arch = model_architecture(model.arch());  // explicit or default
+  if (config.train().distill_steps() > 0)
+    arch.require(ArchFeature::kRouterDistillation, "train.distill_steps");
+  // (A checkpoint's architecture is known once its manifest is read; the message covers both.)
+  const std::string kind = model.has_arch() || model.has_init_config()
+                               ? TrainingData::file_kind(arch.task())
+                               : "token file or labelled JSONL file";
+  const std::string& train = config.data().train_path();
+  if (train.empty() || !fs::is_regular_file(train))
+    throw ConfigError("data.train_path = " + train + ": not a " + kind +
+                          " (switchyard data prepare writes them)",
+                      "data.train_path");
+  const std::string& valid = config.data().valid_path();
+  if (!valid.empty() && !fs::is_regular_file(valid))
+    throw ConfigError("data.valid_path = " + valid + ": no such " + kind, "data.valid_path");
+  if (!options.export_hf.empty()) {
+    if (fs::exists(options.export_hf))
+      throw ConfigError("--export-hf " + options.export_hf + ": already exists");
+    if (model.has_arch()) arch.require(ArchFeature::kHfExport, "--export-hf");
+  }
+  if (options.run_dir.empty()) options.run_dir = config.logging().run_dir();
+}
+
+}  // namespace
+
+bool redraw_progress(const std::string& mode) {
+  if (mode == "bar") return true;
+  if (mode == "lines") return false;
+  if (mode != "auto") throw ConfigError("--progress " + mode + ": expected auto, bar or lines");
+  const bool launched = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") ||
+                        std::getenv("SLURM_PROCID");
+  return !launched && isatty(STDOUT_FILENO);
+}
+
+TrainingRun::TrainingRun(const RunConfig& config, TrainingRunOptions options)
+    : config_(config),
+      options_((check_inputs(config, options), std::move(options))),
+      // The launch and the device (its GPU, NCCL or MPI) before any work.
+      compute_(compute_world(config.parallel().device())) {
+  const auto& t = config_.train();
+  // The data first: a classifier built for the data takes its labels from it.
+  const config::ModelArch arch_id = training_arch(config_);
+  const ModelArchitecture& arch = model_architecture(arch_id);
+  data_ = TrainingData::read(config_, arch.task());
+  model_ = load_training_model(config_, options_.dtype, data_->data_labels());
+  data_->bind(model_);
+  task_ = model_.task_model();
+  const ProcessGroups& groups = model_.groups;
+  const int rank = groups.world->rank(), world = groups.world->size();
+  sampler_ = std::make_unique<BatchSampler>(
+      BatchSamplerOptions{.num_samples = data_->size(),
+                          .global_batch = int64_t(t.micro_batch_size()) * world,
+                          .world_size = world,
+                          .rank = rank,
+                          .seed = t.seed()});
+  if (rank == 0) fs::create_directories(options_.run_dir);
+  groups.world->barrier();
+
+  torch::manual_seed(t.seed());
+  trainer_ = std::make_unique<Trainer>(task_, groups, t);
+  if (t.distill_steps() > 0) {
+    // A checkpoint whose architecture the config left unsaid is checked here.
+    model_.architecture().require(ArchFeature::kRouterDistillation, "train.distill_steps");
+    trainer_->set_distillation_teachers(model_.model->original_gates(config_.model().checkpoint()));
+  }
+  if (!options_.export_hf.empty())
+    model_.architecture().require(ArchFeature::kHfExport, "--export-hf");
+  if (options_.resume) {
+    const auto folder = latest_checkpoint(options_.run_dir);
+    if (!folder)
+      throw ConfigError("--resume: no checkpoint under " + options_.run_dir + "/checkpoints");
+    const CheckpointState state = load_checkpoint(*folder, *trainer_, groups);
+    sampler_->set_position(state.data);
+    print("resumed from " + *folder + " (step " + std::to_string(state.step) + ")");
+  }
+  metrics_ = std::make_unique<MetricsLog>(options_.run_dir + "/metrics.jsonl", groups,
+                                          config_.logging().tensorboard());
+  rank_log_ = std::make_unique<std::ofstream>(
+      options_.run_dir + "/rank" + std::to_string(rank) + ".log", std::ios::app);
+  *rank_log_ << compute_.env.describe() << "; computes on " << compute_.describe() << std::endl;
+  progress_ = std::make_unique<TrainProgress>(options_.out ? *options_.out : std::cout,
+                                              trainer_->optimizer().steps(), t.steps(),
+                                              options_.redraw_progress);
+  print(detail::concat("training ", trainer_->trainable().size(), " tensors (",
+                       t.routers_only() ? "routers only" : "all parameters", ") on ", world,
+                       " rank(s), EP ", groups.ep_size(), ", ", data_->describe(), ", on ",
+                       compute_.describe(), trainer_->bf16_autocast() ? ", bf16 autocast" : ""));
+}
+
+TrainingRun::~TrainingRun() = default;
+
+void TrainingRun::print(const std::string& line) {
+  if (model_.groups.world->rank() != 0) return;
+  if (progress_)
+    progress_->message(line);
+  else
+    (options_.out ? *options_.out : std::cout) << line << "\n";
+}
+
+void TrainingRun::validate(const std::string& phase) {
+  if (!data_->valid()) return;
+  trainer_->prepare_routing();
+  EvalReport v = evaluate_model(task_, model_.groups, *data_->valid(),
+                                {.time_moe = false, .bf16_autocast = trainer_->bf16_autocast()});
+  const int64_t step = trainer_->optimizer().steps();
+  metrics_->write_validation(step, {.phase = phase,
+                                    .loss = v.mean_nll,
+                                    .targets = v.predicted,
+                                    .classification = v.classification(),
+                                    .perplexity = v.perplexity,
+                                    .accuracy = v.accuracy,
+                                    .macro_f1 = v.macro_f1});
+  char buf[200];
+  if (v.classification())
+    std::snprintf(buf, sizeof buf,
+                  "valid accuracy %.4f, macro-F1 %.4f (loss %.4f, %ld texts) at step %ld: %s",
+                  v.accuracy, v.macro_f1, v.mean_nll, long(v.predicted), long(step),
+                  phase.c_str());
+  else
+    std::snprintf(buf, sizeof buf, "valid ppl %.2f (loss %.4f, %ld tokens) at step %ld: %s",
+                  v.perplexity, v.mean_nll, long(v.predicted), long(step), phase.c_str());
+  print(buf);
+  last_validation_ = std::move(v);
+}
+
+std::string TrainingRun::checkpoint() {
+  const auto dtype = model_.module().parameters().front().scalar_type();
+  const std::string folder =
+      save_checkpoint(options_.run_dir, *trainer_, model_.groups, config_, sampler_->position(),
+                      model_.model->config_json(dtype));
+  print("checkpoint " + folder);
+  return folder;
+}
+
+TrainingRunResult TrainingRun::run() {
+  const auto& t = config_.train();
+  const int rank = model_.groups.world->rank(), world = model_.groups.world->size();
+  const int64_t log_every = std::max(1, config_.logging().log_interval());
+  const int64_t first_step = trainer_->optimizer().steps();
+  const int64_t vocab = model_.model->vocab_size();
+  TrainingRunResult result;
+  if (first_step == 0) validate(trainer_->distilling() ? "start, original gates routing" : "start");
+  while (trainer_->optimizer().steps() < t.steps()) {
+    if (options_.stop_after > 0 && trainer_->optimizer().steps() - first_step >= options_.stop_after) {
+      result.checkpoint = checkpoint();
+      print(detail::concat("stopped after ", options_.stop_after, " steps (--stop-after)"));
+      result.step = trainer_->optimizer().steps();
+      result.stopped_early = true;
+      result.validation = last_validation_;
+      return result;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<TaskBatch> micro;
+    for (int i = 0; i < t.grad_accumulation(); ++i) {
+      micro.push_back(data_->batch(sampler_->next()));
+      const int64_t max_id = micro.back().input_ids.max().item<int64_t>();
+      SY_CHECK(max_id < vocab, config_.data().train_path(), ": token id ", max_id,
+               " is outside the model's vocabulary (", vocab, ")");
+    }
+    const StepMetrics m = trainer_->step(micro);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const auto records = metrics_->write(m, seconds);
+    *rank_log_ << "step " << m.step << " loss " << m.loss << " tokens " << m.tokens
+               << " seconds " << seconds << std::endl;
+    const int64_t every = t.checkpoint_interval();
+    if (every > 0 && m.step % every == 0 && m.step < t.steps()) result.checkpoint = checkpoint();
+    if (rank == 0) {
+      const double world_tokens_per_s = double(m.tokens) * world / seconds;
+      if (m.step % log_every == 0 || m.step == t.steps())
+        progress_->log(m, world_tokens_per_s, records);
+      else
+        progress_->update(m, world_tokens_per_s);
+    }
+    if (m.step == trainer_->distill_steps())
+      validate("after router distillation");
+    else if (t.eval_interval() > 0 && m.step % t.eval_interval() == 0 && m.step < t.steps())
+      validate("step " + std::to_string(m.step));
+  }
+  if (rank == 0) progress_->finish();
+  validate("end");
+  result.checkpoint = checkpoint();
+  if (!options_.export_hf.empty()) {
+    model_.model->export_hf(options_.export_hf, model_.module().parameters().front().scalar_type());
+    print("exported " + options_.export_hf + " (Hugging Face layout)");
+  }
+  result.step = trainer_->optimizer().steps();
+  result.validation = last_validation_;
+  return result;
+}
+
+}  // namespace switchyard
