@@ -150,8 +150,8 @@ void run_layer_bench(const BenchContext& ctx) {
         auto per_s = [&](double us) { return Cell(double(T) / us * 1e6, 0); };
         table.add({s.name, dtype == torch::kFloat ? "fp32" : "bf16", backward ? "fwdbwd" : "fwd", T,
                    per_s(t.layer_us), per_s(t.dense_layer_us),
-                   Cell(t.dense_layer_us / t.layer_us, 3), per_s(t.experts_us),
-                   per_s(t.dense_us), Cell(t.dense_us / t.experts_us, 3), per_s(t.loop_us),
+                   Cell(t.dense_layer_us / t.layer_us, 3), per_s(t.experts_us), per_s(t.dense_us),
+                   Cell(t.dense_us / t.experts_us, 3), per_s(t.loop_us),
                    Cell(t.loop_us / t.layer_us, 3)});
         if (!ctx.json) std::cerr << "." << std::flush;
       }

@@ -111,8 +111,8 @@ void validate_bench(const config::BenchConfig& b, const config::RouterConfig& r)
   require(b.quant_tokens() >= 4 && b.quant_tokens() % 4 == 0, "bench.quant_tokens",
           b.quant_tokens(), "must be a positive multiple of 4 (four sequences)");
   require_positive(b.layer_repeats(), "bench.layer_repeats");
-  require(b.device() == "cpu" || b.device() == "cuda", "bench.device",
-          b.device(), "must be \"cpu\" or \"cuda\"");
+  require(b.device() == "cpu" || b.device() == "cuda", "bench.device", b.device(),
+          "must be \"cpu\" or \"cuda\"");
   for (int i = 0; i < b.layer_shapes_size(); ++i) {
     const auto& s = b.layer_shapes(i);
     const std::string at = detail::concat("bench.layer_shapes[", i, "]");

@@ -9,8 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "models/safetensors.h"
 #include "data/token_file.h"
+#include "models/safetensors.h"
 
 namespace switchyard {
 
@@ -35,10 +35,9 @@ std::vector<CorpusCount> prepare_corpus(const std::vector<TextRecord>& records,
     if (writers[int(s)]) {
       writers[int(s)]->add(ids);
       // text_corpus.h's read_jsonl field names: the category is "label".
-      labelled[int(s)] += nlohmann::json{{"text", r.text}, {"label", r.category},
-                                         {"language", r.language}}
-                              .dump() +
-                          "\n";
+      labelled[int(s)] +=
+          nlohmann::json{{"text", r.text}, {"label", r.category}, {"language", r.language}}.dump() +
+          "\n";
     }
     for (const bool total : {false, true}) {
       CorpusCount& c = counts[{int(s) * 2 + int(total), total ? std::string() : r.language}];

@@ -159,18 +159,18 @@ bool classifies(const ComparisonReport& report) {
 }
 
 const std::vector<std::string> kRoutingColumns = {"run",
-                                           "router",
-                                           "EP",
-                                           "parameters",
-                                           "router params",
-                                           "active",
-                                           "router µs/token",
-                                           "router share",
-                                           "entropy",
-                                           "utilisation",
-                                           "max/mean",
-                                           "CV",
-                                           "drop rate"};
+                                                  "router",
+                                                  "EP",
+                                                  "parameters",
+                                                  "router params",
+                                                  "active",
+                                                  "router µs/token",
+                                                  "router share",
+                                                  "entropy",
+                                                  "utilisation",
+                                                  "max/mean",
+                                                  "CV",
+                                                  "drop rate"};
 
 std::vector<std::string> comparison_columns(const ComparisonReport& report) {
   std::vector<std::string> columns = kRoutingColumns;
@@ -187,18 +187,18 @@ std::vector<std::string> comparison_row(const ComparisonRun& run) {
   // Router time is a per-rank mean; each rank routed tokens / world of the tokens.
   const double per_token = e.tokens ? e.router_s() * e.world_size / double(e.tokens) * 1e6 : 0.0;
   std::vector<std::string> row = {run.name,
-          e.router,
-          std::to_string(e.expert_parallel),
-          std::to_string(e.parameters.total),
-          std::to_string(e.parameters.router),
-          std::to_string(e.parameters.active),
-          fmt(per_token, "%.2f"),
-          fmt(100 * e.router_share(), "%.1f%%"),
-          fmt(m.token_entropy, "%.4f"),
-          fmt(m.utilisation, "%.3f"),
-          fmt(m.max_over_mean, "%.3f"),
-          fmt(m.cv, "%.3f"),
-          fmt(m.drop_rate, "%.4f")};
+                                  e.router,
+                                  std::to_string(e.expert_parallel),
+                                  std::to_string(e.parameters.total),
+                                  std::to_string(e.parameters.router),
+                                  std::to_string(e.parameters.active),
+                                  fmt(per_token, "%.2f"),
+                                  fmt(100 * e.router_share(), "%.1f%%"),
+                                  fmt(m.token_entropy, "%.4f"),
+                                  fmt(m.utilisation, "%.3f"),
+                                  fmt(m.max_over_mean, "%.3f"),
+                                  fmt(m.cv, "%.3f"),
+                                  fmt(m.drop_rate, "%.4f")};
   if (e.classification())
     row.insert(row.end(), {fmt(e.accuracy, "%.4f"), fmt(e.macro_f1, "%.4f")});
   else
@@ -332,8 +332,8 @@ std::string render_html(const ComparisonReport& report) {
        << xml_escape(run.eval.router) << " <code>" << xml_escape(run.eval.router_config)
        << "</code>, world " << run.eval.world_size << ", EP " << run.eval.expert_parallel << ", "
        << xml_escape(run.eval.dtype) << " on " << xml_escape(run.eval.device)
-       << "</p>\n<div class=\"figures\">"
-       << figure_html(f.runs[i].heatmap) << figure_html(f.runs[i].rank_load) << "</div>\n"
+       << "</p>\n<div class=\"figures\">" << figure_html(f.runs[i].heatmap)
+       << figure_html(f.runs[i].rank_load) << "</div>\n"
        << html_table(kLayerColumns, layer_rows(run.eval), "class=\"layers\"")
        << html_table(kRankColumns, rank_rows(run.eval), "class=\"ranks\"") << "</section>\n";
   }

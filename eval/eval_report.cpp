@@ -227,18 +227,17 @@ EvalReport EvalReport::read(const std::string& path) {
 
 void EvalReport::print(std::ostream& os) const {
   os << "model " << model << " (router " << router << ", " << num_experts << " experts, top-"
-     << top_k << ", " << dtype << " on " << device << ") on " << data << " (" << data_format << "): " << sequences
-     << " sequences, " << tokens << " tokens, world " << world_size << ", EP " << expert_parallel
-     << "\n\n";
+     << top_k << ", " << dtype << " on " << device << ") on " << data << " (" << data_format
+     << "): " << sequences << " sequences, " << tokens << " tokens, world " << world_size << ", EP "
+     << expert_parallel << "\n\n";
   const RoutingStats mean = mean_routing();
   // The task's quality first: perplexity, or accuracy and macro-F1 (with the mean loss).
   std::vector<std::string> columns =
       classification() ? std::vector<std::string>{"accuracy", "macro_f1", "mean_loss"}
                        : std::vector<std::string>{"perplexity", "mean_nll"};
-  std::vector<Cell> row = classification()
-                              ? std::vector<Cell>{Cell(accuracy, 4), Cell(macro_f1, 4),
-                                                  Cell(mean_nll, 5)}
-                              : std::vector<Cell>{Cell(perplexity, 4), Cell(mean_nll, 5)};
+  std::vector<Cell> row =
+      classification() ? std::vector<Cell>{Cell(accuracy, 4), Cell(macro_f1, 4), Cell(mean_nll, 5)}
+                       : std::vector<Cell>{Cell(perplexity, 4), Cell(mean_nll, 5)};
   for (const char* c : {"params", "active", "router_params", "router_share", "utilisation",
                         "max/mean", "cv", "entropy", "drop_rate"})
     columns.emplace_back(c);

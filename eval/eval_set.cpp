@@ -4,8 +4,8 @@
 
 #include <array>
 #include <cstring>
-#include <memory>
 #include <fstream>
+#include <memory>
 #include <vector>
 
 #include "common/errors.h"
@@ -116,8 +116,8 @@ EvalSet read_eval_set(const std::string& path, const EvalSetOptions& options) {
 }
 
 EvalSet read_classification_set(const std::string& path, const BpeTokenizer& tokenizer,
-                                 const LabelSet& labels, const ClassificationOptions& rows,
-                                 int64_t max_sequences) {
+                                const LabelSet& labels, const ClassificationOptions& rows,
+                                int64_t max_sequences) {
   std::vector<TextRecord> records = read_jsonl(path, {});
   if (records.empty()) throw ConfigError(path + ": empty evaluation set (no records)");
   // A labelled file is ordered by source (language, category): a cut keeps every k-th record,
@@ -150,10 +150,9 @@ EvalSet read_classification_set(const std::string& path, const BpeTokenizer& tok
 
 void check_vocabulary(const EvalSet& set, int64_t vocab_size) {
   // A classification set's targets are labels, not token ids.
-  const int64_t max_id = set.classification()
-                             ? set.input_ids.max().item<int64_t>()
-                             : std::max(set.input_ids.max().item<int64_t>(),
-                                        set.targets.max().item<int64_t>());
+  const int64_t max_id = set.classification() ? set.input_ids.max().item<int64_t>()
+                                              : std::max(set.input_ids.max().item<int64_t>(),
+                                                         set.targets.max().item<int64_t>());
   if (max_id >= vocab_size)
     throw ConfigError(detail::concat(set.source, ": token id ", max_id,
                                      " is outside the model's vocabulary (", vocab_size, ")"));

@@ -17,11 +17,11 @@ namespace switchyard {
 /// N rows of S positions. Causal LM: position s of row n predicts targets[n][s] from
 /// input_ids[n][..s]. Classification: row n is labelled targets[n].
 struct EvalSet {
-  torch::Tensor input_ids;       ///< [N, S] int64
-  torch::Tensor attention_mask;  ///< [N, S] int64, 1 on real tokens (0: padding)
-  torch::Tensor targets;         ///< [N, S] next token ids (-1: none), or [N] label ids
-  std::string source;            ///< the file, for reports
-  std::string format;            ///< "token file", "token lines" or "labelled jsonl"
+  torch::Tensor input_ids;               ///< [N, S] int64
+  torch::Tensor attention_mask;          ///< [N, S] int64, 1 on real tokens (0: padding)
+  torch::Tensor targets;                 ///< [N, S] next token ids (-1: none), or [N] label ids
+  std::string source;                    ///< the file, for reports
+  std::string format;                    ///< "token file", "token lines" or "labelled jsonl"
   std::vector<std::string> label_names;  ///< classification: the labels in id order
 
   bool classification() const { return targets.dim() == 1; }
@@ -32,8 +32,8 @@ struct EvalSet {
 };
 
 struct EvalSetOptions {
-  int64_t seq_len = 128;      ///< S for packed documents: blocks of S + 1 tokens
-  int64_t max_sequences = 0;  ///< keep the first rows only; 0: all
+  int64_t seq_len = 128;                    ///< S for packed documents: blocks of S + 1 tokens
+  int64_t max_sequences = 0;                ///< keep the first rows only; 0: all
   const BpeTokenizer* tokenizer = nullptr;  ///< for text files (JSONL, plain text)
 };
 
@@ -58,8 +58,8 @@ EvalSet read_eval_set(const std::string& path, const EvalSetOptions& options);
 ///   usage: EvalSet set = read_classification_set("data/valid.jsonl", tokenizer, labels,
 ///                                                {.max_len = 64}, 0);
 EvalSet read_classification_set(const std::string& path, const BpeTokenizer& tokenizer,
-                                 const LabelSet& labels, const ClassificationOptions& rows,
-                                 int64_t max_sequences);
+                                const LabelSet& labels, const ClassificationOptions& rows,
+                                int64_t max_sequences);
 
 /// Throws ConfigError naming the set's file when an input or target id is not below vocab_size.
 void check_vocabulary(const EvalSet& set, int64_t vocab_size);

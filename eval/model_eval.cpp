@@ -1,5 +1,6 @@
-// The eval loop and its reductions, for either task. Every per-rank quantity is accumulated locally in int64 or
-// double and reduced once at the end, so a 4-rank run and a 1-rank run add the same numbers.
+// The eval loop and its reductions, for either task. Every per-rank quantity is accumulated locally
+// in int64 or double and reduced once at the end, so a 4-rank run and a 1-rank run add the same
+// numbers.
 #include "eval/model_eval.h"
 
 #include <chrono>
@@ -84,8 +85,9 @@ EvalReport evaluate_model(const TaskModel& model, const ProcessGroups& groups, c
   const bool classifies = model.task() == Task::kSequenceClassification;
   if (set.classification() != classifies)
     throw ConfigError(set.source + ": " +
-                      (classifies ? "the model classifies sequences; expected a labelled JSONL set"
-                                  : "the model is a causal LM; expected a token file or token lines"));
+                      (classifies
+                           ? "the model classifies sequences; expected a labelled JSONL set"
+                           : "the model is a causal LM; expected a token file or token lines"));
   torch::NoGradGuard no_grad;
   model.module().eval();
   const std::vector<int64_t>& moe_layers = model.moe_layers();
@@ -136,7 +138,8 @@ EvalReport evaluate_model(const TaskModel& model, const ProcessGroups& groups, c
     nll += loss_sum;
     predicted += out.num_targets;
     if (classifies)
-      confusion.index_put_({batch.targets.cpu(), out.predictions.cpu()}, torch::ones({n}, torch::kLong),
+      confusion.index_put_({batch.targets.cpu(), out.predictions.cpu()},
+                           torch::ones({n}, torch::kLong),
                            /*accumulate=*/true);
     tokens += mask.sum().item<int64_t>();
     auto keep = mask.reshape({-1}).to(torch::kBool);

@@ -11,10 +11,9 @@
 namespace switchyard {
 
 const std::vector<Subcommand>& subcommands() {
-  static const std::vector<Subcommand> commands = {info_command(),    bench_command(),
-                                                   eval_command(),    inspect_command(),
-                                                   convert_command(), data_command(),
-                                                   train_command(),   report_command()};
+  static const std::vector<Subcommand> commands = {
+      info_command(),    bench_command(), eval_command(),  inspect_command(),
+      convert_command(), data_command(),  train_command(), report_command()};
   return commands;
 }
 

@@ -5,12 +5,12 @@
 
 #include "common/errors.h"
 #include "common/table.h"
-#include "launch/cli.h"
 #include "data/bpe_tokenizer.h"
-#include "data/data_options.h"
 #include "data/corpus_prepare.h"
+#include "data/data_options.h"
 #include "data/fortune_corpus.h"
 #include "data/text_corpus.h"
+#include "launch/cli.h"
 
 namespace switchyard {
 namespace {
@@ -75,8 +75,7 @@ Subcommand data_command() {
   c.add_options = [](po::options_description& opts, po::positional_options_description& pos) {
     opts.add_options()("action", po::value<std::string>()->required()->value_name("ACTION"),
                        "stats or prepare")(
-        "tokenizer",
-        po::value<std::string>()->default_value(default_tokenizer_path()),
+        "tokenizer", po::value<std::string>()->default_value(default_tokenizer_path()),
         "tokenizer.json (byte-level BPE)")(
         "fortunes", po::value<std::string>()->default_value("/usr/share/games/fortunes"),
         "fortune corpus root, read when no --text or --jsonl is given")(
@@ -86,7 +85,8 @@ Subcommand data_command() {
         "jsonl", po::value<std::vector<std::string>>()->composing()->value_name("FILE"),
         "JSON Lines of {\"text\": ..., \"label\": ..., \"language\": ...} (repeatable)")(
         "out", po::value<std::string>()->value_name("DIR"),
-        "prepare: write DIR/{train,valid,test}.tok and the labelled texts as .jsonl")("json", "one JSON object per row");
+        "prepare: write DIR/{train,valid,test}.tok and the labelled texts as .jsonl")(
+        "json", "one JSON object per row");
     pos.add("action", 1);
   };
   c.run = run_data;

@@ -9,11 +9,11 @@
 
 #include "common/errors.h"
 #include "configs/run_config.h"
-#include "eval/model_eval.h"
-#include "eval/eval_set.h"
-#include "launch/cli.h"
 #include "data/data_options.h"
 #include "data/token_lines.h"
+#include "eval/eval_set.h"
+#include "eval/model_eval.h"
+#include "launch/cli.h"
 #include "models/load_model.h"
 #include "trainer/training_data.h"
 

@@ -7,8 +7,8 @@
 #include "common/errors.h"
 #include "common/table.h"
 #include "launch/cli.h"
-#include "models/load_model.h"
 #include "models/checkpoint_summary.h"
+#include "models/load_model.h"
 
 namespace switchyard {
 namespace {

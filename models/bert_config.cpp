@@ -49,8 +49,8 @@ BertConfig BertConfig::from_json(const std::string& text, const std::string& whe
   }
   r.integer("num_labels", c.num_labels);
   if (!c.labels.empty() && int64_t(c.labels.size()) != c.num_labels)
-    r.fail("num_labels", detail::concat(c.num_labels, " disagrees with id2label's ",
-                                        c.labels.size(), " labels"));
+    r.fail("num_labels",
+           detail::concat(c.num_labels, " disagrees with id2label's ", c.labels.size(), " labels"));
   r.dtype(c.dtype);
   if (c.hidden_size % c.num_attention_heads != 0)
     r.fail("hidden_size",

@@ -25,8 +25,8 @@ class BertMoeModel final : public ArchitectureModel {
     // A classifier whose config names other labels than the checkpoint's head was trained for
     // (switchyard train gave it the data's) keeps its fresh, seeded head: the encoder only.
     const int64_t labels = model_->options().model().num_labels;
-    const bool new_head = ckpt.contains("classifier.weight") &&
-                          ckpt.entry("classifier.weight").shape.at(0) != labels;
+    const bool new_head =
+        ckpt.contains("classifier.weight") && ckpt.entry("classifier.weight").shape.at(0) != labels;
     if (new_head)
       switchyard::load_hf_weights(*model_->bert, ckpt);
     else
@@ -71,14 +71,13 @@ class BertMoeArchitecture final : public ModelArchitecture {
     if (model.moe_layer_step() < 0)
       throw ConfigError("model.moe_layer_step: must be >= 0", "model.moe_layer_step");
     const bool moe = model.moe_layer_step() > 0;
-    BertMoeForSequenceClassification bert(
-        BertMoeOptions(BertConfig::from_json(json, where), groups)
-            .num_experts(moe ? model.num_experts() : 0)
-            .moe_layer_step(moe ? model.moe_layer_step() : 1)
-            .router(config.router())
-            .top_k(config.router().top_k())
-            .upcycle_noise(model.upcycle_noise())
-            .seed(model.init_seed()));
+    BertMoeForSequenceClassification bert(BertMoeOptions(BertConfig::from_json(json, where), groups)
+                                              .num_experts(moe ? model.num_experts() : 0)
+                                              .moe_layer_step(moe ? model.moe_layer_step() : 1)
+                                              .router(config.router())
+                                              .top_k(config.router().top_k())
+                                              .upcycle_noise(model.upcycle_noise())
+                                              .seed(model.init_seed()));
     return std::make_unique<BertMoeModel>(std::move(bert), json);
   }
 

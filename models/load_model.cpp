@@ -94,8 +94,8 @@ std::string resolve_model_path(const std::string& path) {
                     "checkpoint, a Switchyard checkpoint or a run folder)");
 }
 
-LoadedModel load_hf_model(const std::string& dir, const RunConfig& config,
-                          const std::string& dtype, const std::string& config_json) {
+LoadedModel load_hf_model(const std::string& dir, const RunConfig& config, const std::string& dtype,
+                          const std::string& config_json) {
   if (!fs::is_directory(dir) || !fs::exists(fs::path(dir) / "config.json"))
     throw ConfigError("--model " + dir + ": not a Hugging Face checkpoint folder (no config.json)");
   const std::string file = (fs::path(dir) / "config.json").string();
@@ -117,7 +117,8 @@ LoadedModel load_model(const std::string& path, const RunConfig& config, const s
                                      .replace_routers(router_kind(effective.router()) !=
                                                       router_kind(manifest.config().router()));
   const std::string base = manifest.config().model().checkpoint();
-  if (!manifest.complete() && !base.empty()) {  // a training checkpoint: its base, then the saved parameters
+  if (!manifest.complete() &&
+      !base.empty()) {  // a training checkpoint: its base, then the saved parameters
     if (fs::absolute(resolve_model_path(base)) == fs::absolute(dir))
       throw Error("checkpoint " + dir + ": names itself as its base");
     // A run whose classifier got new labels on a Hugging Face base is built from its own
@@ -135,8 +136,8 @@ LoadedModel load_model(const std::string& path, const RunConfig& config, const s
   // parameter trained, so saved): built from the config.json the manifest keeps.
   if (manifest.model_config_json().empty())
     throw Error("checkpoint " + dir + ": a training checkpoint without model.checkpoint (base)");
-  LoadedModel m = build_model(manifest.model_config_json(), dir + "/" + kCheckpointManifest,
-                              effective);
+  LoadedModel m =
+      build_model(manifest.model_config_json(), dir + "/" + kCheckpointManifest, effective);
   overlay_model_state(m.module(), CheckpointTensors(dir, manifest), overlay);
   place_on_compute_device(m, parse_dtype(dtype, m.model->checkpoint_dtype()));
   return m;

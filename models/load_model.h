@@ -46,8 +46,8 @@ LoadedModel load_model(const std::string& path, const RunConfig& config, const s
 /// load_model for a Hugging Face folder only. A non-empty `config_json` replaces DIR's
 /// config.json: a classifier given other labels than its checkpoint's (a new head) is built
 /// from its run's config and keeps its fresh head.
-LoadedModel load_hf_model(const std::string& dir, const RunConfig& config,
-                          const std::string& dtype, const std::string& config_json = "");
+LoadedModel load_hf_model(const std::string& dir, const RunConfig& config, const std::string& dtype,
+                          const std::string& config_json = "");
 
 /// A model of `config.model.arch` built from config.json text (`where` names it in errors)
 /// with fresh weights, not yet initialised, in float32 on the CPU.

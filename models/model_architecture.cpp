@@ -11,7 +11,9 @@ std::vector<torch::Tensor> ArchitectureModel::original_gates(const std::string& 
   throw Error("checkpoint " + dir + ": this architecture has no original gates to distil from");
 }
 
-std::optional<std::string> ModelArchitecture::refusal(ArchFeature) const { return std::nullopt; }
+std::optional<std::string> ModelArchitecture::refusal(ArchFeature) const {
+  return std::nullopt;
+}
 
 std::string ModelArchitecture::with_data_labels(const std::string& json,
                                                 const std::vector<std::string>&,
@@ -30,8 +32,8 @@ void ModelArchitecture::require(ArchFeature feature, const std::string& option) 
 
 const ModelArchitecture& model_architecture(config::ModelArch arch) {
   // One line per architecture; built once, never destroyed (used until exit).
-  static const auto* registry = new std::map<config::ModelArch, std::unique_ptr<ModelArchitecture>>(
-      [] {
+  static const auto* registry =
+      new std::map<config::ModelArch, std::unique_ptr<ModelArchitecture>>([] {
         std::map<config::ModelArch, std::unique_ptr<ModelArchitecture>> r;
         r[config::QWEN2_MOE] = qwen2_moe_architecture();
         r[config::BERT_MOE] = bert_moe_architecture();

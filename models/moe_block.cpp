@@ -103,7 +103,8 @@ MoeOutput MoeBlockImpl::forward(const torch::Tensor& hidden, const torch::Tensor
     torch::Tensor teacher_logits;
     {
       torch::NoGradGuard no_grad;
-      teacher_logits = torch::matmul(x.detach().to(torch::kFloat), teacher_.to(x.device()).t()).to(x.scalar_type());
+      teacher_logits = torch::matmul(x.detach().to(torch::kFloat), teacher_.to(x.device()).t())
+                           .to(x.scalar_type());
     }
     out.routing = gate(teacher_logits, router->gating());
     distillation_terms(out.routing, student, out);

@@ -51,7 +51,7 @@ struct MoeOutput {
   /// fraction of the teacher's top-k experts the router also picks. Undefined / 0 otherwise.
   torch::Tensor distill_loss;
   double topk_agreement = 0;
-  MoeTiming timing;                              ///< zeros unless set_timing(true)
+  MoeTiming timing;  ///< zeros unless set_timing(true)
 };
 
 /// Each rank holds the full router and shared expert (replicated) and E / EP routed experts.

@@ -27,7 +27,9 @@ TaskBatch TaskBatch::to(torch::Device device) const {
   return {input_ids.to(device), attention_mask.to(device), targets.to(device)};
 }
 
-TaskOutput TaskModel::forward(const TaskBatch& batch) const { return forward_(batch.to(device())); }
+TaskOutput TaskModel::forward(const TaskBatch& batch) const {
+  return forward_(batch.to(device()));
+}
 
 TaskModel TaskModel::causal_lm(Qwen2MoeForCausalLM model) {
   TaskModel t;
@@ -43,8 +45,8 @@ TaskModel TaskModel::causal_lm(Qwen2MoeForCausalLM model) {
     // Only the positions that predict something go through the fp32 cross-entropy; training
     // blocks predict everywhere and skip the gather (and its scatter in backward).
     const bool everywhere = has_target.all().item<bool>();
-    auto logits = everywhere ? out.logits.reshape({-1, out.logits.size(-1)})
-                             : out.logits.index({has_target});
+    auto logits =
+        everywhere ? out.logits.reshape({-1, out.logits.size(-1)}) : out.logits.index({has_target});
     auto targets = everywhere ? b.targets.reshape({-1}) : b.targets.index({has_target});
     TaskOutput r;
     r.loss_sum = torch::nn::functional::cross_entropy(

@@ -31,10 +31,10 @@ struct TaskBatch {
 
 /// What one forward gives back.
 struct TaskOutput {
-  torch::Tensor loss_sum;     ///< fp32 scalar: cross-entropy summed over the batch's targets
-  int64_t num_targets = 0;    ///< predicted tokens (causal LM) or rows (classification)
-  torch::Tensor predictions;  ///< classification: arg-max label per row [b]; else undefined
-  torch::Tensor router_loss;  ///< the MoE blocks' aux and z losses, already weighted
+  torch::Tensor loss_sum;      ///< fp32 scalar: cross-entropy summed over the batch's targets
+  int64_t num_targets = 0;     ///< predicted tokens (causal LM) or rows (classification)
+  torch::Tensor predictions;   ///< classification: arg-max label per row [b]; else undefined
+  torch::Tensor router_loss;   ///< the MoE blocks' aux and z losses, already weighted
   std::vector<MoeOutput> moe;  ///< one per MoE layer, in layer order
 };
 

@@ -43,12 +43,12 @@ ComputeWorld make_compute_world(const std::string& name) {
     auto votes = torch::tensor({int64_t(gpu), int64_t(!gpu)}, torch::kLong);
     host->all_reduce(votes, ReduceOp::kSum);
     if (votes[0].item<int64_t>() > 0 && votes[1].item<int64_t>() > 0)
-      throw ConfigError(detail::concat("parallel.device = ", name, ": ", votes[0].item<int64_t>(),
-                                       " rank(s) would compute on a GPU and ",
-                                       votes[1].item<int64_t>(),
-                                       " on the CPU; set parallel.device to cpu or give every "
-                                       "rank a GPU"),
-                        "parallel.device");
+      throw ConfigError(
+          detail::concat("parallel.device = ", name, ": ", votes[0].item<int64_t>(),
+                         " rank(s) would compute on a GPU and ", votes[1].item<int64_t>(),
+                         " on the CPU; set parallel.device to cpu or give every "
+                         "rank a GPU"),
+          "parallel.device");
   }
   if (!gpu) {
     w.world = host;
@@ -66,11 +66,12 @@ ComputeWorld make_compute_world(const std::string& name) {
   // One rank, ranks sharing a GPU, or a build without NCCL: the host communicator, fed CPU copies.
   // Autograd runs a GPU exchange's backward on its device thread, which then calls MPI.
   if (host->size() > 1 && !mpi_allows_any_thread())
-    throw ConfigError("parallel.device: ranks sharing a GPU exchange tokens over MPI from "
-                      "autograd's device thread, and this MPI allows calls from the main thread "
-                      "only (below MPI_THREAD_SERIALIZED); give each rank a GPU of its own (NCCL) "
-                      "or set parallel.device to cpu",
-                      "parallel.device");
+    throw ConfigError(
+        "parallel.device: ranks sharing a GPU exchange tokens over MPI from "
+        "autograd's device thread, and this MPI allows calls from the main thread "
+        "only (below MPI_THREAD_SERIALIZED); give each rank a GPU of its own (NCCL) "
+        "or set parallel.device to cpu",
+        "parallel.device");
   w.world = make_staging_communicator(host, torch::kCPU);
   w.transport = host->size() > 1 ? "mpi via host memory" : "single process";
   return w;
@@ -78,7 +79,9 @@ ComputeWorld make_compute_world(const std::string& name) {
 
 }  // namespace
 
-std::string ComputeWorld::describe() const { return device.str() + " over " + transport; }
+std::string ComputeWorld::describe() const {
+  return device.str() + " over " + transport;
+}
 
 const ComputeWorld& compute_world(const std::string& device_name) {
   // Never destroyed: an NCCL communicator must not outlive CUDA's own teardown at exit.

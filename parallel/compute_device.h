@@ -7,8 +7,8 @@
 
 #include <string>
 
-#include "parallel/launch_env.h"
 #include "parallel/communicator.h"
+#include "parallel/launch_env.h"
 
 namespace switchyard {
 

@@ -262,7 +262,9 @@ bool launched_by_mpi() {
   return false;
 }
 
-bool mpi_allows_any_thread() { return ensure_mpi().provided >= MPI_THREAD_SERIALIZED; }
+bool mpi_allows_any_thread() {
+  return ensure_mpi().provided >= MPI_THREAD_SERIALIZED;
+}
 
 CommunicatorPtr make_mpi_world_communicator() {
   ensure_mpi();

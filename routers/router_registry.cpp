@@ -32,7 +32,8 @@ config::RouterConfig::KindCase router_kind(const config::RouterConfig& router) {
 }
 
 const RouterEntry& router_entry(config::RouterConfig::KindCase kind) {
-  if (kind == config::RouterConfig::KIND_NOT_SET) kind = config::RouterConfig::kLinear;  // router_kind's rule
+  if (kind == config::RouterConfig::KIND_NOT_SET)
+    kind = config::RouterConfig::kLinear;  // router_kind's rule
   for (const auto& e : router_registry())
     if (e.kind == kind) return e;
   throw Error(detail::concat("no router registered for config case ", int(kind)));

@@ -16,7 +16,6 @@ namespace {
 
 using namespace switchyard::test;
 
-
 double relative_error(const torch::Tensor& ours, const torch::Tensor& ref) {
   return (ours - ref).abs().max().item<double>() / std::max(1.0, ref.abs().max().item<double>());
 }

@@ -83,7 +83,8 @@ TEST(ClassificationTraining, LearnsALabellingAndReportsAccuracy) {
   torch::NoGradGuard no_grad;
   model->eval();
   auto predicted = model->forward(held_out.input_ids, held_out.attention_mask).logits.argmax(-1);
-  EXPECT_DOUBLE_EQ(r.accuracy, predicted.eq(held_out.targets).to(torch::kDouble).mean().item<double>());
+  EXPECT_DOUBLE_EQ(r.accuracy,
+                   predicted.eq(held_out.targets).to(torch::kDouble).mean().item<double>());
   EXPECT_TRUE(r.classification());
   EXPECT_EQ(r.predicted, 30);
   EXPECT_EQ(r.layers.size(), 2u);
@@ -107,8 +108,10 @@ TEST(ClassificationTraining, RouterFineTuningLeavesEveryOtherParameterBitwiseUnc
   int changed = 0;
   for (const auto& p : model->named_parameters()) {
     const bool same = torch::equal(p.value(), before[p.key()]);
-    if (p.key().find(".router.") != std::string::npos) changed += !same;
-    else EXPECT_TRUE(same) << p.key() << " moved";
+    if (p.key().find(".router.") != std::string::npos)
+      changed += !same;
+    else
+      EXPECT_TRUE(same) << p.key() << " moved";
   }
   EXPECT_EQ(changed, int(trainer.trainable().size()));
   EXPECT_GT(changed, 0);

@@ -14,7 +14,6 @@ namespace {
 
 using namespace switchyard::test;
 
-
 // Row r sent from `src` to `dst`: (src, dst, r, r + 0.5, -1).
 torch::Tensor rows_for(int src, int dst, int64_t n) {
   auto t = torch::empty({n, 5}, torch::kDouble);

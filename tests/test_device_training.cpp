@@ -103,7 +103,9 @@ TEST(Autocast, ExpertBankAnswersInBf16AlsoWithoutRows) {
   EXPECT_EQ(bank->forward(torch::randn({6, 16}), {1, 2, 1, 2}).scalar_type(), torch::kBFloat16);
 }
 
-bool gpu() { return torch::cuda::is_available(); }
+bool gpu() {
+  return torch::cuda::is_available();
+}
 
 TEST(TrainerGpu, Fp32StepsMatchTheCpu) {
   if (!gpu()) GTEST_SKIP() << "no GPU visible";

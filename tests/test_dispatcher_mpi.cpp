@@ -13,7 +13,6 @@ namespace {
 
 using namespace switchyard::test;
 
-
 // A routing decision written by hand: ids [T, k], weights [T, k], optional drops.
 Routing routing_of(torch::Tensor ids, torch::Tensor weights, torch::Tensor dropped = {}) {
   Routing r;

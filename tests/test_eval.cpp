@@ -8,11 +8,11 @@
 #include <regex>
 
 #include "common/errors.h"
-#include "eval/model_eval.h"
+#include "data/token_file.h"
 #include "eval/comparison_report.h"
+#include "eval/model_eval.h"
 #include "eval/svg_chart.h"
 #include "models/lm_loss.h"
-#include "data/token_file.h"
 
 using namespace switchyard;
 
@@ -108,7 +108,8 @@ TEST(CausalLmEval, MatchesTheLossAndCountsOfADirectForward) {
   set.input_ids = stream.narrow(1, 0, 12).contiguous();
   set.targets = stream.narrow(1, 1, 12).contiguous();
 
-  const EvalReport r = evaluate_model(TaskModel::causal_lm(model), single_process_groups(), set, {.batch_size = 3});
+  const EvalReport r =
+      evaluate_model(TaskModel::causal_lm(model), single_process_groups(), set, {.batch_size = 3});
   torch::NoGradGuard no_grad;
   auto logits = model->forward(stream).logits;  // 13 positions: the first 12 predict targets
   const double want = next_token_loss(logits, stream).item<double>();
@@ -156,7 +157,8 @@ TEST(CausalLmEval, PaddingIsNeitherRoutedNorPredicted) {
   set.attention_mask = torch::tensor({1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0}).view({2, 6});
   set.targets.index_put_({1, torch::indexing::Slice(2, torch::indexing::None)}, -1);
   set.targets.index_put_({0, 5}, -1);
-  const EvalReport r = evaluate_model(TaskModel::causal_lm(model), single_process_groups(), set, {});
+  const EvalReport r =
+      evaluate_model(TaskModel::causal_lm(model), single_process_groups(), set, {});
   EXPECT_EQ(r.tokens, 9);
   EXPECT_EQ(r.predicted, 7);
   EXPECT_EQ(r.layers[0].routing.num_tokens, 9);
@@ -167,7 +169,8 @@ TEST(EvalReportJson, RoundTripsAndNamesWhatIsMissing) {
   torch::manual_seed(5);
   const auto cfg = tiny_config();
   Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, single_process_groups()));
-  EvalReport r = evaluate_model(TaskModel::causal_lm(model), single_process_groups(), random_set(3, 5, 64), {});
+  EvalReport r = evaluate_model(TaskModel::causal_lm(model), single_process_groups(),
+                                random_set(3, 5, 64), {});
   r.model = "tiny";
   r.dtype = "Float";
   r.device = "cuda:1";
@@ -186,7 +189,8 @@ TEST(EvalReportJson, RoundTripsAndNamesWhatIsMissing) {
   } catch (const ConfigError& e) {
     EXPECT_STREQ(e.what(), "x.json layers[1]: missing field \"expert_tokens\"");
   }
-  EXPECT_THROW(EvalReport::from_json(nlohmann::ordered_json{{"schema", "other"}}, "y"), ConfigError);
+  EXPECT_THROW(EvalReport::from_json(nlohmann::ordered_json{{"schema", "other"}}, "y"),
+               ConfigError);
   std::ostringstream table;
   back.print(table);
   EXPECT_NE(table.str().find("perplexity"), std::string::npos);
@@ -219,7 +223,8 @@ TEST(ComparisonReport, HtmlHoldsTheTableAndAHeatmapPerRun) {
   for (const char* name : {"first", "second"}) {
     Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, single_process_groups()));
     report.runs.push_back(
-        {name, evaluate_model(TaskModel::causal_lm(model), single_process_groups(), random_set(2, 8, 64), {})});
+        {name, evaluate_model(TaskModel::causal_lm(model), single_process_groups(),
+                              random_set(2, 8, 64), {})});
   }
   report.curves.push_back({"run<a>", {1, 2, 3}, {3.0, 2.5, 2.25}});
   const std::string html = render_html(report);

@@ -23,7 +23,6 @@ namespace {
 
 using namespace switchyard::test;
 
-
 constexpr int64_t kHidden = 16, kExperts = 8, kIntermediate = 12, kShared = 20;
 
 struct Case {

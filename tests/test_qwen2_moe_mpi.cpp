@@ -14,7 +14,6 @@ namespace {
 
 using namespace switchyard::test;
 
-
 TEST(Qwen2MoeExpertParallel, EveryEpSizeGivesTransformersLogits) {
   const char* refs = std::getenv("SWITCHYARD_REF_DIR");
   if (!refs) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";

@@ -101,8 +101,8 @@ TEST(HfReference, SafetensorsWrittenHereReadByPython) {
   const std::string py = SWITCHYARD_PYTHON;  // the venv's, compiled in (tests/CMakeLists.txt)
   const auto path = (temp_dir() / "ours.safetensors").string();
   save_safetensors(path, all_tensors(), {{"format", "pt"}, {"writer", "switchyard"}});
-  const std::string cmd = py + " " + SWITCHYARD_SOURCE_DIR +
-                          "/scripts/safetensors_reference.py verify " + path;
+  const std::string cmd =
+      py + " " + SWITCHYARD_SOURCE_DIR + "/scripts/safetensors_reference.py verify " + path;
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   fs::remove_all(fs::path(path).parent_path());
 }

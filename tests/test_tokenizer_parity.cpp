@@ -72,8 +72,7 @@ TEST(TokenizerParity, UnicodeTableMatchesTheRegexEngineOnEveryCodePoint) {
       ADD_FAILURE() << "U+" << std::hex << uint32_t(cp) << ": class " << int(char_class(cp))
                     << ", tokenizers says " << int(expected[cp]);
   }
-  EXPECT_EQ(wrong, 0)
-      << "regenerate with scripts/unicode_classes.py cpp data/unicode_classes.inc";
+  EXPECT_EQ(wrong, 0) << "regenerate with scripts/unicode_classes.py cpp data/unicode_classes.inc";
 }
 
 TEST(TokenizerParity, EveryValidRecordOfEveryLanguage) {

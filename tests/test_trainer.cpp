@@ -16,17 +16,22 @@ namespace {
 
 TEST(AdamW, MatchesLibTorchAdamWWithDecayOnMatricesOnly) {
   torch::manual_seed(0);
-  auto w = torch::randn({4, 3}, torch::requires_grad()), b = torch::randn({4}, torch::requires_grad());
-  auto w_ref = w.detach().clone().requires_grad_(true), b_ref = b.detach().clone().requires_grad_(true);
-  AdamW ours({{"w", w}, {"b", b}}, AdamWOptions().beta1(0.8).beta2(0.9).eps(1e-6).weight_decay(0.1));
+  auto w = torch::randn({4, 3}, torch::requires_grad()),
+       b = torch::randn({4}, torch::requires_grad());
+  auto w_ref = w.detach().clone().requires_grad_(true),
+       b_ref = b.detach().clone().requires_grad_(true);
+  AdamW ours({{"w", w}, {"b", b}},
+             AdamWOptions().beta1(0.8).beta2(0.9).eps(1e-6).weight_decay(0.1));
   // LibTorch's AdamW decays every parameter of a group: bias in a group without decay.
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(std::vector<torch::Tensor>{w_ref},
-                      std::make_unique<torch::optim::AdamWOptions>(
-                          torch::optim::AdamWOptions(0.05).betas({0.8, 0.9}).eps(1e-6).weight_decay(0.1)));
-  groups.emplace_back(std::vector<torch::Tensor>{b_ref},
-                      std::make_unique<torch::optim::AdamWOptions>(
-                          torch::optim::AdamWOptions(0.05).betas({0.8, 0.9}).eps(1e-6).weight_decay(0)));
+  groups.emplace_back(
+      std::vector<torch::Tensor>{w_ref},
+      std::make_unique<torch::optim::AdamWOptions>(
+          torch::optim::AdamWOptions(0.05).betas({0.8, 0.9}).eps(1e-6).weight_decay(0.1)));
+  groups.emplace_back(
+      std::vector<torch::Tensor>{b_ref},
+      std::make_unique<torch::optim::AdamWOptions>(
+          torch::optim::AdamWOptions(0.05).betas({0.8, 0.9}).eps(1e-6).weight_decay(0)));
   torch::optim::AdamW theirs(std::move(groups));
   auto x = torch::randn({5, 3});
   for (int step = 0; step < 4; ++step) {
@@ -86,8 +91,10 @@ TEST(Trainer, RouterFineTuningLeavesEveryOtherParameterBitwiseUnchanged) {
   int changed = 0;
   for (const auto& p : model->named_parameters()) {
     const bool same = torch::equal(p.value(), before[p.key()]);
-    if (p.key().find("router") != std::string::npos) changed += !same;
-    else EXPECT_TRUE(same) << p.key() << " moved";
+    if (p.key().find("router") != std::string::npos)
+      changed += !same;
+    else
+      EXPECT_TRUE(same) << p.key() << " moved";
   }
   EXPECT_EQ(changed, int(trainer.trainable().size()));
 }
@@ -100,9 +107,12 @@ TEST(Trainer, FullTrainingOverfitsOneBatch) {
   t.set_steps(30);
   Trainer trainer(TaskModel::causal_lm(model), single_process_groups(), t);
   auto tokens = torch::randint(0, 512, {4, 33}, torch::kLong);
-  const StepMetrics first = trainer.step({causal_lm_batch(tokens.narrow(0, 0, 2)), causal_lm_batch(tokens.narrow(0, 2, 2))});
+  const StepMetrics first = trainer.step(
+      {causal_lm_batch(tokens.narrow(0, 0, 2)), causal_lm_batch(tokens.narrow(0, 2, 2))});
   StepMetrics last;
-  for (int i = 1; i < 30; ++i) last = trainer.step({causal_lm_batch(tokens.narrow(0, 0, 2)), causal_lm_batch(tokens.narrow(0, 2, 2))});
+  for (int i = 1; i < 30; ++i)
+    last = trainer.step(
+        {causal_lm_batch(tokens.narrow(0, 0, 2)), causal_lm_batch(tokens.narrow(0, 2, 2))});
   EXPECT_EQ(last.step, 30);
   EXPECT_EQ(last.tokens, 4 * 32);
   EXPECT_LT(last.task_loss, 0.5 * first.task_loss) << first.task_loss << " -> " << last.task_loss;
@@ -133,7 +143,8 @@ TEST(Trainer, DistillationTeachesANewRouterTheOriginalGate) {
   StepMetrics last;
   for (int i = 1; i < 40; ++i) last = trainer.step({causal_lm_batch(tokens)});
   EXPECT_TRUE(last.distilling);
-  EXPECT_LT(last.distill_kl, 0.3 * first.distill_kl) << first.distill_kl << " -> " << last.distill_kl;
+  EXPECT_LT(last.distill_kl, 0.3 * first.distill_kl)
+      << first.distill_kl << " -> " << last.distill_kl;
   EXPECT_GT(last.topk_agreement, first.topk_agreement);
   EXPECT_GT(last.topk_agreement, 0.8);
   // The language-model phase: the routers route again, and its schedule starts with warmup.

@@ -8,16 +8,15 @@
 #include <cstdlib>
 
 #include "models/qwen2_moe.h"
+#include "tests/test_support.h"
 #include "trainer/trainer.h"
 #include "trainer/weight_init.h"
-#include "tests/test_support.h"
 
 using namespace switchyard;
 
 namespace {
 
 using namespace switchyard::test;
-
 
 std::vector<double> losses(const std::string& dir, ProcessGroups groups, bool routers_only,
                            const std::vector<std::vector<torch::Tensor>>& steps) {
@@ -66,7 +65,8 @@ TEST(TrainerExpertParallel, LossesEqualTheSingleProcessRunForEveryEpSize) {
       SCOPED_TRACE("EP " + std::to_string(ep) + " x DP " + std::to_string(R / ep) +
                    (routers_only ? ", routers only" : ", all parameters"));
       const auto got = losses(dir, make_process_groups(world(), ep), routers_only, mine);
-      for (size_t s = 0; s < got.size(); ++s) EXPECT_NEAR(got[s], expected[s], 1e-5) << "step " << s;
+      for (size_t s = 0; s < got.size(); ++s)
+        EXPECT_NEAR(got[s], expected[s], 1e-5) << "step " << s;
       if (!routers_only) EXPECT_LT(got.back(), got.front());  // and it trains
     }
   }

@@ -16,8 +16,8 @@
 #include "data/token_file.h"
 #include "models/load_model.h"
 #include "models/switchyard_checkpoint.h"
-#include "trainer/training_run.h"
 #include "tests/test_support.h"
+#include "trainer/training_run.h"
 
 using namespace switchyard;
 namespace fs = std::filesystem;
@@ -62,7 +62,8 @@ void write_tokens(const fs::path& path, int documents, uint32_t seed) {
 void write_labelled(const fs::path& path, int per_label) {
   std::ofstream out(path);
   const std::vector<std::pair<std::string, std::string>> langs = {
-      {"de", "über größer schön äußerst"}, {"en", "the and the of the"},
+      {"de", "über größer schön äußerst"},
+      {"en", "the and the of the"},
       {"fr", "été où être français"}};
   for (int i = 0; i < per_label; ++i)
     for (const auto& [lang, words] : langs)
@@ -108,7 +109,8 @@ double max_difference(const std::map<std::string, torch::Tensor>& a,
   for (const auto& [name, t] : a) {
     EXPECT_TRUE(b.count(name)) << name;
     if (b.count(name))
-      worst = std::max(worst, (t.to(torch::kFloat) - b.at(name).to(torch::kFloat)).abs().max().item<double>());
+      worst = std::max(
+          worst, (t.to(torch::kFloat) - b.at(name).to(torch::kFloat)).abs().max().item<double>());
   }
   return worst;
 }
@@ -166,9 +168,9 @@ TEST(TrainingRun, StopAfterThenResumeEqualsTheUninterruptedRun) {
   TrainingRun resumed(s.config, second);
   const TrainingRunResult b = resumed.run();
   EXPECT_EQ(b.step, 6);
-  EXPECT_LT(max_difference(parameters(straight.model().module()),
-                           parameters(resumed.model().module())),
-            1e-6);
+  EXPECT_LT(
+      max_difference(parameters(straight.model().module()), parameters(resumed.model().module())),
+      1e-6);
   ASSERT_TRUE(a.validation && b.validation);
   EXPECT_NEAR(a.validation->mean_nll, b.validation->mean_nll, 1e-6);
   const auto la = records(s.dir / "straight/metrics.jsonl", "loss");
@@ -252,7 +254,8 @@ TEST(LoadModel, RefusesPathsThatHoldNoModelInOneLine) {
             std::string::npos);
 }
 
-// ---- refusals before any work --------------------------------------------------------------------
+// ---- refusals before any work
+// --------------------------------------------------------------------
 
 TEST(TrainingRun, RefusesBadInputsWithOneLineNamingTheField) {
   Lm s = causal_lm_setup(2);
@@ -264,22 +267,36 @@ TEST(TrainingRun, RefusesBadInputsWithOneLineNamingTheField) {
     EXPECT_EQ(e.find('\n'), std::string::npos) << e;
     return e;
   };
-  EXPECT_NE(refusal([](RunConfig& c) { c.mutable_train()->set_routers_only(true); })
-                .find("train.routers_only: a model built from scratch must train everything"),
-            std::string::npos);
-  EXPECT_NE(refusal([](RunConfig& c) { c.mutable_data()->set_train_path("/no/such.tok"); })
-                .find("data.train_path = /no/such.tok: not a token file"),
-            std::string::npos);
-  EXPECT_NE(refusal([](RunConfig& c) { c.mutable_train()->set_distill_steps(1); })
-                .find("train.distill_steps: distillation needs the original gates"),
+  EXPECT_NE(refusal([](RunConfig& c) {
+              c.mutable_train()->set_routers_only(true);
+            }).find("train.routers_only: a model built from scratch must train everything"),
             std::string::npos);
   EXPECT_NE(refusal([](RunConfig& c) {
-              c.mutable_model()->set_arch(config::BERT_MOE);
-              c.mutable_data()->set_train_path(c.data().valid_path());
-            }, [&] { auto o = quiet(s.dir / "refused"); o.export_hf = (s.dir / "x").string(); return o; }())
+              c.mutable_data()->set_train_path("/no/such.tok");
+            }).find("data.train_path = /no/such.tok: not a token file"),
+            std::string::npos);
+  EXPECT_NE(refusal([](RunConfig& c) {
+              c.mutable_train()->set_distill_steps(1);
+            }).find("train.distill_steps: distillation needs the original gates"),
+            std::string::npos);
+  EXPECT_NE(refusal(
+                [](RunConfig& c) {
+                  c.mutable_model()->set_arch(config::BERT_MOE);
+                  c.mutable_data()->set_train_path(c.data().valid_path());
+                },
+                [&] {
+                  auto o = quiet(s.dir / "refused");
+                  o.export_hf = (s.dir / "x").string();
+                  return o;
+                }())
                 .find("--export-hf: BERT-MoE has no Hugging Face layout"),
             std::string::npos);
-  EXPECT_NE(refusal([](RunConfig&) {}, [&] { auto o = quiet(s.dir / "empty"); o.resume = true; return o; }())
+  EXPECT_NE(refusal([](RunConfig&) {},
+                    [&] {
+                      auto o = quiet(s.dir / "empty");
+                      o.resume = true;
+                      return o;
+                    }())
                 .find("--resume: no checkpoint under"),
             std::string::npos);
 }

@@ -5,8 +5,8 @@
 #include <map>
 #include <mutex>
 
-#include "common/errors.h"
 #include "common/build_info.h"
+#include "common/errors.h"
 #include "models/switchyard_checkpoint.h"
 
 namespace switchyard {

@@ -42,10 +42,10 @@ class ClassificationData final : public TrainingData {
     train_records_.clear();
     const int64_t vocab = m.model->vocab_size();
     if (tokenizer.vocab_size() > vocab)
-      throw ConfigError(detail::concat("data.tokenizer_path: the tokenizer has ",
-                                       tokenizer.vocab_size(), " ids, the model's vocabulary ",
-                                       vocab),
-                        "data.tokenizer_path");
+      throw ConfigError(
+          detail::concat("data.tokenizer_path: the tokenizer has ", tokenizer.vocab_size(),
+                         " ids, the model's vocabulary ", vocab),
+          "data.tokenizer_path");
     if (!data.valid_path().empty())
       valid_ = read_classification_set(data.valid_path(), tokenizer, labels, rows,
                                        config_.train().eval_blocks());

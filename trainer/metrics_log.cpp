@@ -102,10 +102,14 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
   const int world = groups_.world->size();
   for (int r = 0; r < world; ++r) {
     auto v = all[r];
-    json loss = {{"kind", "loss"},           {"step", m.step},
-                 {"rank", r},                {"loss", m.loss},
-                 {"task_loss", m.task_loss}, {"router_loss", m.router_loss},
-                 {"lr", m.lr},               {"grad_norm", v[1].item<double>()},
+    json loss = {{"kind", "loss"},
+                 {"step", m.step},
+                 {"rank", r},
+                 {"loss", m.loss},
+                 {"task_loss", m.task_loss},
+                 {"router_loss", m.router_loss},
+                 {"lr", m.lr},
+                 {"grad_norm", v[1].item<double>()},
                  {"tokens_per_s", v[0].item<double>()}};
     if (m.accuracy >= 0) loss["accuracy"] = m.accuracy;
     if (m.distilling) {
@@ -121,20 +125,21 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
         received[e] = int64_t(v[at + kPerLayerScalars + e].item<double>());
       double total = 0, peak = 0;
       for (auto t : received) total += double(t), peak = std::max(peak, double(t));
-      json load = {{"kind", "load"},
-                   {"step", m.step},
-                   {"rank", r},
-                   {"layer", l},
-                   {"first_expert", int64_t(r % groups_.ep_size()) * local_experts},
-                   {"expert_tokens", received},
-                   {"rank_tokens", int64_t(total)},
-                   {"max_over_mean_local", total > 0 ? peak / (total / double(local_experts)) : 0.0},
-                   {"max_over_mean", v[at].item<double>()},
-                   {"entropy", v[at + 1].item<double>()},
-                   {"load_entropy", v[at + 2].item<double>()},
-                   {"drop_rate", v[at + 3].item<double>()},
-                   {"aux_loss", v[at + 4].item<double>()},
-                   {"z_loss", v[at + 5].item<double>()}};
+      json load = {
+          {"kind", "load"},
+          {"step", m.step},
+          {"rank", r},
+          {"layer", l},
+          {"first_expert", int64_t(r % groups_.ep_size()) * local_experts},
+          {"expert_tokens", received},
+          {"rank_tokens", int64_t(total)},
+          {"max_over_mean_local", total > 0 ? peak / (total / double(local_experts)) : 0.0},
+          {"max_over_mean", v[at].item<double>()},
+          {"entropy", v[at + 1].item<double>()},
+          {"load_entropy", v[at + 2].item<double>()},
+          {"drop_rate", v[at + 3].item<double>()},
+          {"aux_loss", v[at + 4].item<double>()},
+          {"z_loss", v[at + 5].item<double>()}};
       records.push_back(std::move(load));
       at += kPerLayerScalars + local_experts;
     }
@@ -152,7 +157,8 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
 
 std::string MetricsLog::write_validation(int64_t step, const ValidationResult& v) {
   if (groups_.world->rank() != 0) return {};
-  json record = {{"kind", "valid"}, {"step", step}, {"rank", 0}, {"phase", v.phase}, {"loss", v.loss}};
+  json record = {
+      {"kind", "valid"}, {"step", step}, {"rank", 0}, {"phase", v.phase}, {"loss", v.loss}};
   if (v.classification) {
     record["accuracy"] = v.accuracy;
     record["macro_f1"] = v.macro_f1;

@@ -17,11 +17,11 @@ namespace switchyard {
 
 /// One validation pass as the log records it.
 struct ValidationResult {
-  std::string phase;     ///< "start", "step 40", "end", ...
-  double loss = 0;       ///< mean cross-entropy per target
-  int64_t targets = 0;   ///< predicted tokens (causal LM) or sequences (classification)
+  std::string phase;    ///< "start", "step 40", "end", ...
+  double loss = 0;      ///< mean cross-entropy per target
+  int64_t targets = 0;  ///< predicted tokens (causal LM) or sequences (classification)
   bool classification = false;
-  double perplexity = 0;               ///< causal LM
+  double perplexity = 0;              ///< causal LM
   double accuracy = 0, macro_f1 = 0;  ///< classification
 };
 

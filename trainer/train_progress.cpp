@@ -38,10 +38,10 @@ std::string TrainProgress::line(const StepMetrics& m, double tokens_per_s) const
   if (m.distilling)
     std::snprintf(phase, sizeof phase, " (distill KL, top-k agree %.2f)", m.topk_agreement);
   char buf[320];
-  std::snprintf(buf, sizeof buf, "[%s%s] step %ld/%ld | loss %.4f%s | lr %.2e | %.0f tok/s | ETA %s",
-                std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
-                long(m.step), long(last_), m.loss, phase, m.lr, tokens_per_s,
-                duration(eta).c_str());
+  std::snprintf(
+      buf, sizeof buf, "[%s%s] step %ld/%ld | loss %.4f%s | lr %.2e | %.0f tok/s | ETA %s",
+      std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(), long(m.step),
+      long(last_), m.loss, phase, m.lr, tokens_per_s, duration(eta).c_str());
   return buf;
 }
 
@@ -69,8 +69,8 @@ void TrainProgress::log(const StepMetrics& m, double tokens_per_s,
   Table table({"rank", "rows_received", "worst_layer_max/mean"});
   for (const auto& [rank, v] : per_rank) table.add({rank, v.first, Cell(v.second, 2)});
   table.print(out_);
-  out_ << "mean aux loss over " << layers << " MoE layers (rank 0): " << aux / std::max<int64_t>(1, layers)
-       << "\n";
+  out_ << "mean aux loss over " << layers
+       << " MoE layers (rank 0): " << aux / std::max<int64_t>(1, layers) << "\n";
 }
 
 void TrainProgress::message(const std::string& text) {

@@ -56,14 +56,16 @@ void Trainer::set_distillation_teachers(std::vector<torch::Tensor> gates) {
   const int64_t moe_layers = int64_t(model_.moe_blocks().size());
   SY_CHECK(int64_t(gates.size()) == moe_layers, "distillation: ", gates.size(),
            " teacher gates for ", moe_layers, " MoE layers");
-  SY_CHECK(train_.distill_steps() < train_.steps(), "train.distill_steps = ",
-           train_.distill_steps(), ": must be below train.steps = ", train_.steps(),
-           " (the rest fine-tunes on the task loss)");
+  SY_CHECK(
+      train_.distill_steps() < train_.steps(), "train.distill_steps = ", train_.distill_steps(),
+      ": must be below train.steps = ", train_.steps(), " (the rest fine-tunes on the task loss)");
   teachers_.clear();
   for (auto& gate : gates) teachers_.push_back(gate.to(model_.device()));  // read every step
 }
 
-bool Trainer::distilling() const { return optimizer_->steps() < distill_steps(); }
+bool Trainer::distilling() const {
+  return optimizer_->steps() < distill_steps();
+}
 
 void Trainer::prepare_routing() {
   const bool distil = distilling();
@@ -170,9 +172,9 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   m.step = optimizer_->steps();
 
   // Every rank reports the world's mean losses and the world's accuracy.
-  auto losses = torch::tensor({m.task_loss, m.router_loss, m.distill_kl, m.topk_agreement,
-                               double(rows), double(correct)},
-                              torch::kDouble);
+  auto losses = torch::tensor(
+      {m.task_loss, m.router_loss, m.distill_kl, m.topk_agreement, double(rows), double(correct)},
+      torch::kDouble);
   // On the model's device, so that groups of a bare NCCL communicator work too.
   auto on_device = losses.to(device);
   groups_.world->all_reduce(on_device);

@@ -22,7 +22,7 @@ namespace switchyard {
 /// What a step reports. Losses are means over every rank's tokens (identical on all ranks);
 /// routing statistics are this rank's, summed over its micro-batches.
 struct StepMetrics {
-  int64_t step = 0;  ///< 1-based: the step just finished
+  int64_t step = 0;                                 ///< 1-based: the step just finished
   double loss = 0, task_loss = 0, router_loss = 0;  ///< task_loss: cross-entropy per target
   /// Classification: the fraction of this step's rows (all ranks) the classifier got right;
   /// negative for causal LMs.
@@ -34,8 +34,8 @@ struct StepMetrics {
   /// imitate the original gates; loss is then distill_kl. Both are world means over MoE layers.
   bool distilling = false;
   double distill_kl = 0, topk_agreement = 0;
-  std::vector<RoutingStats> layer_stats;                     ///< per MoE layer
-  std::vector<double> layer_aux_loss, layer_z_loss;          ///< per MoE layer, unweighted
+  std::vector<RoutingStats> layer_stats;                      ///< per MoE layer
+  std::vector<double> layer_aux_loss, layer_z_loss;           ///< per MoE layer, unweighted
   std::vector<std::vector<int64_t>> tokens_per_local_expert;  ///< per MoE layer: rows received
 };
 
@@ -92,7 +92,7 @@ class Trainer {
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<GradientSync> sync_;
   std::vector<torch::Tensor> replicated_, expert_sharded_;  ///< trainable ones
-  std::set<const void*> expert_impls_;  ///< every routed-expert tensor, trainable or not
+  std::set<const void*> expert_impls_;   ///< every routed-expert tensor, trainable or not
   std::vector<torch::Tensor> teachers_;  ///< per MoE layer, while a distillation phase exists
   bool autocast_ = false;
 };

@@ -29,9 +29,10 @@ const TaskDataEntry& task_data_entry(Task task) {
 LabelSet model_labels(const LoadedModel& m) {
   const auto names = m.model->labels();
   if (names.empty())
-    throw ConfigError("model.checkpoint: the classifier's config.json has no id2label, so its "
-                      "outputs cannot be matched to the data's labels",
-                      "model.checkpoint");
+    throw ConfigError(
+        "model.checkpoint: the classifier's config.json has no id2label, so its "
+        "outputs cannot be matched to the data's labels",
+        "model.checkpoint");
   return LabelSet::in_id_order(names, "config.json id2label");
 }
 
@@ -39,6 +40,8 @@ std::unique_ptr<TrainingData> TrainingData::read(const RunConfig& config, Task t
   return task_data_entry(task).read(config);
 }
 
-std::string TrainingData::file_kind(Task task) { return task_data_entry(task).file_kind; }
+std::string TrainingData::file_kind(Task task) {
+  return task_data_entry(task).file_kind;
+}
 
 }  // namespace switchyard

@@ -59,7 +59,8 @@ class TrainingData {
   std::vector<std::string> no_labels_;
 };
 
-std::unique_ptr<TrainingData> read_causal_lm_data(const RunConfig& config);       // causal_lm_data.cpp
-std::unique_ptr<TrainingData> read_classification_data(const RunConfig& config);  // classification_data.cpp
+std::unique_ptr<TrainingData> read_causal_lm_data(const RunConfig& config);  // causal_lm_data.cpp
+std::unique_ptr<TrainingData> read_classification_data(
+    const RunConfig& config);  // classification_data.cpp
 
 }  // namespace switchyard

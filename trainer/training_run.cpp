@@ -23,8 +23,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Everything checked before any work: one clear line per problem. Fills in the run folder.
-void check_inputs(const RunConfig& config, TrainingRunOptions& options) {
+// Everything checked before any work: one clear line per problem. Returns the options with the
+// run folder filled in.
+TrainingRunOptions checked(const RunConfig& config, TrainingRunOptions options) {
   const auto& model = config.model();
   if (model.has_init_config()) {
     if (!model.checkpoint().empty())
@@ -49,9 +50,10 @@ void check_inputs(const RunConfig& config, TrainingRunOptions& options) {
                       "model.checkpoint");
   }
   if (config.train().distill_steps() > 0 && model.checkpoint().empty())
-    throw ConfigError("train.distill_steps: distillation needs the original gates of "
-                      "model.checkpoint",
-                      "train.distill_steps");
+    throw ConfigError(
+        "train.distill_steps: distillation needs the original gates of "
+        "model.checkpoint",
+        "train.distill_steps");
   const ModelArchitecture& arch = model_architecture(model.arch());  // explicit or default
   if (config.train().distill_steps() > 0)
     arch.require(ArchFeature::kRouterDistillation, "train.distill_steps");
@@ -61,9 +63,9 @@ void check_inputs(const RunConfig& config, TrainingRunOptions& options) {
                                : "token file or labelled JSONL file";
   const std::string& train = config.data().train_path();
   if (train.empty() || !fs::is_regular_file(train))
-    throw ConfigError("data.train_path = " + train + ": not a " + kind +
-                          " (switchyard data prepare writes them)",
-                      "data.train_path");
+    throw ConfigError(
+        "data.train_path = " + train + ": not a " + kind + " (switchyard data prepare writes them)",
+        "data.train_path");
   const std::string& valid = config.data().valid_path();
   if (!valid.empty() && !fs::is_regular_file(valid))
     throw ConfigError("data.valid_path = " + valid + ": no such " + kind, "data.valid_path");
@@ -73,6 +75,7 @@ void check_inputs(const RunConfig& config, TrainingRunOptions& options) {
     if (model.has_arch()) arch.require(ArchFeature::kHfExport, "--export-hf");
   }
   if (options.run_dir.empty()) options.run_dir = config.logging().run_dir();
+  return options;
 }
 
 }  // namespace
@@ -81,14 +84,14 @@ bool redraw_progress(const std::string& mode) {
   if (mode == "bar") return true;
   if (mode == "lines") return false;
   if (mode != "auto") throw ConfigError("--progress " + mode + ": expected auto, bar or lines");
-  const bool launched = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") ||
-                        std::getenv("SLURM_PROCID");
+  const bool launched =
+      std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") || std::getenv("SLURM_PROCID");
   return !launched && isatty(STDOUT_FILENO);
 }
 
 TrainingRun::TrainingRun(const RunConfig& config, TrainingRunOptions options)
     : config_(config),
-      options_((check_inputs(config, options), std::move(options))),
+      options_(checked(config, std::move(options))),
       // The launch and the device (its GPU, NCCL or MPI) before any work.
       compute_(compute_world(config.parallel().device())) {
   const auto& t = config_.train();
@@ -168,8 +171,7 @@ void TrainingRun::validate(const std::string& phase) {
   if (v.classification())
     std::snprintf(buf, sizeof buf,
                   "valid accuracy %.4f, macro-F1 %.4f (loss %.4f, %ld texts) at step %ld: %s",
-                  v.accuracy, v.macro_f1, v.mean_nll, long(v.predicted), long(step),
-                  phase.c_str());
+                  v.accuracy, v.macro_f1, v.mean_nll, long(v.predicted), long(step), phase.c_str());
   else
     std::snprintf(buf, sizeof buf, "valid ppl %.2f (loss %.4f, %ld tokens) at step %ld: %s",
                   v.perplexity, v.mean_nll, long(v.predicted), long(step), phase.c_str());
@@ -195,7 +197,8 @@ TrainingRunResult TrainingRun::run() {
   TrainingRunResult result;
   if (first_step == 0) validate(trainer_->distilling() ? "start, original gates routing" : "start");
   while (trainer_->optimizer().steps() < t.steps()) {
-    if (options_.stop_after > 0 && trainer_->optimizer().steps() - first_step >= options_.stop_after) {
+    if (options_.stop_after > 0 &&
+        trainer_->optimizer().steps() - first_step >= options_.stop_after) {
       result.checkpoint = checkpoint();
       print(detail::concat("stopped after ", options_.stop_after, " steps (--stop-after)"));
       result.step = trainer_->optimizer().steps();
@@ -215,8 +218,8 @@ TrainingRunResult TrainingRun::run() {
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const auto records = metrics_->write(m, seconds);
-    *rank_log_ << "step " << m.step << " loss " << m.loss << " tokens " << m.tokens
-               << " seconds " << seconds << std::endl;
+    *rank_log_ << "step " << m.step << " loss " << m.loss << " tokens " << m.tokens << " seconds "
+               << seconds << std::endl;
     const int64_t every = t.checkpoint_interval();
     if (every > 0 && m.step % every == 0 && m.step < t.steps()) result.checkpoint = checkpoint();
     if (rank == 0) {

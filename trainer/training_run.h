@@ -27,20 +27,20 @@ namespace switchyard {
 
 /// What the command line adds to the run config.
 struct TrainingRunOptions {
-  std::string run_dir;              ///< empty: logging.run_dir
-  std::string dtype = "float32";    ///< checkpoint, float32, bfloat16 or float16
-  bool resume = false;              ///< continue from the run folder's newest checkpoint
-  int64_t stop_after = 0;           ///< checkpoint and stop after this many steps; 0: run on
-  std::string export_hf;            ///< at the end, also write the hub layout here (new folder)
-  std::ostream* out = nullptr;      ///< rank 0's progress and messages; nullptr: std::cout
-  bool redraw_progress = false;     ///< redraw the progress line in place (a terminal)
+  std::string run_dir;            ///< empty: logging.run_dir
+  std::string dtype = "float32";  ///< checkpoint, float32, bfloat16 or float16
+  bool resume = false;            ///< continue from the run folder's newest checkpoint
+  int64_t stop_after = 0;         ///< checkpoint and stop after this many steps; 0: run on
+  std::string export_hf;          ///< at the end, also write the hub layout here (new folder)
+  std::ostream* out = nullptr;    ///< rank 0's progress and messages; nullptr: std::cout
+  bool redraw_progress = false;   ///< redraw the progress line in place (a terminal)
 };
 
 /// How a run ended.
 struct TrainingRunResult {
-  int64_t step = 0;              ///< optimizer steps done, over every invocation of the run
-  bool stopped_early = false;    ///< by stop_after
-  std::string checkpoint;        ///< the last checkpoint written
+  int64_t step = 0;            ///< optimizer steps done, over every invocation of the run
+  bool stopped_early = false;  ///< by stop_after
+  std::string checkpoint;      ///< the last checkpoint written
   /// The last validation (the end's, when data.valid_path is set).
   std::optional<EvalReport> validation;
 };
