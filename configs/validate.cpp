@@ -86,6 +86,8 @@ void validate_train(const config::TrainConfig& t) {
   require(t.distill_steps() >= 0 && (t.distill_steps() == 0 || t.distill_steps() < t.steps()),
           "train.distill_steps", t.distill_steps(),
           "must be in [0, train.steps) (the steps after it fine-tune on the task loss)");
+  require(t.max_skipped_steps() >= 1, "train.max_skipped_steps", t.max_skipped_steps(),
+          "must be >= 1 (skips in a row before the run stops)");
   require(t.eval_interval() >= 0, "train.eval_interval", t.eval_interval(),
           "must be >= 0 (0: before the first step and at the end)");
   require(t.eval_blocks() >= 0, "train.eval_blocks", t.eval_blocks(), "must be >= 0 (0: all)");

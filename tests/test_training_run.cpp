@@ -17,7 +17,9 @@
 #include "models/load_model.h"
 #include "models/switchyard_checkpoint.h"
 #include "tests/test_support.h"
+#include "trainer/checkpoint.h"
 #include "trainer/training_run.h"
+#include "trainer/weight_init.h"
 
 using namespace switchyard;
 namespace fs = std::filesystem;
@@ -208,6 +210,92 @@ TEST(TrainingRun, TrainsABertMoeClassifierOnTheDatasLabels) {
   const LoadedModel loaded = load_model((dir / "run").string(), cpu, "float32");
   EXPECT_EQ(loaded.model->labels(), run.model().model->labels());
   EXPECT_EQ(max_difference(parameters(run.model().module()), parameters(loaded.module())), 0.0);
+}
+
+// ---- non-finite steps
+// ----------------------------------------------------------------------------
+
+std::map<std::string, torch::Tensor> snapshot(const NamedTensors& tensors) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [name, t] : tensors) out[name] = t.detach().clone();
+  return out;
+}
+
+TEST(NonFiniteSteps, ASkippedStepChangesNoParameterAndNoMomentAndSaysWhy) {
+  const fs::path dir = temp_dir();
+  RunConfig config;
+  config.mutable_parallel()->set_device("cpu");
+  LoadedModel m = build_model(kTinyQwen, "tiny", config);
+  init_for_pretraining(m.task_model(), m.groups, 0.02, 7);
+  config::TrainConfig t;
+  t.set_routers_only(false);
+  t.set_learning_rate(1e30);  // one step makes every weight huge; the next forward overflows
+  Trainer trainer(m.task_model(), m.groups, t);
+  torch::manual_seed(3);
+  auto batch = [] { return causal_lm_batch(torch::randint(0, 63, {2, 17}, torch::kLong)); };
+  const StepMetrics first = trainer.step({batch()});
+  ASSERT_FALSE(first.skipped) << first.skip_reason;
+  const auto params = parameters(m.module());
+  const auto moments = snapshot(trainer.optimizer().state());
+  const StepMetrics second = trainer.step({batch()});
+  ASSERT_TRUE(second.skipped);
+  EXPECT_EQ(second.step, 2);
+  EXPECT_EQ(trainer.optimizer().steps(), 1);
+  EXPECT_NE(second.skip_reason.find("non-finite loss"), std::string::npos) << second.skip_reason;
+  EXPECT_NE(second.skip_reason.find("rank(s) 0"), std::string::npos) << second.skip_reason;
+  EXPECT_EQ(second.skip_rank, 0);
+  EXPECT_EQ(max_difference(params, parameters(m.module())), 0.0);
+  const auto after = snapshot(trainer.optimizer().state());
+  ASSERT_EQ(after.size(), moments.size());
+  for (const auto& [name, v] : moments) EXPECT_TRUE(torch::equal(v, after.at(name))) << name;
+}
+
+TEST(NonFiniteSteps, TheRunSkipsThenStopsWithOneLineAndItsCheckpointIntact) {
+  Lm s = causal_lm_setup(20);
+  s.config.mutable_train()->set_learning_rate(1e30);
+  s.config.mutable_train()->set_checkpoint_interval(1);
+  s.config.mutable_train()->set_max_skipped_steps(3);
+  s.config.mutable_logging()->set_tensorboard(true);
+  TrainingRun run(s.config, quiet(s.dir / "run"));
+  const std::string e = error_of([&] { run.run(); });
+  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  EXPECT_NE(e.find("3 steps skipped in a row (train.max_skipped_steps), the last at step 2: "
+                   "non-finite loss"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("step-00000001, is untouched"), std::string::npos) << e;
+  const auto skips = records(s.dir / "run/metrics.jsonl", "skip");
+  ASSERT_EQ(skips.size(), 3u);
+  for (size_t i = 0; i < skips.size(); ++i) {
+    EXPECT_EQ(skips[i]["step"], 2);
+    EXPECT_EQ(skips[i]["rank"], 0);
+    EXPECT_EQ(skips[i]["consecutive"], int(i) + 1);
+    EXPECT_NE(skips[i]["reason"].get<std::string>().find("non-finite"), std::string::npos);
+  }
+  // The skips changed nothing: the model equals its step-1 checkpoint, which is finite.
+  RunConfig cpu;
+  cpu.mutable_parallel()->set_device("cpu");
+  const LoadedModel saved = load_model((s.dir / "run").string(), cpu, "float32");
+  const auto now = parameters(run.model().module());
+  EXPECT_EQ(max_difference(now, parameters(saved.module())), 0.0);
+  for (const auto& [name, t] : now) EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << name;
+}
+
+TEST(NonFiniteSteps, ACheckpointIsNeverWrittenWithANan) {
+  Lm s = causal_lm_setup(2);
+  TrainingRun run(s.config, quiet(s.dir / "run"));
+  run.run();
+  {
+    torch::NoGradGuard no_grad;
+    run.model().module().parameters().front().view(-1)[0] = std::nan("");
+  }
+  auto config = s.config;
+  const std::string e = error_of([&] {
+    save_checkpoint((s.dir / "run").string(), run.trainer(), run.model().groups, config, {}, "{}");
+  });
+  EXPECT_NE(e.find("holds non-finite values; not saved"), std::string::npos) << e;
+  EXPECT_EQ(latest_checkpoint((s.dir / "run").string()),
+            (s.dir / "run/checkpoints/step-00000002").string());
 }
 
 // ---- load_model ---------------------------------------------------------------------------------

@@ -168,6 +168,21 @@ PY
 then ok "router distillation warm start (MLP-Hadamard, int4 experts, EP 2)"
 else fail "router distillation ($(tail -c 800 "$tmp/distil.err"))"; fi
 
+# A learning rate no model survives (what a new user tries first): non-finite steps are skipped on
+# both ranks, then the run stops with one line naming the step, the rank and what was not
+# finite, exit 1, no JSON library error, and its step-1 checkpoint stays loadable.
+"$repo/launch/mpirun.sh" -np 2 "$bin" train --config "$tmp/train.pbtxt" --run-dir "$tmp/nan" \
+  --set train.learning_rate=1e30 --set train.routers_only=false --set train.steps=20 \
+  --set train.checkpoint_interval=1 --set train.max_skipped_steps=2 >"$tmp/nan.out" 2>"$tmp/nan.err"
+rc=$?
+if [ "$rc" -ne 0 ] && grep -q "train: 2 steps skipped in a row (train.max_skipped_steps), the last at step 2: non-finite" "$tmp/nan.err" &&
+   ! grep -q "json.exception" "$tmp/nan.err" "$tmp/nan.out" &&
+   [ "$(grep -c '"kind":"skip"' "$tmp/nan/metrics.jsonl")" -eq 2 ] &&
+   "$bin" eval --model "$tmp/nan" --data "$tmp/tok/valid.tok" --seq-len 32 --max-sequences 2 \
+     --set parallel.device=cpu >/dev/null 2>"$tmp/nan_eval.err"; then
+  ok "learning rate 1e30: 2 skipped steps, then one line and exit $rc; the checkpoint evaluates"
+else fail "learning rate 1e30 (rc=$rc: $(tail -c 600 "$tmp/nan.err") $(tail -c 300 "$tmp/nan_eval.err" 2>/dev/null))"; fi
+
 expect_error "train without a checkpoint" "model.checkpoint: required" train --set data.train_path=/x
 expect_error "pretraining with a checkpoint too" "model.init_config: pretraining from scratch" \
   train --config "$tmp/train.pbtxt" --set model.init_config="$tmp/scratch.json"

@@ -71,7 +71,24 @@ std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
     }
     m.set_cpu_rng_state(std::string(static_cast<const char*>(rng.data_ptr()), rng.numel()));
   }
-  write_checkpoint_folder(final_dir.string(), split_state(trainer, groups), groups, m);
+  const CheckpointShard shard = split_state(trainer, groups);
+  // A checkpoint never holds a NaN or an infinity: every rank checks its share, and all refuse
+  // together (before anything is written) when one finds any.
+  std::string bad;
+  for (const auto* list : {&shard.replicated, &shard.experts})
+    for (const auto& [name, t] : *list)
+      if (bad.empty() && t.is_floating_point() && !torch::isfinite(t).all().item<bool>())
+        bad = name;
+  auto flags = torch::zeros({groups.world->size()}, torch::kLong);
+  flags[groups.world->rank()] = bad.empty() ? 0 : 1;
+  groups.world->all_reduce(flags);
+  for (int r = 0; r < groups.world->size(); ++r)
+    if (flags[r].item<int64_t>() != 0)
+      throw Error(detail::concat("checkpoint at step ", step, ": ",
+                                 bad.empty() ? "a tensor of rank " + std::to_string(r) : bad,
+                                 " holds non-finite values; not saved (the last complete "
+                                 "checkpoint stays as it was)"));
+  write_checkpoint_folder(final_dir.string(), shard, groups, m);
   if (groups.world->rank() == 0)
     write_text_file_atomic((root / "latest").string(), step_folder(step) + "\n");
   groups.world->barrier();

@@ -54,7 +54,7 @@ void add_summary(TensorBoardWriter& tb, const std::vector<json>& records) {
   for (const auto& r : records) {
     if (r["kind"] == "loss") {
       if (!first) first = &r;
-      tokens_per_s += r["tokens_per_s"].get<double>();
+      tokens_per_s += record_number(r, "tokens_per_s");
       continue;
     }
     const auto l = r["layer"].get<size_t>();
@@ -64,17 +64,17 @@ void add_summary(TensorBoardWriter& tb, const std::vector<json>& records) {
     const auto at = r["first_expert"].get<size_t>();
     if (layer.experts.size() < at + counts.size()) layer.experts.resize(at + counts.size());
     for (size_t e = 0; e < counts.size(); ++e) layer.experts[at + e] += double(counts[e]);
-    layer.entropy += r["entropy"].get<double>();
-    layer.aux += r["aux_loss"].get<double>();
-    layer.z += r["z_loss"].get<double>();
-    layer.drop += r["drop_rate"].get<double>();
+    layer.entropy += record_number(r, "entropy");
+    layer.aux += record_number(r, "aux_loss");
+    layer.z += record_number(r, "z_loss");
+    layer.drop += record_number(r, "drop_rate");
     layer.ranks += 1;
     tb.scalar("load/layer" + std::to_string(l) + "/rank" + std::to_string(r["rank"].get<int>()) +
                   "_tokens",
-              r["rank_tokens"].get<double>());
+              record_number(r, "rank_tokens"));
   }
   for (const char* key : {"loss", "task_loss", "router_loss", "lr", "grad_norm", "accuracy"})
-    if (first->contains(key)) tb.scalar(std::string("train/") + key, (*first)[key].get<double>());
+    if (first->contains(key)) tb.scalar(std::string("train/") + key, record_number(*first, key));
   tb.scalar("train/tokens_per_s", tokens_per_s);
   for (size_t l = 0; l < layers.size(); ++l) {
     const Layer& layer = layers[l];
@@ -153,6 +153,29 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
     tensorboard_->write_step(m.step);
   }
   return lines;
+}
+
+double record_number(const nlohmann::json& record, const std::string& key) {
+  const auto& value = record.at(key);
+  return value.is_null() ? std::nan("") : value.get<double>();
+}
+
+std::string MetricsLog::write_skip(const StepMetrics& m, int consecutive) {
+  if (groups_.world->rank() != 0) return {};
+  const json record = {{"kind", "skip"},
+                       {"step", m.step},
+                       {"rank", m.skip_rank},
+                       {"reason", m.skip_reason},
+                       {"consecutive", consecutive}};
+  const std::string line = record.dump();
+  out_ << line << '\n';
+  out_.flush();
+  SY_CHECK(out_.good(), path_, ": write failed");
+  if (tensorboard_) {
+    tensorboard_->scalar("train/skipped_in_a_row", consecutive);
+    tensorboard_->write_step(m.step);
+  }
+  return line;
 }
 
 std::string MetricsLog::write_validation(int64_t step, const ValidationResult& v) {

@@ -7,6 +7,8 @@
 
 #include <fstream>
 #include <memory>
+
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "parallel/process_groups.h"
@@ -24,6 +26,10 @@ struct ValidationResult {
   double perplexity = 0;              ///< causal LM
   double accuracy = 0, macro_f1 = 0;  ///< classification
 };
+
+/// JSON has no NaN or infinity: a non-finite number is written as null (nlohmann's rule), and
+/// record_number() reads null back as NaN.
+double record_number(const nlohmann::json& record, const std::string& key);
 
 ///   usage: MetricsLog log(run_dir + "/metrics.jsonl", groups);
 ///          log.write(trainer.step(batches), seconds);   // collective
@@ -47,6 +53,11 @@ class MetricsLog {
   /// and tokens (causal LM) or accuracy, macro_f1 and sequences (classification)}; other ranks
   /// do nothing. Returns the line.
   std::string write_validation(int64_t step, const ValidationResult& v);
+
+  /// Rank 0 appends {"kind": "skip", step, rank (the rank named, -1 when none), reason,
+  /// consecutive} for a skipped step (StepMetrics::skipped) and the TensorBoard scalar
+  /// train/skipped_in_a_row; other ranks do nothing. Not collective. Returns the line.
+  std::string write_skip(const StepMetrics& m, int consecutive);
 
  private:
   std::string path_;

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/table.h"
+#include "trainer/metrics_log.h"
 
 namespace switchyard {
 
@@ -62,8 +63,8 @@ void TrainProgress::log(const StepMetrics& m, double tokens_per_s,
     if (r["kind"] != "load") continue;
     auto& [tokens, worst] = per_rank[r["rank"].get<int64_t>()];
     tokens += r["rank_tokens"].get<int64_t>();
-    worst = std::max(worst, r["max_over_mean_local"].get<double>());
-    if (r["rank"] == 0) aux += r["aux_loss"].get<double>(), ++layers;
+    worst = std::max(worst, record_number(r, "max_over_mean_local"));
+    if (r["rank"] == 0) aux += record_number(r, "aux_loss"), ++layers;
   }
   if (per_rank.empty()) return;
   Table table({"rank", "rows_received", "worst_layer_max/mean"});

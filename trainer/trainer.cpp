@@ -1,6 +1,8 @@
 #include "trainer/trainer.h"
 
+#include <cmath>
 #include <set>
+#include <sstream>
 
 #include "common/autocast.h"
 #include "common/errors.h"
@@ -82,7 +84,7 @@ double Trainer::learning_rate() const {
   return learning_rate_at(phase, step < distill ? step : step - distill);
 }
 
-double Trainer::clip_gradients() {
+double Trainer::gradient_norm() {
   // Replicated gradients are equal on every rank after the sync; expert gradients differ
   // across the EP group, so their squares are summed over it before the square root.
   auto square_sum = [](const std::vector<torch::Tensor>& ps) {
@@ -97,15 +99,38 @@ double Trainer::clip_gradients() {
     groups_.ep->all_reduce(on_device);
     experts = on_device.cpu();
   }
-  const double norm = std::sqrt((square_sum(replicated_) + experts).item<double>());
-  if (train_.grad_clip() > 0 && norm > train_.grad_clip()) {
-    torch::NoGradGuard no_grad;
-    const double scale = train_.grad_clip() / (norm + 1e-6);
-    for (auto& [name, p] : optimizer_->params())
-      if (p.grad().defined()) p.grad().mul_(scale);
-  }
-  return norm;
+  return std::sqrt((square_sum(replicated_) + experts).item<double>());
 }
+
+void Trainer::clip_gradients(double norm) {
+  if (train_.grad_clip() <= 0 || norm <= train_.grad_clip()) return;
+  torch::NoGradGuard no_grad;
+  const double scale = train_.grad_clip() / (norm + 1e-6);
+  for (auto& [name, p] : optimizer_->params())
+    if (p.grad().defined()) p.grad().mul_(scale);
+}
+
+namespace {
+
+// Whether any of this rank's own gradients is not finite (before the data-parallel sync mixes
+// them with the other ranks'): one reduction where they are, one number to the host.
+bool local_gradients_finite(const std::vector<torch::Tensor>& a,
+                            const std::vector<torch::Tensor>& b) {
+  std::vector<torch::Tensor> parts;
+  for (const auto* list : {&a, &b})
+    for (const auto& p : *list)
+      if (p.grad().defined()) parts.push_back(p.grad().to(torch::kDouble).abs().sum());
+  if (parts.empty()) return true;
+  return std::isfinite(torch::stack(parts).sum().item<double>());
+}
+
+std::string ranks_text(const std::vector<int>& ranks) {
+  std::string s;
+  for (int r : ranks) s += (s.empty() ? "" : ", ") + std::to_string(r);
+  return s;
+}
+
+}  // namespace
 
 StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   SY_CHECK(!micro_batches.empty(), "train: a step needs at least one micro-batch");
@@ -164,28 +189,60 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   }
   for (auto& parts : per_layer) m.layer_stats.push_back(RoutingStats::merge(parts));
 
+  // This rank's own verdict, taken before the sync mixes gradients: 1 for a non-finite loss,
+  // 2 for non-finite gradients. It travels with the losses, one slot per rank.
+  const bool loss_finite = std::isfinite(m.task_loss + m.router_loss + m.distill_kl);
+  const bool grads_finite = local_gradients_finite(replicated_, expert_sharded_);
+  const int world = groups_.world->size(), me = groups_.world->rank();
+  std::vector<double> values = {m.task_loss,      m.router_loss, m.distill_kl,
+                                m.topk_agreement, double(rows),  double(correct)};
+  values.resize(values.size() + size_t(world), 0.0);
+  values[6 + size_t(me)] = (loss_finite ? 0 : 1) + (grads_finite ? 0 : 2);
+  // Every rank gets the world's mean losses, accuracy and verdicts. On the model's device, so
+  // that groups of a bare NCCL communicator work too.
+  auto on_device = torch::tensor(values, torch::kDouble).to(device);
+  groups_.world->all_reduce(on_device);
+  const auto reduced = on_device.cpu();
+  const double* v = reduced.data_ptr<double>();
+  if (classifies) m.accuracy = v[5] / v[4];
+  m.task_loss = v[0] / world;
+  m.router_loss = v[1] / world;
+  m.distill_kl = v[2] / world;
+  m.topk_agreement = v[3] / world;
+  m.loss = m.distilling ? m.distill_kl : m.task_loss + m.router_loss;
+
   sync_->synchronize();
-  m.grad_norm = clip_gradients();
+  m.grad_norm = gradient_norm();
+  std::vector<int> bad_loss, bad_grads;
+  for (int r = 0; r < world; ++r) {
+    const int verdict = int(v[6 + r]);
+    if (verdict & 1) bad_loss.push_back(r);
+    if (verdict & 2) bad_grads.push_back(r);
+  }
+  if (!bad_loss.empty() || !bad_grads.empty() || !std::isfinite(m.grad_norm)) {
+    // Every rank reached the same verdict from the same reduced numbers: no one updates.
+    optimizer_->zero_grad();
+    m.skipped = true;
+    m.step = optimizer_->steps() + 1;
+    m.lr = learning_rate();
+    std::ostringstream why;
+    if (!bad_loss.empty())
+      why << "non-finite loss (" << m.loss << ") on rank(s) " << ranks_text(bad_loss);
+    else if (!bad_grads.empty())
+      why << "non-finite gradients on rank(s) " << ranks_text(bad_grads);
+    else
+      why << "non-finite gradient norm (" << m.grad_norm << ")";
+    m.skip_reason = why.str();
+    m.skip_rank = !bad_loss.empty()    ? bad_loss.front()
+                  : !bad_grads.empty() ? bad_grads.front()
+                                       : -1;
+    return m;
+  }
+  clip_gradients(m.grad_norm);
   m.lr = learning_rate();
   optimizer_->step(m.lr);
   optimizer_->zero_grad();
   m.step = optimizer_->steps();
-
-  // Every rank reports the world's mean losses and the world's accuracy.
-  auto losses = torch::tensor(
-      {m.task_loss, m.router_loss, m.distill_kl, m.topk_agreement, double(rows), double(correct)},
-      torch::kDouble);
-  // On the model's device, so that groups of a bare NCCL communicator work too.
-  auto on_device = losses.to(device);
-  groups_.world->all_reduce(on_device);
-  losses = on_device.cpu();
-  if (classifies) m.accuracy = losses[5].item<double>() / losses[4].item<double>();
-  losses = losses / double(groups_.world->size());
-  m.task_loss = losses[0].item<double>();
-  m.router_loss = losses[1].item<double>();
-  m.distill_kl = losses[2].item<double>();
-  m.topk_agreement = losses[3].item<double>();
-  m.loss = m.distilling ? m.distill_kl : m.task_loss + m.router_loss;
   return m;
 }
 

@@ -37,6 +37,12 @@ struct StepMetrics {
   std::vector<RoutingStats> layer_stats;                      ///< per MoE layer
   std::vector<double> layer_aux_loss, layer_z_loss;           ///< per MoE layer, unweighted
   std::vector<std::vector<int64_t>> tokens_per_local_expert;  ///< per MoE layer: rows received
+  /// The loss or the gradient norm was not finite on some rank: no rank updated anything
+  /// (parameters, AdamW moments and the schedule stay as they were; `step` is the step that was
+  /// tried). The same on every rank.
+  bool skipped = false;
+  int skip_rank = -1;       ///< the lowest rank whose own loss or gradients were not finite
+  std::string skip_reason;  ///< "non-finite loss (nan) on rank(s) 1, 3"
 };
 
 /// Whether forward passes on `device` run under bf16 autocast (train.precision).
@@ -54,7 +60,8 @@ class Trainer {
   /// micro_batches: this rank's share of the global batch, on any device (copied to the
   /// model's). The task loss is each micro-batch's mean over its targets, averaged over
   /// micro-batches and ranks. Forward passes run under bf16 autocast where train.precision says
-  /// so (bf16_autocast()). Collective over the world.
+  /// so (bf16_autocast()). A non-finite loss or gradient norm on any rank skips the update on
+  /// every rank (StepMetrics::skipped). Collective over the world.
   StepMetrics step(const std::vector<TaskBatch>& micro_batches);
 
   /// Router warm start by distillation: `gates` holds each MoE layer's original linear gate
@@ -83,7 +90,8 @@ class Trainer {
   }
 
  private:
-  double clip_gradients();
+  double gradient_norm();  ///< global, before clipping
+  void clip_gradients(double norm);
   double learning_rate() const;  ///< for the next step, within its phase
 
   TaskModel model_;

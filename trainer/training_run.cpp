@@ -188,6 +188,21 @@ std::string TrainingRun::checkpoint() {
   return folder;
 }
 
+void TrainingRun::skipped_in_a_row(const StepMetrics& m) {
+  ++consecutive_skips_;
+  metrics_->write_skip(m, consecutive_skips_);
+  *rank_log_ << "step " << m.step << " skipped: " << m.skip_reason << std::endl;
+  print(detail::concat("step ", m.step, " skipped (", consecutive_skips_,
+                       " in a row): ", m.skip_reason));
+  const int limit = config_.train().max_skipped_steps();
+  if (consecutive_skips_ < limit) return;
+  const auto last = latest_checkpoint(options_.run_dir);
+  throw Error(detail::concat(
+      "train: ", limit, " steps skipped in a row (train.max_skipped_steps)", ", the last at step ",
+      m.step, ": ", m.skip_reason,
+      last ? "; the last checkpoint, " + *last + ", is untouched" : "; no checkpoint was written"));
+}
+
 TrainingRunResult TrainingRun::run() {
   const auto& t = config_.train();
   const int rank = model_.groups.world->rank(), world = model_.groups.world->size();
@@ -215,6 +230,11 @@ TrainingRunResult TrainingRun::run() {
                " is outside the model's vocabulary (", vocab, ")");
     }
     const StepMetrics m = trainer_->step(micro);
+    if (m.skipped) {
+      skipped_in_a_row(m);
+      continue;
+    }
+    consecutive_skips_ = 0;
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const auto records = metrics_->write(m, seconds);

@@ -65,6 +65,8 @@ class TrainingRun {
 
  private:
   void validate(const std::string& phase);
+  /// Logs a skipped step; throws Error after train.max_skipped_steps in a row.
+  void skipped_in_a_row(const StepMetrics& m);
   std::string checkpoint();
   void print(const std::string& line);  ///< rank 0 only
 
@@ -80,6 +82,7 @@ class TrainingRun {
   std::unique_ptr<std::ofstream> rank_log_;
   std::unique_ptr<TrainProgress> progress_;
   std::optional<EvalReport> last_validation_;
+  int consecutive_skips_ = 0;
 };
 
 /// Whether the progress line is redrawn in place for `mode` (auto, bar or lines): mpirun hands
