@@ -32,6 +32,17 @@ BenchEntry alltoall_bench_entry();
 BenchEntry model_bench_entry();
 BenchEntry quant_bench_entry();
 
+/// One MoE layer's shape (`bench layer`, and the speed table of `bench quant`).
+struct LayerShape {
+  std::string name;
+  int64_t hidden, experts, top_k, intermediate, shared;  ///< shared = 0: no shared expert
+};
+inline const LayerShape kQwen15MoeLayer{"qwen1.5-moe", 2048, 60, 4, 1408, 5632};
+
+/// The shapes bench.layer_shapes names, or `defaults` when it names none.
+std::vector<LayerShape> layer_shapes(const config::BenchConfig& b,
+                                     std::vector<LayerShape> defaults);
+
 /// Median wall-clock microseconds of fn() over `repeats` runs after `warmup` untimed runs.
 double median_us(const std::function<void()>& fn, int warmup, int repeats);
 

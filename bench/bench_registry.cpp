@@ -28,6 +28,16 @@ const BenchEntry* find_bench(const std::string& name) {
   return nullptr;
 }
 
+std::vector<LayerShape> layer_shapes(const config::BenchConfig& b,
+                                     std::vector<LayerShape> defaults) {
+  if (b.layer_shapes_size() == 0) return defaults;
+  std::vector<LayerShape> out;
+  for (const auto& s : b.layer_shapes())
+    out.push_back({s.name().empty() ? "custom" : s.name(), s.hidden_size(), s.num_experts(),
+                   s.top_k(), s.expert_intermediate_size(), s.shared_expert_intermediate_size()});
+  return out;
+}
+
 double median_us(const std::function<void()>& fn, int warmup, int repeats) {
   for (int i = 0; i < warmup; ++i) fn();
   std::vector<double> us(repeats);

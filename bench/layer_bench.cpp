@@ -21,21 +21,6 @@
 namespace switchyard {
 namespace {
 
-struct LayerShape {
-  std::string name;
-  int64_t hidden, experts, top_k, intermediate, shared;
-};
-
-std::vector<LayerShape> layer_shapes(const config::BenchConfig& b) {
-  if (b.layer_shapes_size() == 0)
-    return {{"qwen1.5-moe", 2048, 60, 4, 1408, 5632}, {"small", 512, 16, 2, 512, 1024}};
-  std::vector<LayerShape> out;
-  for (const auto& s : b.layer_shapes())
-    out.push_back({s.name().empty() ? "custom" : s.name(), s.hidden_size(), s.num_experts(),
-                   s.top_k(), s.expert_intermediate_size(), s.shared_expert_intermediate_size()});
-  return out;
-}
-
 // Hugging Face's loop, on our block's weights (so the FLOPs and the numbers are the same).
 torch::Tensor hf_loop_forward(MoeBlock& block, const torch::Tensor& x) {
   Routing r = block->router->route(x);
@@ -143,7 +128,8 @@ void run_layer_bench(const BenchContext& ctx) {
                "layer_vs_dense", "experts_tokens_per_s", "dense_tokens_per_s", "experts_vs_dense",
                "loop_tokens_per_s", "vs_loop"});
   const int64_t T = ctx.config.bench().layer_tokens();
-  for (const auto& s : layer_shapes(ctx.config.bench())) {
+  for (const auto& s :
+       layer_shapes(ctx.config.bench(), {kQwen15MoeLayer, {"small", 512, 16, 2, 512, 1024}})) {
     for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
       for (bool backward : {false, true}) {
         const Timings t = time_one(s, dtype, backward, ctx.config);

@@ -92,26 +92,32 @@ void accuracy_table(const BenchContext& ctx, Table& table) {
   }
 }
 
-// One bank of `experts` SwiGLU experts on T * top_k rows spread evenly, as after dispatch.
+// One bank of SwiGLU experts per shape (bench.layer_shapes, default Qwen1.5-MoE's) on
+// T * top_k rows spread evenly, as after dispatch.
 void speed_table(const BenchContext& ctx, Table& table) {
   const auto& b = ctx.config.bench();
-  const int64_t H = 2048, I = 1408, E = 60, k = 4, T = b.quant_tokens();
-  std::vector<int64_t> counts(E, T * k / E);
-  counts[0] += T * k - (T * k / E) * E;
-  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
-    double base_us = 0;
-    for (const auto& v : kVariants) {
-      torch::manual_seed(ctx.config.train().seed());
-      ExpertBank bank(ExpertBankOptions(H, I, E).quant(quant_options(quant_config(v))));
-      bank->to(dtype);
-      auto x = torch::randn({T * k, H}, dtype);
-      torch::NoGradGuard no_grad;
-      const double us = median_us([&] { bank->forward(x, counts); }, b.warmup(), b.layer_repeats());
-      if (v.type == config::QUANT_NONE) base_us = us;
-      table.add({"qwen1.5-moe-experts", dtype == torch::kFloat ? "fp32" : "bf16", v.name, T,
-                 Cell(us, 1), Cell(double(T) / us * 1e6, 0), Cell(base_us / us, 3),
-                 Cell(double(bank->weight_bytes()) / double(bank->num_logical_parameters()), 3)});
-      if (!ctx.json) std::cerr << "." << std::flush;
+  const int64_t T = b.quant_tokens();
+  for (const auto& s : layer_shapes(b, {kQwen15MoeLayer})) {
+    const int64_t E = s.experts, rows = T * s.top_k;
+    std::vector<int64_t> counts(E, rows / E);
+    counts[0] += rows - (rows / E) * E;
+    for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+      double base_us = 0;
+      for (const auto& v : kVariants) {
+        torch::manual_seed(ctx.config.train().seed());
+        ExpertBank bank(
+            ExpertBankOptions(s.hidden, s.intermediate, E).quant(quant_options(quant_config(v))));
+        bank->to(dtype);
+        auto x = torch::randn({rows, s.hidden}, dtype);
+        torch::NoGradGuard no_grad;
+        const double us =
+            median_us([&] { bank->forward(x, counts); }, b.warmup(), b.layer_repeats());
+        if (v.type == config::QUANT_NONE) base_us = us;
+        table.add({s.name, dtype == torch::kFloat ? "fp32" : "bf16", v.name, T, Cell(us, 1),
+                   Cell(double(T) / us * 1e6, 0), Cell(base_us / us, 3),
+                   Cell(double(bank->weight_bytes()) / double(bank->num_logical_parameters()), 3)});
+        if (!ctx.json) std::cerr << "." << std::flush;
+      }
     }
   }
 }
@@ -134,9 +140,10 @@ void run_quant_bench(const BenchContext& ctx) {
           << ", random weights, " << b.quant_tokens()
           << " tokens; against the unquantized model (targets sampled from it)\n";
   accuracy.print(ctx.out);
-  ctx.out << "\nExpert quantization, speed: 60 SwiGLU experts 2048 -> 1408, " << b.quant_tokens()
-          << " tokens x top-4 rows, forward, median of " << b.layer_repeats() << ", "
-          << torch::get_num_threads() << " threads; vs_unquantized = full-precision time / time\n";
+  ctx.out << "\nExpert quantization, speed: one bank of SwiGLU experts per shape, "
+          << b.quant_tokens() << " tokens x top-k rows, forward, median of " << b.layer_repeats()
+          << ", " << torch::get_num_threads()
+          << " threads; vs_unquantized = full-precision time / time\n";
   speed.print(ctx.out);
 }
 

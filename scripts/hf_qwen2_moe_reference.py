@@ -3,8 +3,7 @@
 logits for fixed padded inputs, for tests/test_qwen2_moe.cpp and the EP = 2 MPI test.
 
   hf_qwen2_moe_reference.py OUT_DIR
-  hf_qwen2_moe_reference.py compare OURS.safetensors REFERENCE.safetensors
-  hf_qwen2_moe_reference.py check-export DIR REFERENCE.safetensors [TOLERANCE]
+  hf_qwen2_moe_reference.py check-export DIR REFERENCE.safetensors TOLERANCE [DIR REF TOL ...]
 
 Each case is a folder: the checkpoint (config.json + safetensors, as save_pretrained writes it,
 or the in-memory fused-expert layout of transformers v5 for "fused") and reference.safetensors
@@ -64,20 +63,10 @@ def write_eval_case(model, folder: str) -> None:
               os.path.join(folder, "eval_reference.safetensors"))
 
 
-def compare(ours_path: str, reference_path: str) -> None:
-    """Exit 1 unless our dumped logits match the reference at every unpadded position."""
-    from safetensors.torch import load_file
-    ours, ref = load_file(ours_path), load_file(reference_path)
-    keep = ref["attention_mask"].bool()
-    diff = (ours["logits"] - ref["logits"])[keep].abs().max().item()
-    scale = max(1.0, ref["logits"].abs().max().item())
-    print(f"max |ours - transformers| / scale = {diff / scale:.3e}")
-    sys.exit(0 if ours["logits"].shape == ref["logits"].shape and diff / scale <= 1e-4 else 1)
-
-
-def check_export(folder: str, reference_path: str, tolerance: float) -> None:
-    """Exit 1 unless transformers loads the checkpoint `switchyard convert` wrote, with no
-    missing or unexpected tensors, and its logits match the reference inputs' logits."""
+def check_export(folder: str, reference_path: str, tolerance: float) -> bool:
+    """True when transformers loads the checkpoint `switchyard convert` wrote, with no missing
+    or unexpected tensors, and its logits match the reference inputs' logits; prints one line
+    "FOLDER: ..." either way, naming the tolerance when it is exceeded."""
     from safetensors.torch import load_file
     ref = load_file(reference_path)
     model, info = Qwen2MoeForCausalLM.from_pretrained(
@@ -85,15 +74,17 @@ def check_export(folder: str, reference_path: str, tolerance: float) -> None:
     problems = {k: v for k, v in info.items() if v and k != "error_msgs"} or \
         ({"error_msgs": info["error_msgs"]} if info.get("error_msgs") else {})
     if problems:
-        print(f"transformers loading {folder}: {problems}")
-        sys.exit(1)
+        print(f"{folder}: transformers loading it: {problems}")
+        return False
     with torch.no_grad():
         logits = model.eval()(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"]).logits
     keep = ref["attention_mask"].bool()
     diff = (logits.float() - ref["logits"])[keep].abs().max().item()
     scale = max(1.0, ref["logits"].abs().max().item())
-    print(f"transformers on the export: max |logits - reference| / scale = {diff / scale:.3e}")
-    sys.exit(0 if diff / scale <= tolerance else 1)
+    good = diff / scale <= tolerance
+    print(f"{folder}: transformers on the export: max |logits - reference| / scale = {diff / scale:.3e}"
+          + ("" if good else f", over the tolerance {tolerance:g}"))
+    return good
 
 
 def main() -> None:
@@ -128,9 +119,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "compare":
-        compare(sys.argv[2], sys.argv[3])
-    elif sys.argv[1] == "check-export":
-        check_export(sys.argv[2], sys.argv[3], float(sys.argv[4]) if len(sys.argv) > 4 else 1e-4)
+    if sys.argv[1] == "check-export":  # one process for many folders: transformers loads once
+        args = sys.argv[2:]
+        if not args or len(args) % 3:
+            sys.exit("usage: check-export DIR REFERENCE TOLERANCE [DIR REFERENCE TOLERANCE ...]")
+        results = [check_export(args[i], args[i + 1], float(args[i + 2])) for i in range(0, len(args), 3)]
+        sys.exit(0 if all(results) else 1)
     else:
         main()

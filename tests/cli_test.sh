@@ -118,8 +118,8 @@ for f in ("params", "peak_rss_gb", "fwd_ms_per_token", "fwdbwd_ms_per_token"):
 assert r["quant"] == "INT4" and r["preset"] == "tiny", r
 PY
 then ok "bench model --json fields"; else fail "bench model --json ($(head -c 300 "$tmp/model.err"))"; fi
-if "$bin" bench quant --set bench.quant_tokens=16 --set bench.layer_repeats=1 --set bench.warmup=0 \
-  --json >"$tmp/quant.jsonl" 2>"$tmp/quant.err" && "$py" - "$tmp/quant.jsonl" <<'PY'
+if "$bin" bench quant --config "$(dirname "$0")/../configs/bench_small_layer.pbtxt" \
+  --set bench.quant_tokens=16 --set bench.layer_repeats=1 --set bench.warmup=0 --json >"$tmp/quant.jsonl" 2>"$tmp/quant.err" && "$py" - "$tmp/quant.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 acc = [r for r in rows if "kl" in r]
@@ -127,7 +127,7 @@ speed = [r for r in rows if "vs_unquantized" in r]
 assert [r["quant"] for r in acc] == ["none", "int8", "int4-g128-sym", "int4-g64-asym"], acc
 assert acc[0]["kl"] == 0 and all(r["kl"] > 0 for r in acc[1:]), acc
 assert acc[1]["bytes_per_param"] < 1.1 and acc[2]["bytes_per_param"] < 0.6, acc
-assert len(speed) == 8 and all(r["tokens_per_s"] > 0 for r in speed), speed
+assert len(speed) == 8 and all(r["tokens_per_s"] > 0 and r["shape"] == "small" for r in speed), speed
 PY
 then ok "bench quant --json fields"; else fail "bench quant --json ($(head -c 300 "$tmp/quant.err"))"; fi
 expect_error "bench model unknown preset" "bench.model_preset = huge: expected" bench model --preset huge

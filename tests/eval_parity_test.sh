@@ -15,10 +15,10 @@ for case in qwen2_moe/base qwen2_moe/fused gptq/gptq gptq/gptq_asym; do
     out="$tmp/${case//\//_}.$np.safetensors"
     if "$here/launch/mpirun.sh" -np "$np" "$bin" eval --model "$dir" --tokens "$dir/eval_tokens.txt" \
          --dump-logits "$out" --dtype float32 --set parallel.expert_parallel=$ep >"$tmp/log" 2>&1 &&
-       "$py" "$here/scripts/hf_qwen2_moe_reference.py" compare "$out" "$dir/eval_reference.safetensors"; then
-      echo "ok    $case np=$np ep=$ep"
+       "$py" "$here/scripts/logits_compare.py" reference "$out" "$dir/eval_reference.safetensors" >"$tmp/cmp" 2>&1; then
+      echo "ok    $case np=$np ep=$ep: $(cat "$tmp/cmp")"
     else
-      echo "FAIL  $case np=$np ep=$ep: $(tail -3 "$tmp/log")"; failed=1
+      echo "FAIL  $case np=$np ep=$ep: $(tail -3 "$tmp/log") $(cat "$tmp/cmp" 2>/dev/null)"; failed=1
     fi
   done
 done
