@@ -80,6 +80,8 @@ set(SWITCHYARD_PARALLEL_SOURCES
   parallel/single_process_communicator.cpp
   parallel/mpi_communicator.cpp
   parallel/staging_communicator.cpp
+  parallel/collective_watchdog.cpp
+  parallel/watched_communicator.cpp
   parallel/launch_env.cpp
   parallel/compute_device.cpp
   parallel/process_groups.cpp
@@ -139,6 +141,7 @@ set(SWITCHYARD_TRAINER_SOURCES
   trainer/weight_init.cpp
   trainer/trainer.cpp
   trainer/checkpoint.cpp
+  trainer/resume_fingerprint.cpp
   trainer/metrics_log.cpp
   trainer/tensorboard_writer.cpp
   trainer/train_progress.cpp

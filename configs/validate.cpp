@@ -86,6 +86,8 @@ void validate_train(const config::TrainConfig& t) {
   require(t.distill_steps() >= 0 && (t.distill_steps() == 0 || t.distill_steps() < t.steps()),
           "train.distill_steps", t.distill_steps(),
           "must be in [0, train.steps) (the steps after it fine-tune on the task loss)");
+  require(t.keep_checkpoints() >= 0, "train.keep_checkpoints", t.keep_checkpoints(),
+          "must be 0 (keep all) or positive");
   require(t.max_skipped_steps() >= 1, "train.max_skipped_steps", t.max_skipped_steps(),
           "must be >= 1 (skips in a row before the run stops)");
   require(t.eval_interval() >= 0, "train.eval_interval", t.eval_interval(),
@@ -155,6 +157,8 @@ void validate_run_config(const RunConfig& c) {
   const std::string& device = c.parallel().device();
   require(device == "auto" || device == "cpu" || device == "cuda", "parallel.device", device,
           "must be \"auto\", \"cpu\" or \"cuda\"");
+  require(std::isfinite(c.parallel().timeout_s()) && c.parallel().timeout_s() >= 0,
+          "parallel.timeout_s", c.parallel().timeout_s(), "must be 0 (off) or a positive number");
   // model.num_experts describes the model only when no file does (benchmarks); a checkpoint's
   // or init_config's own expert count is checked when the model is built from it.
   const bool shape_from_file = !c.model().checkpoint().empty() || c.model().has_init_config();

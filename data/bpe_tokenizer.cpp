@@ -16,6 +16,8 @@ namespace {
 using nlohmann::json;
 
 constexpr uint32_t kNoMerge = std::numeric_limits<uint32_t>::max();
+// How many ids may go unused below the largest (ids past the tokens listed).
+constexpr size_t kMaxUnusedIds = 1 << 16;
 
 uint64_t pair_key(uint32_t a, uint32_t b) {
   return (uint64_t(a) << 32) | b;
@@ -67,24 +69,47 @@ BpeTokenizer BpeTokenizer::from_json(std::string_view json_text, const std::stri
     BpeTokenizer t;
     t.what_ = what;
     t.ignore_merges_ = model.value("ignore_merges", false);
-    auto add_id = [&](const std::string& token, uint32_t id) {
-      if (id >= t.id_to_token_.size()) t.id_to_token_.resize(size_t(id) + 1);
-      t.id_to_token_[id] = token;
-      t.vocab_[token] = id;
-    };
     if (!model.contains("vocab") || !model["vocab"].is_object())
       throw refuse("model.vocab is not an object");
     if (!model.contains("merges") || !model["merges"].is_array())
       throw refuse("model.merges is not an array");
-    for (const auto& [token, id] : model["vocab"].items()) add_id(token, id.get<uint32_t>());
-    for (const json& a : j.value("added_tokens", json::array())) {
+    const json added_tokens = j.value("added_tokens", json::array());
+    // Ids index tables: one far past the tokens listed (4294967295, say) would allocate
+    // gigabytes for nothing. Vocabularies number their tokens (nearly) densely.
+    const size_t max_id = model["vocab"].size() + added_tokens.size() + kMaxUnusedIds;
+    std::vector<char> used;
+    auto add_id = [&](const std::string& token, const json& id_json) {
+      // (A JSON literal reads as unsigned; a json built in C++ from an int is signed.)
+      if (!id_json.is_number_unsigned() &&
+          !(id_json.is_number_integer() && id_json.get<int64_t>() >= 0))
+        throw refuse(detail::concat("unexpected structure: token ", json(token).dump(), " has id ",
+                                    id_json.dump(), ", not a non-negative integer"));
+      if (id_json.get<uint64_t>() >= max_id)
+        throw refuse(detail::concat("token ", json(token).dump(), " has id ", id_json.dump(),
+                                    ", more than ", kMaxUnusedIds, " past the ",
+                                    max_id - kMaxUnusedIds, " tokens listed"));
+      const uint32_t id = id_json.get<uint32_t>();
+      if (id >= t.id_to_token_.size()) {
+        t.id_to_token_.resize(size_t(id) + 1);
+        used.resize(size_t(id) + 1);
+      }
+      // Two tokens on one id would decode as whichever was kept (tokenizers keeps either).
+      if (used[id] && t.id_to_token_[id] != token)
+        throw refuse(detail::concat("tokens ", json(t.id_to_token_[id]).dump(), " and ",
+                                    json(token).dump(), " share id ", id));
+      used[id] = 1;
+      t.id_to_token_[id] = token;
+      t.vocab_[token] = id;
+      return id;
+    };
+    for (const auto& [token, id] : model["vocab"].items()) add_id(token, id);
+    for (const json& a : added_tokens) {
       if (a.value("lstrip", false) || a.value("rstrip", false) || a.value("single_word", false))
         throw refuse("added token " + a.at("content").get<std::string>() +
                      " uses lstrip/rstrip/single_word");
-      AddedToken added{a.at("content").get<std::string>(), a.at("id").get<uint32_t>(),
-                       a.value("special", false)};
+      AddedToken added{a.at("content").get<std::string>(), 0, a.value("special", false)};
       if (added.content.empty()) throw refuse("an added token is empty");
-      add_id(added.content, added.id);
+      added.id = add_id(added.content, a.at("id"));
       t.added_.push_back(added);
     }
     t.special_.assign(t.id_to_token_.size(), 0);

@@ -15,6 +15,8 @@ int run_train(const CommandArgs& args) {
   options.dtype = args.vars["dtype"].as<std::string>();
   options.resume = args.vars.count("resume") > 0;
   options.stop_after = args.vars["stop-after"].as<int64_t>();
+  if (args.vars.count("allow-resume-change"))
+    options.allow_resume_changes = args.vars["allow-resume-change"].as<std::vector<std::string>>();
   options.redraw_progress = redraw_progress(args.vars["progress"].as<std::string>());
   TrainingRun(config, options).run();
   return 0;
@@ -34,6 +36,9 @@ Subcommand train_command() {
         "progress", po::value<std::string>()->default_value("auto"),
         "progress line: bar (redrawn in place), lines (one per log interval) or auto")(
         "resume", "continue from the newest checkpoint in the run folder (any EP size)")(
+        "allow-resume-change", po::value<std::vector<std::string>>()->value_name("ITEM"),
+        "resume although ITEM changed since the checkpoint: base, data, global_batch, seq_len, "
+        "seed or router (repeatable)")(
         "stop-after", po::value<int64_t>()->default_value(0)->value_name("N"),
         "checkpoint and stop after N steps of this invocation (time-sliced jobs); 0: run on")(
         "export-hf", po::value<std::string>()->value_name("DIR"),

@@ -33,6 +33,7 @@ BertConfig BertConfig::from_json(const std::string& text, const std::string& whe
       r.fail("id2label", "must be a non-empty object");
     c.num_labels = int64_t(j["id2label"].size());
     c.labels.resize(size_t(c.num_labels));
+    std::vector<char> seen(c.labels.size());  // an empty name is a name too
     for (const auto& [key, name] : j["id2label"].items()) {
       size_t used = 0;
       int64_t id = -1;
@@ -41,9 +42,10 @@ BertConfig BertConfig::from_json(const std::string& text, const std::string& whe
       } catch (const std::exception&) {
       }
       if (used != key.size() || id < 0 || id >= c.num_labels || !name.is_string() ||
-          !c.labels[size_t(id)].empty())
+          seen[size_t(id)])
         r.fail("id2label", "must map the ids 0.." + std::to_string(c.num_labels - 1) +
                                " to label names, each once");
+      seen[size_t(id)] = 1;
       c.labels[size_t(id)] = name.get<std::string>();
     }
   }

@@ -45,7 +45,18 @@ std::optional<GptqConfig> GptqConfig::from_hf_config(const nlohmann::json& confi
     return Error(where + ": quantization_config." + key + ": " + what);
   };
   if (!q.is_object()) throw fail("", "must be an object");
-  const std::string method = q.value("quant_method", std::string("gptq"));
+  // Typed reads: a field of another type is one clear error, not a JSON type_error.
+  auto flag = [&](const char* key, bool absent) {
+    if (!q.contains(key) || q[key].is_null()) return absent;
+    if (!q[key].is_boolean()) throw fail(key, "must be true or false, got " + q[key].dump());
+    return q[key].get<bool>();
+  };
+  auto text = [&](const char* key, const std::string& absent) {
+    if (!q.contains(key) || q[key].is_null()) return absent;
+    if (!q[key].is_string()) throw fail(key, "must be a string, got " + q[key].dump());
+    return q[key].get<std::string>();
+  };
+  const std::string method = text("quant_method", "gptq");
   if (method != "gptq") throw fail("quant_method", "'" + method + "' is not supported (only gptq)");
   GptqConfig c;
   if (q.contains("bits")) {
@@ -60,10 +71,10 @@ std::optional<GptqConfig> GptqConfig::from_hf_config(const nlohmann::json& confi
   // -1 (one group per row) would need the input width here; hub checkpoints use 32..128.
   if (c.group_size <= 0 || c.group_size % 8 != 0)
     throw fail("group_size", detail::concat(c.group_size, ": a positive multiple of 8 is needed"));
-  if (q.value("desc_act", false))
+  if (flag("desc_act", false))
     throw fail("desc_act", "act-order checkpoints (desc_act: true) are not supported");
-  c.sym = q.value("sym", true);
-  const std::string format = q.value("checkpoint_format", std::string("gptq"));
+  c.sym = flag("sym", true);
+  const std::string format = text("checkpoint_format", "gptq");
   if (format != "gptq" && format != "gptq_v2")
     throw fail("checkpoint_format", "'" + format + "': expected gptq or gptq_v2");
   c.zeros_minus_one = format == "gptq";

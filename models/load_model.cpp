@@ -7,6 +7,7 @@
 #include "common/errors.h"
 #include "models/model_checkpoint.h"
 #include "models/switchyard_checkpoint.h"
+#include "parallel/collective_watchdog.h"
 #include "parallel/compute_device.h"
 #include "routers/router_registry.h"
 
@@ -40,9 +41,11 @@ RunConfig effective_config(const RunConfig& config, const config::CheckpointMani
 }
 
 // The EP and DP groups over the world of the device config.parallel.device names.
+// The collective watchdog holds every collective from here on to parallel.timeout_s.
 ProcessGroups device_groups(const RunConfig& config) {
-  return make_process_groups(compute_world(config.parallel().device()).world,
-                             config.parallel().expert_parallel());
+  const CommunicatorPtr& world = compute_world(config.parallel().device()).world;
+  start_collective_watchdog(*world, config.parallel(), /*log_dir=*/"");
+  return make_process_groups(world, config.parallel().expert_parallel());
 }
 
 }  // namespace
@@ -129,7 +132,9 @@ LoadedModel load_model(const std::string& path, const RunConfig& config, const s
     LoadedModel m = relabelled ? load_hf_model(resolve_model_path(base), effective, dtype,
                                                manifest.model_config_json())
                                : load_model(base, effective, dtype);
-    overlay_model_state(m.module(), CheckpointTensors(dir, manifest), overlay);  // on its device
+    const CheckpointTensors tensors(dir, manifest);
+    check_model_tensor_count(tensors, manifest);
+    overlay_model_state(m.module(), tensors, overlay);  // on its device
     return m;
   }
   // A complete checkpoint, or a training checkpoint of a model trained from scratch (every
@@ -138,7 +143,9 @@ LoadedModel load_model(const std::string& path, const RunConfig& config, const s
     throw Error("checkpoint " + dir + ": a training checkpoint without model.checkpoint (base)");
   LoadedModel m =
       build_model(manifest.model_config_json(), dir + "/" + kCheckpointManifest, effective);
-  overlay_model_state(m.module(), CheckpointTensors(dir, manifest), overlay);
+  const CheckpointTensors tensors(dir, manifest);
+  check_model_tensor_count(tensors, manifest);
+  overlay_model_state(m.module(), tensors, overlay);
   place_on_compute_device(m, parse_dtype(dtype, m.model->checkpoint_dtype()));
   return m;
 }

@@ -154,24 +154,23 @@ int64_t overlay_model_state(torch::nn::Module& model, const CheckpointTensors& c
       if (ckpt.contains(gate)) b.moe->router->init_from_gate(ckpt.get(gate).to(torch::kFloat));
     }
 
-  if (options.complete())  // nothing in the checkpoint may be left without a place
-    for (const auto& name : ckpt.names()) {
-      if (!starts_with(name, "param.") && !starts_with(name, "buffer.")) continue;
-      const std::string key = without_expert_suffix(name);
-      bool router = false;
-      for (const auto& b : blocks)
-        router |=
-            starts_with(key, "param." + b.router()) || starts_with(key, "buffer." + b.router());
-      if (router && options.replace_routers()) continue;
-      if (!model_keys.count(key))
-        mismatch(ckpt, "tensor '" + name + "' has no place in this model");
-      if (key == name) continue;
-      const Block* b = expert_block(blocks, key.substr(key.find('.') + 1));
-      const int64_t g = std::stoll(name.substr(key.size() + 7));
-      if (!b || g >= b->global)
-        mismatch(ckpt, detail::concat("tensor '", name, "' is expert ", g, ", the model has ",
-                                      b ? b->global : 0, " experts there"));
-    }
+  // Nothing in the checkpoint may be left without a place, in a training checkpoint either:
+  // one whose names match nothing would otherwise leave the bare base to be evaluated.
+  for (const auto& name : ckpt.names()) {
+    if (!starts_with(name, "param.") && !starts_with(name, "buffer.")) continue;
+    const std::string key = without_expert_suffix(name);
+    bool router = false;
+    for (const auto& b : blocks)
+      router |= starts_with(key, "param." + b.router()) || starts_with(key, "buffer." + b.router());
+    if (router && options.replace_routers()) continue;
+    if (!model_keys.count(key)) mismatch(ckpt, "tensor '" + name + "' has no place in this model");
+    if (key == name) continue;
+    const Block* b = expert_block(blocks, key.substr(key.find('.') + 1));
+    const int64_t g = std::stoll(name.substr(key.size() + 7));
+    if (!b || g >= b->global)
+      mismatch(ckpt, detail::concat("tensor '", name, "' is expert ", g, ", the model has ",
+                                    b ? b->global : 0, " experts there"));
+  }
   return copied;
 }
 

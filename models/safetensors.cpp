@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "common/errors.h"
+#include "common/fnv1a.h"
 
 namespace switchyard {
 namespace {
@@ -73,7 +74,8 @@ torch::Tensor SafetensorsFile::get(const std::string& name) const {
   if (reinterpret_cast<uintptr_t>(ptr) % elem != 0) {
     // A writer that does not pad its header leaves data unaligned: copy rather than misread.
     auto out = torch::empty(e->shape, options);
-    std::memcpy(out.data_ptr(), ptr, e->end - e->begin);
+    // An empty tensor has no buffer (data_ptr() is null), and memcpy wants one even for 0 bytes.
+    if (e->end > e->begin) std::memcpy(out.data_ptr(), ptr, e->end - e->begin);
     return out;
   }
   return torch::from_blob(
@@ -82,8 +84,8 @@ torch::Tensor SafetensorsFile::get(const std::string& name) const {
 
 // ---- writer ----------------------------------------------------------------------------------
 
-void write_file_atomic(const std::string& path,
-                       const std::vector<std::pair<const void*, size_t>>& chunks) {
+WrittenFile write_file_atomic(const std::string& path,
+                              const std::vector<std::pair<const void*, size_t>>& chunks) {
   namespace fs = std::filesystem;
   const fs::path target(path);
   const fs::path tmp = target.parent_path() /
@@ -106,7 +108,15 @@ void write_file_atomic(const std::string& path,
       n -= size_t(w);
     }
   };
-  for (const auto& [p, n] : chunks) write_all(p, n);
+  // The checksum of what is written, as it is written: a checkpoint's manifest needs no re-read.
+  WrittenFile written;
+  Fnv1a64 checksum;
+  for (const auto& [p, n] : chunks) {
+    checksum.update(std::string_view(static_cast<const char*>(p), n));
+    written.bytes += n;
+    write_all(p, n);
+  }
+  written.fnv1a64 = checksum.value();
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     ::unlink(tmp.c_str());
     fail(path, std::string("fsync/close failed: ") + std::strerror(errno));
@@ -118,21 +128,26 @@ void write_file_atomic(const std::string& path,
     fail(path, "rename failed: " + ec.message());
   }
   // The rename itself must reach the disk before we report success.
-  const int dir = ::open(target.has_parent_path() ? target.parent_path().c_str() : ".",
-                         O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
+  fsync_directory(target.has_parent_path() ? target.parent_path().string() : ".");
+  return written;
+}
+
+void fsync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail(dir, std::string("cannot open the folder to fsync it: ") + std::strerror(errno));
+  const bool synced = ::fsync(fd) == 0;
+  const std::string why = synced ? "" : std::strerror(errno);
+  ::close(fd);
+  if (!synced) fail(dir, "fsync of the folder failed: " + why);
 }
 
 void write_text_file_atomic(const std::string& path, const std::string& text) {
   write_file_atomic(path, {{text.data(), text.size()}});
 }
 
-void save_safetensors(const std::string& path,
-                      const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+WrittenFile save_safetensors(const std::string& path,
+                             const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                             const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::vector<torch::Tensor> data;
@@ -158,7 +173,7 @@ void save_safetensors(const std::string& path,
   for (int i = 0; i < 8; ++i) len[i] = (uint64_t(text.size()) >> (8 * i)) & 0xff;
   std::vector<std::pair<const void*, size_t>> chunks = {{len, 8}, {text.data(), text.size()}};
   for (const auto& c : data) chunks.push_back({c.data_ptr(), c.numel() * c.element_size()});
-  write_file_atomic(path, chunks);
+  return write_file_atomic(path, chunks);
 }
 
 // ---- sharded checkpoints -----------------------------------------------------------------------

@@ -40,11 +40,21 @@ class SafetensorsFile {
   std::weak_ptr<SafetensorsFile> self_;
 };
 
+/// A file as written: its size and FNV-1a 64 checksum (common/fnv1a.h), computed while writing.
+struct WrittenFile {
+  uint64_t bytes = 0;
+  uint64_t fnv1a64 = 0;
+};
+
+/// fsync of a folder (so renames in it reach the disk); throws Error naming it on failure.
+void fsync_directory(const std::string& dir);
+
 /// Writes tensors (any device; stored contiguous, on the CPU) in order, atomically: a temporary
-/// file in the same folder, fsync, rename. Throws Error on duplicate names or I/O failure.
-void save_safetensors(const std::string& path,
-                      const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata = {});
+/// file in the same folder, fsync, rename, fsync of the folder. Throws Error on duplicate names
+/// or I/O failure (a full disk included); returns what was written.
+WrittenFile save_safetensors(const std::string& path,
+                             const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                             const std::map<std::string, std::string>& metadata = {});
 
 /// A Hugging Face checkpoint: a folder with model.safetensors, or with
 /// model.safetensors.index.json naming shards, or a single .safetensors file. Shards are mapped
@@ -69,8 +79,8 @@ class SafetensorsCheckpoint {
 
 /// Writes `chunks` to `path` atomically: a temporary file in the same folder, fsync, rename,
 /// fsync of the folder. A crash at any moment leaves either the old file or the new one.
-void write_file_atomic(const std::string& path,
-                       const std::vector<std::pair<const void*, size_t>>& chunks);
+WrittenFile write_file_atomic(const std::string& path,
+                              const std::vector<std::pair<const void*, size_t>>& chunks);
 void write_text_file_atomic(const std::string& path, const std::string& text);
 
 /// Reads a whole (small) text file; throws Error naming it.

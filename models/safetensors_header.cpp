@@ -68,15 +68,18 @@ SafetensorsEntry parse_entry(const std::string& name, const json& e, uint64_t da
 
   const json& shape = e["shape"];
   if (!shape.is_array()) fail(where, at + ": shape is not a list");
-  uint64_t numel = 1;
-  bool overflow = false;
+  // LibTorch multiplies the dimensions in int64 (for strides, a 0 counting as 1): beyond that
+  // no tensor can have the shape, even one of no bytes like [0, 2^62, 2^62].
+  uint64_t numel = 1, extent = 1;
   for (const auto& d : shape) {
     if (!d.is_number_unsigned()) fail(where, at + ": shape entries must be non-negative integers");
     const uint64_t v = d.get<uint64_t>();
-    if (v > uint64_t(std::numeric_limits<int64_t>::max())) overflow = true;
-    if (v != 0 && numel > std::numeric_limits<uint64_t>::max() / v) overflow = true;
-    numel = overflow ? numel : numel * v;
-    out.shape.push_back(int64_t(std::min<uint64_t>(v, std::numeric_limits<int64_t>::max())));
+    if (std::max<uint64_t>(v, 1) > uint64_t(std::numeric_limits<int64_t>::max()) / extent)
+      fail(where, at + ": shape " + shape.dump() +
+                      " has too many elements for LibTorch (dimensions multiply past 2^63)");
+    extent *= std::max<uint64_t>(v, 1);
+    numel *= v;  // <= extent
+    out.shape.push_back(int64_t(v));
   }
   const json& offsets = e["data_offsets"];
   if (!offsets.is_array() || offsets.size() != 2)
@@ -88,8 +91,8 @@ SafetensorsEntry parse_entry(const std::string& name, const json& e, uint64_t da
     fail(where, detail::concat(at, ": data_offsets [", out.begin, ", ", out.end,
                                "] out of range (data section has ", data_bytes, " bytes)"));
   const uint64_t elem = dt->bytes;
-  if (overflow || numel > std::numeric_limits<uint64_t>::max() / elem ||
-      numel * elem != out.end - out.begin)
+  const bool overflow = numel > std::numeric_limits<uint64_t>::max() / elem;
+  if (overflow || numel * elem != out.end - out.begin)
     fail(where, detail::concat(at, ": dtype ", out.dtype, " and shape ", shape.dump(), " need ",
                                overflow ? std::string("too many") : std::to_string(numel * elem),
                                " bytes but data_offsets span ", out.end - out.begin));

@@ -1,6 +1,10 @@
 // See switchyard_checkpoint.h.
 #include "models/switchyard_checkpoint.h"
 
+#include <fcntl.h>
+#include <stdio.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -40,36 +44,96 @@ void append_per_expert(CheckpointTensorList& out, const std::string& key, const 
     out.emplace_back(expert_tensor_name(key, first_expert + e), t[e]);
 }
 
+namespace {
+
+// Moves `partial` to `final_dir` so that a kill at any moment leaves a complete folder under
+// `final_dir`'s name or under `partial`'s: when `final_dir` exists (the same step saved again)
+// the two are swapped atomically and the old one removed after; never removed first.
+void move_into_place(const fs::path& partial, const fs::path& final_dir) {
+  if (!fs::exists(final_dir)) {
+    fs::rename(partial, final_dir);
+  } else if (::renameat2(AT_FDCWD, partial.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) ==
+             0) {
+    fs::remove_all(partial);  // now the old folder
+  } else {
+    // A filesystem without atomic exchange (NFS): the old folder is set aside, not deleted,
+    // until the new one has its name; `latest` falls back to complete step folders meanwhile.
+    const fs::path old = final_dir.string() + ".replaced";
+    fs::remove_all(old);
+    fs::rename(final_dir, old);
+    fs::rename(partial, final_dir);
+    fs::remove_all(old);
+  }
+  fsync_directory(final_dir.parent_path().string());
+}
+
+std::string expert_file_name(int ep_rank) {
+  return "experts-ep" + std::to_string(ep_rank) + ".safetensors";
+}
+
+}  // namespace
+
 void write_checkpoint_folder(const std::string& dir, const CheckpointShard& shard,
                              const ProcessGroups& groups, config::CheckpointManifest manifest) {
   const fs::path final_dir(dir), partial(dir + ".partial");
-  const int rank = groups.world->rank();
+  const int rank = groups.world->rank(), world = groups.world->size();
   if (rank == 0) {
     fs::remove_all(partial);
     fs::create_directories(partial);
   }
   groups.world->barrier();
-  if (rank == 0) save_safetensors((partial / "replicated.safetensors").string(), shard.replicated);
-  if (groups.dp_rank() == 0 && !shard.experts.empty())
-    save_safetensors(
-        (partial / ("experts-ep" + std::to_string(groups.ep_rank()) + ".safetensors")).string(),
-        shard.experts);
-  groups.world->barrier();  // every file is in place before rank 0 lists them
+  // Each writer reports what it wrote (size and checksum, computed while writing), so rank 0
+  // lists the files it told the ranks to write, with no directory listing (shared filesystems
+  // cache those) and no re-read.
+  // [replicated: wrote, bytes, fnv; experts: wrote, bytes, fnv; model tensors in each]
+  auto written = torch::zeros({8}, torch::kLong);
+  auto report = [&](int at, const WrittenFile& f) {
+    written[at] = 1;
+    written[at + 1] = int64_t(f.bytes);
+    written[at + 2] = static_cast<int64_t>(f.fnv1a64);
+  };
+  auto model_tensors = [](const CheckpointTensorList& list) {
+    return int64_t(std::count_if(list.begin(), list.end(), [](const auto& e) {
+      return e.first.starts_with("param.") || e.first.starts_with("buffer.");
+    }));
+  };
+  if (rank == 0) {
+    report(0, save_safetensors((partial / "replicated.safetensors").string(), shard.replicated));
+    written[6] = model_tensors(shard.replicated);
+  }
+  if (groups.dp_rank() == 0 && !shard.experts.empty()) {
+    report(3, save_safetensors((partial / expert_file_name(groups.ep_rank())).string(),
+                               shard.experts));
+    written[7] = model_tensors(shard.experts);
+  }
+  const auto all = groups.world->all_gather(written.view({1, 8})).contiguous();
   if (rank == 0) {
     manifest.clear_files();
-    std::vector<fs::path> paths;
-    for (const auto& entry : fs::directory_iterator(partial)) paths.push_back(entry.path());
-    std::sort(paths.begin(), paths.end());
-    for (const auto& path : paths) {
-      auto* f = manifest.add_files();
-      uint64_t bytes = 0;
-      f->set_fnv1a64(file_fnv1a64(path.string(), &bytes));
-      f->set_bytes(bytes);
-      f->set_name(path.filename().string());
-    }
+    const int64_t* w = all.data_ptr<int64_t>();
+    auto add = [&](const std::string& name, const int64_t* f) {
+      const fs::path path = partial / name;
+      std::error_code ec;
+      const uint64_t on_disk = fs::file_size(path, ec);
+      if (ec || on_disk != uint64_t(f[1]))
+        throw Error(detail::concat(
+            "checkpoint ", dir, ": ", name, " was written (", f[1], " bytes) but ",
+            ec ? "is not there" : "has " + std::to_string(on_disk) + " bytes", "; not saved"));
+      auto* entry = manifest.add_files();
+      entry->set_name(name);
+      entry->set_bytes(uint64_t(f[1]));
+      entry->set_fnv1a64(static_cast<uint64_t>(f[2]));
+    };
+    add("replicated.safetensors", w);
+    int64_t count = w[6];
+    // Rank r = dp_rank * EP + ep_rank: the writers of experts are ranks 0 .. EP-1.
+    for (int r = 0; r < std::min(world, groups.ep_size()); ++r)
+      if (w[8 * r + 3]) {
+        add(expert_file_name(r), w + 8 * r + 3);
+        count += w[8 * r + 7];
+      }
+    manifest.set_model_tensor_count(count);
     write_text_file_atomic((partial / kCheckpointManifest).string(), manifest.SerializeAsString());
-    fs::remove_all(final_dir);
-    fs::rename(partial, final_dir);
+    move_into_place(partial, final_dir);
   }
   groups.world->barrier();  // nobody returns before the folder exists
 }
@@ -78,12 +142,44 @@ bool is_switchyard_checkpoint(const std::string& dir) {
   return fs::is_regular_file(fs::path(dir) / kCheckpointManifest);
 }
 
-std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
+std::optional<std::string> latest_checkpoint(const std::string& run_dir, std::string* note) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
-  if (!fs::is_regular_file(root / "latest")) return std::nullopt;
-  std::string name = read_text_file((root / "latest").string());
-  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
-  return (root / name).string();
+  if (!fs::is_directory(root)) return std::nullopt;
+  std::string named;
+  if (fs::is_regular_file(root / "latest")) {
+    named = read_text_file((root / "latest").string());
+    while (!named.empty() && (named.back() == '\n' || named.back() == ' ')) named.pop_back();
+    if (complete_checkpoint(root / named)) return (root / named).string();
+  }
+  // `latest` is missing, or names a folder that is gone or incomplete (a kill between writing
+  // and naming, or a damaged disk): the newest complete step folder instead.
+  std::vector<fs::path> steps;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_directory() && name.size() == 13 && name.starts_with("step-") &&
+        name.find_first_not_of("0123456789", 5) == std::string::npos)
+      steps.push_back(e.path());
+  }
+  std::sort(steps.rbegin(), steps.rend());
+  for (const auto& s : steps) {
+    if (!complete_checkpoint(s)) continue;
+    if (note)
+      *note = detail::concat(
+          root.string(), "/latest ",
+          named.empty() ? "is missing" : "names " + named + ", which is not a complete checkpoint",
+          "; using the newest complete one, ", s.filename().string());
+    return s.string();
+  }
+  return std::nullopt;
+}
+
+bool complete_checkpoint(const fs::path& dir) {
+  try {
+    read_checkpoint_manifest(dir.string());
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
 }
 
 config::CheckpointManifest read_checkpoint_manifest(const std::string& dir) {
@@ -105,6 +201,19 @@ config::CheckpointManifest read_checkpoint_manifest(const std::string& dir) {
                                  " bytes, the manifest says ", f.bytes(), " (truncated?)"));
   }
   return m;
+}
+
+void check_model_tensor_count(const CheckpointTensors& tensors,
+                              const config::CheckpointManifest& manifest) {
+  if (!manifest.has_model_tensor_count()) return;  // written before the count was kept
+  const auto names = tensors.names();
+  const int64_t found = std::count_if(names.begin(), names.end(), [](const std::string& n) {
+    return n.starts_with("param.") || n.starts_with("buffer.");
+  });
+  if (found != manifest.model_tensor_count())
+    throw Error(detail::concat("checkpoint ", tensors.dir(), ": the manifest lists ",
+                               manifest.model_tensor_count(), " model tensors, its files hold ",
+                               found));
 }
 
 CheckpointTensors::CheckpointTensors(std::string dir, const config::CheckpointManifest& manifest)

@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
@@ -44,9 +45,11 @@ void append_per_expert(CheckpointTensorList& out, const std::string& key, const 
 /// "<key>.expert<g>".
 std::string expert_tensor_name(const std::string& key, int64_t global_expert);
 
-/// Collective over groups.world. Writes every rank's shard into `dir`.partial, then rank 0 adds
-/// the files' sizes and checksums to `manifest`, writes manifest.pb and renames the folder to
-/// `dir` (replacing an older `dir` of that name). Returns when the folder exists.
+/// Collective over groups.world. Writes every rank's shard into `dir`.partial; the writers'
+/// sizes and checksums (computed while writing) go to rank 0, which checks each file is there,
+/// writes manifest.pb and moves the folder to `dir` (an older `dir` of that name is swapped out
+/// atomically, never deleted first). Returns when the folder exists; throws Error (one line) on
+/// any write failure, a full disk included.
 ///   usage: write_checkpoint_folder(out, shard, groups, manifest);
 void write_checkpoint_folder(const std::string& dir, const CheckpointShard& shard,
                              const ProcessGroups& groups, config::CheckpointManifest manifest);
@@ -54,8 +57,14 @@ void write_checkpoint_folder(const std::string& dir, const CheckpointShard& shar
 /// Whether `dir` holds a manifest.pb (a Switchyard checkpoint, complete or not yet verified).
 bool is_switchyard_checkpoint(const std::string& dir);
 
-/// The newest complete checkpoint of a run folder (RUN_DIR/checkpoints/latest names it), if any.
-std::optional<std::string> latest_checkpoint(const std::string& run_dir);
+/// The newest complete checkpoint of a run folder: the one RUN_DIR/checkpoints/latest names, or,
+/// when that is missing or not complete, the newest complete step-* folder (then `note`, if
+/// given, says so). None when there is no complete checkpoint.
+std::optional<std::string> latest_checkpoint(const std::string& run_dir,
+                                             std::string* note = nullptr);
+
+/// Whether `dir` has a manifest and every file it lists, at its size (no bytes read).
+bool complete_checkpoint(const std::filesystem::path& dir);
 
 /// Reads and parses DIR/manifest.pb and checks that every listed file exists with its size (no
 /// bytes read); checksums are checked as files are opened (CheckpointTensors). Throws Error
@@ -91,5 +100,9 @@ class CheckpointTensors {
   std::map<std::string, File> files_;
   std::map<std::string, std::string> file_of_;  ///< tensor -> file name
 };
+
+/// Throws Error unless the files hold as many param./buffer. tensors as the manifest lists.
+void check_model_tensor_count(const CheckpointTensors& tensors,
+                              const config::CheckpointManifest& manifest);
 
 }  // namespace switchyard

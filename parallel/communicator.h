@@ -42,6 +42,18 @@ class Communicator {
 
   /// Sub-group of the ranks passing the same color, ordered by key (MPI_Comm_split semantics).
   virtual std::shared_ptr<Communicator> split(int color, int key) = 0;
+
+  /// Names this group for the collective watchdog's messages ("ep0", with the world rank of each
+  /// group rank). Only watched communicators keep it; wrappers pass it on.
+  virtual void label(const std::string& name, const std::vector<int>& world_ranks) {}
+
+  /// Releases a collective stuck in this communicator from another thread (NCCL:
+  /// ncclCommAbort); the communicator is unusable afterwards. MPI needs nothing: MPI_Abort ends
+  /// the whole job.
+  virtual void abort() {}
+
+  /// A failure the backend reported asynchronously (NCCL: ncclCommGetAsyncError), or "".
+  virtual std::string async_error() { return ""; }
 };
 
 using CommunicatorPtr = std::shared_ptr<Communicator>;

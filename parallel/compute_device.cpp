@@ -9,6 +9,7 @@
 #include "common/errors.h"
 #include "parallel/nccl_communicator.h"
 #include "parallel/staging_communicator.h"
+#include "parallel/watched_communicator.h"
 
 namespace switchyard {
 namespace {
@@ -58,7 +59,10 @@ ComputeWorld make_compute_world(const std::string& name) {
   w.device = torch::Device(torch::kCUDA, c10::DeviceIndex(w.env.cuda_device));
 #ifdef SWITCHYARD_WITH_CUDA
   if (host->size() > 1 && every_rank_owns_its_gpu(*host, w.env)) {
-    w.world = make_staging_communicator(make_nccl_communicator(host, w.env.cuda_device), w.device);
+    w.world = make_staging_communicator(
+        watch_communicator(make_nccl_communicator(host, w.env.cuda_device), "nccl.world",
+                           identity_ranks(host->size())),
+        w.device);
     w.transport = "nccl";
     return w;
   }

@@ -5,9 +5,12 @@
 
 #include <climits>
 #include <cstdlib>
+#include <cstring>
+#include <exception>
 
 #include "common/errors.h"
 #include "parallel/communicator.h"
+#include "parallel/watched_communicator.h"
 
 namespace switchyard {
 namespace {
@@ -21,10 +24,11 @@ struct MpiRuntime {
       // Serialized, not funneled: autograd runs the backward of a GPU tensor's exchange on its
       // device thread, so ranks sharing a GPU (staged through host memory) call MPI from there
       // while the main thread waits in backward(); calls never overlap.
-      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+      const int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+      SY_CHECK(rc == MPI_SUCCESS, "mpi: MPI_Init_thread failed (error ", rc, ")");
       owns = true;
     } else {
-      MPI_Query_thread(&provided);
+      SY_CHECK(MPI_Query_thread(&provided) == MPI_SUCCESS, "mpi: MPI_Query_thread failed");
     }
   }
   ~MpiRuntime() {
@@ -84,6 +88,17 @@ int to_int(int64_t v, const char* what) {
   return int(v);
 }
 
+// The most bytes one MPI call moves as plain bytes (an int's worth). SWITCHYARD_MPI_MAX_CHUNK_BYTES
+// lowers it, so tests reach the chunked paths without gigabytes of memory.
+int64_t max_chunk_bytes() {
+  static const int64_t limit = [] {
+    const char* v = std::getenv("SWITCHYARD_MPI_MAX_CHUNK_BYTES");
+    const long long n = v ? std::atoll(v) : 0;
+    return n > 0 && n < INT_MAX ? int64_t(n) : int64_t(INT_MAX);
+  }();
+  return limit;
+}
+
 // A valid address for zero-length buffers (some MPIs reject null even with zero counts).
 void* nonnull(void* p) {
   static char dummy;
@@ -93,12 +108,15 @@ void* nonnull(void* p) {
 class MpiCommunicator : public Communicator {
  public:
   MpiCommunicator(MPI_Comm comm, bool owned) : comm_(comm), owned_(owned) {
-    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(comm_, &rank_);
-    MPI_Comm_size(comm_, &size_);
+    check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+    check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
   }
   ~MpiCommunicator() override {
-    if (owned_ && mpi_alive()) MPI_Comm_free(&comm_);
+    // MPI_Comm_free is collective: while an exception unwinds (one rank failing, its peers
+    // waiting in some other collective) it could wait forever, so the communicator is left to
+    // MPI_Abort, which the error path calls next.
+    if (owned_ && mpi_alive() && std::uncaught_exceptions() == 0) MPI_Comm_free(&comm_);
   }
 
   int rank() const override { return rank_; }
@@ -134,8 +152,9 @@ class MpiCommunicator : public Communicator {
     SY_CHECK(op != ReduceOp::kAvg || work.is_floating_point(), "mpi: average of an integer tensor");
     const int64_t n = work.numel();
     char* base = static_cast<char*>(work.data_ptr());
+    const int64_t max_elems = std::max<int64_t>(1, max_chunk_bytes() / work.element_size());
     for (int64_t done = 0; done < n;) {  // chunks keep counts within int
-      const int64_t chunk = std::min<int64_t>(n - done, INT_MAX / 2);
+      const int64_t chunk = std::min<int64_t>(n - done, max_elems);
       check(MPI_Allreduce(MPI_IN_PLACE, base + done * work.element_size(), int(chunk), type,
                           mpi_op(op), comm_),
             "MPI_Allreduce");
@@ -152,7 +171,7 @@ class MpiCommunicator : public Communicator {
     char* base = static_cast<char*>(work.data_ptr());
     const int64_t bytes = work.nbytes();
     for (int64_t done = 0; done < bytes;) {
-      const int64_t chunk = std::min<int64_t>(bytes - done, int64_t(1) << 30);
+      const int64_t chunk = std::min<int64_t>(bytes - done, max_chunk_bytes());
       check(MPI_Bcast(base + done, int(chunk), MPI_BYTE, root, comm_), "MPI_Bcast");
       done += chunk;
     }
@@ -164,10 +183,27 @@ class MpiCommunicator : public Communicator {
     auto shape = in.dim() ? in.sizes().vec() : std::vector<int64_t>{1};
     shape[0] *= size_;
     auto out = torch::empty(shape, in.options());
-    const int bytes = to_int(int64_t(in.nbytes()), "all_gather bytes");
-    check(MPI_Allgather(nonnull(in.data_ptr()), bytes, MPI_BYTE, nonnull(out.data_ptr()), bytes,
-                        MPI_BYTE, comm_),
-          "MPI_Allgather");
+    const int64_t bytes = in.nbytes();
+    const int64_t limit = max_chunk_bytes();
+    if (bytes <= limit) {
+      check(MPI_Allgather(nonnull(in.data_ptr()), int(bytes), MPI_BYTE, nonnull(out.data_ptr()),
+                          int(bytes), MPI_BYTE, comm_),
+            "MPI_Allgather");
+      return out;
+    }
+    // Above an int's worth of bytes: gather slice by slice through a staging buffer, then put
+    // each rank's slice in its place.
+    const auto* src = static_cast<const char*>(in.data_ptr());
+    auto* dst = static_cast<char*>(out.data_ptr());
+    const int64_t slice = std::max<int64_t>(1, limit / size_);
+    std::vector<char> staged(size_t(slice) * size_);
+    for (int64_t done = 0; done < bytes; done += slice) {
+      const int64_t n = std::min(slice, bytes - done);
+      check(MPI_Allgather(src + done, int(n), MPI_BYTE, staged.data(), int(n), MPI_BYTE, comm_),
+            "MPI_Allgather");
+      for (int p = 0; p < size_; ++p)
+        std::memcpy(dst + p * bytes + done, staged.data() + p * n, size_t(n));
+    }
     return out;
   }
 
@@ -201,13 +237,13 @@ class MpiCommunicator : public Communicator {
     // MPI_BYTE directly but runs a derived type through its convertor (several times slower:
     // bench/RESULTS.md, "Measurements behind the code").
     // Larger exchanges count in rows of one contiguous datatype instead.
-    const bool as_bytes = std::max(send_rows, recv_rows) * row_bytes <= INT_MAX;
+    const bool as_bytes = std::max(send_rows, recv_rows) * row_bytes <= max_chunk_bytes();
     const int64_t unit = as_bytes ? row_bytes : 1;
     MPI_Datatype type = MPI_BYTE;
     if (!as_bytes) {
       check(MPI_Type_contiguous(to_int(row_bytes, "row bytes"), MPI_BYTE, &type),
             "MPI_Type_contiguous");
-      MPI_Type_commit(&type);
+      check(MPI_Type_commit(&type), "MPI_Type_commit");
     }
     std::vector<int> sc(size_), rc(size_), sd(size_), rd(size_);
     int64_t soff = 0, roff = 0;
@@ -221,8 +257,8 @@ class MpiCommunicator : public Communicator {
     }
     const int rc_mpi = MPI_Alltoallv(nonnull(in.data_ptr()), sc.data(), sd.data(), type,
                                      nonnull(out.data_ptr()), rc.data(), rd.data(), type, comm_);
-    if (!as_bytes) MPI_Type_free(&type);
     check(rc_mpi, "MPI_Alltoallv");
+    if (!as_bytes) check(MPI_Type_free(&type), "MPI_Type_free");
     return out;
   }
 
@@ -267,8 +303,14 @@ bool mpi_allows_any_thread() {
 }
 
 CommunicatorPtr make_mpi_world_communicator() {
-  ensure_mpi();
-  return std::make_shared<MpiCommunicator>(MPI_COMM_WORLD, /*owned=*/false);
+  // One watched world per process, so its collectives are numbered in one sequence.
+  static const CommunicatorPtr world = [] {
+    ensure_mpi();
+    auto mpi = std::make_shared<MpiCommunicator>(MPI_COMM_WORLD, /*owned=*/false);
+    const int size = mpi->size();
+    return watch_communicator(std::move(mpi), "world", identity_ranks(size));
+  }();
+  return world;
 }
 
 CommunicatorPtr make_world_communicator() {

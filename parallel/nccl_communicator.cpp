@@ -6,7 +6,10 @@
 #include <c10/cuda/CUDAStream.h>
 #include <nccl.h>
 
+#include <atomic>
 #include <cstring>
+#include <exception>
+#include <thread>
 
 #include "common/errors.h"
 #include "parallel/communicator.h"
@@ -58,7 +61,27 @@ class NcclCommunicator : public Communicator {
     check(ncclCommUserRank(comm_, &rank_), "ncclCommUserRank");
     check(ncclCommCount(comm_, &size_), "ncclCommCount");
   }
-  ~NcclCommunicator() override { ncclCommDestroy(comm_); }
+  ~NcclCommunicator() override {
+    // ncclCommDestroy waits for the communicator's work, which never ends when a peer failed:
+    // while an exception unwinds (or after the watchdog aborted it) abort instead.
+    if (aborted_.exchange(true)) return;
+    if (std::uncaught_exceptions() > 0)
+      ncclCommAbort(comm_);
+    else
+      ncclCommDestroy(comm_);
+  }
+
+  void abort() override {
+    if (!aborted_.exchange(true)) ncclCommAbort(comm_);
+  }
+
+  std::string async_error() override {
+    if (aborted_) return "";
+    ncclResult_t rc = ncclSuccess;
+    if (ncclCommGetAsyncError(comm_, &rc) != ncclSuccess) return "ncclCommGetAsyncError failed";
+    if (rc == ncclSuccess || rc == ncclInProgress) return "";
+    return detail::concat(ncclGetErrorString(rc), " ", ncclGetLastError(comm_));
+  }
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -156,7 +179,13 @@ class NcclCommunicator : public Communicator {
   c10::cuda::CUDAStream stream_now() const { return c10::cuda::getCurrentCUDAStream(device_); }
 
   void check(ncclResult_t rc, const char* call) const {
-    if (rc == ncclSuccess || rc == ncclInProgress) return;
+    // ncclInProgress is not success: the call is still being set up (non-blocking
+    // communicators); wait for its outcome, which the collective watchdog bounds.
+    while (rc == ncclInProgress && !aborted_) {
+      std::this_thread::yield();
+      if (ncclCommGetAsyncError(comm_, &rc) != ncclSuccess) break;
+    }
+    if (rc == ncclSuccess) return;
     throw Error(detail::concat("nccl rank ", rank_, " of ", size_, ": ", call,
                                " failed: ", ncclGetErrorString(rc), " ", ncclGetLastError(comm_)));
   }
@@ -166,6 +195,7 @@ class NcclCommunicator : public Communicator {
   }
 
   ncclComm_t comm_;
+  std::atomic<bool> aborted_{false};
   int device_;
   int rank_ = 0, size_ = 1;
 };

@@ -22,6 +22,12 @@ ProcessGroups make_process_groups(CommunicatorPtr world, int expert_parallel) {
   g.dp = world->split(/*color=*/ep_rank, /*key=*/dp_rank);
   SY_CHECK(g.ep->size() == expert_parallel && g.ep->rank() == ep_rank,
            "make_process_groups: EP group has size ", g.ep->size(), ", expected ", expert_parallel);
+  // Names and world ranks for the collective watchdog's messages.
+  std::vector<int> ep_ranks, dp_ranks;
+  for (int e = 0; e < expert_parallel; ++e) ep_ranks.push_back(dp_rank * expert_parallel + e);
+  for (int d = 0; d < n / expert_parallel; ++d) dp_ranks.push_back(d * expert_parallel + ep_rank);
+  g.ep->label("ep" + std::to_string(dp_rank), ep_ranks);
+  g.dp->label("dp" + std::to_string(ep_rank), dp_ranks);
   return g;
 }
 

@@ -52,6 +52,12 @@ class StagingCommunicator : public Communicator {
     return std::make_shared<StagingCommunicator>(inner_->split(color, key), home_);
   }
 
+  void label(const std::string& name, const std::vector<int>& world_ranks) override {
+    inner_->label(name, world_ranks);
+  }
+  void abort() override { inner_->abort(); }
+  std::string async_error() override { return inner_->async_error(); }
+
  private:
   bool at_home(const torch::Tensor& t) const { return t.device() == home_; }
   torch::Tensor there(const torch::Tensor& t) const { return at_home(t) ? t : t.to(home_); }

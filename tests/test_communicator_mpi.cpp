@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "common/errors.h"
+#include "parallel/collective_watchdog.h"
 #include "parallel/communicator.h"
 #include "tests/test_support.h"
 
@@ -140,4 +141,41 @@ TEST(MpiCommunicator, SplitIntoGroupsAndExchangeWithin) {
     EXPECT_EQ(out[p][0].item<double>(), double((w->rank() / 2) * 2 + p));
   group->barrier();
   w->barrier();
+}
+
+// Messages several times the MPI chunk size: ctest mpi_small_chunks runs this binary with
+// SWITCHYARD_MPI_MAX_CHUNK_BYTES=64, so each collective crosses many chunk boundaries there.
+TEST(MpiCommunicator, MessagesLargerThanAChunkArriveWhole) {
+  auto w = world();
+  const int me = w->rank(), n = w->size();
+  auto mine = torch::arange(37 * 3, torch::kDouble).view({37, 3}) + 1000.0 * me;
+  auto gathered = w->all_gather(mine);
+  ASSERT_EQ(gathered.sizes(), (std::vector<int64_t>{37 * n, 3}));
+  for (int p = 0; p < n; ++p)
+    EXPECT_TRUE(torch::equal(gathered.narrow(0, 37 * p, 37),
+                             torch::arange(37 * 3, torch::kDouble).view({37, 3}) + 1000.0 * p))
+        << "rows from rank " << p;
+  auto sum = torch::full({1001}, double(me + 1), torch::kFloat);
+  w->all_reduce(sum, ReduceOp::kSum);
+  EXPECT_TRUE(torch::equal(sum, torch::full({1001}, float(n * (n + 1) / 2))));
+  auto bytes = me == n - 1 ? torch::arange(999, torch::kInt) : torch::zeros({999}, torch::kInt);
+  w->broadcast(bytes, n - 1);
+  EXPECT_TRUE(torch::equal(bytes, torch::arange(999, torch::kInt)));
+  // Rows of 40 bytes, 7 per peer: every exchange is larger than one chunk.
+  check_exchange([](int src, int dst) { return int64_t(7 + src + dst); });
+}
+
+// The collective watchdog numbers the world's collectives alike on every rank: sequence numbers
+// name the same collective everywhere, which is how a stalled rank is told apart.
+TEST(MpiCommunicator, EveryRankNumbersTheWorldsCollectivesAlike) {
+  auto w = world();
+  auto t = torch::ones({2});
+  w->all_reduce(t);
+  w->barrier();
+  int64_t last = 0;
+  for (const auto& r : CollectiveWatchdog::instance().flight_record())
+    if (r.group == "world") last = r.seq;
+  EXPECT_GT(last, 1);
+  auto all = w->all_gather(torch::tensor({last}, torch::kLong));
+  for (int p = 0; p < w->size(); ++p) EXPECT_EQ(all[p].item<int64_t>(), last) << "rank " << p;
 }

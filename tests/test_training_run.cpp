@@ -291,7 +291,8 @@ TEST(NonFiniteSteps, ACheckpointIsNeverWrittenWithANan) {
   }
   auto config = s.config;
   const std::string e = error_of([&] {
-    save_checkpoint((s.dir / "run").string(), run.trainer(), run.model().groups, config, {}, "{}");
+    save_checkpoint((s.dir / "run").string(), run.trainer(), run.model().groups, config,
+                    {.model_config_json = "{}"});
   });
   EXPECT_NE(e.find("holds non-finite values; not saved"), std::string::npos) << e;
   EXPECT_EQ(latest_checkpoint((s.dir / "run").string()),
@@ -385,7 +386,7 @@ TEST(TrainingRun, RefusesBadInputsWithOneLineNamingTheField) {
                       o.resume = true;
                       return o;
                     }())
-                .find("--resume: no checkpoint under"),
+                .find("--resume: no complete checkpoint under"),
             std::string::npos);
 }
 

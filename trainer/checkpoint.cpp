@@ -4,6 +4,9 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
+
+#include <ATen/Context.h>
 
 #include "common/build_info.h"
 #include "common/errors.h"
@@ -43,11 +46,50 @@ CheckpointShard split_state(Trainer& trainer, const ProcessGroups& groups) {
   return s;
 }
 
+std::string generator_state(at::Generator generator) {
+  torch::Tensor rng;
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    rng = generator.get_state();
+  }
+  return std::string(static_cast<const char*>(rng.data_ptr()), rng.numel());
+}
+
+void set_generator_state(at::Generator generator, const std::string& state) {
+  auto rng = torch::empty({int64_t(state.size())}, torch::kByte);
+  std::memcpy(rng.data_ptr(), state.data(), state.size());
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(rng);
+}
+
+// The generator of the CUDA device the trainer computes on, if it computes on one.
+std::optional<at::Generator> cuda_generator(Trainer& trainer) {
+  const auto& params = trainer.trainable();
+  if (params.empty() || !params.front().second.is_cuda()) return std::nullopt;
+  return at::globalContext().defaultGenerator(params.front().second.device());
+}
+
+// All but the newest `keep` step folders (never `current`); keep = 0 keeps them all.
+void remove_old_checkpoints(const fs::path& root, int keep, const std::string& current) {
+  if (keep <= 0) return;
+  std::vector<std::string> steps;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_directory() && name.size() == 13 && name.starts_with("step-") &&
+        name.find_first_not_of("0123456789", 5) == std::string::npos)
+      steps.push_back(name);
+  }
+  std::sort(steps.begin(), steps.end());
+  for (size_t i = 0; i + size_t(keep) < steps.size(); ++i)
+    if (steps[i] != current) fs::remove_all(root / steps[i]);
+}
+
 }  // namespace
 
 std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
                             const ProcessGroups& groups, const RunConfig& config,
-                            const DataPosition& data, const std::string& model_config_json) {
+                            const CheckpointMeta& meta) {
+  const DataPosition& data = meta.data;
   const int64_t step = trainer.optimizer().steps();
   const fs::path root = fs::path(run_dir) / "checkpoints";
   const fs::path final_dir = root / step_folder(step);
@@ -62,14 +104,10 @@ std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
     m.set_data_epoch(data.epoch);
     m.set_data_batch(data.batch);
     m.set_complete(false);  // trainable parameters only: the base is config.model.checkpoint
-    m.set_model_config_json(model_config_json);
-    at::Generator generator = at::detail::getDefaultCPUGenerator();
-    torch::Tensor rng;
-    {
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      rng = generator.get_state();
-    }
-    m.set_cpu_rng_state(std::string(static_cast<const char*>(rng.data_ptr()), rng.numel()));
+    m.set_model_config_json(meta.model_config_json);
+    *m.mutable_fingerprint() = meta.fingerprint;
+    m.set_cpu_rng_state(generator_state(at::detail::getDefaultCPUGenerator()));
+    if (const auto cuda = cuda_generator(trainer)) m.set_cuda_rng_state(generator_state(*cuda));
   }
   const CheckpointShard shard = split_state(trainer, groups);
   // A checkpoint never holds a NaN or an infinity: every rank checks its share, and all refuse
@@ -89,8 +127,10 @@ std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
                                  " holds non-finite values; not saved (the last complete "
                                  "checkpoint stays as it was)"));
   write_checkpoint_folder(final_dir.string(), shard, groups, m);
-  if (groups.world->rank() == 0)
+  if (groups.world->rank() == 0) {
     write_text_file_atomic((root / "latest").string(), step_folder(step) + "\n");
+    remove_old_checkpoints(root, config.train().keep_checkpoints(), step_folder(step));
+  }
   groups.world->barrier();
   return final_dir.string();
 }
@@ -124,15 +164,11 @@ CheckpointState load_checkpoint(const std::string& folder, Trainer& trainer,
   }
   moments.emplace_back("step", take("step"));
   trainer.optimizer().load_state(moments);
-  auto rng = torch::empty({int64_t(m.cpu_rng_state().size())}, torch::kByte);
-  std::memcpy(rng.data_ptr(), m.cpu_rng_state().data(), m.cpu_rng_state().size());
-  at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle on the default
-  {
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(rng);
-  }
+  set_generator_state(at::detail::getDefaultCPUGenerator(), m.cpu_rng_state());
+  if (const auto cuda = cuda_generator(trainer); cuda && m.has_cuda_rng_state())
+    set_generator_state(*cuda, m.cuda_rng_state());
   groups.world->barrier();
-  return {m.step(), DataPosition{m.data_epoch(), m.data_batch()}};
+  return {m.step(), DataPosition{m.data_epoch(), m.data_batch()}, m.fingerprint()};
 }
 
 }  // namespace switchyard

@@ -21,18 +21,29 @@ namespace switchyard {
 struct CheckpointState {
   int64_t step = 0;
   DataPosition data;
+  config::ResumeFingerprint fingerprint;  ///< what the run that wrote it trained on
 };
 
-/// Collective over the world. Returns the folder written. `model_config_json` is the trained
-/// model's config.json text: the manifest keeps it, so a run trained from scratch (no base
-/// checkpoint) can be loaded from its checkpoints alone.
+/// What a training checkpoint records besides the trainer's state.
+struct CheckpointMeta {
+  DataPosition data;  ///< where the data resumes
+  /// The trained model's config.json text: kept so that a run trained from scratch (no base
+  /// checkpoint) can be loaded from its checkpoints alone.
+  std::string model_config_json;
+  config::ResumeFingerprint fingerprint;  ///< trainer/resume_fingerprint.h
+};
+
+/// Collective over the world. Returns the folder written. Saving a step that is already saved
+/// replaces its folder atomically; `latest` then names it. With train.keep_checkpoints = N > 0,
+/// rank 0 removes all but the newest N step folders afterwards.
 std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
                             const ProcessGroups& groups, const RunConfig& config,
-                            const DataPosition& data, const std::string& model_config_json);
+                            const CheckpointMeta& meta);
 
 /// Collective. Verifies the manifest and every file (size, checksum) and restores parameters,
-/// optimizer state and the RNG; returns the step and data position to continue from. Throws
-/// Error naming the folder and file for a missing, truncated or corrupt checkpoint.
+/// optimizer state and the RNGs (the CPU's, and the CUDA device's when both runs have one); returns
+/// the step and data position to continue from. Throws Error naming the folder and file for a
+/// missing, truncated or corrupt checkpoint.
 CheckpointState load_checkpoint(const std::string& folder, Trainer& trainer,
                                 const ProcessGroups& groups);
 

@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "common/errors.h"
 
@@ -10,9 +12,29 @@ namespace switchyard {
 
 using json = nlohmann::json;
 
+namespace {
+
+// A run killed while writing a record leaves a line without its newline; a resumed run would
+// glue its first record onto it. Cut the file back to its last complete line.
+void drop_torn_last_line(const std::string& path) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec || size == 0) return;
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(std::streamoff(size - 1));
+  if (in.get() == '\n') return;  // the common case: only the last byte is read
+  in.seekg(0);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto last = text.rfind('\n');
+  std::filesystem::resize_file(path, last == std::string::npos ? 0 : last + 1);
+}
+
+}  // namespace
+
 MetricsLog::MetricsLog(const std::string& path, ProcessGroups groups, bool tensorboard)
     : path_(path), groups_(std::move(groups)) {
   if (groups_.world->rank() != 0) return;
+  drop_torn_last_line(path_);
   out_.open(path_, std::ios::app);
   SY_CHECK(out_.good(), path_, ": cannot open for writing");
   if (tensorboard) {

@@ -14,7 +14,9 @@
 #include "common/errors.h"
 #include "eval/model_eval.h"
 #include "models/switchyard_checkpoint.h"
+#include "parallel/collective_watchdog.h"
 #include "trainer/checkpoint.h"
+#include "trainer/resume_fingerprint.h"
 #include "trainer/training_model.h"
 
 namespace switchyard {
@@ -94,6 +96,8 @@ TrainingRun::TrainingRun(const RunConfig& config, TrainingRunOptions options)
       options_(checked(config, std::move(options))),
       // The launch and the device (its GPU, NCCL or MPI) before any work.
       compute_(compute_world(config.parallel().device())) {
+  // A stalled collective from here on ends the run with its flight record in rank<r>.log.
+  start_collective_watchdog(*compute_.world, config_.parallel(), options_.run_dir);
   const auto& t = config_.train();
   // The data first: a classifier built for the data takes its labels from it.
   const config::ModelArch arch_id = training_arch(config_);
@@ -122,12 +126,19 @@ TrainingRun::TrainingRun(const RunConfig& config, TrainingRunOptions options)
   }
   if (!options_.export_hf.empty())
     model_.architecture().require(ArchFeature::kHfExport, "--export-hf");
+  fingerprint_ = resume_fingerprint(config_, world);
   if (options_.resume) {
-    const auto folder = latest_checkpoint(options_.run_dir);
+    std::string fallback;
+    const auto folder = latest_checkpoint(options_.run_dir, &fallback);
     if (!folder)
-      throw ConfigError("--resume: no checkpoint under " + options_.run_dir + "/checkpoints");
+      throw ConfigError("--resume: no complete checkpoint under " + options_.run_dir +
+                        "/checkpoints");
+    if (!fallback.empty()) print("--resume: " + fallback);
     const CheckpointState state = load_checkpoint(*folder, *trainer_, groups);
+    check_resume_fingerprint(state.fingerprint, fingerprint_, *folder,
+                             options_.allow_resume_changes);
     sampler_->set_position(state.data);
+    last_saved_step_ = state.step;
     print("resumed from " + *folder + " (step " + std::to_string(state.step) + ")");
   }
   metrics_ = std::make_unique<MetricsLog>(options_.run_dir + "/metrics.jsonl", groups,
@@ -180,12 +191,16 @@ void TrainingRun::validate(const std::string& phase) {
 }
 
 std::string TrainingRun::checkpoint() {
+  const int64_t step = trainer_->optimizer().steps();
+  if (step == last_saved_step_ && !last_saved_.empty()) return last_saved_;  // already on disk
   const auto dtype = model_.module().parameters().front().scalar_type();
-  const std::string folder =
-      save_checkpoint(options_.run_dir, *trainer_, model_.groups, config_, sampler_->position(),
-                      model_.model->config_json(dtype));
-  print("checkpoint " + folder);
-  return folder;
+  last_saved_ = save_checkpoint(options_.run_dir, *trainer_, model_.groups, config_,
+                                {.data = sampler_->position(),
+                                 .model_config_json = model_.model->config_json(dtype),
+                                 .fingerprint = fingerprint_});
+  last_saved_step_ = step;
+  print("checkpoint " + last_saved_);
+  return last_saved_;
 }
 
 void TrainingRun::skipped_in_a_row(const StepMetrics& m) {

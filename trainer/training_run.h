@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "configs/run_config.h"
 #include "data/batch_sampler.h"
@@ -34,6 +35,8 @@ struct TrainingRunOptions {
   std::string export_hf;          ///< at the end, also write the hub layout here (new folder)
   std::ostream* out = nullptr;    ///< rank 0's progress and messages; nullptr: std::cout
   bool redraw_progress = false;   ///< redraw the progress line in place (a terminal)
+  /// Resume fingerprint items allowed to differ from the checkpoint's (resume_fingerprint.h).
+  std::vector<std::string> allow_resume_changes;
 };
 
 /// How a run ended.
@@ -80,6 +83,9 @@ class TrainingRun {
   std::unique_ptr<Trainer> trainer_;
   std::unique_ptr<MetricsLog> metrics_;
   std::unique_ptr<std::ofstream> rank_log_;
+  config::ResumeFingerprint fingerprint_;  ///< what this run trains on, saved with checkpoints
+  int64_t last_saved_step_ = -1;           ///< the step of last_saved_ (or of the resumed one)
+  std::string last_saved_;                 ///< the folder this invocation last wrote
   std::unique_ptr<TrainProgress> progress_;
   std::optional<EvalReport> last_validation_;
   int consecutive_skips_ = 0;
