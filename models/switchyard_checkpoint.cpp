@@ -145,14 +145,19 @@ bool is_switchyard_checkpoint(const std::string& dir) {
 std::optional<std::string> latest_checkpoint(const std::string& run_dir, std::string* note) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
   if (!fs::is_directory(root)) return std::nullopt;
-  std::string named;
+  std::string named, why;
   if (fs::is_regular_file(root / "latest")) {
     named = read_text_file((root / "latest").string());
     while (!named.empty() && (named.back() == '\n' || named.back() == ' ')) named.pop_back();
-    if (complete_checkpoint(root / named)) return (root / named).string();
+    if (complete_checkpoint(root / named, &why)) return (root / named).string();
   }
   // `latest` is missing, or names a folder that is gone or incomplete (a kill between writing
   // and naming, or a damaged disk): the newest complete step folder instead.
+  const std::string problem =
+      root.string() + "/latest " +
+      (named.empty() ? "is missing"
+                     : "names " + named + ", which is not a complete checkpoint (" + why + ")");
+  if (note) *note = problem;
   std::vector<fs::path> steps;
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string name = e.path().filename().string();
@@ -163,21 +168,18 @@ std::optional<std::string> latest_checkpoint(const std::string& run_dir, std::st
   std::sort(steps.rbegin(), steps.rend());
   for (const auto& s : steps) {
     if (!complete_checkpoint(s)) continue;
-    if (note)
-      *note = detail::concat(
-          root.string(), "/latest ",
-          named.empty() ? "is missing" : "names " + named + ", which is not a complete checkpoint",
-          "; using the newest complete one, ", s.filename().string());
+    if (note) *note = problem + "; using the newest complete one, " + s.filename().string();
     return s.string();
   }
   return std::nullopt;
 }
 
-bool complete_checkpoint(const fs::path& dir) {
+bool complete_checkpoint(const fs::path& dir, std::string* why) {
   try {
     read_checkpoint_manifest(dir.string());
     return true;
-  } catch (const Error&) {
+  } catch (const Error& e) {
+    if (why) *why = e.what();
     return false;
   }
 }

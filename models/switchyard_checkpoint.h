@@ -58,13 +58,15 @@ void write_checkpoint_folder(const std::string& dir, const CheckpointShard& shar
 bool is_switchyard_checkpoint(const std::string& dir);
 
 /// The newest complete checkpoint of a run folder: the one RUN_DIR/checkpoints/latest names, or,
-/// when that is missing or not complete, the newest complete step-* folder (then `note`, if
-/// given, says so). None when there is no complete checkpoint.
+/// when that is missing or not complete, the newest complete step-* folder. `note`, if given,
+/// then says what was wrong with `latest` (and which folder was taken instead, if any). None
+/// when there is no complete checkpoint.
 std::optional<std::string> latest_checkpoint(const std::string& run_dir,
                                              std::string* note = nullptr);
 
-/// Whether `dir` has a manifest and every file it lists, at its size (no bytes read).
-bool complete_checkpoint(const std::filesystem::path& dir);
+/// Whether `dir` has a manifest and every file it lists, at its size (no bytes read); if not,
+/// `why` (if given) says what is wrong.
+bool complete_checkpoint(const std::filesystem::path& dir, std::string* why = nullptr);
 
 /// Reads and parses DIR/manifest.pb and checks that every listed file exists with its size (no
 /// bytes read); checksums are checked as files are opened (CheckpointTensors). Throws Error

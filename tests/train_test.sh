@@ -105,7 +105,7 @@ printf 'X' | dd of="$tmp/corrupt/checkpoints/$(basename "$last")/replicated.safe
 truncate -s -10 "$tmp/truncated/checkpoints/$(basename "$last")/experts-ep1.safetensors"
 expect_refusal "corrupt checkpoint refused" "replicated.safetensors does not match its checksum" "$tmp/corrupt"
 expect_refusal "truncated checkpoint refused" "experts-ep1.safetensors has" "$tmp/truncated"
-expect_error "resume without a checkpoint" "--resume: no checkpoint under" \
+expect_error "resume without a checkpoint" "--resume: no complete checkpoint under" \
   train --config "$tmp/train.pbtxt" --run-dir "$tmp/empty" --set parallel.expert_parallel=1 --resume
 
 # Pretraining from scratch (model.init_config) at EP 2, exported in the Hugging Face layout; then

@@ -132,7 +132,7 @@ TrainingRun::TrainingRun(const RunConfig& config, TrainingRunOptions options)
     const auto folder = latest_checkpoint(options_.run_dir, &fallback);
     if (!folder)
       throw ConfigError("--resume: no complete checkpoint under " + options_.run_dir +
-                        "/checkpoints");
+                        "/checkpoints" + (fallback.empty() ? "" : " (" + fallback + ")"));
     if (!fallback.empty()) print("--resume: " + fallback);
     const CheckpointState state = load_checkpoint(*folder, *trainer_, groups);
     check_resume_fingerprint(state.fingerprint, fingerprint_, *folder,
