@@ -161,9 +161,7 @@ std::optional<std::string> latest_checkpoint(const std::string& run_dir, std::st
   std::vector<fs::path> steps;
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string name = e.path().filename().string();
-    if (e.is_directory() && name.size() == 13 && name.starts_with("step-") &&
-        name.find_first_not_of("0123456789", 5) == std::string::npos)
-      steps.push_back(e.path());
+    if (e.is_directory() && is_step_folder_name(name)) steps.push_back(e.path());
   }
   std::sort(steps.rbegin(), steps.rend());
   for (const auto& s : steps) {
@@ -172,6 +170,11 @@ std::optional<std::string> latest_checkpoint(const std::string& run_dir, std::st
     return s.string();
   }
   return std::nullopt;
+}
+
+bool is_step_folder_name(const std::string& name) {
+  return name.size() == 13 && name.starts_with("step-") &&
+         name.find_first_not_of("0123456789", 5) == std::string::npos;
 }
 
 bool complete_checkpoint(const fs::path& dir, std::string* why) {

@@ -64,6 +64,9 @@ bool is_switchyard_checkpoint(const std::string& dir);
 std::optional<std::string> latest_checkpoint(const std::string& run_dir,
                                              std::string* note = nullptr);
 
+/// Whether `name` is a training checkpoint folder's name: "step-" and eight digits.
+bool is_step_folder_name(const std::string& name);
+
 /// Whether `dir` has a manifest and every file it lists, at its size (no bytes read); if not,
 /// `why` (if given) says what is wrong.
 bool complete_checkpoint(const std::filesystem::path& dir, std::string* why = nullptr);

@@ -25,15 +25,6 @@ namespace {
 
 using namespace switchyard::test;
 
-constexpr const char* kTinyQwen = R"({
-  "model_type": "qwen2_moe", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
-  "moe_intermediate_size": 16, "shared_expert_intermediate_size": 32, "num_hidden_layers": 2,
-  "num_attention_heads": 4, "num_key_value_heads": 2, "num_experts": 4,
-  "num_experts_per_tok": 2, "norm_topk_prob": false, "decoder_sparse_step": 1,
-  "mlp_only_layers": [], "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
-  "max_position_embeddings": 64, "tie_word_embeddings": false, "router_aux_loss_coef": 0.01,
-  "initializer_range": 0.02, "torch_dtype": "float32"})";
-
 void write_tokens(const fs::path& path, int documents, uint32_t seed) {
   std::mt19937 rng(seed);
   std::vector<std::vector<uint32_t>> docs;

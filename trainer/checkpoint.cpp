@@ -75,9 +75,7 @@ void remove_old_checkpoints(const fs::path& root, int keep, const std::string& c
   std::vector<std::string> steps;
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string name = e.path().filename().string();
-    if (e.is_directory() && name.size() == 13 && name.starts_with("step-") &&
-        name.find_first_not_of("0123456789", 5) == std::string::npos)
-      steps.push_back(name);
+    if (e.is_directory() && is_step_folder_name(name)) steps.push_back(name);
   }
   std::sort(steps.begin(), steps.end());
   for (size_t i = 0; i + size_t(keep) < steps.size(); ++i)
