@@ -42,6 +42,9 @@ void validate_router(const config::RouterConfig& r) {
           "must be in [0, 1)");
   require(r.aux_loss_coef() >= 0, "router.aux_loss_coef", r.aux_loss_coef(), "must be >= 0");
   require(r.z_loss_coef() >= 0, "router.z_loss_coef", r.z_loss_coef(), "must be >= 0");
+  if (r.has_expert_bias())
+    require(std::isfinite(r.expert_bias().update_rate()) && r.expert_bias().update_rate() > 0,
+            "router.expert_bias.update_rate", r.expert_bias().update_rate(), "must be positive");
   switch (r.kind_case()) {
     case config::RouterConfig::kAttention:
       require_positive(r.attention().num_heads(), "router.attention.num_heads");

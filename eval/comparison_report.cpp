@@ -232,6 +232,13 @@ std::string html_table(const std::vector<std::string>& columns,
   return os.str();
 }
 
+// The expert bias's spread (max - min; router.expert_bias), or a dash for a router without one.
+std::string bias_range(const LayerReport& l) {
+  if (l.expert_bias.empty()) return "—";
+  const auto [lo, hi] = std::minmax_element(l.expert_bias.begin(), l.expert_bias.end());
+  return fmt(*hi - *lo, "%.4f");
+}
+
 std::vector<std::vector<std::string>> layer_rows(const EvalReport& e) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& l : e.layers)
@@ -239,12 +246,12 @@ std::vector<std::vector<std::string>> layer_rows(const EvalReport& e) {
                     fmt(l.routing.utilisation, "%.3f"), fmt(l.routing.max_over_mean, "%.3f"),
                     fmt(l.routing.cv, "%.3f"), fmt(l.routing.token_entropy, "%.4f"),
                     fmt(l.routing.drop_rate, "%.4f"), fmt(l.router_s * 1e3, "%.2f"),
-                    fmt(l.moe_s * 1e3, "%.2f")});
+                    fmt(l.moe_s * 1e3, "%.2f"), bias_range(l)});
   return rows;
 }
-const std::vector<std::string> kLayerColumns = {"layer",     "tokens",    "utilisation",
-                                                "max/mean",  "CV",        "entropy",
-                                                "drop rate", "router ms", "MoE ms"};
+const std::vector<std::string> kLayerColumns = {"layer",  "tokens",    "utilisation", "max/mean",
+                                                "CV",     "entropy",   "drop rate",   "router ms",
+                                                "MoE ms", "bias range"};
 
 std::vector<std::vector<std::string>> rank_rows(const EvalReport& e) {
   std::vector<std::vector<std::string>> rows;

@@ -2,6 +2,7 @@
 // or mistyped field is one line naming the file and the field, never a default that looks real.
 #include "eval/eval_report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <numeric>
@@ -71,6 +72,7 @@ json EvalReport::to_json() const {
                           {"drop_rate", r.drop_rate},
                           {"router_s", l.router_s},
                           {"moe_s", l.moe_s}});
+    if (!l.expert_bias.empty()) layer_list.back()["expert_bias"] = l.expert_bias;
   }
   json rank_list = json::array();
   for (const auto& r : ranks)
@@ -188,6 +190,12 @@ EvalReport EvalReport::from_json(const json& j, const std::string& what) {
     lr.routing.recompute_load_metrics();
     lr.router_s = field<double>(l, "router_s", at);
     lr.moe_s = field<double>(l, "moe_s", at);
+    if (l.contains("expert_bias")) {
+      lr.expert_bias = field<std::vector<double>>(l, "expert_bias", at);
+      if (int64_t(lr.expert_bias.size()) != r.num_experts)
+        throw ConfigError(at + ": expert_bias has " + std::to_string(lr.expert_bias.size()) +
+                          " entries, expected " + std::to_string(r.num_experts));
+    }
     if (int64_t(lr.routing.expert_tokens.size()) != r.num_experts)
       throw ConfigError(at + ": expert_tokens has " +
                         std::to_string(lr.routing.expert_tokens.size()) + " entries, expected " +
@@ -271,6 +279,18 @@ void EvalReport::print(std::ostream& os) const {
     load.add(std::move(counts));
   }
   load.print(os);
+
+  if (std::any_of(layers.begin(), layers.end(),
+                  [](const LayerReport& l) { return !l.expert_bias.empty(); })) {
+    os << "\nexpert bias (router.expert_bias: added to the scores when experts are chosen)\n";
+    Table bias(expert_columns);
+    for (const auto& l : layers) {
+      std::vector<Cell> values{l.layer};
+      for (double b : l.expert_bias) values.emplace_back(b, 4);
+      bias.add(std::move(values));
+    }
+    bias.print(os);
+  }
 
   os << "\nper rank\n";
   Table per_rank(

@@ -28,6 +28,8 @@ struct LayerReport {
   RoutingStats routing;  ///< load, utilisation, imbalance, entropy, drops over real tokens
   double router_s = 0;   ///< seconds in the router, mean over ranks
   double moe_s = 0;      ///< seconds in the whole MoE block (router included), mean over ranks
+  /// The router's expert bias (router.expert_bias, aux-loss-free balancing); empty without one.
+  std::vector<double> expert_bias;
 };
 
 /// One rank: what its experts received and how long it computed.

@@ -212,6 +212,11 @@ EvalReport evaluate_model(const TaskModel& model, const ProcessGroups& groups, c
     lr.routing.recompute_load_metrics();
     lr.router_s = layer_sums[l][1].item<double>() / W;
     lr.moe_s = layer_sums[l][2].item<double>() / W;
+    const torch::Tensor& bias = model.moe_blocks()[size_t(l)]->router->expert_bias();
+    if (bias.defined()) {
+      auto b = bias.to(torch::kCPU, torch::kDouble).contiguous();
+      lr.expert_bias.assign(b.data_ptr<double>(), b.data_ptr<double>() + b.numel());
+    }
     r.layers.push_back(std::move(lr));
   }
   for (int k = 0; k < W; ++k) {

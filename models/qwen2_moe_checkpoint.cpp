@@ -239,6 +239,17 @@ void export_hf_checkpoint(const Qwen2MoeForCausalLMImpl& model, const std::strin
       throw Error(detail::concat("export: layer ", i, "'s ", moe->router->kind(),
                                  " router has no Hugging Face equivalent (only linear routers "
                                  "export to Qwen2MoeForCausalLM)"));
+    // The bias changes which experts are chosen, and the hub's gate has no term for it: folding
+    // it into the gate weight would also change the combine weights. A zero bias loses nothing.
+    if (moe && moe->router->expert_bias().defined()) {
+      const double largest = moe->router->expert_bias().abs().max().item<double>();
+      if (largest > 0)
+        throw Error(detail::concat(
+            "export: layer ", i,
+            "'s router has an expert bias (router.expert_bias, max |b| = ", largest,
+            "), which Qwen2MoeForCausalLM cannot hold: the exported model would choose "
+            "other experts; not exported (--format switchyard keeps it)"));
+    }
   }
   if (fs::exists(dir)) throw Error("export: " + dir + " already exists; not overwriting it");
   // Everything is written under a temporary name that only becomes `dir` once complete.

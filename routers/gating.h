@@ -40,16 +40,28 @@ struct GatingOptions {
 };
 
 /// logits [T, E] -> Routing. Scores are computed in fp32 (fp64 stays fp64, for gradient tests).
+/// `selection_bias` [E] (router.expert_bias; undefined when off) is added to the scores when the
+/// top-k experts are chosen, and only then: the combine weights are the chosen experts'
+/// unbiased scores (DeepSeek-V3's aux-loss-free balancing), and the losses see unbiased scores.
 ///   usage: Routing r = gate(router_logits, GatingOptions::from_config(cfg.router(), 60));
-Routing gate(const torch::Tensor& logits, const GatingOptions& options);
+Routing gate(const torch::Tensor& logits, const GatingOptions& options,
+             const torch::Tensor& selection_bias = {});
 
-/// Tokens an expert accepts: ceil(capacity_factor * T * k / E); -1 when dropless.
+/// Tokens an expert accepts out of a batch of `num_tokens`: ceil(capacity_factor * T * k / E);
+/// -1 when dropless.
 int64_t expert_capacity(int64_t num_tokens, const GatingOptions& options);
 
 /// [T, k] bool: assignments beyond an expert's capacity. Priority is slot-major (every token's
 /// first choice before any second choice), then token order, as in GShard and Switch.
 torch::Tensor capacity_drop_mask(const torch::Tensor& topk_ids, int64_t num_experts,
                                  int64_t capacity);
+
+/// The same rule over the batch of `options.balance_group`'s ranks (this rank's mask returned):
+/// the batch is their tokens concatenated in rank order, the capacity counts all of them, and
+/// within a slot a rank's assignments queue behind those of lower ranks. So the assignments
+/// dropped are exactly those one process drops on the concatenated batch, whatever the split
+/// (one all-gather of [k, E] counts per call; none without a group or when dropless).
+torch::Tensor capacity_drop_mask(const torch::Tensor& topk_ids, const GatingOptions& options);
 
 /// E * sum_e (n_e / T) * P_e, with n_e the number of top-k selections of expert e and P_e the
 /// mean routing probability; equal to transformers' load_balancing_loss_func on one layer.

@@ -7,6 +7,28 @@ RouterImpl::RouterImpl(RouterOptions options)
     : options_(std::move(options)),
       gating_(GatingOptions::from_config(options_.config(), options_.num_experts())) {
   gating_.balance_group = options_.balance_group();
+  if (options_.config().has_expert_bias())
+    expert_bias_ = register_buffer("expert_bias", torch::zeros({options_.num_experts()}));
+}
+
+void RouterImpl::update_expert_bias(const torch::Tensor& load) {
+  TORCH_CHECK(expert_bias_.defined(), kind(), " router: no expert bias (router.expert_bias)");
+  TORCH_CHECK(load.numel() == expert_bias_.numel(), "expert load has ", load.numel(),
+              " entries for ", expert_bias_.numel(), " experts");
+  torch::NoGradGuard no_grad;
+  auto l = load.reshape({-1}).to(expert_bias_.device(), torch::kDouble);
+  const double rate = options_.config().expert_bias().update_rate();
+  expert_bias_.add_(((l.mean() - l).sign() * rate).to(torch::kFloat));
+}
+
+void RouterImpl::to(torch::Dtype dtype, bool non_blocking) {
+  torch::nn::Module::to(dtype, non_blocking);
+  if (expert_bias_.defined()) expert_bias_.set_data(expert_bias_.to(torch::kFloat));
+}
+
+void RouterImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  torch::nn::Module::to(device, dtype, non_blocking);
+  if (expert_bias_.defined()) expert_bias_.set_data(expert_bias_.to(torch::kFloat));
 }
 
 Routing RouterImpl::route(const torch::Tensor& hidden, const torch::Tensor& token_ids) {
@@ -19,7 +41,7 @@ Routing RouterImpl::route(const torch::Tensor& hidden, const torch::Tensor& toke
     // Multiplicative jitter on the router input (Switch Transformer), training only.
     x = x * torch::empty_like(x).uniform_(1.0 - jitter, 1.0 + jitter);
   }
-  return gate(compute_logits(x, token_ids), gating_);
+  return gate(compute_logits(x, token_ids), gating_, expert_bias_);
 }
 
 int64_t RouterImpl::num_parameters() const {

@@ -56,9 +56,22 @@ class RouterImpl : public torch::nn::Module {
   /// See GatingOptions::balance_group; the trainer sets the world there.
   void set_balance_group(CommunicatorPtr group) { gating_.balance_group = std::move(group); }
 
+  /// Aux-loss-free balancing (router.expert_bias): the [E] fp32 buffer "expert_bias" added to
+  /// the scores when experts are chosen (see gate()); undefined when the config has none.
+  const torch::Tensor& expert_bias() const { return expert_bias_; }
+  /// bias_e += update_rate * sign(mean(load) - load_e). `load` [E]: how often each expert was
+  /// chosen in the global batch of the step just taken (the trainer sums it over the world).
+  void update_expert_bias(const torch::Tensor& load);
+
+  /// Module::to, except that the expert bias stays fp32 (updates of 1e-3 vanish in bf16).
+  using torch::nn::Module::to;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+
  protected:
   RouterOptions options_;
   GatingOptions gating_;
+  torch::Tensor expert_bias_;
 };
 
 using RouterPtr = std::shared_ptr<RouterImpl>;

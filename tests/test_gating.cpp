@@ -124,3 +124,43 @@ TEST(Gating, RejectsBadShapes) {
   EXPECT_THROW(gate(torch::zeros({3, 5}), options(4, 2)), c10::Error);
   EXPECT_THROW(gate(torch::zeros({3, 4}), options(4, 5)), c10::Error);
 }
+
+TEST(Gating, ExpertBiasChoosesAndUnbiasedScoresWeigh) {
+  // softmax(2, 1, 0, -1) = (.644, .237, .087, .032); a bias of .6 on expert 2 lifts it above
+  // expert 1 for the choice, while its weight stays its own score.
+  auto logits = tensor2d({2, 1, 0, -1}, 1).requires_grad_();
+  auto bias = torch::tensor({0.0, 0.0, 0.6, 0.0}, torch::kFloat);
+  Routing r = gate(logits, options(4, 2), bias);
+  const double z = std::exp(2) + std::exp(1) + 1 + std::exp(-1);
+  EXPECT_EQ(r.topk_ids[0][0].item<int64_t>(), 2);  // .087 + .6 = .687 > .644
+  EXPECT_EQ(r.topk_ids[0][1].item<int64_t>(), 0);
+  EXPECT_NEAR(r.topk_weights[0][0].item<double>(), 1 / z, 1e-12);
+  EXPECT_NEAR(r.topk_weights[0][1].item<double>(), std::exp(2) / z, 1e-12);
+  // The weights still carry the router's gradient; the bias none (it is not a parameter).
+  r.topk_weights.sum().backward();
+  EXPECT_GT(logits.grad().abs().sum().item<double>(), 0.0);
+  // The losses see the unbiased scores: the same as without a bias for the same choice.
+  EXPECT_NEAR(r.z_loss.item<double>(), gate(logits, options(4, 2)).z_loss.item<double>(), 1e-15);
+  // A zero bias chooses what no bias chooses.
+  auto random = torch::randn({50, 8}, torch::kDouble);
+  EXPECT_TRUE(torch::equal(gate(random, options(8, 2), torch::zeros({8})).topk_ids,
+                           gate(random, options(8, 2)).topk_ids));
+  EXPECT_THROW(gate(logits, options(4, 2), torch::zeros({5})), c10::Error);
+}
+
+TEST(Gating, CapacityOverABatchFollowsTheSlotMajorRule) {
+  // Without a group, the batch version is the plain rule with ceil(cf * T * k / E).
+  torch::manual_seed(3);
+  for (double cf : {0.5, 0.8, 1.25}) {
+    auto ids = torch::randint(0, 4, {37, 2}, torch::kLong);
+    auto o = options(4, 2);
+    o.capacity_factor = cf;
+    EXPECT_TRUE(torch::equal(capacity_drop_mask(ids, o),
+                             capacity_drop_mask(ids, 4, expert_capacity(37, o))))
+        << "capacity_factor " << cf;
+  }
+  auto o = options(4, 2);
+  EXPECT_FALSE(capacity_drop_mask(torch::zeros({5, 2}, torch::kLong), o).any().item<bool>());
+  o.capacity_factor = 1.0;
+  EXPECT_EQ(capacity_drop_mask(torch::zeros({0, 2}, torch::kLong), o).size(0), 0);
+}

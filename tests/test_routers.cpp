@@ -231,6 +231,44 @@ TEST_P(EveryRouter, FormulaMatchesDocumentation) {
   }
 }
 
+// Aux-loss-free balancing works the same way for every router: the bias is a buffer (not a
+// parameter), a large one on an expert makes every token choose it, the weights stay the
+// unbiased scores, and the update rule moves it against the load.
+TEST_P(EveryRouter, ExpertBiasSteersTheChoiceOnly) {
+  torch::manual_seed(4);
+  config::RouterConfig base;
+  base.mutable_expert_bias()->set_update_rate(0.5f);
+  auto router = build(GetParam().kind, base);
+  auto plain = build(GetParam().kind);
+  ASSERT_TRUE(router->expert_bias().defined());
+  EXPECT_FALSE(plain->expert_bias().defined());
+  EXPECT_EQ(router->num_parameters(), plain->num_parameters());
+  EXPECT_EQ(router->named_buffers().size(), plain->named_buffers().size() + 1);
+  auto x = torch::randn({kT, kH});
+  auto ids = token_ids(kT);
+  router->eval();
+  const Routing before = router->route(x, ids);
+  // load: expert 3 chosen far more than the mean, expert 5 never: 3 goes down, 5 up.
+  auto load = torch::ones({kE}, torch::kLong) * 2;
+  load[3] = 40;
+  load[5] = 0;
+  router->update_expert_bias(load);
+  EXPECT_EQ(router->expert_bias()[3].item<float>(), -0.5f);
+  EXPECT_EQ(router->expert_bias()[5].item<float>(), 0.5f);
+  EXPECT_EQ(router->expert_bias()[0].item<float>(), 0.5f);  // 2 < mean 6.5
+  // Now bias expert 6 far above every score: every token's first choice.
+  torch::NoGradGuard no_grad;
+  router->expert_bias().zero_()[6] = 10.0f;
+  const Routing after = router->route(x, ids);
+  EXPECT_TRUE(after.topk_ids.select(1, 0).eq(6).all().item<bool>());
+  EXPECT_TRUE(torch::allclose(after.topk_weights, after.scores.gather(1, after.topk_ids)));
+  EXPECT_TRUE(torch::equal(after.scores, before.scores));  // the bias never enters the scores
+  // bf16 weights keep an fp32 bias (updates of 1e-3 would vanish).
+  router->to(torch::kBFloat16);
+  EXPECT_EQ(router->expert_bias().scalar_type(), torch::kFloat);
+  EXPECT_EQ(router->expert_bias()[6].item<float>(), 10.0f);
+}
+
 INSTANTIATE_TEST_SUITE_P(Routers, EveryRouter, ::testing::ValuesIn(router_registry()),
                          [](const auto& info) { return info.param.name; });
 

@@ -6,8 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <numeric>
 
 #include "models/qwen2_moe.h"
+#include "routers/gating.h"
 #include "tests/test_support.h"
 #include "trainer/trainer.h"
 #include "trainer/weight_init.h"
@@ -18,13 +20,21 @@ namespace {
 
 using namespace switchyard::test;
 
-std::vector<double> losses(const std::string& dir, ProcessGroups groups, bool routers_only,
-                           const std::vector<std::vector<torch::Tensor>>& steps) {
-  auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");
-  cfg.dtype = torch::kFloat;
+config::RouterConfig strong_router_losses() {
   config::RouterConfig router;
   router.set_aux_loss_coef(0.05f);
   router.set_z_loss_coef(0.01f);
+  return router;
+}
+
+// The per-step losses of training on `steps`; with `biases`, also every MoE layer's expert bias
+// after the last step.
+std::vector<double> losses(const std::string& dir, ProcessGroups groups, bool routers_only,
+                           const std::vector<std::vector<torch::Tensor>>& steps,
+                           const config::RouterConfig& router = strong_router_losses(),
+                           std::vector<torch::Tensor>* biases = nullptr) {
+  auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");
+  cfg.dtype = torch::kFloat;
   Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, groups).router(router));
   load_hf_weights(*model, SafetensorsCheckpoint(dir));
   model->to(torch::kFloat);
@@ -39,32 +49,44 @@ std::vector<double> losses(const std::string& dir, ProcessGroups groups, bool ro
     for (const auto& block : micro) batches.push_back(causal_lm_batch(block));
     out.push_back(trainer.step(batches).loss);
   }
+  const TaskModel task = TaskModel::causal_lm(model);
+  if (biases)
+    for (const auto& moe : task.moe_blocks()) biases->push_back(moe->router->expert_bias().clone());
   return out;
+}
+
+// One global batch of R blocks (two sequences each), `n` steps on it; rank r trains on block r.
+// The reference, one process, takes the whole global batch (rank order) in one forward.
+struct SplitBatches {
+  std::vector<std::vector<torch::Tensor>> all, mine;
+};
+SplitBatches split_batches(int n) {
+  const int R = world()->size(), r = world()->rank();
+  torch::manual_seed(11);
+  const std::vector<torch::Tensor> global(size_t(n),
+                                          torch::randint(0, 96, {R, 2, 9}, torch::kLong));
+  SplitBatches b;
+  for (const auto& g : global) {
+    b.all.push_back({g.reshape({-1, g.size(2)})});
+    b.mine.push_back({g[r]});
+  }
+  return b;
 }
 
 TEST(TrainerExpertParallel, LossesEqualTheSingleProcessRunForEveryEpSize) {
   const char* refs = std::getenv("SWITCHYARD_REF_DIR");
   if (!refs) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   const std::string dir = std::string(refs) + "/qwen2_moe/base";
-  const int R = world()->size(), r = world()->rank();
+  const int R = world()->size();
   const int64_t num_experts = Qwen2MoeConfig::from_file(dir + "/config.json").num_experts;
-  // One global batch of R blocks (two sequences each), five steps on it, so the loss must fall;
-  // rank r trains on block r.
-  torch::manual_seed(11);
-  const std::vector<torch::Tensor> global(5, torch::randint(0, 96, {R, 2, 9}, torch::kLong));
+  const SplitBatches batches = split_batches(5);  // five steps on one batch: the loss must fall
   for (bool routers_only : {true, false}) {
-    // The reference: one process, the whole global batch (rank order) in one forward.
-    std::vector<std::vector<torch::Tensor>> all, mine;
-    for (const auto& g : global) {
-      all.push_back({g.reshape({-1, g.size(2)})});
-      mine.push_back({g[r]});
-    }
-    const auto expected = losses(dir, single_process_groups(), routers_only, all);
+    const auto expected = losses(dir, single_process_groups(), routers_only, batches.all);
     for (int ep = 1; ep <= R; ++ep) {
       if (R % ep || num_experts % ep) continue;
       SCOPED_TRACE("EP " + std::to_string(ep) + " x DP " + std::to_string(R / ep) +
                    (routers_only ? ", routers only" : ", all parameters"));
-      const auto got = losses(dir, make_process_groups(world(), ep), routers_only, mine);
+      const auto got = losses(dir, make_process_groups(world(), ep), routers_only, batches.mine);
       for (size_t s = 0; s < got.size(); ++s)
         EXPECT_NEAR(got[s], expected[s], 1e-5) << "step " << s;
       if (!routers_only) EXPECT_LT(got.back(), got.front());  // and it trains
@@ -96,6 +118,94 @@ TEST(TrainerExpertParallel, InitialisationForPretrainingIsTheSameAtEveryEpSize) 
       EXPECT_TRUE(torch::equal(p.value(), expected)) << "EP " << ep << ": " << p.key();
     }
     EXPECT_GT(sliced, 0);
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// Aux-loss-free balancing moves the biases by the global batch's loads: at every EP size (and
+// EP x DP) the biases equal the single process's exactly and the losses to 1e-6, with and
+// without the balancing loss, while the routers train.
+TEST(TrainerExpertParallel, ExpertBiasesAndLossesEqualTheSingleProcessRunForEveryEpSize) {
+  const char* refs = std::getenv("SWITCHYARD_REF_DIR");
+  if (!refs) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
+  const std::string dir = std::string(refs) + "/qwen2_moe/base";
+  const int R = world()->size();
+  const int64_t num_experts = Qwen2MoeConfig::from_file(dir + "/config.json").num_experts;
+  const SplitBatches batches = split_batches(5);
+  for (float aux : {0.0f, 0.05f}) {
+    config::RouterConfig router;
+    router.set_aux_loss_coef(aux);
+    router.mutable_expert_bias()->set_update_rate(0.01f);
+    std::vector<torch::Tensor> expected_bias;
+    const auto expected =
+        losses(dir, single_process_groups(), true, batches.all, router, &expected_bias);
+    ASSERT_FALSE(expected_bias.empty());
+    // The biases moved (some experts above the mean load, some below) ...
+    EXPECT_GT(expected_bias.front().abs().max().item<double>(), 0.0);
+    for (int ep = 1; ep <= R; ++ep) {
+      if (R % ep || num_experts % ep) continue;
+      SCOPED_TRACE("EP " + std::to_string(ep) + " x DP " + std::to_string(R / ep) +
+                   ", aux_loss_coef " + std::to_string(aux));
+      std::vector<torch::Tensor> bias;
+      const auto got =
+          losses(dir, make_process_groups(world(), ep), true, batches.mine, router, &bias);
+      for (size_t s = 0; s < got.size(); ++s)
+        EXPECT_NEAR(got[s], expected[s], 1e-6) << "step " << s;
+      ASSERT_EQ(bias.size(), expected_bias.size());
+      for (size_t l = 0; l < bias.size(); ++l)  // ... and identically at every split
+        EXPECT_TRUE(torch::equal(bias[l], expected_bias[l])) << "layer " << l;
+    }
+  }
+}
+
+// Capacity counts the global batch, and which assignments drop does not depend on the split:
+// each rank's mask is its slice of the mask one process computes on the concatenated batch —
+// for uneven shares, one of them empty.
+TEST(GlobalCapacity, EveryRankDropsItsSliceOfTheSingleProcessDrops) {
+  const int R = world()->size(), r = world()->rank();
+  torch::manual_seed(21);
+  std::vector<int64_t> share(static_cast<size_t>(R), 0);
+  for (int i = 0; i < R; ++i) share[size_t(i)] = i == 1 ? 0 : 5 + 3 * i;  // rank 1: no tokens
+  const int64_t total = std::accumulate(share.begin(), share.end(), int64_t(0));
+  const int64_t first = std::accumulate(share.begin(), share.begin() + r, int64_t(0));
+  // Skewed choices (expert 0 most popular), so that every capacity factor drops some.
+  auto logits = torch::randn({total, 6}) + torch::tensor({2.0f, 1.0f, 0.f, 0.f, 0.f, 0.f});
+  for (double cf : {0.5, 1.0, 1.5}) {
+    GatingOptions whole;
+    whole.num_experts = 6;
+    whole.top_k = 2;
+    whole.capacity_factor = cf;
+    const Routing reference = gate(logits, whole);
+    if (cf < 1.5) EXPECT_TRUE(reference.dropped.any().item<bool>()) << cf;
+    GatingOptions mine = whole;
+    mine.balance_group = world();
+    const Routing got = gate(logits.narrow(0, first, share[size_t(r)]), mine);
+    EXPECT_TRUE(torch::equal(got.dropped, reference.dropped.narrow(0, first, share[size_t(r)])))
+        << "capacity_factor " << cf << ", rank " << r;
+    EXPECT_TRUE(
+        torch::equal(got.topk_weights, reference.topk_weights.narrow(0, first, share[size_t(r)])));
+  }
+}
+
+// With capacity, training at every EP size drops what the single process drops: the same losses.
+TEST(TrainerExpertParallel, LossesWithCapacityEqualTheSingleProcessRunForEveryEpSize) {
+  const char* refs = std::getenv("SWITCHYARD_REF_DIR");
+  if (!refs) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
+  const std::string dir = std::string(refs) + "/qwen2_moe/base";
+  const int R = world()->size();
+  const int64_t num_experts = Qwen2MoeConfig::from_file(dir + "/config.json").num_experts;
+  const SplitBatches batches = split_batches(3);
+  config::RouterConfig router = strong_router_losses();
+  router.set_capacity_factor(0.75f);
+  const auto expected = losses(dir, single_process_groups(), false, batches.all, router);
+  for (int ep = 1; ep <= R; ++ep) {
+    if (R % ep || num_experts % ep) continue;
+    SCOPED_TRACE("EP " + std::to_string(ep) + " x DP " + std::to_string(R / ep));
+    const auto got = losses(dir, make_process_groups(world(), ep), false, batches.mine, router);
+    for (size_t s = 0; s < got.size(); ++s) EXPECT_NEAR(got[s], expected[s], 1e-5) << "step " << s;
   }
 }
 

@@ -42,6 +42,9 @@ CheckpointShard split_state(Trainer& trainer, const ProcessGroups& groups) {
     const int64_t first = int64_t(groups.ep_rank()) * p.size(0);
     for (const auto& [key, t] : entries) append_per_expert(s.experts, key, t, first);
   }
+  // Router expert biases: replicated, the same on every rank.
+  for (const auto& [name, b] : trainer.trained_buffers())
+    s.replicated.emplace_back("buffer." + name, b.detach());
   s.replicated.emplace_back("step", moment_of.at("step"));
   return s;
 }
@@ -159,6 +162,12 @@ CheckpointState load_checkpoint(const std::string& folder, Trainer& trainer,
     p.copy_(value);
     moments.emplace_back("exp_avg." + name, gather("exp_avg." + name));
     moments.emplace_back("exp_avg_sq." + name, gather("exp_avg_sq." + name));
+  }
+  for (const auto& [name, b] : trainer.trained_buffers()) {
+    auto value = take("buffer." + name);
+    SY_CHECK(value.sizes() == b.sizes(), "checkpoint ", folder, ": '", name, "' is ", value.sizes(),
+             ", the model's is ", b.sizes());
+    b.copy_(value);
   }
   moments.emplace_back("step", take("step"));
   trainer.optimizer().load_state(moments);

@@ -45,6 +45,13 @@ Trainer::Trainer(TaskModel model, ProcessGroups groups, config::TrainConfig trai
     trainable.emplace_back(item.key(), p);
     (is_expert_sharded(p) ? expert_sharded_ : replicated_).push_back(p);
   }
+  std::set<const void*> biases;
+  for (auto moe : model_.moe_blocks())
+    if (moe->router->expert_bias().defined())
+      biases.insert(moe->router->expert_bias().unsafeGetTensorImpl());
+  for (const auto& item : model_.module().named_buffers())
+    if (biases.count(item.value().unsafeGetTensorImpl()))
+      trained_buffers_.emplace_back(item.key(), item.value());
   SY_CHECK(!trainable.empty(), "train: no trainable parameters (routers_only with a Hash router?)");
   optimizer_ = std::make_unique<AdamW>(trainable, AdamWOptions()
                                                       .beta1(train_.adam_beta1())
@@ -102,6 +109,21 @@ double Trainer::gradient_norm() {
   return std::sqrt((square_sum(replicated_) + experts).item<double>());
 }
 
+void Trainer::update_expert_biases(const std::vector<torch::Tensor>& selections) {
+  std::vector<torch::Tensor> parts;
+  for (const auto& s : selections)
+    if (s.defined()) parts.push_back(s);
+  if (parts.empty()) return;
+  // Counts are integers: their sum over the world is exact, so every rank (and every EP size)
+  // moves the biases alike.
+  auto global = torch::stack(parts);
+  if (groups_.world->size() > 1) groups_.world->all_reduce(global);
+  size_t i = 0, l = 0;
+  for (auto moe : model_.moe_blocks()) {  // a copy of the holder: non-const access
+    if (selections[l++].defined()) moe->router->update_expert_bias(global[int64_t(i++)]);
+  }
+}
+
 void Trainer::clip_gradients(double norm) {
   if (train_.grad_clip() <= 0 || norm <= train_.grad_clip()) return;
   torch::NoGradGuard no_grad;
@@ -142,6 +164,7 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   const bool classifies = model_.task() == Task::kSequenceClassification;
   int64_t rows = 0, correct = 0;
   std::vector<std::vector<RoutingStats>> per_layer;
+  std::vector<torch::Tensor> selections;  ///< per layer with an expert bias: choices per expert
   const auto device = model_.device();
   for (const auto& micro_batch : micro_batches) {
     const TaskBatch batch = micro_batch.to(device);
@@ -175,9 +198,15 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
       per_layer.resize(out.moe.size());
       m.layer_aux_loss.assign(out.moe.size(), 0.0);
       m.layer_z_loss.assign(out.moe.size(), 0.0);
+      selections.resize(out.moe.size());
     }
     for (size_t l = 0; l < out.moe.size(); ++l) {
       const auto& moe = out.moe[l];
+      if (model_.moe_blocks()[l]->router->expert_bias().defined()) {
+        const int64_t E = int64_t(moe.routed_per_expert.size());
+        auto chosen = torch::bincount(moe.routing.topk_ids.reshape({-1}), {}, E);
+        selections[l] = selections[l].defined() ? selections[l] + chosen : chosen;
+      }
       m.layer_aux_loss[l] += moe.routing.aux_loss.item<double>() / n;
       m.layer_z_loss[l] += moe.routing.z_loss.item<double>() / n;
       per_layer[l].push_back(
@@ -243,6 +272,8 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   optimizer_->step(m.lr);
   optimizer_->zero_grad();
   m.step = optimizer_->steps();
+  // While distilling, the teachers chose the experts: their loads say nothing about the routers.
+  if (!m.distilling) update_expert_biases(selections);
   return m;
 }
 

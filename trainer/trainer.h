@@ -84,6 +84,9 @@ class Trainer {
   const TaskModel& model() const { return model_; }
   /// Trainable parameters by name, the checkpoint's unit.
   const NamedTensors& trainable() const { return optimizer_->params(); }
+  /// Buffers that training changes without the optimizer, by module path (the routers' expert
+  /// biases, router.expert_bias); checkpoints save and restore them with the parameters.
+  const NamedTensors& trained_buffers() const { return trained_buffers_; }
   /// Whether `param` is one of the routed experts' tensors, sharded [E / EP, ...] over EP.
   bool is_expert_sharded(const torch::Tensor& param) const {
     return expert_impls_.count(param.unsafeGetTensorImpl()) > 0;
@@ -93,6 +96,10 @@ class Trainer {
   double gradient_norm();  ///< global, before clipping
   void clip_gradients(double norm);
   double learning_rate() const;  ///< for the next step, within its phase
+  /// Aux-loss-free balancing: each MoE layer's expert choices of this step (`selections`, per
+  /// layer [E] on the device; empty for layers without an expert bias), summed over the world,
+  /// move its router's bias. One all-reduce for all layers.
+  void update_expert_biases(const std::vector<torch::Tensor>& selections);
 
   TaskModel model_;
   ProcessGroups groups_;
@@ -102,6 +109,7 @@ class Trainer {
   std::vector<torch::Tensor> replicated_, expert_sharded_;  ///< trainable ones
   std::set<const void*> expert_impls_;   ///< every routed-expert tensor, trainable or not
   std::vector<torch::Tensor> teachers_;  ///< per MoE layer, while a distillation phase exists
+  NamedTensors trained_buffers_;
   bool autocast_ = false;
 };
 
