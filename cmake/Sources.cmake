@@ -87,7 +87,8 @@ set(SWITCHYARD_PARALLEL_SOURCES
   parallel/process_groups.cpp
   parallel/all_to_all.cpp
   parallel/all_to_all_dispatcher.cpp
-  parallel/gradient_sync.cpp)
+  parallel/gradient_sync.cpp
+  parallel/placement.cpp)
 set(SWITCHYARD_PARALLEL_CUDA_SOURCES parallel/nccl_communicator.cpp)
 set(SWITCHYARD_MODELS_SOURCES
   models/cpu_linear.cpp
@@ -143,6 +144,7 @@ set(SWITCHYARD_TRAINER_SOURCES
   trainer/checkpoint.cpp
   trainer/resume_fingerprint.cpp
   trainer/metrics_log.cpp
+  trainer/expert_load_history.cpp
   trainer/tensorboard_writer.cpp
   trainer/train_progress.cpp
   trainer/training_data.cpp
@@ -168,7 +170,8 @@ set(SWITCHYARD_LAUNCH_SOURCES
   launch/cmd_convert.cpp
   launch/cmd_eval.cpp
   launch/cmd_train.cpp
-  launch/cmd_report.cpp)
+  launch/cmd_report.cpp
+  launch/cmd_placement.cpp)
 
 add_library(switchyard_core STATIC
   ${SWITCHYARD_COMMON_SOURCES} ${SWITCHYARD_ROUTERS_SOURCES} ${SWITCHYARD_PARALLEL_SOURCES}

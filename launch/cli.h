@@ -42,5 +42,6 @@ Subcommand convert_command();
 Subcommand train_command();
 Subcommand data_command();
 Subcommand report_command();
+Subcommand placement_command();
 
 }  // namespace switchyard

@@ -53,6 +53,40 @@ else
   fail "train under mpirun ($(tail -c 600 "$tmp/train.err"))"
 fi
 
+# `switchyard placement` on that run's loads: a valid file (every expert placed, 5 slots per
+# rank), and its predicted contiguous rank max/mean equal to one computed here from
+# metrics.jsonl; the balanced placement predicts no worse. A bad EP is one line.
+if "$bin" placement --run "$tmp/run" --ep 2 --redundant 2 --steps 2:6 --out "$tmp/placement.json" \
+     >"$tmp/placement.out" 2>"$tmp/placement.err" &&
+   "$py" - "$tmp/run/metrics.jsonl" "$tmp/placement.json" <<'PY'
+import json, sys
+records = [json.loads(line) for line in open(sys.argv[1])]
+p = json.load(open(sys.argv[2]))
+assert p["schema"] == "switchyard.placement/1" and p["expert_parallel"] == 2, p
+assert p["slots_per_rank"] == 5 and len(p["layers"]) == 2, p
+for layer in p["layers"]:
+    assert [len(r) for r in layer["slots"]] == [5, 5], layer
+    assert sorted(set(e for r in layer["slots"] for e in r)) == list(range(8)), layer
+for l, predicted in enumerate(p["source"]["predicted_rank_max_over_mean"]):
+    load = [0] * 8
+    for r in records:
+        if r["kind"] == "load" and r["layer"] == l and 2 <= r["step"] <= 6:
+            for i, n in enumerate(r["expert_tokens"]):
+                load[r["first_expert"] + i] += n
+    ranks = [sum(load[:4]), sum(load[4:])]
+    expected = max(ranks) / (sum(ranks) / 2)
+    assert abs(predicted["contiguous"] - expected) < 1e-12, (predicted, expected)
+    assert predicted["placed"] <= predicted["contiguous"] + 1e-12, predicted
+PY
+then
+  grep -q "contiguous max/mean" "$tmp/placement.out" && ok "placement from a run's loads" ||
+    fail "placement output ($(head -c 300 "$tmp/placement.out"))"
+else
+  fail "placement ($(tail -c 400 "$tmp/placement.err"))"
+fi
+expect_error "placement: an EP that does not divide the experts" "--ep 3: must divide" \
+  placement --run "$tmp/run" --ep 3 --out "$tmp/p3.json"
+
 # Checkpoints: an uninterrupted run (EP 2, all parameters, so expert shards are saved too)
 # against one stopped after 3 steps at EP 4 and resumed at EP 2, and one resumed at the same EP.
 # The global batch is 4 sequences in every run (micro_batch_size x ranks); the load-balancing

@@ -1,0 +1,70 @@
+#include "trainer/expert_load_history.h"
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <tuple>
+
+#include <nlohmann/json.hpp>
+
+#include "common/errors.h"
+
+namespace switchyard {
+
+ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t first_step,
+                                    int64_t last_step) {
+  namespace fs = std::filesystem;
+  const std::string path = fs::is_directory(run_dir_or_file)
+                               ? (fs::path(run_dir_or_file) / "metrics.jsonl").string()
+                               : run_dir_or_file;
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot open (expected a run folder or its metrics.jsonl)");
+  // (step, rank, layer) -> (first expert, counts); a later line replaces an earlier one.
+  std::map<std::tuple<int64_t, int64_t, int64_t>, std::pair<int64_t, std::vector<int64_t>>> loads;
+  std::string line;
+  int64_t number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    if (line.empty()) continue;
+    const std::string at = path + ":" + std::to_string(number);
+    nlohmann::json r;
+    try {
+      r = nlohmann::json::parse(line);
+      if (r.value("kind", "") != "load") continue;
+      const int64_t step = r.at("step").get<int64_t>();
+      if (step < first_step || (last_step >= 0 && step > last_step)) continue;
+      const auto first = r.at("first_expert").get<int64_t>();
+      auto counts = r.at("expert_tokens").get<std::vector<int64_t>>();
+      const auto layer = r.at("layer").get<int64_t>();
+      if (first < 0 || layer < 0) throw ConfigError(at + ": negative first_expert or layer");
+      loads[{step, r.at("rank").get<int64_t>(), layer}] = {first, std::move(counts)};
+    } catch (const nlohmann::json::exception& e) {
+      // A torn last line (a killed run) is not a load record; anything else is a broken file.
+      if (in.peek() == std::char_traits<char>::eof()) continue;
+      throw ConfigError(at + ": not a metrics record (" + std::string(e.what()) + ")");
+    }
+  }
+  if (loads.empty())
+    throw ConfigError(
+        detail::concat(path, ": no load records for steps ", first_step, " to ",
+                       last_step < 0 ? std::string("the end") : std::to_string(last_step)));
+  ExpertLoadHistory h;
+  std::set<int64_t> steps;
+  int64_t layers = 0, experts = 0;
+  for (const auto& [key, value] : loads) {
+    layers = std::max(layers, std::get<2>(key) + 1);
+    experts = std::max(experts, value.first + int64_t(value.second.size()));
+    steps.insert(std::get<0>(key));
+  }
+  h.per_layer.assign(size_t(layers), std::vector<double>(size_t(experts), 0.0));
+  for (const auto& [key, value] : loads)
+    for (size_t i = 0; i < value.second.size(); ++i)
+      h.per_layer[size_t(std::get<2>(key))][size_t(value.first) + i] += double(value.second[i]);
+  h.first_step = *steps.begin();
+  h.last_step = *steps.rbegin();
+  h.steps = int64_t(steps.size());
+  return h;
+}
+
+}  // namespace switchyard

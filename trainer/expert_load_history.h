@@ -1,0 +1,26 @@
+// The per-expert loads a training run measured, read back from its metrics.jsonl: what
+// `switchyard placement` balances.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace switchyard {
+
+struct ExpertLoadHistory {
+  int64_t first_step = 0, last_step = 0;  ///< the steps found within the window asked for
+  int64_t steps = 0;                      ///< how many distinct steps were summed
+  /// per MoE layer, per global expert: assignments its experts received, summed over the steps
+  /// and over the ranks holding it (an expert's data-parallel copies add up).
+  std::vector<std::vector<double>> per_layer;
+};
+
+/// Reads the "load" records of RUN_DIR/metrics.jsonl (or a metrics.jsonl path) for steps in
+/// [first_step, last_step] (last_step < 0: to the end). A step logged twice (a resumed run redoes
+/// the steps after its last checkpoint) counts once, with its last record. Throws ConfigError
+/// naming the file for a missing file, a malformed record or a window without load records.
+ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t first_step = 0,
+                                    int64_t last_step = -1);
+
+}  // namespace switchyard
