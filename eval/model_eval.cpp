@@ -154,11 +154,19 @@ EvalReport evaluate_model(const TaskModel& model, const ProcessGroups& groups, c
     }
   }
 
-  // Tokens received by this rank: what its EP group routed to its experts, over all layers.
+  // Tokens received by this rank: what its EP group routed to the experts its slots hold, over
+  // all layers (a replicated expert's tokens counted as an even share of its copies).
   auto group_load = load.clone();
   groups.ep->all_reduce(group_load);
-  const int64_t local = E / groups.ep_size(), first_expert = groups.ep_rank() * local;
-  const int64_t received = group_load.narrow(1, first_expert, local).sum().item<int64_t>();
+  int64_t received = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    const LayerPlacement& placement = model.moe_blocks()[size_t(l)]->dispatcher().placement();
+    const auto copies = placement.copies(E);
+    for (int64_t e : placement.slots[size_t(groups.ep_rank())])
+      received += group_load[l][e].item<int64_t>() / copies[size_t(e)];
+  }
+  const auto& held = model.moe_blocks().front()->dispatcher().local_experts();
+  const int64_t local = int64_t(held.size()), first_expert = held.front();
 
   auto scalars = torch::tensor({tokens, predicted}, torch::kLong);
   auto nll_sum = torch::tensor({nll}, torch::kDouble);

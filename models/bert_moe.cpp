@@ -116,11 +116,16 @@ BertLayerImpl::BertLayerImpl(const BertMoeOptions& o, int64_t index) {
     // Each layer's router from its own seed: replicated, so equal on every rank and EP size.
     ScopedSeed seed(layer_seed(o.seed(), index));
     moe = register_module(
-        "moe", MoeBlock(MoeBlockOptions(c.hidden_size, o.num_experts(), c.intermediate_size)
-                            .expert_kind(ExpertKind::kGeluMlp)
-                            .router(router_config(o))
-                            .gemm(o.gemm()),
-                        o.groups()));
+        "moe",
+        MoeBlock(
+            MoeBlockOptions(c.hidden_size, o.num_experts(), c.intermediate_size)
+                .expert_kind(ExpertKind::kGeluMlp)
+                .router(router_config(o))
+                .gemm(o.gemm())
+                .placement(o.placement()
+                               ? o.placement()->layers[size_t((index + 1) / o.moe_layer_step() - 1)]
+                               : LayerPlacement()),
+            o.groups()));
   } else {
     mlp = register_module("mlp", ExpertBank(ExpertBankOptions(c.hidden_size, c.intermediate_size, 1)
                                                 .kind(ExpertKind::kGeluMlp)
@@ -137,6 +142,12 @@ BertMoeModelImpl::BertMoeModelImpl(BertMoeOptions options) : options_(std::move(
   SY_CHECK(o.num_experts() == 0 || (o.top_k() >= 1 && o.top_k() <= o.num_experts()),
            "BertMoe: top_k ", o.top_k(), " must be in [1, num_experts = ", o.num_experts(), "]");
   SY_CHECK(o.upcycle_noise() >= 0, "BertMoe: upcycle_noise ", o.upcycle_noise(), " is negative");
+  if (o.placement()) {
+    int64_t moe_layers = 0;
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) moe_layers += o.is_moe_layer(i) ? 1 : 0;
+    o.placement()->check_fits(moe_layers, o.num_experts(), o.groups().ep_size(),
+                              "parallel.placement " + o.placement()->path);
+  }
   ScopedSeed seed(o.seed());
   embeddings = register_module("embeddings", BertEmbeddings(c));
   layer_list_ = register_module("layer", torch::nn::ModuleList());

@@ -29,6 +29,8 @@ struct BertMoeOptions {
   /// loss coefficients) apply as given; top_k below replaces its top_k.
   TORCH_ARG(config::RouterConfig, router);
   TORCH_ARG(int64_t, top_k) = 2;
+  /// Expert placement of the MoE layers (parallel.placement); null: contiguous.
+  TORCH_ARG(PlacementPtr, placement);
   /// Upcycling noise: expert = dense FFN weight W + N(0, (upcycle_noise * std(W))^2); biases
   /// are copied. 0: every expert an exact copy.
   TORCH_ARG(double, upcycle_noise) = 0.0;

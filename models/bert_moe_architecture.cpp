@@ -71,13 +71,15 @@ class BertMoeArchitecture final : public ModelArchitecture {
     if (model.moe_layer_step() < 0)
       throw ConfigError("model.moe_layer_step: must be >= 0", "model.moe_layer_step");
     const bool moe = model.moe_layer_step() > 0;
-    BertMoeForSequenceClassification bert(BertMoeOptions(BertConfig::from_json(json, where), groups)
-                                              .num_experts(moe ? model.num_experts() : 0)
-                                              .moe_layer_step(moe ? model.moe_layer_step() : 1)
-                                              .router(config.router())
-                                              .top_k(config.router().top_k())
-                                              .upcycle_noise(model.upcycle_noise())
-                                              .seed(model.init_seed()));
+    BertMoeForSequenceClassification bert(
+        BertMoeOptions(BertConfig::from_json(json, where), groups)
+            .num_experts(moe ? model.num_experts() : 0)
+            .moe_layer_step(moe ? model.moe_layer_step() : 1)
+            .router(config.router())
+            .top_k(config.router().top_k())
+            .upcycle_noise(model.upcycle_noise())
+            .placement(placement_from_config(config.parallel().placement()))
+            .seed(model.init_seed()));
     return std::make_unique<BertMoeModel>(std::move(bert), json);
   }
 

@@ -52,15 +52,16 @@ struct Loader {
 void upcycle_experts(MoeBlockImpl& moe, const ExpertBankImpl::Weights& dense, double noise,
                      uint64_t seed) {
   torch::NoGradGuard no_grad;
-  const int64_t first = moe.dispatcher().first_local_expert(),
-                local = moe.dispatcher().num_local_experts();
+  const std::vector<int64_t>& experts = moe.dispatcher().local_experts();
+  const int64_t local = int64_t(experts.size());
   auto w_in = dense.w_in.to(torch::kFloat), w_out = dense.w_out.to(torch::kFloat);
   const double in_std = w_in.std().item<double>(), out_std = w_out.std().item<double>();
   for (int64_t e = 0; e < local; ++e) {
     auto in = w_in, out = w_out;
     if (noise > 0) {
       // Drawn per global expert id, on the CPU: the same experts at every EP size and device.
-      auto gen = at::make_generator<at::CPUGeneratorImpl>(mix(seed ^ mix(uint64_t(first + e))));
+      auto gen =
+          at::make_generator<at::CPUGeneratorImpl>(mix(seed ^ mix(uint64_t(experts[size_t(e)]))));
       in = w_in + torch::empty_like(w_in).normal_(0.0, noise * in_std, gen);
       out = w_out + torch::empty_like(w_out).normal_(0.0, noise * out_std, gen);
     }

@@ -30,8 +30,7 @@ struct ExpertBankOptions {
         num_experts_(num_experts) {}
   TORCH_ARG(int64_t, hidden_size);
   TORCH_ARG(int64_t, intermediate_size);
-  TORCH_ARG(int64_t, num_experts);       ///< experts held here (the local ones under EP)
-  TORCH_ARG(int64_t, first_expert) = 0;  ///< global id of the first one
+  TORCH_ARG(int64_t, num_experts);  ///< experts held here (the local slots under EP)
   TORCH_ARG(ExpertKind, kind) = ExpertKind::kSwiGlu;
   TORCH_ARG(GroupedGemm, gemm) = GroupedGemm::kAuto;
   /// Quantized from the start (frozen; codes initialised expert by expert).
@@ -41,7 +40,7 @@ struct ExpertBankOptions {
 /// Parameters (HF transformers v5 fused layout for SwiGLU):
 ///   w_in  [E, 2I, H] (SwiGLU: gate rows then up rows) or [E, I, H] (GELU), b_in [E, I] (GELU)
 ///   w_out [E, H, I], b_out [E, H] (GELU)
-///   usage: ExpertBank experts(ExpertBankOptions(2048, 1408, 15).first_expert(15));
+///   usage: ExpertBank experts(ExpertBankOptions(2048, 1408, 15));
 ///          auto y = experts->forward(tokens.hidden, tokens.tokens_per_expert);
 class ExpertBankImpl : public torch::nn::Module {
  public:

@@ -14,7 +14,8 @@ namespace {
 struct Block {
   std::string path;  ///< "layers.3.moe"
   MoeBlockImpl* moe = nullptr;
-  int64_t first = 0, local = 0, global = 0;
+  std::vector<int64_t> experts_held;  ///< the global expert of each local slot
+  int64_t global = 0;
   std::string experts() const { return path + ".experts."; }
   std::string router() const { return path + ".router."; }
 };
@@ -27,8 +28,8 @@ std::vector<Block> moe_blocks(torch::nn::Module& model) {
   std::vector<Block> out;
   for (const auto& item : model.named_modules("", /*include_self=*/false))
     if (auto* moe = item.value()->as<MoeBlockImpl>())
-      out.push_back({item.key(), moe, moe->dispatcher().first_local_expert(),
-                     moe->dispatcher().num_local_experts(), moe->options().num_experts()});
+      out.push_back(
+          {item.key(), moe, moe->dispatcher().local_experts(), moe->options().num_experts()});
   return out;
 }
 
@@ -72,7 +73,7 @@ std::string without_expert_suffix(const std::string& name) {
 }  // namespace
 
 CheckpointShard model_state_shard(torch::nn::Module& model, const ProcessGroups& groups) {
-  (void)groups;  // the blocks know their expert range; kept for symmetry with the loaders
+  const int ep_rank = groups.ep_rank();
   const auto blocks = moe_blocks(model);
   std::vector<std::string> paths;
   const auto tensors = keyed_tensors(model, &paths);
@@ -81,7 +82,8 @@ CheckpointShard model_state_shard(torch::nn::Module& model, const ProcessGroups&
     const auto& [key, t] = tensors[i];
     if (t.numel() == 0) continue;  // quantized banks' empty placeholders
     if (const Block* b = expert_block(blocks, paths[i]))
-      append_per_expert(shard.experts, key, t.detach(), b->first);
+      append_per_expert(shard.experts, key, t.detach(),
+                        b->moe->dispatcher().placement().owned(ep_rank));
     else
       shard.replicated.emplace_back(key, t.detach());
   }
@@ -103,24 +105,25 @@ int64_t overlay_model_state(torch::nn::Module& model, const CheckpointTensors& c
     auto& bank = *b.moe->experts;
     const std::string w_in = "param." + b.experts() + "w_in",
                       w_out = "param." + b.experts() + "w_out";
-    const bool float_saved = ckpt.contains(expert_tensor_name(w_in, b.first)) &&
-                             ckpt.get(expert_tensor_name(w_in, b.first)).numel() > 0;
+    const int64_t first = b.experts_held.front();
+    const bool float_saved = ckpt.contains(expert_tensor_name(w_in, first)) &&
+                             ckpt.get(expert_tensor_name(w_in, first)).numel() > 0;
     const bool codes_saved =
-        ckpt.contains(expert_tensor_name("buffer." + b.experts() + "w_in_q", b.first));
+        ckpt.contains(expert_tensor_name("buffer." + b.experts() + "w_in_q", first));
     if (codes_saved && !bank.quantized())
       mismatch(ckpt, "MoE block " + b.path +
                          " holds quantized experts but model.quant asks for float ones; load it "
                          "with its own quantization");
     if (codes_saved && bank.quantized() &&
-        ckpt.get(expert_tensor_name("buffer." + b.experts() + "w_in_q", b.first)).sizes() !=
+        ckpt.get(expert_tensor_name("buffer." + b.experts() + "w_in_q", first)).sizes() !=
             bank.quantized_in()->q[0].sizes())
       mismatch(ckpt, "MoE block " + b.path +
                          " holds experts quantized otherwise than model.quant asks (another kind "
                          "or group size); load it with its own quantization");
     if (!bank.quantized() || !float_saved || codes_saved) continue;
-    for (int64_t e = 0; e < b.local; ++e)
-      bank.load_expert(e, ckpt.get(expert_tensor_name(w_in, b.first + e)),
-                       ckpt.get(expert_tensor_name(w_out, b.first + e)));
+    for (size_t s = 0; s < b.experts_held.size(); ++s)
+      bank.load_expert(int64_t(s), ckpt.get(expert_tensor_name(w_in, b.experts_held[s])),
+                       ckpt.get(expert_tensor_name(w_out, b.experts_held[s])));
     requantized.insert(b.experts());
   }
 
@@ -136,12 +139,12 @@ int64_t overlay_model_state(torch::nn::Module& model, const CheckpointTensors& c
       if (is_router) continue;
     }
     if (t.numel() == 0) continue;
-    const std::string first_name = b ? expert_tensor_name(key, b->first) : key;
+    const std::string first_name = b ? expert_tensor_name(key, b->experts_held.front()) : key;
     if (!ckpt.contains(first_name)) {
       if (options.complete()) mismatch(ckpt, "no tensor '" + first_name + "'");
       continue;
     }
-    const torch::Tensor v = b ? ckpt.gather_experts(key, b->first, b->local) : ckpt.get(key);
+    const torch::Tensor v = b ? ckpt.gather_experts(key, b->experts_held) : ckpt.get(key);
     if (v.sizes() != t.sizes())
       mismatch(ckpt, detail::concat("'", key, "' is ", v.sizes(), ", the model's is ", t.sizes()));
     t.copy_(v);

@@ -12,7 +12,7 @@ namespace switchyard {
 MoeBlockImpl::MoeBlockImpl(MoeBlockOptions options, ProcessGroups groups)
     : options_(std::move(options)),
       groups_(std::move(groups)),
-      dispatcher_(options_.num_experts(), groups_.ep) {
+      dispatcher_(options_.num_experts(), groups_.ep, options_.placement()) {
   router = register_module("router",
                            make_router(RouterOptions(options_.hidden_size(), options_.num_experts(),
                                                      options_.router())));
@@ -20,7 +20,6 @@ MoeBlockImpl::MoeBlockImpl(MoeBlockOptions options, ProcessGroups groups)
       "experts",
       ExpertBank(ExpertBankOptions(options_.hidden_size(), options_.expert_intermediate_size(),
                                    dispatcher_.num_local_experts())
-                     .first_expert(dispatcher_.first_local_expert())
                      .kind(options_.expert_kind())
                      .gemm(options_.gemm())
                      .quant(options_.expert_quant())));

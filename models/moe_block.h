@@ -28,6 +28,8 @@ struct MoeBlockOptions {
   TORCH_ARG(config::RouterConfig, router);
   TORCH_ARG(QuantOptions, expert_quant);  ///< routed experts built quantized
   TORCH_ARG(bool, quantize_shared_expert) = false;
+  /// Which experts each EP rank's slots hold (parallel/placement.h); empty: the contiguous split.
+  TORCH_ARG(LayerPlacement, placement);
 };
 
 /// Wall-clock seconds of one forward's pieces, filled only after MoeBlockImpl::set_timing(true):
@@ -54,7 +56,8 @@ struct MoeOutput {
   MoeTiming timing;  ///< zeros unless set_timing(true)
 };
 
-/// Each rank holds the full router and shared expert (replicated) and E / EP routed experts.
+/// Each rank holds the full router and shared expert (replicated) and its placement's routed
+/// expert slots (E / EP contiguous experts by default).
 ///   usage: MoeBlock moe(MoeBlockOptions(2048, 60, 1408).shared_expert_intermediate_size(5632)
 ///                           .router(cfg.router()), groups);
 ///          MoeOutput out = moe->forward(hidden, token_ids);

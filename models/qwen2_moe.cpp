@@ -143,13 +143,21 @@ Qwen2MoeForCausalLMImpl::Qwen2MoeForCausalLMImpl(Qwen2MoeOptions options)
     options_.quant(gptq_expert_quant(*c.gptq));
   embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
   layer_list_ = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+  int64_t moe_layers = 0;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) moe_layers += c.is_moe_layer(i) ? 1 : 0;
+  const PlacementPtr& placement = options_.placement();
+  if (placement)
+    placement->check_fits(moe_layers, c.num_experts, options_.groups().ep_size(),
+                          "parallel.placement " + placement->path);
+  for (int64_t i = 0, moe_index = 0; i < c.num_hidden_layers; ++i) {
     auto moe_options = MoeBlockOptions(c.hidden_size, c.num_experts, c.moe_intermediate_size)
                            .shared_expert_intermediate_size(c.shared_expert_intermediate_size)
                            .router(router_config(options_))
                            .gemm(options_.gemm())
                            .expert_quant(quant_options(options_.quant()))
                            .quantize_shared_expert(options_.quant().shared_expert());
+    if (placement && c.is_moe_layer(i))
+      moe_options.placement(placement->layers[size_t(moe_index++)]);
     try {
       layers_.push_back(Qwen2MoeDecoderLayer(c, i, moe_options, options_.groups()));
     } catch (const Error& e) {  // a quantization group size the widths do not fit: bad config

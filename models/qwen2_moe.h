@@ -70,6 +70,8 @@ struct Qwen2MoeOptions {
   /// Experts quantized as each layer is built, so full-precision copies of all experts never
   /// exist at once; load_hf_weights then quantizes the checkpoint's experts one at a time.
   TORCH_ARG(config::QuantConfig, quant);
+  /// Expert placement of the MoE layers (parallel.placement); null: contiguous.
+  TORCH_ARG(PlacementPtr, placement);
 };
 
 ///   usage: auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");

@@ -56,8 +56,10 @@ class Qwen2MoeArchitecture final : public ModelArchitecture {
                                            RunConfig& config,
                                            const ProcessGroups& groups) const override {
     const Qwen2MoeConfig c = Qwen2MoeConfig::from_json(json, where);
-    Qwen2MoeForCausalLM model(
-        Qwen2MoeOptions(c, groups).router(config.router()).quant(config.model().quant()));
+    Qwen2MoeForCausalLM model(Qwen2MoeOptions(c, groups)
+                                  .router(config.router())
+                                  .quant(config.model().quant())
+                                  .placement(placement_from_config(config.parallel().placement())));
     // GPTQ checkpoints pick their own expert quant when none is asked: record what is held.
     *config.mutable_model()->mutable_quant() = model->options().quant();
     return std::make_unique<Qwen2MoeModel>(std::move(model));

@@ -68,26 +68,26 @@ struct Loader {
 
   // Transformers v5's fused layout: gate_up_proj [E, 2I, H] (gate rows first), down_proj [E, H, I].
   void load_fused_experts(ExpertBank bank, const std::string& prefix, int64_t num_experts,
-                          int64_t first) const {
+                          const std::vector<int64_t>& experts) const {
     const int64_t I = bank->options().intermediate_size(), H = bank->options().hidden_size();
     const std::string in_name = prefix + "gate_up_proj", out_name = prefix + "down_proj";
     auto fused_in = ckpt.get(in_name), fused_out = ckpt.get(out_name);
     check_shape(fused_in, {num_experts, 2 * I, H}, in_name);
     check_shape(fused_out, {num_experts, H, I}, out_name);
     // narrow() on a mapped tensor touches no other expert's bytes.
-    for (int64_t e = 0; e < bank->options().num_experts(); ++e)
-      bank->load_expert(e, fused_in[first + e], fused_out[first + e]);
+    for (size_t s = 0; s < experts.size(); ++s)
+      bank->load_expert(int64_t(s), fused_in[experts[s]], fused_out[experts[s]]);
   }
 
   void load_moe(MoeBlock moe, const std::string& p, const Qwen2MoeConfig& c) const {
     moe->router->init_from_gate(ckpt.get(p + "mlp.gate.weight").to(torch::kFloat));
-    const int64_t first = moe->dispatcher().first_local_expert(),
-                  local = moe->dispatcher().num_local_experts();
+    const std::vector<int64_t>& experts = moe->dispatcher().local_experts();
     if (ckpt.contains(p + "mlp.experts.gate_up_proj"))
-      load_fused_experts(moe->experts, p + "mlp.experts.", c.num_experts, first);
+      load_fused_experts(moe->experts, p + "mlp.experts.", c.num_experts, experts);
     else
-      for (int64_t e = 0; e < local; ++e)  // only this rank's experts are read
-        load_swiglu(moe->experts, e, p + "mlp.experts." + std::to_string(first + e) + ".");
+      for (size_t s = 0; s < experts.size(); ++s)  // only this rank's experts are read
+        load_swiglu(moe->experts, int64_t(s),
+                    p + "mlp.experts." + std::to_string(experts[s]) + ".");
     if (moe->shared_expert) {
       load_swiglu(moe->shared_expert, 0, p + "mlp.shared_expert.");
       load(moe->shared_expert_gate->weight, p + "mlp.shared_expert_gate.weight");
@@ -203,25 +203,27 @@ Named local_expert_tensors(const Qwen2MoeForCausalLMImpl& model, torch::Dtype dt
   for (size_t i = 0; i < model.layers().size(); ++i) {
     const auto& moe = model.layers()[i]->moe;
     if (!moe) continue;
-    const int64_t first = moe->dispatcher().first_local_expert();
-    for (int64_t e = 0; e < moe->dispatcher().num_local_experts(); ++e)
-      add_swiglu(out, *moe->experts, e, expert_prefix(i, first + e), dtype);
+    const auto owned = moe->dispatcher().placement().owned(model.options().groups().ep_rank());
+    for (size_t s = 0; s < owned.size(); ++s)  // a replica is written by its first copy
+      if (owned[s] >= 0)
+        add_swiglu(out, *moe->experts, int64_t(s), expert_prefix(i, owned[s]), dtype);
   }
   return out;
 }
 
 // Where every tensor lives: replicated ones with rank 0's experts in shard 0, each other EP
-// rank's experts in its own shard (the layout is fixed by the config, so rank 0 knows it all).
+// rank's experts in its own shard (the placement is the same on every rank, so rank 0 knows it).
 nlohmann::json weight_map(const Qwen2MoeForCausalLMImpl& model, const Named& rank0, int shards) {
   nlohmann::json map = nlohmann::json::object();
   for (const auto& [name, t] : rank0) map[name] = shard_name(0, shards);
-  const auto& c = model.options().model();
-  const int64_t per_shard = c.num_experts / shards;
   for (size_t i = 0; i < model.layers().size(); ++i) {
-    if (!model.layers()[i]->moe) continue;
-    for (int64_t e = per_shard; e < c.num_experts; ++e)
-      for (const char* proj : {"gate_proj", "up_proj", "down_proj"})
-        map[expert_prefix(i, e) + proj + ".weight"] = shard_name(int(e / per_shard), shards);
+    const auto& moe = model.layers()[i]->moe;
+    if (!moe) continue;
+    for (int r = 1; r < shards; ++r)
+      for (int64_t e : moe->dispatcher().placement().owned(r))
+        if (e >= 0)
+          for (const char* proj : {"gate_proj", "up_proj", "down_proj"})
+            map[expert_prefix(i, e) + proj + ".weight"] = shard_name(r, shards);
   }
   return map;
 }

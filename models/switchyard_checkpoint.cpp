@@ -39,9 +39,11 @@ std::string expert_tensor_name(const std::string& key, int64_t global_expert) {
 }
 
 void append_per_expert(CheckpointTensorList& out, const std::string& key, const torch::Tensor& t,
-                       int64_t first_expert) {
-  for (int64_t e = 0; e < t.size(0); ++e)
-    out.emplace_back(expert_tensor_name(key, first_expert + e), t[e]);
+                       const std::vector<int64_t>& experts) {
+  SY_CHECK(t.size(0) == int64_t(experts.size()), "checkpoint: '", key, "' has ", t.size(0),
+           " rows for ", experts.size(), " expert slots");
+  for (size_t s = 0; s < experts.size(); ++s)
+    if (experts[s] >= 0) out.emplace_back(expert_tensor_name(key, experts[s]), t[int64_t(s)]);
 }
 
 namespace {
@@ -260,10 +262,10 @@ torch::Tensor CheckpointTensors::get(const std::string& name) const {
   return f.mapped->get(name);
 }
 
-torch::Tensor CheckpointTensors::gather_experts(const std::string& key, int64_t first,
-                                                int64_t count) const {
+torch::Tensor CheckpointTensors::gather_experts(const std::string& key,
+                                                const std::vector<int64_t>& experts) const {
   std::vector<torch::Tensor> rows;
-  for (int64_t e = 0; e < count; ++e) rows.push_back(get(expert_tensor_name(key, first + e)));
+  for (int64_t e : experts) rows.push_back(get(expert_tensor_name(key, e)));
   return torch::stack(rows);
 }
 

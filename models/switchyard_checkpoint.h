@@ -38,9 +38,11 @@ struct CheckpointShard {
   CheckpointTensorList experts;     ///< this EP rank's experts (written by DP rank 0)
 };
 
-/// Appends stacked [E_local, ...] `t` as per-expert tensors "<key>.expert<first + e>".
+/// Appends stacked [slots, ...] `t` as per-expert tensors "<key>.expert<g>", row s under
+/// experts[s]. A row whose entry is negative is left out: a replica, written by its expert's
+/// first copy (LayerPlacement::owned).
 void append_per_expert(CheckpointTensorList& out, const std::string& key, const torch::Tensor& t,
-                       int64_t first_expert);
+                       const std::vector<int64_t>& experts);
 
 /// "<key>.expert<g>".
 std::string expert_tensor_name(const std::string& key, int64_t global_expert);
@@ -87,8 +89,8 @@ class CheckpointTensors {
   bool contains(const std::string& name) const { return file_of_.count(name) > 0; }
   /// Throws Error naming the folder for an absent tensor or a file that fails its checksum.
   torch::Tensor get(const std::string& name) const;
-  /// Experts first..first+count-1 of "<key>.expert<g>" stacked [count, ...].
-  torch::Tensor gather_experts(const std::string& key, int64_t first, int64_t count) const;
+  /// "<key>.expert<g>" for each g of `experts`, stacked [experts.size(), ...].
+  torch::Tensor gather_experts(const std::string& key, const std::vector<int64_t>& experts) const;
   std::vector<std::string> names() const;
   /// Reads and checks every file's checksum now (training resume verifies all up front).
   void verify_all() const;

@@ -26,13 +26,50 @@ torch::Tensor expert_major_order(const torch::Tensor& counts_source_expert, int6
 
 }  // namespace
 
-AllToAllDispatcher::AllToAllDispatcher(int64_t num_experts, CommunicatorPtr ep_group)
-    : num_experts_(num_experts), ep_(std::move(ep_group)) {
+AllToAllDispatcher::AllToAllDispatcher(int64_t num_experts, CommunicatorPtr ep_group,
+                                       LayerPlacement placement)
+    : num_experts_(num_experts), ep_(std::move(ep_group)), placement_(std::move(placement)) {
   SY_CHECK(ep_, "AllToAllDispatcher: no EP group");
-  if (num_experts_ <= 0 || num_experts_ % ep_->size() != 0)
-    throw ConfigError(detail::concat("parallel.expert_parallel = ", ep_->size(),
-                                     ": must divide the number of experts (", num_experts_, ")"),
-                      "parallel.expert_parallel");
+  const int ep = ep_->size();
+  if (placement_.slots.empty()) {
+    if (num_experts_ <= 0 || num_experts_ % ep != 0)
+      throw ConfigError(detail::concat("parallel.expert_parallel = ", ep,
+                                       ": must divide the number of experts (", num_experts_, ")"),
+                        "parallel.expert_parallel");
+    placement_ = Placement::contiguous(1, num_experts_, ep).layers.front();
+  }
+  if (int64_t(placement_.slots.size()) != ep)
+    throw ConfigError(detail::concat("placement: ", placement_.slots.size(), " ranks for EP ", ep),
+                      "parallel.placement");
+  const int64_t slots = int64_t(placement_.slots.front().size());
+  std::vector<std::vector<int64_t>> where(static_cast<size_t>(num_experts_));
+  for (int r = 0; r < ep; ++r) {
+    SY_CHECK(int64_t(placement_.slots[size_t(r)].size()) == slots,
+             "placement: ranks hold different numbers of slots");
+    for (int64_t s = 0; s < slots; ++s) {
+      const int64_t e = placement_.slots[size_t(r)][size_t(s)];
+      SY_CHECK(e >= 0 && e < num_experts_, "placement: expert ", e, " of ", num_experts_);
+      where[size_t(e)].push_back(int64_t(r) * slots + s);
+    }
+  }
+  int64_t most = 1;
+  for (int64_t e = 0; e < num_experts_; ++e) {
+    if (where[size_t(e)].empty())
+      throw ConfigError(detail::concat("placement: expert ", e, " has no slot"),
+                        "parallel.placement");
+    most = std::max(most, int64_t(where[size_t(e)].size()));
+  }
+  replicated_ = most > 1;
+  identity_ = slots * ep == num_experts_;
+  for (int64_t g = 0; identity_ && g < num_experts_; ++g)
+    identity_ = placement_.slots[size_t(g / slots)][size_t(g % slots)] == g;
+  copy_slots_ = torch::empty({num_experts_, most}, torch::kLong);
+  copies_ = torch::empty({num_experts_}, torch::kLong);
+  for (int64_t e = 0; e < num_experts_; ++e) {
+    const auto& w = where[size_t(e)];
+    copies_[e] = int64_t(w.size());
+    for (int64_t c = 0; c < most; ++c) copy_slots_[e][c] = w[size_t(c) % w.size()];
+  }
 }
 
 std::pair<DispatchedTokens, DispatchHandle> AllToAllDispatcher::dispatch(
@@ -47,7 +84,7 @@ std::pair<DispatchedTokens, DispatchHandle> AllToAllDispatcher::dispatch(
   DispatchHandle h;
   h.num_tokens = hidden.size(0);
 
-  // ---- local permutation: kept assignments, stably sorted by expert ----------------------------
+  // ---- local permutation: kept assignments, stably sorted by the global slot they go to -------
   auto flat_ids = ids.reshape(-1).to(device, torch::kLong);
   torch::Tensor kept = torch::arange(flat_ids.numel(), flat_ids.options());
   if (routing.dropped.defined()) {
@@ -56,30 +93,42 @@ std::pair<DispatchedTokens, DispatchHandle> AllToAllDispatcher::dispatch(
     h.num_dropped = flat_ids.numel() - kept.numel();
   }
   auto expert_of_kept = flat_ids.index_select(0, kept);
-  auto order = std::get<1>(expert_of_kept.sort(/*stable=*/true, 0, false));
-  auto assignment = kept.index_select(0, order);  // t * k + slot, in expert order
+  // The slot of each assignment: its expert's only copy, or copy (token index mod copies). In
+  // the contiguous placement the slot is the expert id.
+  torch::Tensor slot_of_kept = expert_of_kept;
+  if (!identity_) {
+    const auto table = copy_slots_.to(device), copies = copies_.to(device);
+    slot_of_kept =
+        replicated_
+            ? table.index({expert_of_kept,
+                           kept.div(k, "floor").remainder(copies.index_select(0, expert_of_kept))})
+            : table.select(1, 0).index_select(0, expert_of_kept);
+  }
+  auto order = std::get<1>(slot_of_kept.sort(/*stable=*/true, 0, false));
+  auto assignment = kept.index_select(0, order);  // t * k + choice, in slot order
   h.token_of_row = assignment.div(k, "floor");
   h.weight_of_row = routing.topk_weights.reshape(-1).index_select(
       0, assignment.to(routing.topk_weights.device()));
   auto routed = torch::bincount(expert_of_kept, /*weights=*/{}, num_experts_);
+  auto routed_slots =
+      identity_ ? routed : torch::bincount(slot_of_kept, /*weights=*/{}, ep * local);
   auto permuted = hidden.index_select(0, h.token_of_row);
+  h.routed_per_expert = to_vector(routed);
 
   DispatchedTokens out;
   if (ep == 1) {
-    h.routed_per_expert = to_vector(routed);
-    out.tokens_per_expert = h.routed_per_expert;
+    out.tokens_per_expert = identity_ ? h.routed_per_expert : to_vector(routed_slots);
     out.hidden = permuted;
     return {std::move(out), std::move(h)};
   }
 
-  // ---- exchange: per-expert counts first, then the rows -------------------------------------
+  // ---- exchange: per-slot counts first, then the rows ---------------------------------------
   // Counts travel as a tensor on the hidden states' device (NCCL needs device memory).
   auto counts_source_expert =
-      ep_->all_to_all_v(routed.reshape({num_experts_, 1}), std::vector<int64_t>(ep, local),
+      ep_->all_to_all_v(routed_slots.reshape({ep * local, 1}), std::vector<int64_t>(ep, local),
                         std::vector<int64_t>(ep, local))
           .reshape({ep, local});
-  h.routed_per_expert = to_vector(routed);
-  h.send_counts = to_vector(routed.reshape({ep, local}).sum(1));
+  h.send_counts = to_vector(routed_slots.reshape({ep, local}).sum(1));
   h.recv_counts = to_vector(counts_source_expert.sum(1));
   out.tokens_per_expert = to_vector(counts_source_expert.sum(0));
 

@@ -37,6 +37,38 @@ void GradientSync::add_buckets(const CommunicatorPtr& group,
   flush();
 }
 
+void GradientSync::add_replicated_experts(const torch::Tensor& param,
+                                          const LayerPlacement& placement) {
+  if (!param.requires_grad() || !placement.replicated()) return;
+  Replicated r{param, {}, {}};
+  int64_t most = 0;
+  for (const auto& rank : placement.slots)
+    for (int64_t e : rank) most = std::max(most, e + 1);
+  const auto copies = placement.copies(most);
+  std::vector<int64_t> index(size_t(most), -1);
+  for (int64_t e = 0; e < most; ++e)
+    if (copies[size_t(e)] > 1) index[size_t(e)] = int64_t(r.experts.size()), r.experts.push_back(e);
+  for (int64_t e : placement.slots[size_t(groups_.ep_rank())])
+    r.slot_of.push_back(index[size_t(e)]);
+  SY_CHECK(int64_t(r.slot_of.size()) == param.size(0), "GradientSync: ", param.size(0),
+           " expert rows for ", r.slot_of.size(), " slots");
+  replicated_.push_back(std::move(r));
+}
+
+// Rows of the replicated experts, each at its index: this rank's copies added in, summed over
+// the EP group, then copied back to every local copy.
+void GradientSync::sum_replicas(Replicated& r) {
+  auto& grad = r.param.mutable_grad();
+  auto shape = grad.sizes().vec();
+  shape[0] = int64_t(r.experts.size());
+  auto sums = torch::zeros(shape, grad.options());
+  for (size_t s = 0; s < r.slot_of.size(); ++s)
+    if (r.slot_of[s] >= 0) sums[r.slot_of[s]].add_(grad[int64_t(s)]);
+  if (groups_.ep->size() > 1) groups_.ep->all_reduce(sums, ReduceOp::kSum);
+  for (size_t s = 0; s < r.slot_of.size(); ++s)
+    if (r.slot_of[s] >= 0) grad[int64_t(s)].copy_(sums[r.slot_of[s]]);
+}
+
 void GradientSync::synchronize() {
   const double scale = options_.average() ? 1.0 / groups_.world->size() : 1.0;
   for (auto& bucket : buckets_) {
@@ -59,6 +91,7 @@ void GradientSync::synchronize() {
         p.mutable_grad() = reduced.clone();
     }
   }
+  for (auto& r : replicated_) sum_replicas(r);
 }
 
 }  // namespace switchyard

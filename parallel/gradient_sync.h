@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "parallel/placement.h"
 #include "parallel/process_groups.h"
 
 namespace switchyard {
@@ -30,6 +31,12 @@ class GradientSync {
   /// (its peers may have one); afterwards every synchronised parameter has a gradient.
   void synchronize();
 
+  /// Expert tensors ([slots, ...]) of a layer whose placement replicates experts: after the
+  /// data-parallel sum, synchronize() also sums each replicated expert's rows over the EP ranks
+  /// holding a copy, so every copy gets the gradient of all its expert's tokens and the copies
+  /// stay equal. Collective over the EP group.
+  void add_replicated_experts(const torch::Tensor& param, const LayerPlacement& placement);
+
   int64_t num_buckets() const { return int64_t(buckets_.size()); }
 
  private:
@@ -39,9 +46,17 @@ class GradientSync {
   };
   void add_buckets(const CommunicatorPtr& group, const std::vector<torch::Tensor>& params);
 
+  struct Replicated {
+    torch::Tensor param;
+    std::vector<int64_t> experts;  ///< the replicated experts, in order
+    std::vector<int64_t> slot_of;  ///< per local slot: index into `experts`, or -1
+  };
+  void sum_replicas(Replicated& r);
+
   ProcessGroups groups_;
   GradientSyncOptions options_;
   std::vector<Bucket> buckets_;
+  std::vector<Replicated> replicated_;
 };
 
 }  // namespace switchyard

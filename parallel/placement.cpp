@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <numeric>
+#include <set>
 
 #include "common/errors.h"
 
@@ -18,6 +19,25 @@ std::vector<int64_t> LayerPlacement::copies(int64_t num_experts) const {
     for (int64_t e : rank)
       if (e >= 0 && e < num_experts) ++n[size_t(e)];
   return n;
+}
+
+bool LayerPlacement::replicated() const {
+  std::set<int64_t> seen;
+  for (const auto& rank : slots)
+    for (int64_t e : rank)
+      if (!seen.insert(e).second) return true;
+  return false;
+}
+
+std::vector<int64_t> LayerPlacement::owned(int rank) const {
+  std::vector<int64_t> out;
+  std::set<int64_t> seen;
+  for (int r = 0; r <= rank && r < int(slots.size()); ++r)
+    for (int64_t e : slots[size_t(r)]) {
+      const bool first = seen.insert(e).second;
+      if (r == rank) out.push_back(first ? e : -1);
+    }
+  return out;
 }
 
 Placement Placement::contiguous(int64_t num_layers, int64_t num_experts, int expert_parallel) {
@@ -99,7 +119,9 @@ Placement Placement::read(const std::string& path) {
   } catch (const json::exception& e) {
     throw ConfigError(path + ": not JSON (" + std::string(e.what()) + ")");
   }
-  return from_json(j, path);
+  Placement p = from_json(j, path);
+  p.path = path;
+  return p;
 }
 
 nlohmann::ordered_json Placement::to_json() const {
@@ -139,6 +161,21 @@ void Placement::check_fits(int64_t num_layers, int64_t model_experts, int ep,
   if (expert_parallel != ep)
     throw ConfigError(
         detail::concat(what, ": made for EP ", expert_parallel, ", this run is EP ", ep));
+}
+
+bool Placement::replicated() const {
+  for (const auto& layer : layers)
+    if (layer.replicated()) return true;
+  return false;
+}
+
+PlacementPtr placement_from_config(const std::string& path) {
+  if (path.empty()) return nullptr;
+  try {
+    return std::make_shared<const Placement>(Placement::read(path));
+  } catch (const ConfigError& e) {
+    throw ConfigError("parallel.placement: " + std::string(e.what()), "parallel.placement");
+  }
 }
 
 std::vector<double> rank_loads(const LayerPlacement& layer, const std::vector<double>& load) {

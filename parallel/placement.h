@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,11 @@ struct LayerPlacement {
 
   /// How many slots hold each of `num_experts` experts.
   std::vector<int64_t> copies(int64_t num_experts) const;
+  /// Whether some expert has more than one slot.
+  bool replicated() const;
+  /// Rank `rank`'s slots with the expert each holds, or -1 where it is not the expert's first
+  /// copy (rank-major, then slot order): what that rank saves in a checkpoint.
+  std::vector<int64_t> owned(int rank) const;
 };
 
 struct Placement {
@@ -30,6 +36,7 @@ struct Placement {
   int64_t slots_per_rank = 0;  ///< (E + R) / EP
   std::vector<LayerPlacement> layers;
   nlohmann::ordered_json source;  ///< where it came from (run, steps); written, not checked
+  std::string path;               ///< the file it was read from, for messages ("" if none)
 
   /// Rank r holds experts [r·E/EP, (r+1)·E/EP) in every layer. EP must divide E.
   static Placement contiguous(int64_t num_layers, int64_t num_experts, int expert_parallel);
@@ -47,7 +54,16 @@ struct Placement {
   /// experts at this EP size.
   void check_fits(int64_t num_layers, int64_t num_experts, int expert_parallel,
                   const std::string& what) const;
+  /// Whether any expert of any layer has more than one slot.
+  bool replicated() const;
 };
+
+using PlacementPtr = std::shared_ptr<const Placement>;
+
+/// The placement parallel.placement names (`path`): null for an empty path (the contiguous
+/// split), else the file read and checked (Placement::read). Throws ConfigError naming
+/// parallel.placement and the file.
+PlacementPtr placement_from_config(const std::string& path);
 
 /// Tokens each rank computes in `layer` when expert e is chosen load[e] times; an expert's load is
 /// shared evenly among its copies.

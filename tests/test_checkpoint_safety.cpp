@@ -13,6 +13,7 @@
 #include "data/token_file.h"
 #include "models/load_model.h"
 #include "models/switchyard_checkpoint.h"
+#include "parallel/placement.h"
 #include "tests/test_support.h"
 #include "trainer/checkpoint.h"
 #include "trainer/resume_fingerprint.h"
@@ -251,4 +252,79 @@ TEST(CheckpointSafety, ExpertBiasesAreSavedResumedAndRefusedByHubExport) {
       error_of([&] { m.model->export_hf((s.dir / "hf").string(), torch::kFloat); });
   EXPECT_NE(e.find("has an expert bias (router.expert_bias"), std::string::npos) << e;
   EXPECT_FALSE(fs::exists(s.dir / "hf"));
+}
+
+namespace {
+
+// Writes a placement of kTinyQwen's 2 MoE layers x 4 experts for EP 1 with these slots.
+std::string write_placement(const fs::path& path, const std::vector<std::vector<int64_t>>& layer0,
+                            const std::vector<std::vector<int64_t>>& layer1) {
+  Placement p;
+  p.num_experts = 4;
+  p.expert_parallel = 1;
+  p.slots_per_rank = int64_t(layer0.front().size());
+  p.layers = {LayerPlacement{layer0}, LayerPlacement{layer1}};
+  p.write(path.string());
+  return path.string();
+}
+
+std::vector<double> run_losses(const fs::path& run) {
+  std::vector<double> out;
+  std::ifstream in(run / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto r = nlohmann::json::parse(line);
+    if (r["kind"] == "loss") out.push_back(r["loss"].get<double>());
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(CheckpointSafety, APlacementMovesExpertsAndChangesNothingElse) {
+  // parallel.placement at EP 1 orders the experts differently in their bank (and may repeat
+  // one): the losses are the contiguous run's, and a checkpoint saved under one placement
+  // resumes under another, since it keeps one tensor per global expert.
+  TinyRun s = setup(3);
+  TrainingRun(s.config, quiet(s.dir / "contiguous")).run();
+  auto placed = s.config;
+  placed.mutable_parallel()->set_placement(
+      write_placement(s.dir / "reversed.json", {{3, 2, 1, 0}}, {{1, 3, 0, 2}}));
+  auto first = quiet(s.dir / "moved");
+  first.stop_after = 1;
+  TrainingRun(placed, first).run();
+  auto rest = quiet(s.dir / "moved");
+  rest.resume = true;
+  TrainingRun(s.config, rest).run();  // resumed contiguous
+  const auto expected = run_losses(s.dir / "contiguous"), got = run_losses(s.dir / "moved");
+  ASSERT_EQ(got.size(), 3u);
+  ASSERT_EQ(expected.size(), got.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], expected[i], 1e-6) << "step " << i + 1;
+
+  // Replicas (here two or three copies of an expert on the one rank), every parameter training:
+  // the copies share their expert's tokens and sum their gradients, so they stay equal and the
+  // losses are the contiguous run's; the checkpoint keeps one tensor per expert and resumes
+  // contiguous.
+  placed.mutable_parallel()->set_placement(
+      write_placement(s.dir / "replicas.json", {{0, 1, 2, 3, 0, 0}}, {{2, 3, 0, 1, 2, 1}}));
+  auto replicated = quiet(s.dir / "replicated");
+  replicated.stop_after = 2;
+  TrainingRun(placed, replicated).run();
+  replicated.stop_after = 0;
+  replicated.resume = true;
+  TrainingRun(s.config, replicated).run();
+  const auto copies = run_losses(s.dir / "replicated");
+  ASSERT_EQ(copies.size(), expected.size());
+  for (size_t i = 0; i < copies.size(); ++i)
+    EXPECT_NEAR(copies[i], expected[i], 1e-6) << "step " << i + 1;
+  auto routers = s.config;
+
+  // A placement for another model: one line naming the file and what differs.
+  routers.mutable_parallel()->set_placement(
+      write_placement(s.dir / "three.json", {{0, 1, 2, 3}}, {{0, 1, 2, 3}}));
+  Placement three = Placement::read(routers.parallel().placement());
+  three.layers.push_back(three.layers.front());
+  three.write(routers.parallel().placement());
+  const std::string wrong = error_of([&] { TrainingRun(routers, quiet(s.dir / "three")).run(); });
+  EXPECT_NE(wrong.find("3 layers, the model has 2 MoE layers"), std::string::npos) << wrong;
 }

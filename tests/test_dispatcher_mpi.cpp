@@ -2,6 +2,8 @@
 // that send or receive nothing, capacity drops, and dispatch -> combine with known experts.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "common/errors.h"
 #include "parallel/all_to_all_dispatcher.h"
 #include "parallel/process_groups.h"
@@ -27,7 +29,7 @@ torch::Tensor scale_by_expert(const AllToAllDispatcher& d, const DispatchedToken
   std::vector<torch::Tensor> parts;
   auto slices = tokens.hidden.split_with_sizes(tokens.tokens_per_expert);
   for (size_t e = 0; e < slices.size(); ++e)
-    parts.push_back(slices[e] * double(d.first_local_expert() + int64_t(e) + 1));
+    parts.push_back(slices[e] * double(d.local_experts()[e] + 1));
   return torch::cat(parts);
 }
 
@@ -38,8 +40,9 @@ torch::Tensor expected_output(const torch::Tensor& x, const Routing& r) {
   return x * factor;
 }
 
-void check_round_trip(int64_t experts, const Routing& r, const torch::Tensor& x) {
-  AllToAllDispatcher d(experts, world());
+void check_round_trip(int64_t experts, const Routing& r, const torch::Tensor& x,
+                      LayerPlacement placement = {}) {
+  AllToAllDispatcher d(experts, world(), std::move(placement));
   auto xg = x.clone().requires_grad_(true);
   auto [tokens, handle] = d.dispatch(xg, r);
   auto y = d.combine(scale_by_expert(d, tokens), handle);
@@ -117,3 +120,37 @@ TEST(ProcessGroupsTest, ShapesAndBadSizes) {
 }
 
 }  // namespace
+
+// Any placement computes the same thing: the experts permuted over ranks, and hot experts
+// replicated (their tokens split among the copies), give the contiguous placement's output and
+// input gradient on skewed routing with drops. Every copy gets a share of its expert's rows.
+TEST(Dispatcher, PermutedAndReplicatedPlacementsGiveTheSameOutput) {
+  const int W = world()->size(), me = world()->rank();
+  const int64_t E = 2 * W, T = 9 + 2 * me;
+  torch::manual_seed(100 + me);
+  auto x = torch::randn({T, 3}, torch::kDouble);
+  // Expert 0 takes every first choice; second choices spread.
+  auto ids = torch::stack({torch::zeros({T}, torch::kLong), 1 + torch::arange(T) % (E - 1)}, 1);
+  auto dropped = torch::zeros({T, 2}, torch::kBool);
+  dropped[0][1] = true;
+  const Routing r = routing_of(ids, torch::rand({T, 2}, torch::kDouble), dropped);
+  // Reversed expert order: rank r holds the experts contiguous gives rank W - 1 - r.
+  LayerPlacement reversed;
+  for (int rank = 0; rank < W; ++rank)
+    reversed.slots.push_back({E - 1 - 2 * rank, E - 2 - 2 * rank});
+  check_round_trip(E, r, x, reversed);
+  // One extra slot per rank: expert 0 on every rank, the rest as balanced_layer packs them.
+  std::vector<double> load(size_t(E), 1.0);
+  load[0] = 100;
+  const LayerPlacement replicated = balanced_layer(load, W, W > 1 ? W : 0);
+  check_round_trip(E, r, x, replicated);
+  AllToAllDispatcher d(E, world(), replicated);
+  if (W > 1) EXPECT_EQ(replicated.copies(E)[0], W);
+  // Every copy of expert 0 receives rows (each rank's tokens alternate over the copies).
+  auto [tokens, handle] = d.dispatch(x, r);
+  const auto& mine = d.local_experts();
+  const auto copy = std::find(mine.begin(), mine.end(), 0);
+  ASSERT_NE(copy, mine.end());
+  EXPECT_GT(tokens.tokens_per_expert[size_t(copy - mine.begin())], 0);
+  EXPECT_THROW(AllToAllDispatcher(E, world(), LayerPlacement{{{0}}}), std::exception);
+}

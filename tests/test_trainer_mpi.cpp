@@ -5,10 +5,12 @@
 // counts experts over the world, so it is the global batch's).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <numeric>
 
 #include "models/qwen2_moe.h"
+#include "parallel/placement.h"
 #include "routers/gating.h"
 #include "tests/test_support.h"
 #include "trainer/trainer.h"
@@ -32,10 +34,11 @@ config::RouterConfig strong_router_losses() {
 std::vector<double> losses(const std::string& dir, ProcessGroups groups, bool routers_only,
                            const std::vector<std::vector<torch::Tensor>>& steps,
                            const config::RouterConfig& router = strong_router_losses(),
-                           std::vector<torch::Tensor>* biases = nullptr) {
+                           std::vector<torch::Tensor>* biases = nullptr,
+                           PlacementPtr placement = nullptr) {
   auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");
   cfg.dtype = torch::kFloat;
-  Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, groups).router(router));
+  Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, groups).router(router).placement(placement));
   load_hf_weights(*model, SafetensorsCheckpoint(dir));
   model->to(torch::kFloat);
   config::TrainConfig t;
@@ -206,6 +209,55 @@ TEST(TrainerExpertParallel, LossesWithCapacityEqualTheSingleProcessRunForEveryEp
     SCOPED_TRACE("EP " + std::to_string(ep) + " x DP " + std::to_string(R / ep));
     const auto got = losses(dir, make_process_groups(world(), ep), false, batches.mine, router);
     for (size_t s = 0; s < got.size(); ++s) EXPECT_NEAR(got[s], expected[s], 1e-5) << "step " << s;
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// A placement of every MoE layer of the model in `dir` for EP `ep`: the contiguous split with
+// the ranks' blocks reversed, or (replicas) balanced_layer on a load where one expert per layer
+// is hot, with one extra slot per rank.
+PlacementPtr test_placement(const std::string& dir, int ep, bool replicas) {
+  const auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");
+  int64_t layers = 0;
+  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) layers += cfg.is_moe_layer(i) ? 1 : 0;
+  Placement p = Placement::contiguous(layers, cfg.num_experts, ep);
+  for (int64_t l = 0; l < layers; ++l) {
+    auto& slots = p.layers[size_t(l)].slots;
+    if (!replicas) {
+      std::reverse(slots.begin(), slots.end());
+      continue;
+    }
+    std::vector<double> load(size_t(cfg.num_experts), 1.0);
+    load[size_t(l % cfg.num_experts)] = 50;
+    p.layers[size_t(l)] = balanced_layer(load, ep, ep);
+  }
+  p.slots_per_rank = int64_t(p.layers.front().slots.front().size());
+  return std::make_shared<const Placement>(p);
+}
+
+// Any placement computes the same model: at every EP size, experts moved between ranks and hot
+// experts replicated on every rank give the single process's losses to 1e-5, every parameter
+// training (a replicated expert's copies sum their gradients over the ranks holding them).
+TEST(TrainerExpertParallel, AnyPlacementGivesTheSingleProcessLosses) {
+  const char* refs = std::getenv("SWITCHYARD_REF_DIR");
+  if (!refs) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
+  const std::string dir = std::string(refs) + "/qwen2_moe/base";
+  const int R = world()->size();
+  const int64_t num_experts = Qwen2MoeConfig::from_file(dir + "/config.json").num_experts;
+  const SplitBatches batches = split_batches(3);
+  const auto expected = losses(dir, single_process_groups(), false, batches.all);
+  for (bool replicas : {false, true}) {
+    for (int ep = 2; ep <= R; ++ep) {
+      if (R % ep || num_experts % ep) continue;
+      SCOPED_TRACE("EP " + std::to_string(ep) + (replicas ? ", replicated" : ", moved"));
+      const auto got = losses(dir, make_process_groups(world(), ep), false, batches.mine,
+                              strong_router_losses(), nullptr, test_placement(dir, ep, replicas));
+      for (size_t s = 0; s < got.size(); ++s)
+        EXPECT_NEAR(got[s], expected[s], 1e-5) << "step " << s;
+    }
   }
 }
 

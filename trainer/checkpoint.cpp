@@ -39,8 +39,8 @@ CheckpointShard split_state(Trainer& trainer, const ProcessGroups& groups) {
       s.replicated.insert(s.replicated.end(), entries.begin(), entries.end());
       continue;
     }
-    const int64_t first = int64_t(groups.ep_rank()) * p.size(0);
-    for (const auto& [key, t] : entries) append_per_expert(s.experts, key, t, first);
+    const auto owned = trainer.expert_placement(p).owned(groups.ep_rank());
+    for (const auto& [key, t] : entries) append_per_expert(s.experts, key, t, owned);
   }
   // Router expert biases: replicated, the same on every rank.
   for (const auto& [name, b] : trainer.trained_buffers())
@@ -152,9 +152,9 @@ CheckpointState load_checkpoint(const std::string& folder, Trainer& trainer,
   for (const auto& [name, p] : trainer.trainable()) {
     auto gather = [&](const std::string& key) {
       if (!trainer.is_expert_sharded(p)) return take(key);
-      const int64_t local = p.size(0), first = int64_t(groups.ep_rank()) * local;
-      take(expert_tensor_name(key, first));  // the missing-tensor message above, if absent
-      return tensors.gather_experts(key, first, local);
+      const auto& held = trainer.expert_placement(p).slots[size_t(groups.ep_rank())];
+      take(expert_tensor_name(key, held.front()));  // the missing-tensor message, if absent
+      return tensors.gather_experts(key, held);
     };
     auto value = gather("param." + name);
     SY_CHECK(value.sizes() == p.sizes(), "checkpoint ", folder, ": '", name, "' is ", value.sizes(),

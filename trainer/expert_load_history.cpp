@@ -21,7 +21,9 @@ ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t 
   std::ifstream in(path);
   if (!in) throw ConfigError(path + ": cannot open (expected a run folder or its metrics.jsonl)");
   // (step, rank, layer) -> (first expert, counts); a later line replaces an earlier one.
-  std::map<std::tuple<int64_t, int64_t, int64_t>, std::pair<int64_t, std::vector<int64_t>>> loads;
+  std::map<std::tuple<int64_t, int64_t, int64_t>,
+           std::pair<std::vector<int64_t>, std::vector<int64_t>>>
+      loads;
   std::string line;
   int64_t number = 0;
   while (std::getline(in, line)) {
@@ -34,11 +36,21 @@ ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t 
       if (r.value("kind", "") != "load") continue;
       const int64_t step = r.at("step").get<int64_t>();
       if (step < first_step || (last_step >= 0 && step > last_step)) continue;
-      const auto first = r.at("first_expert").get<int64_t>();
       auto counts = r.at("expert_tokens").get<std::vector<int64_t>>();
+      // The expert of each slot: "experts", or (older logs) first_expert onwards.
+      std::vector<int64_t> experts;
+      if (r.contains("experts")) {
+        experts = r.at("experts").get<std::vector<int64_t>>();
+      } else {
+        for (size_t s = 0; s < counts.size(); ++s)
+          experts.push_back(r.at("first_expert").get<int64_t>() + int64_t(s));
+      }
       const auto layer = r.at("layer").get<int64_t>();
-      if (first < 0 || layer < 0) throw ConfigError(at + ": negative first_expert or layer");
-      loads[{step, r.at("rank").get<int64_t>(), layer}] = {first, std::move(counts)};
+      if (experts.size() != counts.size())
+        throw ConfigError(at + ": experts and expert_tokens differ in length");
+      for (int64_t e : experts)
+        if (e < 0 || layer < 0) throw ConfigError(at + ": a negative expert or layer");
+      loads[{step, r.at("rank").get<int64_t>(), layer}] = {std::move(experts), std::move(counts)};
     } catch (const nlohmann::json::exception& e) {
       // A torn last line (a killed run) is not a load record; anything else is a broken file.
       if (in.peek() == std::char_traits<char>::eof()) continue;
@@ -54,13 +66,13 @@ ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t 
   int64_t layers = 0, experts = 0;
   for (const auto& [key, value] : loads) {
     layers = std::max(layers, std::get<2>(key) + 1);
-    experts = std::max(experts, value.first + int64_t(value.second.size()));
+    for (int64_t e : value.first) experts = std::max(experts, e + 1);
     steps.insert(std::get<0>(key));
   }
   h.per_layer.assign(size_t(layers), std::vector<double>(size_t(experts), 0.0));
   for (const auto& [key, value] : loads)
-    for (size_t i = 0; i < value.second.size(); ++i)
-      h.per_layer[size_t(std::get<2>(key))][size_t(value.first) + i] += double(value.second[i]);
+    for (size_t i = 0; i < value.second.size(); ++i)  // a replicated expert's copies add up
+      h.per_layer[size_t(std::get<2>(key))][size_t(value.first[i])] += double(value.second[i]);
   h.first_step = *steps.begin();
   h.last_step = *steps.rbegin();
   h.steps = int64_t(steps.size());

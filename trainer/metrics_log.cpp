@@ -31,8 +31,9 @@ void drop_torn_last_line(const std::string& path) {
 
 }  // namespace
 
-MetricsLog::MetricsLog(const std::string& path, ProcessGroups groups, bool tensorboard)
-    : path_(path), groups_(std::move(groups)) {
+MetricsLog::MetricsLog(const std::string& path, ProcessGroups groups, bool tensorboard,
+                       std::vector<LayerPlacement> placements)
+    : path_(path), groups_(std::move(groups)), placements_(std::move(placements)) {
   if (groups_.world->rank() != 0) return;
   drop_torn_last_line(path_);
   out_.open(path_, std::ios::app);
@@ -83,9 +84,11 @@ void add_summary(TensorBoardWriter& tb, const std::vector<json>& records) {
     if (layers.size() <= l) layers.resize(l + 1);
     Layer& layer = layers[l];
     const auto counts = r["expert_tokens"].get<std::vector<int64_t>>();
-    const auto at = r["first_expert"].get<size_t>();
-    if (layer.experts.size() < at + counts.size()) layer.experts.resize(at + counts.size());
-    for (size_t e = 0; e < counts.size(); ++e) layer.experts[at + e] += double(counts[e]);
+    for (size_t s = 0; s < counts.size(); ++s) {  // a replicated expert's copies add up
+      const auto e = r["experts"][s].get<size_t>();
+      if (layer.experts.size() <= e) layer.experts.resize(e + 1);
+      layer.experts[e] += double(counts[s]);
+    }
     layer.entropy += record_number(r, "entropy");
     layer.aux += record_number(r, "aux_loss");
     layer.z += record_number(r, "z_loss");
@@ -147,12 +150,20 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
         received[e] = int64_t(v[at + kPerLayerScalars + e].item<double>());
       double total = 0, peak = 0;
       for (auto t : received) total += double(t), peak = std::max(peak, double(t));
+      // The expert each slot holds; the contiguous placement also keeps its older first_expert.
+      const int ep_rank = r % groups_.ep_size();
+      std::vector<int64_t> experts;
+      if (l < placements_.size()) {
+        experts = placements_[l].slots[size_t(ep_rank)];
+      } else {
+        for (int64_t e = 0; e < local_experts; ++e) experts.push_back(ep_rank * local_experts + e);
+      }
       json load = {
           {"kind", "load"},
           {"step", m.step},
           {"rank", r},
           {"layer", l},
-          {"first_expert", int64_t(r % groups_.ep_size()) * local_experts},
+          {"experts", experts},
           {"expert_tokens", received},
           {"rank_tokens", int64_t(total)},
           {"max_over_mean_local", total > 0 ? peak / (total / double(local_experts)) : 0.0},
@@ -162,6 +173,11 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
           {"drop_rate", v[at + 3].item<double>()},
           {"aux_loss", v[at + 4].item<double>()},
           {"z_loss", v[at + 5].item<double>()}};
+      bool consecutive = true;
+      for (size_t s = 1; s < experts.size(); ++s)
+        consecutive &= experts[s] == experts[0] + int64_t(s);
+      if (consecutive && experts.front() == ep_rank * local_experts)
+        load["first_expert"] = experts.front();
       records.push_back(std::move(load));
       at += kPerLayerScalars + local_experts;
     }

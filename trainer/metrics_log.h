@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "parallel/placement.h"
 #include "parallel/process_groups.h"
 #include "trainer/tensorboard_writer.h"
 #include "trainer/trainer.h"
@@ -42,7 +43,10 @@ class MetricsLog {
   /// layer l: load/layer<l>/{max_over_mean (over all experts), entropy, aux_loss, z_loss,
   /// drop_rate (means over ranks), rank<r>_tokens} and the histogram load/layer<l>/expert_tokens
   /// (tokens each expert received, over all experts).
-  MetricsLog(const std::string& path, ProcessGroups groups, bool tensorboard = true);
+  /// `placements` (one per MoE layer; empty: contiguous) say which experts each rank's slots
+  /// hold: load records list them ("experts").
+  MetricsLog(const std::string& path, ProcessGroups groups, bool tensorboard = true,
+             std::vector<LayerPlacement> placements = {});
 
   /// Collective over the world: every rank's loss record and per-layer load records, in rank
   /// order. `seconds` is this rank's wall time for the step. Returns the lines written (rank 0)
@@ -62,6 +66,7 @@ class MetricsLog {
  private:
   std::string path_;
   ProcessGroups groups_;
+  std::vector<LayerPlacement> placements_;
   std::ofstream out_;
   std::unique_ptr<TensorBoardWriter> tensorboard_;  ///< rank 0, when enabled
 };

@@ -29,7 +29,8 @@ Trainer::Trainer(TaskModel model, ProcessGroups groups, config::TrainConfig trai
   std::set<const void*> routers;
   for (auto moe : model_.moe_blocks()) {  // a copy of the holder: non-const access
     for (const auto& p : moe->router->parameters()) routers.insert(p.unsafeGetTensorImpl());
-    for (const auto& p : moe->expert_parameters()) expert_impls_.insert(p.unsafeGetTensorImpl());
+    for (const auto& p : moe->expert_parameters())
+      expert_placement_[p.unsafeGetTensorImpl()] = moe->dispatcher().placement();
     // The load-balancing loss balances the global batch, whatever the number of ranks.
     moe->router->set_balance_group(groups_.world);
   }
@@ -59,6 +60,8 @@ Trainer::Trainer(TaskModel model, ProcessGroups groups, config::TrainConfig trai
                                                       .eps(train_.adam_eps())
                                                       .weight_decay(train_.weight_decay()));
   sync_ = std::make_unique<GradientSync>(groups_, replicated_, expert_sharded_);
+  // A replicated expert's copies take the gradient of all its tokens, so they stay equal.
+  for (const auto& p : expert_sharded_) sync_->add_replicated_experts(p, expert_placement(p));
 }
 
 void Trainer::set_distillation_teachers(std::vector<torch::Tensor> gates) {
@@ -94,10 +97,21 @@ double Trainer::learning_rate() const {
 double Trainer::gradient_norm() {
   // Replicated gradients are equal on every rank after the sync; expert gradients differ
   // across the EP group, so their squares are summed over it before the square root.
-  auto square_sum = [](const std::vector<torch::Tensor>& ps) {
+  auto square_sum = [&](const std::vector<torch::Tensor>& ps) {
     std::vector<torch::Tensor> parts;  // summed where the gradients are, one copy to the host
-    for (const auto& p : ps)
-      if (p.grad().defined()) parts.push_back(p.grad().to(torch::kDouble).square().sum());
+    for (const auto& p : ps) {
+      if (!p.grad().defined()) continue;
+      auto g = p.grad();
+      // A replicated expert counts once: only its first copy's rows (LayerPlacement::owned).
+      if (is_expert_sharded(p) && expert_placement(p).replicated()) {
+        std::vector<int64_t> rows;
+        const auto owned = expert_placement(p).owned(groups_.ep_rank());
+        for (size_t s = 0; s < owned.size(); ++s)
+          if (owned[s] >= 0) rows.push_back(int64_t(s));
+        g = g.index_select(0, torch::tensor(rows, torch::kLong).to(g.device()));
+      }
+      parts.push_back(g.to(torch::kDouble).square().sum());
+    }
     return parts.empty() ? torch::zeros({}, torch::kDouble) : torch::stack(parts).sum().cpu();
   };
   auto experts = square_sum(expert_sharded_);

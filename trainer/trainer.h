@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
 #include <set>
 #include <vector>
@@ -87,9 +88,14 @@ class Trainer {
   /// Buffers that training changes without the optimizer, by module path (the routers' expert
   /// biases, router.expert_bias); checkpoints save and restore them with the parameters.
   const NamedTensors& trained_buffers() const { return trained_buffers_; }
-  /// Whether `param` is one of the routed experts' tensors, sharded [E / EP, ...] over EP.
+  /// Whether `param` is one of the routed experts' tensors, one row per expert slot of this
+  /// EP rank ([slots, ...]).
   bool is_expert_sharded(const torch::Tensor& param) const {
-    return expert_impls_.count(param.unsafeGetTensorImpl()) > 0;
+    return expert_placement_.count(param.unsafeGetTensorImpl()) > 0;
+  }
+  /// Where the experts of an expert tensor's MoE layer live (is_expert_sharded tensors only).
+  const LayerPlacement& expert_placement(const torch::Tensor& param) const {
+    return expert_placement_.at(param.unsafeGetTensorImpl());
   }
 
  private:
@@ -107,7 +113,8 @@ class Trainer {
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<GradientSync> sync_;
   std::vector<torch::Tensor> replicated_, expert_sharded_;  ///< trainable ones
-  std::set<const void*> expert_impls_;   ///< every routed-expert tensor, trainable or not
+  /// every routed-expert tensor, trainable or not, with its layer's placement
+  std::map<const void*, LayerPlacement> expert_placement_;
   std::vector<torch::Tensor> teachers_;  ///< per MoE layer, while a distillation phase exists
   NamedTensors trained_buffers_;
   bool autocast_ = false;

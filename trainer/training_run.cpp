@@ -141,8 +141,11 @@ TrainingRun::TrainingRun(const RunConfig& config, TrainingRunOptions options)
     last_saved_step_ = state.step;
     print("resumed from " + *folder + " (step " + std::to_string(state.step) + ")");
   }
+  std::vector<LayerPlacement> placements;
+  for (const auto& moe : trainer_->model().moe_blocks())
+    placements.push_back(moe->dispatcher().placement());
   metrics_ = std::make_unique<MetricsLog>(options_.run_dir + "/metrics.jsonl", groups,
-                                          config_.logging().tensorboard());
+                                          config_.logging().tensorboard(), std::move(placements));
   rank_log_ = std::make_unique<std::ofstream>(
       options_.run_dir + "/rank" + std::to_string(rank) + ".log", std::ios::app);
   *rank_log_ << compute_.env.describe() << "; computes on " << compute_.describe() << std::endl;

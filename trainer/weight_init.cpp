@@ -3,6 +3,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <map>
 #include <set>
 
 #include "common/errors.h"
@@ -10,11 +11,13 @@
 namespace switchyard {
 void init_for_pretraining(const TaskModel& model, const ProcessGroups& groups, double std,
                           uint64_t seed) {
-  std::set<const void*> experts, keep_own_init;
+  std::set<const void*> keep_own_init;
+  std::map<const void*, std::vector<int64_t>> experts;  ///< expert tensor -> its slots' experts
   for (const auto& moe : model.moe_blocks()) {
     SY_CHECK(!moe->experts->quantized(),
              "model.quant: pretraining from scratch needs full-precision experts");
-    for (const auto& p : moe->expert_parameters()) experts.insert(p.unsafeGetTensorImpl());
+    for (const auto& p : moe->expert_parameters())
+      experts[p.unsafeGetTensorImpl()] = moe->dispatcher().local_experts();
     if (moe->router->kind() != "linear")
       for (const auto& p : moe->router->parameters()) keep_own_init.insert(p.unsafeGetTensorImpl());
   }
@@ -25,7 +28,8 @@ void init_for_pretraining(const TaskModel& model, const ProcessGroups& groups, d
     auto& p = item.value();
     const std::string& name = item.key();
     if (keep_own_init.count(p.unsafeGetTensorImpl())) continue;
-    const bool sharded = experts.count(p.unsafeGetTensorImpl()) > 0;
+    const auto held = experts.find(p.unsafeGetTensorImpl());
+    const bool sharded = held != experts.end();
     auto shape = p.sizes().vec();
     if (sharded) shape[0] = num_experts;
     torch::Tensor value;
@@ -35,7 +39,8 @@ void init_for_pretraining(const TaskModel& model, const ProcessGroups& groups, d
       value = torch::zeros(shape);
     else
       value = at::normal(0.0, std, shape, gen);
-    if (sharded) value = value.narrow(0, int64_t(groups.ep_rank()) * p.size(0), p.size(0));
+    // Each slot takes its expert's draw: the same model at every EP size and placement.
+    if (sharded) value = value.index_select(0, torch::tensor(held->second, torch::kLong));
     p.copy_(value);
   }
 }

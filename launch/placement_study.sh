@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Expert placement measured, with one command: the balance study's run trained without any
+# balancing (made by launch/balance_study.sh when missing) routes unevenly; its routers are
+# trained on (routers only, no balancing loss, so the skew stays) for more steps under 4 ranks
+# (EP 4) three ways:
+#   contiguous   the default placement
+#   balanced     `switchyard placement --ep 4` from the run's logged loads
+#   replicas     the same with --redundant 4 (one extra slot per rank)
+# and the tokens each rank's experts received per layer (exact, from metrics.jsonl) and the
+# training throughput are printed side by side as one Markdown table.
+# PLACEMENT_STEPS (default 30) sets the steps, PLACEMENT_DIR the output folder (default
+# runs/placement_study), BALANCE_DIR where the balance study's runs are (default runs/balance_study).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$repo/launch/setup.sh"
+"$repo/launch/build.sh"
+cd "$repo"
+bin=build/bin/switchyard
+base_out="${QUICKSTART_DIR:-runs/quickstart}"
+balance="${BALANCE_DIR:-runs/balance_study}"
+out="${PLACEMENT_DIR:-runs/placement_study}"
+steps="${PLACEMENT_STEPS:-30}"
+export OMP_NUM_THREADS=1
+[ -f "$balance/none/metrics.jsonl" ] || BALANCE_DIR="$balance" ./launch/balance_study.sh
+mkdir -p "$out"
+"$bin" placement --run "$balance/none" --ep 4 --out "$out/balanced.json"
+"$bin" placement --run "$balance/none" --ep 4 --redundant 4 --out "$out/replicas.json"
+runs=()
+for name in contiguous balanced replicas; do
+  placement=()
+  [ "$name" = contiguous ] || placement=(--set "parallel.placement=$out/$name.json")
+  echo "== $name"
+  rm -rf "${out:?}/$name"
+  ./launch/mpirun.sh -np 4 "$bin" train --config configs/quickstart/finetune.pbtxt \
+    --run-dir "$out/$name" --progress lines --set "model.checkpoint=$balance/none" \
+    --set "data.train_path=$base_out/data/train.tok" --set router.linear.init_from_checkpoint=true \
+    --set router.aux_loss_coef=0 --set train.distill_steps=0 --set "train.steps=$steps" \
+    --set logging.log_interval="$steps" "${placement[@]}" >"$out/$name.train.txt"
+  runs+=("$name=$out/$name")
+done
+.venv/bin/python - "$steps" "${runs[@]}" <<'PY'
+import json, statistics, sys
+steps, runs = sys.argv[1], sys.argv[2:]
+print(f"\n{steps} steps, routers only, EP 4; rank max/mean = the most loaded rank's received "
+      "tokens over the mean, per layer, summed over all steps (exact)\n")
+rows = []
+for item in runs:
+    name, path = item.split("=", 1)
+    tokens, speed = {}, []
+    for line in open(path + "/metrics.jsonl"):
+        r = json.loads(line)
+        if r["kind"] == "load":
+            key = (r["layer"], r["rank"])
+            tokens[key] = tokens.get(key, 0) + r["rank_tokens"]
+        elif r["kind"] == "loss":
+            speed.append((r["step"], r["tokens_per_s"]))
+    layers = sorted({l for l, _ in tokens})
+    ratios = []
+    for l in layers:
+        per_rank = [v for (layer, _), v in tokens.items() if layer == l]
+        ratios.append(max(per_rank) / (sum(per_rank) / len(per_rank)))
+    by_step = {}
+    for step, s in speed:
+        by_step[step] = by_step.get(step, 0) + s
+    rows.append((name, ratios, statistics.median(by_step.values())))
+n = len(rows[0][1])
+print("| placement | " + " | ".join(f"layer {i}" for i in range(n)) +
+      " | mean | median tokens/s (all ranks) |")
+print("|---|" + "---:|" * (n + 2))
+for name, ratios, tps in rows:
+    print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in ratios) +
+          f" | {sum(ratios) / len(ratios):.3f} | {tps:.0f} |")
+PY
