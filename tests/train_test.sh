@@ -86,6 +86,28 @@ else
 fi
 expect_error "placement: an EP that does not divide the experts" "--ep 3: must divide" \
   placement --run "$tmp/run" --ep 3 --out "$tmp/p3.json"
+# The same training under that placement (experts moved, two of them replicated): the losses of
+# the contiguous run, and load records that list each slot's expert. A missing file is one line.
+if "$repo/launch/mpirun.sh" -np 2 "$bin" train --config "$tmp/train.pbtxt" --run-dir "$tmp/placed" \
+     --set parallel.placement="$tmp/placement.json" >"$tmp/placed.out" 2>"$tmp/placed.err" &&
+   "$py" - "$tmp/run/metrics.jsonl" "$tmp/placed/metrics.jsonl" "$tmp/placement.json" <<'PY'
+import json, sys
+def records(path, kind):
+    return [r for r in map(json.loads, open(path)) if r["kind"] == kind]
+plain, placed = records(sys.argv[1], "loss"), records(sys.argv[2], "loss")
+assert len(plain) == len(placed) == 12, (len(plain), len(placed))
+for a, b in zip(plain, placed):
+    assert abs(a["loss"] - b["loss"]) < 1e-5, (a, b)
+p = json.load(open(sys.argv[3]))
+for r in records(sys.argv[2], "load"):
+    assert r["experts"] == p["layers"][r["layer"]]["slots"][r["rank"] % 2], r
+    assert len(r["expert_tokens"]) == 5, r
+PY
+then ok "train under a placement with replicas = the contiguous run (EP 2)"
+else fail "train under a placement ($(tail -c 400 "$tmp/placed.err"))"; fi
+expect_error "a placement file that is not there" "parallel.placement: /no/such.json: cannot open" \
+  train --config "$tmp/train.pbtxt" --run-dir "$tmp/noplacement" --set parallel.expert_parallel=1 \
+  --set parallel.placement=/no/such.json
 
 # Checkpoints: an uninterrupted run (EP 2, all parameters, so expert shards are saved too)
 # against one stopped after 3 steps at EP 4 and resumed at EP 2, and one resumed at the same EP.
