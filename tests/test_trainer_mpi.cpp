@@ -63,6 +63,22 @@ std::vector<double> losses(const std::string& dir, ProcessGroups groups, bool ro
 struct SplitBatches {
   std::vector<std::vector<torch::Tensor>> all, mine;
 };
+// The reference Qwen2-MoE (SWITCHYARD_REF_DIR/qwen2_moe/base); "" when the variable is unset.
+std::string reference_qwen() {
+  const char* refs = std::getenv("SWITCHYARD_REF_DIR");
+  return refs ? std::string(refs) + "/qwen2_moe/base" : "";
+}
+
+// Every EP size from `first` up that divides the world and the model in `dir`'s experts.
+std::vector<int> ep_sizes(const std::string& dir, int first = 1) {
+  const int R = world()->size();
+  const int64_t num_experts = Qwen2MoeConfig::from_file(dir + "/config.json").num_experts;
+  std::vector<int> out;
+  for (int ep = first; ep <= R; ++ep)
+    if (R % ep == 0 && num_experts % ep == 0) out.push_back(ep);
+  return out;
+}
+
 SplitBatches split_batches(int n) {
   const int R = world()->size(), r = world()->rank();
   torch::manual_seed(11);
@@ -77,16 +93,13 @@ SplitBatches split_batches(int n) {
 }
 
 TEST(TrainerExpertParallel, LossesEqualTheSingleProcessRunForEveryEpSize) {
-  const char* refs = std::getenv("SWITCHYARD_REF_DIR");
-  if (!refs) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
-  const std::string dir = std::string(refs) + "/qwen2_moe/base";
+  const std::string dir = reference_qwen();
+  if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   const int R = world()->size();
-  const int64_t num_experts = Qwen2MoeConfig::from_file(dir + "/config.json").num_experts;
   const SplitBatches batches = split_batches(5);  // five steps on one batch: the loss must fall
   for (bool routers_only : {true, false}) {
     const auto expected = losses(dir, single_process_groups(), routers_only, batches.all);
-    for (int ep = 1; ep <= R; ++ep) {
-      if (R % ep || num_experts % ep) continue;
+    for (int ep : ep_sizes(dir)) {
       SCOPED_TRACE("EP " + std::to_string(ep) + " x DP " + std::to_string(R / ep) +
                    (routers_only ? ", routers only" : ", all parameters"));
       const auto got = losses(dir, make_process_groups(world(), ep), routers_only, batches.mine);
@@ -132,11 +145,9 @@ namespace {
 // EP x DP) the biases equal the single process's exactly and the losses to 1e-6, with and
 // without the balancing loss, while the routers train.
 TEST(TrainerExpertParallel, ExpertBiasesAndLossesEqualTheSingleProcessRunForEveryEpSize) {
-  const char* refs = std::getenv("SWITCHYARD_REF_DIR");
-  if (!refs) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
-  const std::string dir = std::string(refs) + "/qwen2_moe/base";
+  const std::string dir = reference_qwen();
+  if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   const int R = world()->size();
-  const int64_t num_experts = Qwen2MoeConfig::from_file(dir + "/config.json").num_experts;
   const SplitBatches batches = split_batches(5);
   for (float aux : {0.0f, 0.05f}) {
     config::RouterConfig router;
@@ -148,8 +159,7 @@ TEST(TrainerExpertParallel, ExpertBiasesAndLossesEqualTheSingleProcessRunForEver
     ASSERT_FALSE(expected_bias.empty());
     // The biases moved (some experts above the mean load, some below) ...
     EXPECT_GT(expected_bias.front().abs().max().item<double>(), 0.0);
-    for (int ep = 1; ep <= R; ++ep) {
-      if (R % ep || num_experts % ep) continue;
+    for (int ep : ep_sizes(dir)) {
       SCOPED_TRACE("EP " + std::to_string(ep) + " x DP " + std::to_string(R / ep) +
                    ", aux_loss_coef " + std::to_string(aux));
       std::vector<torch::Tensor> bias;
@@ -195,17 +205,14 @@ TEST(GlobalCapacity, EveryRankDropsItsSliceOfTheSingleProcessDrops) {
 
 // With capacity, training at every EP size drops what the single process drops: the same losses.
 TEST(TrainerExpertParallel, LossesWithCapacityEqualTheSingleProcessRunForEveryEpSize) {
-  const char* refs = std::getenv("SWITCHYARD_REF_DIR");
-  if (!refs) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
-  const std::string dir = std::string(refs) + "/qwen2_moe/base";
+  const std::string dir = reference_qwen();
+  if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   const int R = world()->size();
-  const int64_t num_experts = Qwen2MoeConfig::from_file(dir + "/config.json").num_experts;
   const SplitBatches batches = split_batches(3);
   config::RouterConfig router = strong_router_losses();
   router.set_capacity_factor(0.75f);
   const auto expected = losses(dir, single_process_groups(), false, batches.all, router);
-  for (int ep = 1; ep <= R; ++ep) {
-    if (R % ep || num_experts % ep) continue;
+  for (int ep : ep_sizes(dir)) {
     SCOPED_TRACE("EP " + std::to_string(ep) + " x DP " + std::to_string(R / ep));
     const auto got = losses(dir, make_process_groups(world(), ep), false, batches.mine, router);
     for (size_t s = 0; s < got.size(); ++s) EXPECT_NEAR(got[s], expected[s], 1e-5) << "step " << s;
@@ -242,16 +249,13 @@ PlacementPtr test_placement(const std::string& dir, int ep, bool replicas) {
 // experts replicated on every rank give the single process's losses to 1e-5, every parameter
 // training (a replicated expert's copies sum their gradients over the ranks holding them).
 TEST(TrainerExpertParallel, AnyPlacementGivesTheSingleProcessLosses) {
-  const char* refs = std::getenv("SWITCHYARD_REF_DIR");
-  if (!refs) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
-  const std::string dir = std::string(refs) + "/qwen2_moe/base";
+  const std::string dir = reference_qwen();
+  if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
   const int R = world()->size();
-  const int64_t num_experts = Qwen2MoeConfig::from_file(dir + "/config.json").num_experts;
   const SplitBatches batches = split_batches(3);
   const auto expected = losses(dir, single_process_groups(), false, batches.all);
   for (bool replicas : {false, true}) {
-    for (int ep = 2; ep <= R; ++ep) {
-      if (R % ep || num_experts % ep) continue;
+    for (int ep : ep_sizes(dir, 2)) {
       SCOPED_TRACE("EP " + std::to_string(ep) + (replicas ? ", replicated" : ", moved"));
       const auto got = losses(dir, make_process_groups(world(), ep), false, batches.mine,
                               strong_router_losses(), nullptr, test_placement(dir, ep, replicas));
