@@ -51,8 +51,9 @@ for s in steps:
         recs = [load[(s, r, l)] for r in ranks]
         experts = {}
         for rec in recs:
-            for e, t in enumerate(rec["expert_tokens"]):
-                experts[rec["first_expert"] + e] = experts.get(rec["first_expert"] + e, 0) + t
+            held = rec["experts"]  # the expert of each slot; a replica's copies add up
+            for slot, t in enumerate(rec["expert_tokens"]):
+                experts[held[slot]] = experts.get(held[slot], 0) + t
             expected[(s, f"load/layer{l}/rank{rec['rank']}_tokens")] = rec["rank_tokens"]
         counts = [experts[e] for e in sorted(experts)]
         mean = sum(counts) / len(counts)
