@@ -97,7 +97,13 @@ std::pair<DispatchedTokens, DispatchHandle> AllToAllDispatcher::dispatch(
   // the contiguous placement the slot is the expert id.
   torch::Tensor slot_of_kept = expert_of_kept;
   if (!identity_) {
-    const auto table = copy_slots_.to(device), copies = copies_.to(device);
+    // The tables move to the hidden states' device once and stay there (set_data keeps the
+    // handles), so a forward does not copy them from the host in every layer.
+    if (copy_slots_.device() != device) {
+      copy_slots_.set_data(copy_slots_.to(device));
+      copies_.set_data(copies_.to(device));
+    }
+    const auto &table = copy_slots_, &copies = copies_;
     slot_of_kept =
         replicated_
             ? table.index({expert_of_kept,

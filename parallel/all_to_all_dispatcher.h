@@ -68,7 +68,7 @@ class AllToAllDispatcher {
   CommunicatorPtr ep_;
   LayerPlacement placement_;
   /// [E, max copies] global slot (rank * slots + slot) of each copy, in placement order, the
-  /// unused tail repeating the first; [E] number of copies. On the CPU; moved per dispatch.
+  /// unused tail repeating the first; [E] number of copies. Moved to the device on first use.
   torch::Tensor copy_slots_, copies_;
   bool replicated_ = false;
   bool identity_ = false;  ///< slot g holds expert g (the contiguous placement)
