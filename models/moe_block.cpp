@@ -5,6 +5,7 @@
 
 #include "common/errors.h"
 #include "models/cpu_linear.h"
+#include "parallel/expert_migration.h"
 #include "routers/router_registry.h"
 
 namespace switchyard {
@@ -44,6 +45,23 @@ std::vector<torch::Tensor> MoeBlockImpl::replicated_parameters() const {
     for (const auto& p : child.value()->parameters()) out.push_back(p);
   }
   return out;
+}
+
+void MoeBlockImpl::move_experts(const LayerPlacement& placement,
+                                std::vector<torch::Tensor> riders) {
+  const AllToAllDispatcher moved(options_.num_experts(), groups_.ep, placement);
+  SY_CHECK(moved.num_local_experts() == dispatcher_.num_local_experts(), "move_experts: ",
+           moved.num_local_experts(), " slots per rank, the block holds ",
+           dispatcher_.num_local_experts());
+  const MigrationPlan plan = migration_plan(dispatcher_.placement(), placement, groups_.ep_rank());
+  for (const auto& p : experts->parameters()) riders.push_back(p);
+  for (const auto& b : experts->buffers()) riders.push_back(b);
+  for (auto& t : riders) {
+    if (t.numel() == 0) continue;  // quantized experts' empty placeholders
+    migrate_expert_rows(t, plan, *groups_.ep);
+  }
+  dispatcher_ = moved;
+  options_.placement(placement);
 }
 
 void MoeBlockImpl::set_distillation_teacher(const torch::Tensor& gate_weight) {

@@ -85,6 +85,12 @@ class MoeBlockImpl : public torch::nn::Module {
 
   const MoeBlockOptions& options() const { return options_; }
   const AllToAllDispatcher& dispatcher() const { return dispatcher_; }
+  /// Live re-placement: moves this rank's routed expert slots to `placement` (the same number
+  /// of slots per rank). Every expert tensor's rows — weights, quantized codes and scales — and
+  /// those of `riders` (tensors shaped like expert parameters: their AdamW moments) travel to
+  /// the ranks that hold them now (parallel/expert_migration.h), in place, and the dispatcher
+  /// routes by the new placement. Collective over the EP group.
+  void move_experts(const LayerPlacement& placement, std::vector<torch::Tensor> riders = {});
 
   RouterPtr router;
   ExpertBank experts{nullptr};

@@ -6,6 +6,7 @@
 
 #include "common/errors.h"
 #include "parallel/all_to_all_dispatcher.h"
+#include "parallel/expert_migration.h"
 #include "parallel/process_groups.h"
 #include "tests/test_support.h"
 
@@ -153,4 +154,58 @@ TEST(Dispatcher, PermutedAndReplicatedPlacementsGiveTheSameOutput) {
   ASSERT_NE(copy, mine.end());
   EXPECT_GT(tokens.tokens_per_expert[size_t(copy - mine.begin())], 0);
   EXPECT_THROW(AllToAllDispatcher(E, world(), LayerPlacement{{{0}}}), std::exception);
+}
+
+namespace {
+
+// Row s of a rank's expert tensor under `placement`: its expert's id in every entry, and the
+// column index, so a row that lands in the wrong slot or the wrong order shows.
+torch::Tensor rows_of(const LayerPlacement& placement, int rank, torch::Dtype dtype) {
+  const auto& held = placement.slots[size_t(rank)];
+  auto ids = torch::tensor(held, torch::kLong).unsqueeze(1).expand({int64_t(held.size()), 6});
+  return (ids * 8 + torch::arange(6).unsqueeze(0)).to(dtype);
+}
+
+}  // namespace
+
+// Live re-placement moves each expert's rows to the ranks that hold it next: from the contiguous
+// split to balanced placements with and without replicas and back, for float and integer
+// (quantized-code-like) tensors, with ranks that keep, send or receive nothing.
+TEST(ExpertMigration, RowsFollowTheirExpertsAcrossRanks) {
+  auto ep = world();
+  const int R = ep->size(), me = ep->rank();
+  const int64_t E = 4 * R;
+  std::vector<double> skew(size_t(E), 1.0), other(size_t(E), 1.0);
+  skew[0] = 40, skew[1] = 30;
+  other[size_t(E - 1)] = 50;
+  std::vector<int64_t> redundancies = {0};
+  if (R > 1) redundancies.push_back(R);  // one rank cannot hold two copies of an expert
+  for (int64_t redundant : redundancies) {
+    // The first placement: contiguous when there are no replicas, else a balanced one.
+    const LayerPlacement start =
+        redundant == 0 ? Placement::contiguous(1, E, R).layers.front()
+                       : balanced_layer(std::vector<double>(size_t(E), 1.0), R, redundant);
+    const std::vector<LayerPlacement> chain = {start, balanced_layer(skew, R, redundant),
+                                               balanced_layer(other, R, redundant), start};
+    for (auto dtype : {torch::kFloat, torch::kChar}) {
+      auto t = rows_of(start, me, dtype);
+      for (size_t i = 1; i < chain.size(); ++i) {
+        SCOPED_TRACE("R " + std::to_string(redundant) + ", move " + std::to_string(i));
+        const MigrationPlan plan = migration_plan(chain[i - 1], chain[i], me);
+        int64_t arriving = 0;
+        for (size_t s = 0; s < chain[i].slots[size_t(me)].size(); ++s) {
+          const auto& before = chain[i - 1].slots[size_t(me)];
+          arriving += std::count(before.begin(), before.end(), chain[i].slots[size_t(me)][s]) == 0;
+        }
+        EXPECT_EQ(plan.rows_received(), arriving);
+        const void* storage = t.data_ptr();
+        migrate_expert_rows(t, plan, *ep);
+        EXPECT_EQ(t.data_ptr(), storage);  // in place: parameters stay the optimizer's
+        EXPECT_TRUE(torch::equal(t, rows_of(chain[i], me, dtype)));
+      }
+    }
+  }
+  EXPECT_EQ(slots_changed(Placement::contiguous(1, E, R).layers.front(),
+                          Placement::contiguous(1, E, R).layers.front()),
+            0);
 }

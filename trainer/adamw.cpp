@@ -53,6 +53,13 @@ NamedTensors AdamW::state() const {
   return out;
 }
 
+std::vector<torch::Tensor> AdamW::moments(const torch::Tensor& param) const {
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].second.unsafeGetTensorImpl() == param.unsafeGetTensorImpl())
+      return {exp_avg_[i], exp_avg_sq_[i]};
+  return {};
+}
+
 void AdamW::load_state(const NamedTensors& state) {
   std::map<std::string, torch::Tensor> by_name(state.begin(), state.end());
   auto take = [&](const std::string& key, const torch::Tensor& like) {

@@ -35,6 +35,9 @@ class AdamW {
 
   /// "exp_avg.NAME" and "exp_avg_sq.NAME" for every parameter, and "step" (int64 scalar).
   NamedTensors state() const;
+  /// `param`'s two moments (fp32, its shape), to move with it (live expert re-placement); empty
+  /// when the optimizer does not hold it.
+  std::vector<torch::Tensor> moments(const torch::Tensor& param) const;
   /// Inverse of state(); throws Error naming the first missing or mis-shaped entry.
   void load_state(const NamedTensors& state);
 
