@@ -162,6 +162,11 @@ void validate_run_config(const RunConfig& c) {
           "must be \"auto\", \"cpu\" or \"cuda\"");
   require(std::isfinite(c.parallel().timeout_s()) && c.parallel().timeout_s() >= 0,
           "parallel.timeout_s", c.parallel().timeout_s(), "must be 0 (off) or a positive number");
+  require(c.parallel().rebalance_interval() >= 0, "parallel.rebalance_interval",
+          c.parallel().rebalance_interval(), "must be 0 (off) or a number of steps");
+  const float gain = c.parallel().rebalance_min_gain();
+  require(std::isfinite(gain) && gain >= 0 && gain < 1, "parallel.rebalance_min_gain", gain,
+          "must be a fraction in [0, 1)");
   // model.num_experts describes the model only when no file does (benchmarks); a checkpoint's
   // or init_config's own expert count is checked when the model is built from it.
   const bool shape_from_file = !c.model().checkpoint().empty() || c.model().has_init_config();

@@ -29,13 +29,15 @@ for path in files:
 assert all(e.HasField("summary") for e in events)
 
 # The last record of each step in metrics.jsonl wins, as a resumed run may repeat steps.
-loss, load = {}, {}
+loss, load, placement = {}, {}, {}
 for line in open(os.path.join(run_dir, "metrics.jsonl")):
     r = json.loads(line)
     if r["kind"] == "loss":
         loss[(r["step"], r["rank"])] = r
-    else:
+    elif r["kind"] == "load":
         load[(r["step"], r["rank"], r["layer"])] = r
+    elif r["kind"] == "placement":  # live re-placement
+        placement[r["step"]] = r
 steps = sorted({s for s, _ in loss})
 layers = sorted({l for _, _, l in load})
 
@@ -55,12 +57,21 @@ for s in steps:
             for slot, t in enumerate(rec["expert_tokens"]):
                 experts[held[slot]] = experts.get(held[slot], 0) + t
             expected[(s, f"load/layer{l}/rank{rec['rank']}_tokens")] = rec["rank_tokens"]
+        ranks_tokens = [rec["rank_tokens"] for rec in recs]
+        mean = sum(ranks_tokens) / len(ranks_tokens)
+        expected[(s, f"load/layer{l}/rank_max_over_mean")] = \
+            max(ranks_tokens) / mean if mean else 0.0
         counts = [experts[e] for e in sorted(experts)]
         mean = sum(counts) / len(counts)
         expected[(s, f"load/layer{l}/max_over_mean")] = max(counts) / mean if mean else 0.0
         for key in ("entropy", "aux_loss", "z_loss", "drop_rate"):
             expected[(s, f"load/layer{l}/{key}")] = sum(r[key] for r in recs) / len(recs)
         hists[(s, f"load/layer{l}/expert_tokens")] = counts
+
+for s, r in placement.items():
+    for layer in r["layers"]:
+        for key in ("before", "after"):
+            expected[(s, f"placement/layer{layer['layer']}/predicted_{key}")] = layer[key]
 
 got, got_hists = {}, {}
 for e in events:
@@ -91,4 +102,4 @@ for s in steps:
     assert math.isclose(series[s], loss[(s, 0)]["loss"], rel_tol=1e-6), s
 assert len(acc.Histograms(f"load/layer{layers[0]}/expert_tokens")) == len(steps)
 print(f"tensorboard: {len(files)} file(s), {len(events)} step events, {len(expected)} scalars and "
-      f"{len(hists)} histograms match metrics.jsonl")
+      f"{len(hists)} histograms match metrics.jsonl ({len(placement)} re-placements)")

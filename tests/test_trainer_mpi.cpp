@@ -13,6 +13,7 @@
 #include "parallel/placement.h"
 #include "routers/gating.h"
 #include "tests/test_support.h"
+#include "trainer/live_placement.h"
 #include "trainer/trainer.h"
 #include "trainer/weight_init.h"
 
@@ -266,3 +267,92 @@ TEST(TrainerExpertParallel, AnyPlacementGivesTheSingleProcessLosses) {
 }
 
 }  // namespace
+
+namespace {
+
+// A model trained on `steps` with a re-placement after every step (when `live`): its trainer,
+// the per-step losses and the slots the re-placements changed.
+struct LiveRun {
+  std::unique_ptr<Trainer> trainer;
+  std::vector<double> losses;
+  int64_t slots_changed = 0;
+};
+
+LiveRun train_live(const std::string& dir, const ProcessGroups& groups,
+                   const std::vector<std::vector<torch::Tensor>>& steps, PlacementPtr placement,
+                   bool live) {
+  auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");
+  cfg.dtype = torch::kFloat;
+  Qwen2MoeForCausalLM model(
+      Qwen2MoeOptions(cfg, groups).router(strong_router_losses()).placement(placement));
+  load_hf_weights(*model, SafetensorsCheckpoint(dir));
+  model->to(torch::kFloat);
+  config::TrainConfig t;
+  t.set_routers_only(false);  // experts train: their AdamW moments must move with them
+  t.set_learning_rate(5e-3);
+  t.set_steps(int(steps.size()));
+  LiveRun run;
+  run.trainer = std::make_unique<Trainer>(TaskModel::causal_lm(model), groups, t);
+  // Every step re-places, and any gain counts: as many moves as the loads allow.
+  LivePlacement replacer(1, 0.0, *run.trainer, groups);
+  for (const auto& micro : steps) {
+    std::vector<TaskBatch> batches;
+    for (const auto& block : micro) batches.push_back(causal_lm_batch(block));
+    const StepMetrics m = run.trainer->step(batches);
+    run.losses.push_back(m.loss);
+    replacer.record(m);
+    if (!live) continue;
+    for (const auto& layer : replacer.rebalance(*run.trainer, m.step).layers)
+      run.slots_changed += layer.slots_changed;
+  }
+  return run;
+}
+
+}  // namespace
+
+// Live re-placement computes the same model: at EP 2 and 4, from the contiguous split and from a
+// placement with replicas, experts re-placed after every step give the single process's losses,
+// and every slot's weights and AdamW moments are those of its expert in the single process.
+TEST(TrainerExpertParallel, LiveReplacementMovesWeightsAndMomentsWithTheirExperts) {
+  const std::string dir = reference_qwen();
+  if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
+  const SplitBatches batches = split_batches(4);
+  const LiveRun ref = train_live(dir, single_process_groups(), batches.all, nullptr, false);
+  const auto ref_blocks = ref.trainer->model().moe_blocks();
+  for (bool replicas : {false, true}) {
+    for (int ep : ep_sizes(dir, 2)) {
+      SCOPED_TRACE("EP " + std::to_string(ep) + (replicas ? ", replicas" : ", contiguous start"));
+      const ProcessGroups groups = make_process_groups(world(), ep);
+      const LiveRun got = train_live(dir, groups, batches.mine,
+                                     replicas ? test_placement(dir, ep, true) : nullptr, true);
+      EXPECT_GT(got.slots_changed, 0);  // the loads did move experts
+      for (size_t s = 0; s < got.losses.size(); ++s)
+        EXPECT_NEAR(got.losses[s], ref.losses[s], 1e-5) << "step " << s;
+      const auto blocks = got.trainer->model().moe_blocks();
+      for (size_t l = 0; l < blocks.size(); ++l) {
+        const auto& held = blocks[l]->dispatcher().local_experts();
+        const auto mine = blocks[l]->expert_parameters();
+        const auto theirs = ref_blocks[l]->expert_parameters();
+        for (size_t i = 0; i < mine.size(); ++i) {
+          const auto rows = torch::tensor(held, torch::kLong);
+          const auto want = theirs[i].detach().index_select(0, rows);
+          // AdamW divides by sqrt(v): where v is ~1e-9, the 1e-3 relative differences that the
+          // reduction order leaves in the moments move a weight by ~lr * 1e-3 per step, so
+          // weights match to 1e-4 absolute. A row of the wrong expert is off by far more (the
+          // check below makes sure rows differ by at least 1e-3).
+          EXPECT_TRUE(torch::allclose(mine[i].detach(), want, 0, 1e-4))
+              << "layer " << l << ": max |diff| "
+              << (mine[i].detach() - want).abs().max().item<double>();
+          if (want.size(0) > 1)
+            EXPECT_GT((want - want.roll(1, 0)).abs().max().item<double>(), 1e-3);
+          const auto m = got.trainer->optimizer().moments(mine[i]);
+          const auto r = ref.trainer->optimizer().moments(theirs[i]);
+          ASSERT_EQ(m.size(), 2u);
+          for (size_t k = 0; k < 2; ++k)
+            EXPECT_TRUE(torch::allclose(m[k], r[k].index_select(0, rows), 1e-3, 1e-9))
+                << "layer " << l << ", moment " << k;
+        }
+      }
+    }
+  }
+}

@@ -147,6 +147,52 @@ then ok "resume equals the uninterrupted run (EP 4 -> EP 2, and EP 2 -> EP 2)"
   else fail "tensorboard events of a resumed run ($(tail -c 600 "$tmp/tb.out"))"; fi
 else fail "resume ($(tail -c 600 "$tmp/resume.err"))"; fi
 
+# Live re-placement (parallel.rebalance_interval 2, any gain): at EP 4 from the contiguous split,
+# and at EP 2 from the placement with replicas, experts move after steps 2 and 4 and the losses
+# stay the uninterrupted contiguous run's; a run stopped at step 3 and resumed at EP 4 continues
+# with the checkpoint's placement and window (the same re-placement at step 4), and one resumed
+# at EP 2 starts from the configured placement and still matches.
+live() { run_train "$@" --set parallel.rebalance_interval=2 --set parallel.rebalance_min_gain=0; }
+if live 4 1 "$tmp/live" && live 2 2 "$tmp/live_rep" --set parallel.placement="$tmp/placement.json" &&
+   live 4 1 "$tmp/live_res" --stop-after 3 && live 4 1 "$tmp/live_res" --resume &&
+   live 4 1 "$tmp/live_ep2" --stop-after 3 && live 2 2 "$tmp/live_ep2" --resume &&
+   "$py" - "$tmp/whole" "$tmp/live" "$tmp/live_rep" "$tmp/live_res" "$tmp/live_ep2" <<'PY'
+import json, sys
+def records(run, kind):
+    return [r for r in map(json.loads, open(run + "/metrics.jsonl")) if r["kind"] == kind]
+def losses(run):
+    return {r["step"]: r["loss"] for r in records(run, "loss") if r["rank"] == 0}
+whole = losses(sys.argv[1])
+for run in sys.argv[2:]:
+    got = losses(run)
+    assert sorted(got) == [1, 2, 3, 4, 5, 6], (run, got)
+    for step in got:
+        assert abs(got[step] - whole[step]) <= 1e-5, (run, step, got[step], whole[step])
+    moves = records(run, "placement")
+    assert [m["step"] for m in moves] == [2, 4], (run, moves)
+    assert moves[0]["steps"] == [1, 2] and moves[1]["steps"] == [3, 4], moves
+    assert sum(l["slots_changed"] for m in moves for l in m["layers"]) > 0, (run, moves)
+    for m in moves:
+        for l in m["layers"]:
+            assert l["after"] <= l["before"] + 1e-12, l
+    # From the step after a re-placement on, load records list the new placement's experts.
+    last = {l["layer"]: l["experts"] for l in moves[-1]["layers"]}
+    ep = len(last[0])
+    for r in records(run, "load"):
+        if r["step"] > 4:
+            assert r["experts"] == last[r["layer"]][r["rank"] % ep], (run, r)
+# The resume at the same EP re-placed exactly as the uninterrupted run did at step 4.
+assert records(sys.argv[4], "placement")[-1]["layers"] == records(sys.argv[2], "placement")[-1]["layers"]
+PY
+then ok "live re-placement: losses of the contiguous run (EP 4, EP 2 with replicas, resumed at EP 4 and EP 2)"
+  if "$py" "$repo/tests/tensorboard_check.py" "$tmp/live" 1 >"$tmp/tb.out" 2>&1; then
+    ok "$(cat "$tmp/tb.out") (live re-placement)"
+  else fail "tensorboard events of a live re-placement ($(tail -c 600 "$tmp/tb.out"))"; fi
+else fail "live re-placement ($(tail -c 600 "$tmp/resume.err"))"; fi
+expect_error "a negative rebalance interval" "parallel.rebalance_interval = -1" \
+  train --config "$tmp/train.pbtxt" --run-dir "$tmp/badlive" --set parallel.expert_parallel=1 \
+  --set parallel.rebalance_interval=-1
+
 # A damaged checkpoint is refused with one line naming the file (here loaded at EP 1).
 expect_refusal() {  # NAME EXPECTED RUN_DIR
   "$bin" train --config "$tmp/train.pbtxt" --run-dir "$3" --set train.routers_only=false \

@@ -107,6 +107,9 @@ std::string save_checkpoint(const std::string& run_dir, Trainer& trainer,
     m.set_complete(false);  // trainable parameters only: the base is config.model.checkpoint
     m.set_model_config_json(meta.model_config_json);
     *m.mutable_fingerprint() = meta.fingerprint;
+    if (!meta.expert_placement_json.empty())
+      m.set_expert_placement_json(meta.expert_placement_json);
+    for (int64_t c : meta.rebalance_counts) m.add_rebalance_counts(c);
     m.set_cpu_rng_state(generator_state(at::detail::getDefaultCPUGenerator()));
     if (const auto cuda = cuda_generator(trainer)) m.set_cuda_rng_state(generator_state(*cuda));
   }
@@ -175,7 +178,9 @@ CheckpointState load_checkpoint(const std::string& folder, Trainer& trainer,
   if (const auto cuda = cuda_generator(trainer); cuda && m.has_cuda_rng_state())
     set_generator_state(*cuda, m.cuda_rng_state());
   groups.world->barrier();
-  return {m.step(), DataPosition{m.data_epoch(), m.data_batch()}, m.fingerprint()};
+  return {m.step(), DataPosition{m.data_epoch(), m.data_batch()}, m.fingerprint(),
+          m.expert_placement_json(),
+          std::vector<int64_t>(m.rebalance_counts().begin(), m.rebalance_counts().end())};
 }
 
 }  // namespace switchyard

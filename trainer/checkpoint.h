@@ -11,6 +11,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "configs/run_config.h"
 #include "data/batch_sampler.h"
@@ -22,6 +23,10 @@ struct CheckpointState {
   int64_t step = 0;
   DataPosition data;
   config::ResumeFingerprint fingerprint;  ///< what the run that wrote it trained on
+  /// Live re-placement (CheckpointMeta's): the placement in use ("" if none was recorded) and
+  /// the window's global expert loads.
+  std::string expert_placement_json;
+  std::vector<int64_t> rebalance_counts;
 };
 
 /// What a training checkpoint records besides the trainer's state.
@@ -31,6 +36,11 @@ struct CheckpointMeta {
   /// checkpoint) can be loaded from its checkpoints alone.
   std::string model_config_json;
   config::ResumeFingerprint fingerprint;  ///< trainer/resume_fingerprint.h
+  /// Live re-placement (trainer/live_placement.h): the placement in use, as
+  /// switchyard.placement/1 JSON, and the global expert loads counted since the last
+  /// re-placement, so a resume continues where the run left off. Empty otherwise.
+  std::string expert_placement_json;
+  std::vector<int64_t> rebalance_counts;
 };
 
 /// Collective over the world. Returns the folder written. Saving a step that is already saved

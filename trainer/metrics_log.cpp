@@ -69,7 +69,7 @@ void add_summary(TensorBoardWriter& tb, const std::vector<json>& records) {
   const json* first = nullptr;
   double tokens_per_s = 0;
   struct Layer {
-    std::vector<double> experts;
+    std::vector<double> experts, rank_tokens;
     double entropy = 0, aux = 0, z = 0, drop = 0;
     int ranks = 0;
   };
@@ -94,6 +94,7 @@ void add_summary(TensorBoardWriter& tb, const std::vector<json>& records) {
     layer.z += record_number(r, "z_loss");
     layer.drop += record_number(r, "drop_rate");
     layer.ranks += 1;
+    layer.rank_tokens.push_back(record_number(r, "rank_tokens"));
     tb.scalar("load/layer" + std::to_string(l) + "/rank" + std::to_string(r["rank"].get<int>()) +
                   "_tokens",
               record_number(r, "rank_tokens"));
@@ -108,6 +109,7 @@ void add_summary(TensorBoardWriter& tb, const std::vector<json>& records) {
     for (double t : layer.experts) total += t, peak = std::max(peak, t);
     const double mean = total / double(layer.experts.size());
     tb.scalar(tag + "max_over_mean", mean > 0 ? peak / mean : 0.0);
+    tb.scalar(tag + "rank_max_over_mean", max_over_mean(layer.rank_tokens));
     tb.scalar(tag + "entropy", layer.entropy / layer.ranks);
     tb.scalar(tag + "aux_loss", layer.aux / layer.ranks);
     tb.scalar(tag + "z_loss", layer.z / layer.ranks);
@@ -191,6 +193,36 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
     tensorboard_->write_step(m.step);
   }
   return lines;
+}
+
+std::string MetricsLog::write_placement(const PlacementChange& change) {
+  placements_ = change.placements;
+  if (groups_.world->rank() != 0) return "";
+  json layers = json::array();
+  for (size_t l = 0; l < change.layers.size(); ++l) {
+    const auto& layer = change.layers[l];
+    layers.push_back({{"layer", l},
+                      {"before", layer.before},
+                      {"after", layer.after},
+                      {"slots_changed", layer.slots_changed},
+                      {"experts", change.placements[l].slots}});
+    if (tensorboard_) {
+      const std::string tag = "placement/layer" + std::to_string(l) + "/";
+      tensorboard_->scalar(tag + "predicted_before", layer.before);
+      tensorboard_->scalar(tag + "predicted_after", layer.after);
+    }
+  }
+  const json record = {{"kind", "placement"},
+                       {"step", change.step},
+                       {"rank", 0},
+                       {"steps", {change.first_step, change.step}},
+                       {"layers", layers}};
+  const std::string line = record.dump();
+  out_ << line << '\n';
+  out_.flush();
+  SY_CHECK(out_.good(), path_, ": write failed");
+  if (tensorboard_) tensorboard_->write_step(change.step);
+  return line;
 }
 
 double record_number(const nlohmann::json& record, const std::string& key) {

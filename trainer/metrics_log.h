@@ -13,6 +13,7 @@
 
 #include "parallel/placement.h"
 #include "parallel/process_groups.h"
+#include "trainer/live_placement.h"
 #include "trainer/tensorboard_writer.h"
 #include "trainer/trainer.h"
 
@@ -41,7 +42,8 @@ class MetricsLog {
   /// step: train/{loss,task_loss,router_loss,lr,grad_norm,tokens_per_s (all ranks),
   /// accuracy (classification)} and per MoE
   /// layer l: load/layer<l>/{max_over_mean (over all experts), entropy, aux_loss, z_loss,
-  /// drop_rate (means over ranks), rank<r>_tokens} and the histogram load/layer<l>/expert_tokens
+  /// drop_rate (means over ranks), rank<r>_tokens, rank_max_over_mean (max / mean of the
+  /// ranks' tokens: the measured imbalance that placement acts on)} and the histogram load/layer<l>/expert_tokens
   /// (tokens each expert received, over all experts).
   /// `placements` (one per MoE layer; empty: contiguous) say which experts each rank's slots
   /// hold: load records list them ("experts").
@@ -62,6 +64,13 @@ class MetricsLog {
   /// consecutive} for a skipped step (StepMetrics::skipped) and the TensorBoard scalar
   /// train/skipped_in_a_row; other ranks do nothing. Not collective. Returns the line.
   std::string write_skip(const StepMetrics& m, int consecutive);
+
+  /// Rank 0 appends {"kind": "placement", step, rank 0, steps: [first, last] (the loads it
+  /// balanced), layers: [{layer, before, after (predicted rank max/mean), slots_changed,
+  /// experts (per rank, its slots' experts)}]} and the TensorBoard scalars
+  /// placement/layer<l>/{predicted_before,predicted_after}; every rank's load records list the
+  /// new placement's experts from the next step on. Not collective. Returns the line (rank 0).
+  std::string write_placement(const PlacementChange& change);
 
  private:
   std::string path_;

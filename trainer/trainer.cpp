@@ -59,9 +59,37 @@ Trainer::Trainer(TaskModel model, ProcessGroups groups, config::TrainConfig trai
                                                       .beta2(train_.adam_beta2())
                                                       .eps(train_.adam_eps())
                                                       .weight_decay(train_.weight_decay()));
+  build_gradient_sync();
+}
+
+void Trainer::build_gradient_sync() {
   sync_ = std::make_unique<GradientSync>(groups_, replicated_, expert_sharded_);
   // A replicated expert's copies take the gradient of all its tokens, so they stay equal.
   for (const auto& p : expert_sharded_) sync_->add_replicated_experts(p, expert_placement(p));
+}
+
+std::vector<LayerPlacement> Trainer::expert_placements() const {
+  std::vector<LayerPlacement> out;
+  for (const auto& moe : model_.moe_blocks()) out.push_back(moe->dispatcher().placement());
+  return out;
+}
+
+void Trainer::set_expert_placements(const std::vector<LayerPlacement>& placements) {
+  auto blocks = model_.moe_blocks();
+  SY_CHECK(placements.size() == blocks.size(), "set_expert_placements: ", placements.size(),
+           " placements for ", blocks.size(), " MoE layers");
+  for (size_t l = 0; l < blocks.size(); ++l) {
+    auto moe = blocks[l];  // a copy of the holder: non-const access
+    const LayerPlacement& to = placements[l];
+    // Every rank sees the same placements, so every rank skips the same layers.
+    if (to.slots == moe->dispatcher().placement().slots) continue;
+    std::vector<torch::Tensor> moments;
+    for (const auto& p : moe->expert_parameters())
+      for (const auto& m : optimizer_->moments(p)) moments.push_back(m);
+    moe->move_experts(to, moments);
+    for (const auto& p : moe->expert_parameters()) expert_placement_[p.unsafeGetTensorImpl()] = to;
+  }
+  build_gradient_sync();
 }
 
 void Trainer::set_distillation_teachers(std::vector<torch::Tensor> gates) {

@@ -97,6 +97,13 @@ class Trainer {
   const LayerPlacement& expert_placement(const torch::Tensor& param) const {
     return expert_placement_.at(param.unsafeGetTensorImpl());
   }
+  /// The placement of every MoE layer's experts, in layer order.
+  std::vector<LayerPlacement> expert_placements() const;
+  /// Live re-placement: moves every MoE layer whose placement differs to `placements` (one per
+  /// layer, the slot counts in use): expert weights and their AdamW moments travel between EP
+  /// ranks (MoeBlockImpl::move_experts), and the gradient sync, the gradient norm and
+  /// checkpoints follow the new placement. Between steps; collective over the EP group.
+  void set_expert_placements(const std::vector<LayerPlacement>& placements);
 
  private:
   double gradient_norm();  ///< global, before clipping
@@ -112,6 +119,7 @@ class Trainer {
   config::TrainConfig train_;
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<GradientSync> sync_;
+  void build_gradient_sync();  ///< for the trainable tensors and the placements in use
   std::vector<torch::Tensor> replicated_, expert_sharded_;  ///< trainable ones
   /// every routed-expert tensor, trainable or not, with its layer's placement
   std::map<const void*, LayerPlacement> expert_placement_;

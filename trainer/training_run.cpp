@@ -126,6 +126,10 @@ TrainingRun::TrainingRun(const RunConfig& config, TrainingRunOptions options)
   }
   if (!options_.export_hf.empty())
     model_.architecture().require(ArchFeature::kHfExport, "--export-hf");
+  if (config_.parallel().rebalance_interval() > 0)
+    live_ = std::make_unique<LivePlacement>(config_.parallel().rebalance_interval(),
+                                            config_.parallel().rebalance_min_gain(), *trainer_,
+                                            groups);
   fingerprint_ = resume_fingerprint(config_, world);
   if (options_.resume) {
     std::string fallback;
@@ -138,6 +142,7 @@ TrainingRun::TrainingRun(const RunConfig& config, TrainingRunOptions options)
     check_resume_fingerprint(state.fingerprint, fingerprint_, *folder,
                              options_.allow_resume_changes);
     sampler_->set_position(state.data);
+    if (live_) resume_live_placement(state, *folder);
     last_saved_step_ = state.step;
     print("resumed from " + *folder + " (step " + std::to_string(state.step) + ")");
   }
@@ -159,6 +164,45 @@ TrainingRun::TrainingRun(const RunConfig& config, TrainingRunOptions options)
 }
 
 TrainingRun::~TrainingRun() = default;
+
+void TrainingRun::resume_live_placement(const CheckpointState& state, const std::string& folder) {
+  live_->restore_counts(state.rebalance_counts, state.step);
+  if (state.expert_placement_json.empty()) return;
+  const auto blocks = trainer_->model().moe_blocks();
+  try {
+    // Every rank reads the same manifest, so every rank reaches the same verdict.
+    const Placement saved = Placement::from_json(
+        nlohmann::json::parse(state.expert_placement_json), folder + "'s expert placement");
+    saved.check_fits(int64_t(blocks.size()), blocks.front()->dispatcher().num_experts(),
+                     model_.groups.ep_size(), folder + "'s expert placement");
+    if (int64_t(trainer_->expert_placements().front().slots.front().size()) !=
+        saved.slots_per_rank)
+      throw ConfigError(detail::concat(folder, "'s expert placement has ", saved.slots_per_rank,
+                                       " slots per rank, this run's has another count"));
+    trainer_->set_expert_placements(saved.layers);
+    print("--resume: experts placed as at step " + std::to_string(state.step));
+  } catch (const ConfigError& e) {
+    print(std::string("--resume: ") + e.what() +
+          "; the configured placement holds until the next re-placement");
+  }
+}
+
+void TrainingRun::replace_experts(int64_t step) {
+  const PlacementChange change = live_->rebalance(*trainer_, step);
+  metrics_->write_placement(change);
+  double before = 0, after = 0;
+  int64_t slots = 0;
+  for (const auto& l : change.layers) before += l.before, after += l.after, slots += l.slots_changed;
+  const double n = double(change.layers.size());
+  char buf[240];
+  std::snprintf(buf, sizeof buf,
+                "step %ld: experts re-placed in %ld of %ld MoE layers (%ld slots changed, %.2f s); "
+                "predicted rank max/mean %.3f -> %.3f (mean over layers, loads of steps %ld-%ld)",
+                long(step), long(change.layers_moved()), long(change.layers.size()), long(slots),
+                change.seconds, before / n, after / n, long(change.first_step), long(step));
+  print(buf);
+  *rank_log_ << buf << std::endl;
+}
 
 void TrainingRun::print(const std::string& line) {
   if (model_.groups.world->rank() != 0) return;
@@ -197,10 +241,14 @@ std::string TrainingRun::checkpoint() {
   const int64_t step = trainer_->optimizer().steps();
   if (step == last_saved_step_ && !last_saved_.empty()) return last_saved_;  // already on disk
   const auto dtype = model_.module().parameters().front().scalar_type();
-  last_saved_ = save_checkpoint(options_.run_dir, *trainer_, model_.groups, config_,
-                                {.data = sampler_->position(),
-                                 .model_config_json = model_.model->config_json(dtype),
-                                 .fingerprint = fingerprint_});
+  CheckpointMeta meta{.data = sampler_->position(),
+                      .model_config_json = model_.model->config_json(dtype),
+                      .fingerprint = fingerprint_};
+  if (live_) {
+    meta.expert_placement_json = live_->placement_json(*trainer_, step);
+    meta.rebalance_counts = live_->global_counts();  // collective, like the save
+  }
+  last_saved_ = save_checkpoint(options_.run_dir, *trainer_, model_.groups, config_, meta);
   last_saved_step_ = step;
   print("checkpoint " + last_saved_);
   return last_saved_;
@@ -258,6 +306,11 @@ TrainingRunResult TrainingRun::run() {
     const auto records = metrics_->write(m, seconds);
     *rank_log_ << "step " << m.step << " loss " << m.loss << " tokens " << m.tokens << " seconds "
                << seconds << std::endl;
+    if (live_) {
+      live_->record(m);
+      // Before the checkpoint of this step, which then keeps the new placement.
+      if (live_->due(m.step) && m.step < t.steps()) replace_experts(m.step);
+    }
     const int64_t every = t.checkpoint_interval();
     if (every > 0 && m.step % every == 0 && m.step < t.steps()) result.checkpoint = checkpoint();
     if (rank == 0) {

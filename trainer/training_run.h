@@ -19,6 +19,8 @@
 #include "eval/eval_report.h"
 #include "models/load_model.h"
 #include "parallel/compute_device.h"
+#include "trainer/checkpoint.h"
+#include "trainer/live_placement.h"
 #include "trainer/metrics_log.h"
 #include "trainer/train_progress.h"
 #include "trainer/trainer.h"
@@ -71,6 +73,11 @@ class TrainingRun {
   /// Logs a skipped step; throws Error after train.max_skipped_steps in a row.
   void skipped_in_a_row(const StepMetrics& m);
   std::string checkpoint();
+  /// Live re-placement after step `step`: agree, move, log, print.
+  void replace_experts(int64_t step);
+  /// A resume under live re-placement continues with the checkpoint's placement (when it fits
+  /// this EP size) and its window of loads.
+  void resume_live_placement(const CheckpointState& state, const std::string& folder);
   void print(const std::string& line);  ///< rank 0 only
 
   RunConfig config_;
@@ -82,6 +89,7 @@ class TrainingRun {
   std::unique_ptr<BatchSampler> sampler_;
   std::unique_ptr<Trainer> trainer_;
   std::unique_ptr<MetricsLog> metrics_;
+  std::unique_ptr<LivePlacement> live_;  ///< parallel.rebalance_interval > 0
   std::unique_ptr<std::ofstream> rank_log_;
   config::ResumeFingerprint fingerprint_;  ///< what this run trains on, saved with checkpoints
   int64_t last_saved_step_ = -1;           ///< the step of last_saved_ (or of the resumed one)
