@@ -170,7 +170,8 @@ const std::vector<std::string> kRoutingColumns = {"run",
                                                   "utilisation",
                                                   "max/mean",
                                                   "CV",
-                                                  "drop rate"};
+                                                  "drop rate",
+                                                  "rank max/mean"};
 
 std::vector<std::string> comparison_columns(const ComparisonReport& report) {
   std::vector<std::string> columns = kRoutingColumns;
@@ -198,7 +199,8 @@ std::vector<std::string> comparison_row(const ComparisonRun& run) {
                                   fmt(m.utilisation, "%.3f"),
                                   fmt(m.max_over_mean, "%.3f"),
                                   fmt(m.cv, "%.3f"),
-                                  fmt(m.drop_rate, "%.4f")};
+                                  fmt(m.drop_rate, "%.4f"),
+                                  fmt(e.mean_rank_max_over_mean(), "%.3f")};
   if (e.classification())
     row.insert(row.end(), {fmt(e.accuracy, "%.4f"), fmt(e.macro_f1, "%.4f")});
   else
@@ -246,21 +248,20 @@ std::vector<std::vector<std::string>> layer_rows(const EvalReport& e) {
                     fmt(l.routing.utilisation, "%.3f"), fmt(l.routing.max_over_mean, "%.3f"),
                     fmt(l.routing.cv, "%.3f"), fmt(l.routing.token_entropy, "%.4f"),
                     fmt(l.routing.drop_rate, "%.4f"), fmt(l.router_s * 1e3, "%.2f"),
-                    fmt(l.moe_s * 1e3, "%.2f"), bias_range(l)});
+                    fmt(l.moe_s * 1e3, "%.2f"), bias_range(l), fmt(l.rank_max_over_mean(), "%.3f")});
   return rows;
 }
-const std::vector<std::string> kLayerColumns = {"layer",  "tokens",    "utilisation", "max/mean",
-                                                "CV",     "entropy",   "drop rate",   "router ms",
-                                                "MoE ms", "bias range"};
+const std::vector<std::string> kLayerColumns = {
+    "layer",     "tokens",    "utilisation", "max/mean", "CV",
+    "entropy",   "drop rate", "router ms",   "MoE ms",   "bias range",
+    "rank max/mean"};
 
 std::vector<std::vector<std::string>> rank_rows(const EvalReport& e) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& r : e.ranks)
-    rows.push_back(
-        {std::to_string(r.rank),
-         std::to_string(r.first_expert) + "–" + std::to_string(r.first_expert + r.num_experts - 1),
-         std::to_string(r.tokens_received), fmt(r.forward_s, "%.3f"), fmt(r.moe_s, "%.3f"),
-         fmt(r.experts_s, "%.3f")});
+    rows.push_back({std::to_string(r.rank), e.rank_experts_text(r.ep_rank),
+                    std::to_string(r.tokens_received), fmt(r.forward_s, "%.3f"),
+                    fmt(r.moe_s, "%.3f"), fmt(r.experts_s, "%.3f")});
   return rows;
 }
 const std::vector<std::string> kRankColumns = {"rank",      "experts", "tokens received",

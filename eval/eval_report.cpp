@@ -9,10 +9,46 @@
 
 #include "common/errors.h"
 #include "common/table.h"
+#include "parallel/placement.h"
 
 namespace switchyard {
 
 using json = nlohmann::ordered_json;
+
+std::vector<double> LayerReport::rank_tokens() const {
+  std::vector<double> load(routing.expert_tokens.begin(), routing.expert_tokens.end());
+  return rank_loads(LayerPlacement{placement}, load);
+}
+
+double LayerReport::rank_max_over_mean() const {
+  return max_over_mean(rank_tokens());
+}
+
+double EvalReport::mean_rank_max_over_mean() const {
+  double sum = 0;
+  for (const auto& l : layers) sum += l.rank_max_over_mean();
+  return layers.empty() ? 0.0 : sum / double(layers.size());
+}
+
+std::string experts_text(const std::vector<int64_t>& experts) {
+  std::string out;
+  for (size_t i = 0; i < experts.size();) {
+    size_t j = i;
+    while (j + 1 < experts.size() && experts[j + 1] == experts[j] + 1) ++j;
+    out += (out.empty() ? "" : ",") + std::to_string(experts[i]);
+    if (j > i) out += "-" + std::to_string(experts[j]);
+    i = j + 1;
+  }
+  return out;
+}
+
+std::string EvalReport::rank_experts_text(int ep_rank) const {
+  if (layers.empty() || size_t(ep_rank) >= layers.front().placement.size()) return "";
+  const auto& first = layers.front().placement[size_t(ep_rank)];
+  for (const auto& l : layers)
+    if (l.placement[size_t(ep_rank)] != first) return "per layer";
+  return experts_text(first);
+}
 
 double EvalReport::router_s() const {
   double s = 0;
@@ -73,13 +109,14 @@ json EvalReport::to_json() const {
                           {"router_s", l.router_s},
                           {"moe_s", l.moe_s}});
     if (!l.expert_bias.empty()) layer_list.back()["expert_bias"] = l.expert_bias;
+    layer_list.back()["placement"] = l.placement;
+    layer_list.back()["rank_tokens"] = l.rank_tokens();
+    layer_list.back()["rank_max_over_mean"] = l.rank_max_over_mean();
   }
   json rank_list = json::array();
   for (const auto& r : ranks)
     rank_list.push_back({{"rank", r.rank},
                          {"ep_rank", r.ep_rank},
-                         {"first_expert", r.first_expert},
-                         {"num_experts", r.num_experts},
                          {"tokens_received", r.tokens_received},
                          {"forward_s", r.forward_s},
                          {"moe_s", r.moe_s},
@@ -116,7 +153,8 @@ json EvalReport::to_json() const {
         {"cv", mean.cv},
         {"entropy", mean.token_entropy},
         {"load_entropy", mean.load_entropy},
-        {"drop_rate", mean.drop_rate}}},
+        {"drop_rate", mean.drop_rate},
+        {"rank_max_over_mean", mean_rank_max_over_mean()}}},
       {"layers", layer_list},
       {"ranks", rank_list}};
   if (classification()) {
@@ -200,6 +238,21 @@ EvalReport EvalReport::from_json(const json& j, const std::string& what) {
       throw ConfigError(at + ": expert_tokens has " +
                         std::to_string(lr.routing.expert_tokens.size()) + " entries, expected " +
                         std::to_string(r.num_experts));
+    // Results written before placements existed used the contiguous split.
+    if (l.contains("placement")) {
+      lr.placement = field<std::vector<std::vector<int64_t>>>(l, "placement", at);
+      Placement check;  // the placement file's checks: ranks, slot counts, every expert placed
+      check.num_experts = r.num_experts;
+      check.expert_parallel = r.expert_parallel;
+      check.slots_per_rank = lr.placement.empty() ? 0 : int64_t(lr.placement.front().size());
+      check.layers = {LayerPlacement{lr.placement}};
+      Placement::from_json(check.to_json(), at + " placement");
+    } else if (r.expert_parallel > 0 && r.num_experts % r.expert_parallel == 0) {
+      lr.placement = Placement::contiguous(1, r.num_experts, r.expert_parallel).layers.front().slots;
+    } else {
+      throw ConfigError(at + ": no placement, and EP " + std::to_string(r.expert_parallel) +
+                        " does not divide " + std::to_string(r.num_experts) + " experts");
+    }
     r.layers.push_back(std::move(lr));
   }
   if (r.layers.empty()) throw ConfigError(what + ": no MoE layers");
@@ -208,8 +261,6 @@ EvalReport EvalReport::from_json(const json& j, const std::string& what) {
     RankReport rr;
     rr.rank = field<int>(k, "rank", at);
     rr.ep_rank = field<int>(k, "ep_rank", at);
-    rr.first_expert = field<int64_t>(k, "first_expert", at);
-    rr.num_experts = field<int64_t>(k, "num_experts", at);
     rr.tokens_received = field<int64_t>(k, "tokens_received", at);
     rr.forward_s = field<double>(k, "forward_s", at);
     rr.moe_s = field<double>(k, "moe_s", at);
@@ -258,16 +309,33 @@ void EvalReport::print(std::ostream& os) const {
   summary.print(os);
 
   os << "\nper MoE layer\n";
-  Table per_layer({"layer", "tokens", "utilisation", "max/mean", "cv", "entropy", "load_entropy",
-                   "drop_rate", "router_ms", "moe_ms", "router_share"});
+  Table per_layer({"layer", "tokens", "utilisation", "max/mean", "rank_max/mean", "cv", "entropy",
+                   "load_entropy", "drop_rate", "router_ms", "moe_ms", "router_share"});
   for (const auto& l : layers) {
     const auto& r = l.routing;
     per_layer.add({l.layer, r.num_tokens, Cell(r.utilisation, 4), Cell(r.max_over_mean, 4),
-                   Cell(r.cv, 4), Cell(r.token_entropy, 4), Cell(r.load_entropy, 4),
-                   Cell(r.drop_rate, 4), Cell(l.router_s * 1e3, 2), Cell(l.moe_s * 1e3, 2),
-                   Cell(l.moe_s > 0 ? l.router_s / l.moe_s : 0.0, 4)});
+                   Cell(l.rank_max_over_mean(), 4), Cell(r.cv, 4), Cell(r.token_entropy, 4),
+                   Cell(r.load_entropy, 4), Cell(r.drop_rate, 4), Cell(l.router_s * 1e3, 2),
+                   Cell(l.moe_s * 1e3, 2), Cell(l.moe_s > 0 ? l.router_s / l.moe_s : 0.0, 4)});
   }
   per_layer.print(os);
+
+  // Tokens per EP rank and layer under the placement in use: what makes a rank the straggler.
+  os << "\nrank tokens per MoE layer (experts each EP rank's slots held)\n";
+  std::vector<std::string> rank_columns{"layer"};
+  for (int k = 0; k < expert_parallel; ++k) rank_columns.push_back("ep" + std::to_string(k));
+  rank_columns.push_back("rank_max/mean");
+  Table rank_load(rank_columns);
+  for (const auto& l : layers) {
+    std::vector<Cell> cells{l.layer};
+    const auto tokens = l.rank_tokens();
+    for (size_t k = 0; k < tokens.size(); ++k)
+      cells.emplace_back(detail::concat(std::llround(tokens[k]), " (",
+                                        experts_text(l.placement[k]), ")"));
+    cells.emplace_back(l.rank_max_over_mean(), 4);
+    rank_load.add(std::move(cells));
+  }
+  rank_load.print(os);
 
   os << "\nload per expert (assignments kept; columns: experts)\n";
   std::vector<std::string> expert_columns{"layer"};
@@ -296,10 +364,8 @@ void EvalReport::print(std::ostream& os) const {
   Table per_rank(
       {"rank", "ep_rank", "experts", "tokens_received", "forward_s", "moe_s", "experts_s"});
   for (const auto& r : ranks)
-    per_rank.add(
-        {r.rank, r.ep_rank,
-         std::to_string(r.first_expert) + ".." + std::to_string(r.first_expert + r.num_experts - 1),
-         r.tokens_received, Cell(r.forward_s, 4), Cell(r.moe_s, 4), Cell(r.experts_s, 4)});
+    per_rank.add({r.rank, r.ep_rank, rank_experts_text(r.ep_rank), r.tokens_received,
+                  Cell(r.forward_s, 4), Cell(r.moe_s, 4), Cell(r.experts_s, 4)});
   per_rank.print(os);
 }
 

@@ -30,14 +30,24 @@ struct LayerReport {
   double moe_s = 0;      ///< seconds in the whole MoE block (router included), mean over ranks
   /// The router's expert bias (router.expert_bias, aux-loss-free balancing); empty without one.
   std::vector<double> expert_bias;
+  /// The experts each EP rank's slots held (parallel/placement.h; contiguous unless
+  /// parallel.placement said otherwise).
+  std::vector<std::vector<int64_t>> placement;
+
+  /// Tokens each EP rank's experts computed in this layer over the whole set (all DP groups
+  /// added; a replicated expert's tokens shared evenly among its copies).
+  std::vector<double> rank_tokens() const;
+  /// max / mean of rank_tokens(): the straggler the placement leaves (1 = balanced).
+  double rank_max_over_mean() const;
 };
+
+/// An expert list in short: runs of consecutive ids as "a-b", joined by commas ("0-3,9,12-13").
+std::string experts_text(const std::vector<int64_t>& experts);
 
 /// One rank: what its experts received and how long it computed.
 struct RankReport {
   int rank = 0;
   int ep_rank = 0;
-  int64_t first_expert = 0;
-  int64_t num_experts = 0;
   int64_t tokens_received = 0;  ///< real-token assignments routed to its experts by its EP group
   double forward_s = 0;         ///< whole-model forward passes
   double moe_s = 0;             ///< MoE blocks (router, all-to-all, experts, shared expert)
@@ -75,6 +85,9 @@ struct EvalReport {
   double moe_s() const;               ///< summed over layers
   double router_share() const;        ///< router_s / moe_s
   RoutingStats mean_routing() const;  ///< ratios averaged over layers (counts summed)
+  double mean_rank_max_over_mean() const;  ///< LayerReport::rank_max_over_mean over layers
+  /// The experts EP rank `ep_rank` held (experts_text), or "per layer" when layers differ.
+  std::string rank_experts_text(int ep_rank) const;
 
   nlohmann::ordered_json to_json() const;  ///< fields in a fixed, readable order
   /// Throws ConfigError naming `what` for a document that is not a switchyard.eval/1 result.

@@ -165,8 +165,6 @@ EvalReport evaluate_model(const TaskModel& model, const ProcessGroups& groups, c
     for (int64_t e : placement.slots[size_t(groups.ep_rank())])
       received += group_load[l][e].item<int64_t>() / copies[size_t(e)];
   }
-  const auto& held = model.moe_blocks().front()->dispatcher().local_experts();
-  const int64_t local = int64_t(held.size()), first_expert = held.front();
 
   auto scalars = torch::tensor({tokens, predicted}, torch::kLong);
   auto nll_sum = torch::tensor({nll}, torch::kDouble);
@@ -177,9 +175,8 @@ EvalReport evaluate_model(const TaskModel& model, const ProcessGroups& groups, c
   groups.world->all_reduce(nll_sum);
   groups.world->all_reduce(confusion);
   auto rank_ints = groups.world->all_gather(
-      torch::tensor({int64_t(rank), int64_t(groups.ep_rank()), first_expert, local, received},
-                    torch::kLong)
-          .view({1, 5}));
+      torch::tensor({int64_t(rank), int64_t(groups.ep_rank()), received}, torch::kLong)
+          .view({1, 3}));
   auto rank_times = groups.world->all_gather(
       torch::tensor({forward_s, moe_s, experts_s}, torch::kDouble).view({1, 3}));
 
@@ -225,15 +222,14 @@ EvalReport evaluate_model(const TaskModel& model, const ProcessGroups& groups, c
       auto b = bias.to(torch::kCPU, torch::kDouble).contiguous();
       lr.expert_bias.assign(b.data_ptr<double>(), b.data_ptr<double>() + b.numel());
     }
+    lr.placement = model.moe_blocks()[size_t(l)]->dispatcher().placement().slots;
     r.layers.push_back(std::move(lr));
   }
   for (int k = 0; k < W; ++k) {
     RankReport rr;
     rr.rank = int(rank_ints[k][0].item<int64_t>());
     rr.ep_rank = int(rank_ints[k][1].item<int64_t>());
-    rr.first_expert = rank_ints[k][2].item<int64_t>();
-    rr.num_experts = rank_ints[k][3].item<int64_t>();
-    rr.tokens_received = rank_ints[k][4].item<int64_t>();
+    rr.tokens_received = rank_ints[k][2].item<int64_t>();
     rr.forward_s = rank_times[k][0].item<double>();
     rr.moe_s = rank_times[k][1].item<double>();
     rr.experts_s = rank_times[k][2].item<double>();

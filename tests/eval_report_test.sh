@@ -55,8 +55,14 @@ for run, (world, ep) in zip(runs[1:], [(2, 2), (4, 4), (4, 2)]):
     # Each EP group routes its share of the tokens; over all ranks every assignment arrives.
     assert sum(r["tokens_received"] for r in ranks) == ref["tokens"] * 2 * 2, where
     for r in ranks:
-        assert r["num_experts"] == 8 // ep and r["first_expert"] == r["ep_rank"] * (8 // ep)
         assert r["forward_s"] > 0 and r["experts_s"] > 0, (where, r)
+    # The contiguous placement, and each EP rank's tokens under it (summed over DP groups).
+    for layer in run["layers"]:
+        local = 8 // ep
+        assert layer["placement"] == [list(range(k * local, (k + 1) * local)) for k in range(ep)]
+        want = [sum(layer["expert_tokens"][k * local:(k + 1) * local]) for k in range(ep)]
+        assert layer["rank_tokens"] == want, (where, layer["rank_tokens"], want)
+        assert abs(layer["rank_max_over_mean"] - max(want) / (sum(want) / ep)) < 1e-12
 print("perplexity", ref["perplexity"])
 PY
   then
@@ -192,7 +198,8 @@ page = Page()
 page.feed(open(dom).read())
 body = [r for r in page.rows if r]
 assert len(body) == 2, body                         # one row per run (header row has th only)
-assert all(len(r) == 14 and all(c for c in r) for r in body), body
+assert all(len(r) == 15 and all(c for c in r) for r in body), body
+assert all(r[13] == "1.000" for r in body), body  # rank max/mean: one rank holds every expert
 assert body[0][0] == "linear" and body[1][0] == "mlp-hadamard" and body[1][1] == "mlp_hadamard", body
 assert len(page.heatmaps) == 2, page.heatmaps
 for h in page.heatmaps:
