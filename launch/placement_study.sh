@@ -6,6 +6,9 @@
 #   contiguous   the default placement
 #   balanced     `switchyard placement --ep 4` from the run's logged loads
 #   replicas     the same with --redundant 4 (one extra slot per rank)
+#   live         contiguous at the start, then live re-placement every PLACEMENT_INTERVAL steps
+#                (default 10) from the loads of the steps since the last one
+#   live_replicas  the replicas placement at the start, then live re-placement (4 extra slots kept)
 # and the tokens each rank's experts received per layer (exact, from metrics.jsonl) and the
 # training throughput are printed side by side as one Markdown table.
 # PLACEMENT_STEPS (default 30) sets the steps, PLACEMENT_DIR the output folder (default
@@ -20,15 +23,21 @@ base_out="${QUICKSTART_DIR:-runs/quickstart}"
 balance="${BALANCE_DIR:-runs/balance_study}"
 out="${PLACEMENT_DIR:-runs/placement_study}"
 steps="${PLACEMENT_STEPS:-30}"
+interval="${PLACEMENT_INTERVAL:-10}"
 export OMP_NUM_THREADS=1
 [ -f "$balance/none/metrics.jsonl" ] || BALANCE_DIR="$balance" ./launch/balance_study.sh
 mkdir -p "$out"
 "$bin" placement --run "$balance/none" --ep 4 --out "$out/balanced.json"
 "$bin" placement --run "$balance/none" --ep 4 --redundant 4 --out "$out/replicas.json"
 runs=()
-for name in contiguous balanced replicas; do
+for name in contiguous balanced replicas live live_replicas; do
   placement=()
-  [ "$name" = contiguous ] || placement=(--set "parallel.placement=$out/$name.json")
+  case "$name" in
+    balanced | replicas) placement=(--set "parallel.placement=$out/$name.json") ;;
+    live) placement=(--set "parallel.rebalance_interval=$interval") ;;
+    live_replicas) placement=(--set "parallel.placement=$out/replicas.json"
+                              --set "parallel.rebalance_interval=$interval") ;;
+  esac
   echo "== $name"
   rm -rf "${out:?}/$name"
   ./launch/mpirun.sh -np 4 "$bin" train --config configs/quickstart/finetune.pbtxt \
@@ -40,34 +49,42 @@ for name in contiguous balanced replicas; do
 done
 .venv/bin/python - "$steps" "${runs[@]}" <<'PY'
 import json, statistics, sys
-steps, runs = sys.argv[1], sys.argv[2:]
+steps, runs = int(sys.argv[1]), sys.argv[2:]
 print(f"\n{steps} steps, routers only, EP 4; rank max/mean = the most loaded rank's received "
-      "tokens over the mean, per layer, summed over all steps (exact)\n")
+      "tokens over the mean, per layer, summed over the steps (exact); 'mean, 2nd half' sums "
+      f"steps {steps // 2 + 1}-{steps} only\n")
+
+def ratios(tokens):
+    out = []
+    for l in sorted({l for l, _ in tokens}):
+        per_rank = [v for (layer, _), v in tokens.items() if layer == l]
+        out.append(max(per_rank) / (sum(per_rank) / len(per_rank)))
+    return out
+
 rows = []
 for item in runs:
     name, path = item.split("=", 1)
-    tokens, speed = {}, []
+    tokens, late, speed = {}, {}, []
     for line in open(path + "/metrics.jsonl"):
         r = json.loads(line)
         if r["kind"] == "load":
             key = (r["layer"], r["rank"])
             tokens[key] = tokens.get(key, 0) + r["rank_tokens"]
+            if r["step"] > steps // 2:
+                late[key] = late.get(key, 0) + r["rank_tokens"]
         elif r["kind"] == "loss":
             speed.append((r["step"], r["tokens_per_s"]))
-    layers = sorted({l for l, _ in tokens})
-    ratios = []
-    for l in layers:
-        per_rank = [v for (layer, _), v in tokens.items() if layer == l]
-        ratios.append(max(per_rank) / (sum(per_rank) / len(per_rank)))
     by_step = {}
     for step, s in speed:
         by_step[step] = by_step.get(step, 0) + s
-    rows.append((name, ratios, statistics.median(by_step.values())))
+    second = ratios(late)
+    rows.append((name, ratios(tokens), sum(second) / len(second),
+                 statistics.median(by_step.values())))
 n = len(rows[0][1])
 print("| placement | " + " | ".join(f"layer {i}" for i in range(n)) +
-      " | mean | median tokens/s (all ranks) |")
-print("|---|" + "---:|" * (n + 2))
-for name, ratios, tps in rows:
-    print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in ratios) +
-          f" | {sum(ratios) / len(ratios):.3f} | {tps:.0f} |")
+      " | mean | mean, 2nd half | median tokens/s (all ranks) |")
+print("|---|" + "---:|" * (n + 3))
+for name, r, second, tps in rows:
+    print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in r) +
+          f" | {sum(r) / len(r):.3f} | {second:.3f} | {tps:.0f} |")
 PY
