@@ -248,13 +248,13 @@ std::vector<std::vector<std::string>> layer_rows(const EvalReport& e) {
                     fmt(l.routing.utilisation, "%.3f"), fmt(l.routing.max_over_mean, "%.3f"),
                     fmt(l.routing.cv, "%.3f"), fmt(l.routing.token_entropy, "%.4f"),
                     fmt(l.routing.drop_rate, "%.4f"), fmt(l.router_s * 1e3, "%.2f"),
-                    fmt(l.moe_s * 1e3, "%.2f"), bias_range(l), fmt(l.rank_max_over_mean(), "%.3f")});
+                    fmt(l.moe_s * 1e3, "%.2f"), bias_range(l),
+                    fmt(l.rank_max_over_mean(), "%.3f")});
   return rows;
 }
-const std::vector<std::string> kLayerColumns = {
-    "layer",     "tokens",    "utilisation", "max/mean", "CV",
-    "entropy",   "drop rate", "router ms",   "MoE ms",   "bias range",
-    "rank max/mean"};
+const std::vector<std::string> kLayerColumns = {"layer",  "tokens",     "utilisation",  "max/mean",
+                                                "CV",     "entropy",    "drop rate",    "router ms",
+                                                "MoE ms", "bias range", "rank max/mean"};
 
 std::vector<std::vector<std::string>> rank_rows(const EvalReport& e) {
   std::vector<std::vector<std::string>> rows;

@@ -248,7 +248,8 @@ EvalReport EvalReport::from_json(const json& j, const std::string& what) {
       check.layers = {LayerPlacement{lr.placement}};
       Placement::from_json(check.to_json(), at + " placement");
     } else if (r.expert_parallel > 0 && r.num_experts % r.expert_parallel == 0) {
-      lr.placement = Placement::contiguous(1, r.num_experts, r.expert_parallel).layers.front().slots;
+      lr.placement =
+          Placement::contiguous(1, r.num_experts, r.expert_parallel).layers.front().slots;
     } else {
       throw ConfigError(at + ": no placement, and EP " + std::to_string(r.expert_parallel) +
                         " does not divide " + std::to_string(r.num_experts) + " experts");
@@ -330,8 +331,8 @@ void EvalReport::print(std::ostream& os) const {
     std::vector<Cell> cells{l.layer};
     const auto tokens = l.rank_tokens();
     for (size_t k = 0; k < tokens.size(); ++k)
-      cells.emplace_back(detail::concat(std::llround(tokens[k]), " (",
-                                        experts_text(l.placement[k]), ")"));
+      cells.emplace_back(
+          detail::concat(std::llround(tokens[k]), " (", experts_text(l.placement[k]), ")"));
     cells.emplace_back(l.rank_max_over_mean(), 4);
     rank_load.add(std::move(cells));
   }

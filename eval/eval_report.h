@@ -81,10 +81,10 @@ struct EvalReport {
   std::vector<LayerReport> layers;
   std::vector<RankReport> ranks;
 
-  double router_s() const;            ///< summed over layers
-  double moe_s() const;               ///< summed over layers
-  double router_share() const;        ///< router_s / moe_s
-  RoutingStats mean_routing() const;  ///< ratios averaged over layers (counts summed)
+  double router_s() const;                 ///< summed over layers
+  double moe_s() const;                    ///< summed over layers
+  double router_share() const;             ///< router_s / moe_s
+  RoutingStats mean_routing() const;       ///< ratios averaged over layers (counts summed)
   double mean_rank_max_over_mean() const;  ///< LayerReport::rank_max_over_mean over layers
   /// The experts EP rank `ep_rank` held (experts_text), or "per layer" when layers differ.
   std::string rank_experts_text(int ep_rank) const;

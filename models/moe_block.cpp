@@ -50,8 +50,8 @@ std::vector<torch::Tensor> MoeBlockImpl::replicated_parameters() const {
 void MoeBlockImpl::move_experts(const LayerPlacement& placement,
                                 std::vector<torch::Tensor> riders) {
   const AllToAllDispatcher moved(options_.num_experts(), groups_.ep, placement);
-  SY_CHECK(moved.num_local_experts() == dispatcher_.num_local_experts(), "move_experts: ",
-           moved.num_local_experts(), " slots per rank, the block holds ",
+  SY_CHECK(moved.num_local_experts() == dispatcher_.num_local_experts(),
+           "move_experts: ", moved.num_local_experts(), " slots per rank, the block holds ",
            dispatcher_.num_local_experts());
   const MigrationPlan plan = migration_plan(dispatcher_.placement(), placement, groups_.ep_rank());
   for (const auto& p : experts->parameters()) riders.push_back(p);

@@ -80,8 +80,7 @@ void migrate_expert_rows(torch::Tensor& tensor, const MigrationPlan& plan, Commu
   }
   // Rows from peer p arrive in p's block, in the order of this rank's new slots.
   std::vector<int64_t> offset(plan.recv_counts.size(), 0);
-  for (size_t p = 1; p < offset.size(); ++p)
-    offset[p] = offset[p - 1] + plan.recv_counts[p - 1];
+  for (size_t p = 1; p < offset.size(); ++p) offset[p] = offset[p - 1] + plan.recv_counts[p - 1];
   std::vector<torch::Tensor> rows;
   rows.reserve(size_t(slots));
   for (int64_t s = 0; s < slots; ++s) {

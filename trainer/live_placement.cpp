@@ -28,8 +28,9 @@ LivePlacement::LivePlacement(int64_t interval, double min_gain, const Trainer& t
 }
 
 void LivePlacement::record(const StepMetrics& m) {
-  SY_CHECK(int64_t(m.layer_stats.size()) == num_layers_, "live re-placement: ",
-           m.layer_stats.size(), " layers of statistics for ", num_layers_, " MoE layers");
+  SY_CHECK(int64_t(m.layer_stats.size()) == num_layers_,
+           "live re-placement: ", m.layer_stats.size(), " layers of statistics for ", num_layers_,
+           " MoE layers");
   for (int64_t l = 0; l < num_layers_; ++l) {
     const auto& tokens = m.layer_stats[size_t(l)].expert_tokens;
     SY_CHECK(int64_t(tokens.size()) == num_experts_, "live re-placement: ", tokens.size(),
@@ -52,8 +53,8 @@ std::vector<int64_t> LivePlacement::global_counts() const {
 }
 
 void LivePlacement::restore_counts(const std::vector<int64_t>& counts, int64_t step) {
-  SY_CHECK(counts.empty() || counts.size() == counts_.size(), "live re-placement: ",
-           counts.size(), " saved expert loads, the model has ", num_layers_, " x ", num_experts_);
+  SY_CHECK(counts.empty() || counts.size() == counts_.size(), "live re-placement: ", counts.size(),
+           " saved expert loads, the model has ", num_layers_, " x ", num_experts_);
   counts_.assign(counts_.size(), 0);
   if (groups_.world->rank() == 0 && !counts.empty()) counts_ = counts;
   first_step_ = step / interval_ * interval_ + 1;
@@ -87,8 +88,7 @@ PlacementChange LivePlacement::rebalance(Trainer& trainer, int64_t step) {
   trainer.set_expert_placements(change.placements);
   counts_.assign(counts_.size(), 0);
   first_step_ = step + 1;
-  change.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  change.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return change;
 }
 

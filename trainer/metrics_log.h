@@ -43,10 +43,10 @@ class MetricsLog {
   /// accuracy (classification)} and per MoE
   /// layer l: load/layer<l>/{max_over_mean (over all experts), entropy, aux_loss, z_loss,
   /// drop_rate (means over ranks), rank<r>_tokens, rank_max_over_mean (max / mean of the
-  /// ranks' tokens: the measured imbalance that placement acts on)} and the histogram load/layer<l>/expert_tokens
-  /// (tokens each expert received, over all experts).
-  /// `placements` (one per MoE layer; empty: contiguous) say which experts each rank's slots
-  /// hold: load records list them ("experts").
+  /// ranks' tokens: the measured imbalance that placement acts on)} and the histogram
+  /// load/layer<l>/expert_tokens (tokens each expert received, over all experts). `placements` (one
+  /// per MoE layer; empty: contiguous) say which experts each rank's slots hold: load records list
+  /// them ("experts").
   MetricsLog(const std::string& path, ProcessGroups groups, bool tensorboard = true,
              std::vector<LayerPlacement> placements = {});
 

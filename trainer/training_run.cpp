@@ -127,9 +127,9 @@ TrainingRun::TrainingRun(const RunConfig& config, TrainingRunOptions options)
   if (!options_.export_hf.empty())
     model_.architecture().require(ArchFeature::kHfExport, "--export-hf");
   if (config_.parallel().rebalance_interval() > 0)
-    live_ = std::make_unique<LivePlacement>(config_.parallel().rebalance_interval(),
-                                            config_.parallel().rebalance_min_gain(), *trainer_,
-                                            groups);
+    live_ =
+        std::make_unique<LivePlacement>(config_.parallel().rebalance_interval(),
+                                        config_.parallel().rebalance_min_gain(), *trainer_, groups);
   fingerprint_ = resume_fingerprint(config_, world);
   if (options_.resume) {
     std::string fallback;
@@ -171,12 +171,11 @@ void TrainingRun::resume_live_placement(const CheckpointState& state, const std:
   const auto blocks = trainer_->model().moe_blocks();
   try {
     // Every rank reads the same manifest, so every rank reaches the same verdict.
-    const Placement saved = Placement::from_json(
-        nlohmann::json::parse(state.expert_placement_json), folder + "'s expert placement");
+    const Placement saved = Placement::from_json(nlohmann::json::parse(state.expert_placement_json),
+                                                 folder + "'s expert placement");
     saved.check_fits(int64_t(blocks.size()), blocks.front()->dispatcher().num_experts(),
                      model_.groups.ep_size(), folder + "'s expert placement");
-    if (int64_t(trainer_->expert_placements().front().slots.front().size()) !=
-        saved.slots_per_rank)
+    if (int64_t(trainer_->expert_placements().front().slots.front().size()) != saved.slots_per_rank)
       throw ConfigError(detail::concat(folder, "'s expert placement has ", saved.slots_per_rank,
                                        " slots per rank, this run's has another count"));
     trainer_->set_expert_placements(saved.layers);
@@ -192,7 +191,8 @@ void TrainingRun::replace_experts(int64_t step) {
   metrics_->write_placement(change);
   double before = 0, after = 0;
   int64_t slots = 0;
-  for (const auto& l : change.layers) before += l.before, after += l.after, slots += l.slots_changed;
+  for (const auto& l : change.layers)
+    before += l.before, after += l.after, slots += l.slots_changed;
   const double n = double(change.layers.size());
   char buf[240];
   std::snprintf(buf, sizeof buf,
