@@ -88,7 +88,8 @@ set(SWITCHYARD_PARALLEL_SOURCES
   parallel/all_to_all.cpp
   parallel/all_to_all_dispatcher.cpp
   parallel/gradient_sync.cpp
-  parallel/placement.cpp)
+  parallel/placement.cpp
+  parallel/expert_migration.cpp)
 set(SWITCHYARD_PARALLEL_CUDA_SOURCES parallel/nccl_communicator.cpp)
 set(SWITCHYARD_MODELS_SOURCES
   models/cpu_linear.cpp
@@ -144,6 +145,7 @@ set(SWITCHYARD_TRAINER_SOURCES
   trainer/checkpoint.cpp
   trainer/resume_fingerprint.cpp
   trainer/metrics_log.cpp
+  trainer/live_placement.cpp
   trainer/expert_load_history.cpp
   trainer/tensorboard_writer.cpp
   trainer/train_progress.cpp
@@ -152,6 +154,10 @@ set(SWITCHYARD_TRAINER_SOURCES
   trainer/classification_data.cpp
   trainer/training_model.cpp
   trainer/training_run.cpp)
+set(SWITCHYARD_PLAN_SOURCES
+  plan/cluster_spec.cpp
+  plan/cost_model.cpp
+  plan/cluster_plan.cpp)
 set(SWITCHYARD_BENCH_SOURCES
   bench/bench_registry.cpp
   bench/router_bench.cpp
@@ -171,12 +177,13 @@ set(SWITCHYARD_LAUNCH_SOURCES
   launch/cmd_eval.cpp
   launch/cmd_train.cpp
   launch/cmd_report.cpp
-  launch/cmd_placement.cpp)
+  launch/cmd_placement.cpp
+  launch/cmd_plan.cpp)
 
 add_library(switchyard_core STATIC
   ${SWITCHYARD_COMMON_SOURCES} ${SWITCHYARD_ROUTERS_SOURCES} ${SWITCHYARD_PARALLEL_SOURCES}
   ${SWITCHYARD_MODELS_SOURCES} ${SWITCHYARD_DATA_SOURCES} ${SWITCHYARD_EVAL_SOURCES}
-  ${SWITCHYARD_TRAINER_SOURCES})
+  ${SWITCHYARD_TRAINER_SOURCES} ${SWITCHYARD_PLAN_SOURCES})
 target_include_directories(switchyard_core PUBLIC ${CMAKE_SOURCE_DIR} ${SWITCHYARD_GEN_DIR})
 target_link_libraries(switchyard_core PUBLIC switchyard_config ${TORCH_LIBRARIES} MPI::MPI_CXX
                                              Boost::program_options Threads::Threads

@@ -12,8 +12,8 @@ namespace switchyard {
 
 const std::vector<Subcommand>& subcommands() {
   static const std::vector<Subcommand> commands = {
-      info_command(), bench_command(), eval_command(),   inspect_command(),  convert_command(),
-      data_command(), train_command(), report_command(), placement_command()};
+      info_command(), bench_command(), eval_command(),   inspect_command(),   convert_command(),
+      data_command(), train_command(), report_command(), placement_command(), plan_command()};
   return commands;
 }
 

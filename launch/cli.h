@@ -43,5 +43,6 @@ Subcommand train_command();
 Subcommand data_command();
 Subcommand report_command();
 Subcommand placement_command();
+Subcommand plan_command();
 
 }  // namespace switchyard

@@ -8,7 +8,7 @@ tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 source "$(dirname "$0")/cli_checks.sh"
 
 "$bin" --help >/dev/null && ok "top-level --help" || fail "top-level --help"
-for sub in info bench eval inspect data; do
+for sub in info bench eval inspect data plan; do
   "$bin" "$sub" --help >"$tmp/help" && grep -q -- "--set" "$tmp/help" && ok "$sub --help" || fail "$sub --help"
 done
 "$bin" >/dev/null 2>&1; [ $? -eq 2 ] && ok "no subcommand exits 2" || fail "no subcommand exits 2"
@@ -156,6 +156,37 @@ expect_error "data prepare without --out" "--out DIR is required" data prepare -
 printf '{"txt": 1}\n' >"$tmp/bad.jsonl"
 expect_error "data bad JSONL line" "$tmp/bad.jsonl:1: no \"text\" string" data stats --jsonl "$tmp/bad.jsonl"
 expect_error "data missing tokenizer" "/no/tok.json: cannot open tokenizer file" data stats --tokenizer /no/tok.json
+
+# plan: tables, JSON whose numbers add up, a layout that does not fit (exit 1, one line), refusals.
+if "$bin" plan --model qwen1.5-moe-a2.7b --cluster 8xh100 >"$tmp/plan.txt" 2>"$tmp/plan.err" &&
+   grep -q "memory per rank" "$tmp/plan.txt" && grep -q "all-to-all share" "$tmp/plan.txt"
+then ok "plan prints memory and time tables"; else fail "plan ($(head -c 300 "$tmp/plan.err"))"; fi
+if "$bin" plan --model qwen1.5-moe-a2.7b --cluster 8xh200 --cluster-set nodes=2 --dtype bfloat16 \
+     --imbalance 1.5 --json >"$tmp/plan.json" 2>"$tmp/plan.err" && "$py" - "$tmp/plan.json" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["schema"] == "switchyard.plan/1" and p["cluster"]["nodes"] == 2, p["cluster"]
+assert [l["ep"] for l in p["layouts"]] == [1, 2, 4], p["layouts"]  # 16 ranks, 60 experts
+for l in p["layouts"]:
+    m, t = l["memory_bytes"], l["step_seconds"]
+    assert abs(sum(v for k, v in m.items() if k not in ("total", "capacity")) - m["total"]) < 1, m
+    assert abs(sum(v for k, v in t.items() if k != "total") - t["total"]) < 1e-9, t
+    assert l["dp"] * l["ep"] == 16 and l["fits"] == (m["total"] <= m["capacity"]), l
+    assert (l["ep"] == 1) == (t["all_to_all"] == 0), l
+    assert all(v == (1.5 if l["ep"] > 1 else 1.0) for v in l["rank_imbalance"]), l
+PY
+then ok "plan --json: parts add up to the totals, 2 nodes of 8xh200"
+else fail "plan --json ($(head -c 300 "$tmp/plan.err"))"; fi
+"$bin" plan --model qwen1.5-moe-a2.7b --ep 1 --set train.micro_batch_size=8 --set train.seq_len=2048 >/dev/null 2>"$tmp/err"
+rc=$?
+if [ "$rc" -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "does not fit: .* GB more than" "$tmp/err"
+then ok "plan: a layout that does not fit exits 1 with how many GB it misses"
+else fail "plan that does not fit (rc=$rc: $(head -c 300 "$tmp/err"))"; fi
+expect_error "plan unknown preset" "--cluster dgx: no such preset" plan --model tiny --cluster dgx
+expect_error "plan unknown cluster field" "no field 'gpus'" plan --model tiny --cluster-set gpus=2
+expect_error "plan EP not dividing the experts" "does not divide the 60 expert slots" \
+  plan --model qwen1.5-moe-a2.7b --cluster-set devices_per_node=16 --ep 16
+expect_error "plan unknown model" "--model nope: no such file or folder" plan --model nope
 
 echo "cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

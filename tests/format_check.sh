@@ -9,7 +9,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 command -v clang-format >/dev/null || { echo "clang-format not found (launch/setup.sh installs it)"; exit 1; }
 clang-format --version
-mapfile -t files < <(find bench common configs data eval launch models parallel routers tests trainer \
+mapfile -t files < <(find bench common configs data eval launch models parallel plan routers tests trainer \
                        -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) | sort)
 bad=()
 for f in "${files[@]}"; do

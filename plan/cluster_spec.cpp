@@ -1,0 +1,144 @@
+#include "plan/cluster_spec.h"
+
+#include <cmath>
+#include <functional>
+
+#include "common/errors.h"
+
+namespace switchyard {
+namespace {
+
+// Datasheet peaks times the efficiencies a tuned kernel or collective reaches on them (stated
+// in each `source`): GEMMs 60% of the dense tensor-core peak, HBM 80%, NVLink all-to-all 75% of
+// one direction, InfiniBand 85% of the NIC's line rate.
+std::vector<ClusterSpec> make_presets() {
+  ClusterSpec h100;
+  h100.name = "8xh100";
+  h100.source =
+      "H100 SXM datasheet x efficiency: 989 bf16 / 67 fp32 TFLOPS x 0.6, HBM3 3350 GB/s x 0.8, "
+      "NVLink 4 450 GB/s per direction x 0.75, one 400 Gb/s InfiniBand NIC per GPU x 0.85";
+  h100.nodes = 1;
+  h100.devices_per_node = 8;
+  h100.memory_gb = 80;
+  h100.tflops_bf16 = 989 * 0.6;
+  h100.tflops_fp32 = 67 * 0.6;
+  h100.memory_bandwidth_gbs = 3350 * 0.8;
+  h100.intra_node_gbs = 450 * 0.75;
+  h100.inter_node_gbs = 50 * 0.85;
+  h100.intra_node_latency_us = 15;
+  h100.inter_node_latency_us = 25;
+
+  ClusterSpec h200 = h100;
+  h200.name = "8xh200";
+  h200.source =
+      "H200 SXM datasheet x efficiency: as 8xh100 (same tensor cores and NVLink), 141 GB HBM3e "
+      "4800 GB/s x 0.8";
+  h200.memory_gb = 141;
+  h200.memory_bandwidth_gbs = 4800 * 0.8;
+
+  // This build machine: 2 cores, 24 GiB, 4 MPI ranks sharing them.
+  ClusterSpec cpu;
+  cpu.name = "cpu";
+  cpu.source =
+      "the 2-core development machine (bench/RESULTS.md): fp32 GEMMs from bench layer's dense "
+      "chain (883 tokens/s x 138.7 MFLOP), bf16 the same (fp32 GEMMs underneath), MPI "
+      "shared-memory all-to-all at 4 ranks from bench alltoall";
+  cpu.nodes = 1;
+  cpu.devices_per_node = 4;
+  cpu.ranks_share_node = true;
+  cpu.memory_gb = 24 * 1.073741824;  // 24 GiB
+  cpu.tflops_bf16 = 0.12;
+  cpu.tflops_fp32 = 0.12;
+  cpu.memory_bandwidth_gbs = 10;
+  cpu.intra_node_gbs = 2.1;
+  cpu.inter_node_gbs = 1.0;
+  cpu.intra_node_latency_us = 40;
+  cpu.inter_node_latency_us = 100;
+  return {h100, h200, cpu};
+}
+
+struct Field {
+  const char* name;
+  std::function<void(ClusterSpec&, double)> set;
+};
+
+const std::vector<Field>& fields() {
+  static const std::vector<Field> all = {
+      {"nodes", [](ClusterSpec& s, double v) { s.nodes = int(v); }},
+      {"devices_per_node", [](ClusterSpec& s, double v) { s.devices_per_node = int(v); }},
+      {"memory_gb", [](ClusterSpec& s, double v) { s.memory_gb = v; }},
+      {"ranks_share_node", [](ClusterSpec& s, double v) { s.ranks_share_node = v != 0; }},
+      {"tflops_bf16", [](ClusterSpec& s, double v) { s.tflops_bf16 = v; }},
+      {"tflops_fp32", [](ClusterSpec& s, double v) { s.tflops_fp32 = v; }},
+      {"memory_bandwidth_gbs", [](ClusterSpec& s, double v) { s.memory_bandwidth_gbs = v; }},
+      {"intra_node_gbs", [](ClusterSpec& s, double v) { s.intra_node_gbs = v; }},
+      {"inter_node_gbs", [](ClusterSpec& s, double v) { s.inter_node_gbs = v; }},
+      {"intra_node_latency_us", [](ClusterSpec& s, double v) { s.intra_node_latency_us = v; }},
+      {"inter_node_latency_us", [](ClusterSpec& s, double v) { s.inter_node_latency_us = v; }},
+  };
+  return all;
+}
+
+}  // namespace
+
+void ClusterSpec::validate() const {
+  auto positive = [&](const char* field, double v) {
+    if (!(std::isfinite(v) && v > 0))
+      throw ConfigError(
+          detail::concat("cluster ", name, ": ", field, " = ", v, " must be a positive number"));
+  };
+  positive("nodes", nodes);
+  positive("devices_per_node", devices_per_node);
+  positive("memory_gb", memory_gb);
+  positive("tflops_bf16", tflops_bf16);
+  positive("tflops_fp32", tflops_fp32);
+  positive("memory_bandwidth_gbs", memory_bandwidth_gbs);
+  positive("intra_node_gbs", intra_node_gbs);
+  positive("inter_node_gbs", inter_node_gbs);
+  if (!(intra_node_latency_us >= 0 && inter_node_latency_us >= 0))
+    throw ConfigError("cluster " + name + ": latencies must not be negative");
+}
+
+const std::vector<ClusterSpec>& cluster_presets() {
+  static const std::vector<ClusterSpec> presets = make_presets();
+  return presets;
+}
+
+ClusterSpec cluster_preset(const std::string& name) {
+  std::string names;
+  for (const auto& p : cluster_presets()) {
+    if (p.name == name) return p;
+    names += (names.empty() ? "" : ", ") + p.name;
+  }
+  throw ConfigError("--cluster " + name + ": no such preset (presets: " + names + ")");
+}
+
+std::string cluster_field_names() {
+  std::string names;
+  for (const auto& f : fields()) names += (names.empty() ? "" : ", ") + std::string(f.name);
+  return names;
+}
+
+void set_cluster_field(ClusterSpec& spec, const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  const std::string key = assignment.substr(0, eq);
+  for (const auto& f : fields()) {
+    if (key != f.name) continue;
+    const std::string text = eq == std::string::npos ? "" : assignment.substr(eq + 1);
+    size_t used = 0;
+    double value = 0;
+    try {
+      value = std::stod(text, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (text.empty() || used != text.size())
+      throw ConfigError("--cluster-set " + assignment + ": " + key + " takes a number");
+    f.set(spec, value);
+    return;
+  }
+  throw ConfigError("--cluster-set " + assignment + ": no field '" + key +
+                    "' (fields: " + cluster_field_names() + ")");
+}
+
+}  // namespace switchyard

@@ -1,0 +1,48 @@
+// The machines `switchyard plan` plans for: a cluster of nodes with devices of some memory,
+// compute rate and links, named presets for the common ones and key=value overrides.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace switchyard {
+
+/// One cluster. Rates are what a kernel or a collective reaches, not a datasheet's peak: the
+/// presets take the peak times an efficiency and say so in `source`; calibration replaces them
+/// with measured ones (`--cluster-set`).
+struct ClusterSpec {
+  std::string name;
+  std::string source;  ///< where the numbers come from
+  int nodes = 1;
+  int devices_per_node = 8;  ///< ranks per node (GPUs, or MPI ranks on a CPU)
+  double memory_gb = 80;     ///< per device, 1e9 bytes
+  /// CPU nodes: the ranks of a node share its memory, cores and memory bandwidth, so
+  /// memory_gb, the TFLOPS and memory_bandwidth_gbs are the node's, divided among its ranks.
+  bool ranks_share_node = false;
+  double tflops_bf16 = 0;  ///< reached by the model's GEMMs, per device
+  double tflops_fp32 = 0;
+  double memory_bandwidth_gbs = 0;   ///< per device (the optimizer's elementwise pass)
+  double intra_node_gbs = 0;         ///< per device, one direction (NVLink, shared memory)
+  double inter_node_gbs = 0;         ///< per device, one direction (InfiniBand / Ethernet NIC)
+  double intra_node_latency_us = 0;  ///< per collective call
+  double inter_node_latency_us = 0;
+
+  int world() const { return nodes * devices_per_node; }
+  /// Throws ConfigError naming the first field out of range.
+  void validate() const;
+};
+
+/// The presets, in the order --help lists them.
+const std::vector<ClusterSpec>& cluster_presets();
+
+/// The preset named `name`; throws ConfigError listing the names for an unknown one.
+ClusterSpec cluster_preset(const std::string& name);
+
+/// Applies one "field=value" (e.g. "nodes=4", "inter_node_gbs=25") to `spec`; throws
+/// ConfigError naming the field for an unknown field or a value that does not parse.
+void set_cluster_field(ClusterSpec& spec, const std::string& assignment);
+
+/// The field names set_cluster_field accepts, comma-separated (for --help and errors).
+std::string cluster_field_names();
+
+}  // namespace switchyard

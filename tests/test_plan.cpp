@@ -1,0 +1,241 @@
+// `switchyard plan`'s model: parameter and byte counts against real models built the way
+// training builds them, the memory and time equations against hand-computed values for a small
+// model, and the refusals.
+#include <gtest/gtest.h>
+
+#include "models/qwen2_moe.h"
+#include "parallel/placement.h"
+#include "parallel/process_groups.h"
+#include "plan/cluster_plan.h"
+#include "routers/router_registry.h"
+#include "tests/test_support.h"
+#include "trainer/trainer.h"
+
+namespace switchyard {
+namespace {
+
+using test::expect_error;
+
+struct Counted {
+  int64_t replicated = 0, router = 0, experts = 0, replicated_bytes = 0, expert_bytes = 0;
+  int64_t trainable_replicated = 0, trainable_experts = 0;
+};
+
+// What the model really holds, by the module paths: routed experts under "moe.experts.", routers
+// under "moe.router."; quantized codes, scales and zeros are buffers of the expert banks.
+Counted count_model(Qwen2MoeForCausalLM& model) {
+  Counted c;
+  for (const auto& item : model->named_parameters()) {
+    const auto& p = item.value();
+    if (p.numel() == 0) continue;  // a quantized bank's placeholders
+    const bool expert = item.key().find(".moe.experts.") != std::string::npos;
+    const int64_t bytes = p.numel() * int64_t(p.element_size());
+    (expert ? c.experts : c.replicated) += p.numel();
+    (expert ? c.expert_bytes : c.replicated_bytes) += bytes;
+    if (item.key().find(".moe.router.") != std::string::npos) c.router += p.numel();
+    if (p.requires_grad()) (expert ? c.trainable_experts : c.trainable_replicated) += p.numel();
+  }
+  for (const auto& item : model->named_buffers()) {
+    const auto& b = item.value();
+    const bool codes = item.key().find("w_in_") != std::string::npos ||
+                       item.key().find("w_out_") != std::string::npos;
+    if (!codes) continue;
+    const int64_t bytes = b.numel() * int64_t(b.element_size());
+    const bool expert = item.key().find(".moe.experts.") != std::string::npos;
+    (expert ? c.expert_bytes : c.replicated_bytes) += bytes;
+  }
+  return c;
+}
+
+struct Case {
+  std::string name;
+  config::RouterConfig router;
+  config::QuantConfig quant;
+  bool routers_only = true;
+  bool dense_layer = false;  ///< layer 1 a dense MLP (mlp_only_layers)
+  int64_t redundant = 0;     ///< copies of expert 0 in the single process's bank
+};
+
+std::vector<Case> cases() {
+  std::vector<Case> out;
+  Case linear{"linear, float, full training"};
+  linear.routers_only = false;
+  out.push_back(linear);
+  Case mlp{"mlp router, int4 asymmetric group 64, routers only, a dense layer"};
+  mlp.router.mutable_mlp()->set_hidden(48);
+  mlp.quant.set_experts(config::INT4);
+  mlp.quant.set_group_size(64);
+  mlp.quant.set_symmetric(false);
+  mlp.dense_layer = true;
+  out.push_back(mlp);
+  Case hadamard{"mlp_hadamard router, int8 with the shared expert, full training"};
+  hadamard.router.mutable_mlp_hadamard()->set_hidden(32);
+  hadamard.quant.set_experts(config::INT8);
+  hadamard.quant.set_shared_expert(true);
+  hadamard.routers_only = false;
+  out.push_back(hadamard);
+  Case replicas{"attention router, int4 symmetric, two replicas"};
+  replicas.router.mutable_attention()->set_num_heads(2);
+  replicas.quant.set_experts(config::INT4);
+  replicas.redundant = 2;
+  out.push_back(replicas);
+  return out;
+}
+
+// The planner's per-rank counts equal those of the model training builds: every router kind
+// tried here, float and quantized experts (int8, int4 with and without zeros, the shared expert
+// quantized), routers-only and full training (what Trainer marks trainable), a dense layer, and
+// replicas of an expert.
+TEST(PlanModel, ParameterCountsEqualTheBuiltModels) {
+  for (const Case& k : cases()) {
+    SCOPED_TRACE(k.name);
+    Qwen2MoeConfig cfg = Qwen2MoeConfig::preset("tiny");
+    cfg.dtype = torch::kFloat;
+    if (k.dense_layer) cfg.mlp_only_layers = {1};
+    Qwen2MoeOptions options(cfg, single_process_groups());
+    options.router(k.router).quant(k.quant);
+    if (k.redundant > 0) {
+      Placement p = Placement::contiguous(cfg.num_hidden_layers - (k.dense_layer ? 1 : 0),
+                                          cfg.num_experts, 1);
+      for (auto& layer : p.layers)
+        for (int64_t r = 0; r < k.redundant; ++r) layer.slots[0].push_back(0);
+      p.slots_per_rank = cfg.num_experts + k.redundant;
+      options.placement(std::make_shared<const Placement>(p));
+    }
+    Qwen2MoeForCausalLM model(options);
+    config::TrainConfig t;
+    t.set_routers_only(k.routers_only);
+    Trainer trainer(TaskModel::causal_lm(model), single_process_groups(), t);  // marks trainable
+    const Counted got = count_model(model);
+
+    PlanWorkload w;
+    w.model = cfg;
+    w.router = k.router;
+    w.expert_quant = quant_options(k.quant);
+    w.quantize_shared_expert = k.quant.experts() != config::QUANT_NONE && k.quant.shared_expert();
+    w.routers_only = k.routers_only;
+    w.redundant_slots = k.redundant;
+    w.weight_bytes = 4;
+    const RankParameters want = rank_parameters(w, 1);
+    EXPECT_EQ(want.router, got.router);
+    EXPECT_EQ(want.replicated_bytes, got.replicated_bytes);
+    EXPECT_EQ(want.expert_bytes, got.expert_bytes);
+    if (k.quant.experts() == config::QUANT_NONE) EXPECT_EQ(want.experts, got.experts);
+    if (!w.quantize_shared_expert) EXPECT_EQ(want.replicated, got.replicated);
+    EXPECT_EQ(want.trainable_replicated, got.trainable_replicated);
+    EXPECT_EQ(want.trainable_experts, got.trainable_experts);
+    EXPECT_EQ(want.expert_slots, (cfg.num_experts + k.redundant) * w.moe_layers());
+  }
+}
+
+// A model small enough to follow by hand: hidden 8, 2 heads of 4 (kv 2), 2 layers (both MoE),
+// 4 experts top-2 of width 4, shared expert 8, vocabulary 16; EP 2 on a 2-device node.
+PlanWorkload hand_workload() {
+  PlanWorkload w;
+  Qwen2MoeConfig& c = w.model;
+  c.vocab_size = 16;
+  c.hidden_size = 8;
+  c.intermediate_size = 12;
+  c.moe_intermediate_size = 4;
+  c.shared_expert_intermediate_size = 8;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 2;
+  c.num_experts = 4;
+  c.num_experts_per_tok = 2;
+  w.routers_only = true;
+  w.micro_batch = 1;
+  w.seq_len = 4;
+  w.accumulation = 1;
+  w.weight_bytes = 4;
+  w.activation_bytes = 4;
+  w.rank_imbalance = {1.5};
+  return w;
+}
+
+ClusterSpec two_devices() {
+  ClusterSpec s = cluster_preset("8xh100");
+  s.nodes = 1;
+  s.devices_per_node = 2;
+  s.tflops_fp32 = 1e-6;           // 1 MFLOP/s: the FLOPs read as microseconds
+  s.memory_bandwidth_gbs = 1e-3;  // 1 MB/s
+  s.intra_node_gbs = 1e-6;        // 1 kB/s
+  s.intra_node_latency_us = 0;
+  return s;
+}
+
+TEST(PlanModel, MemoryAndTimeOfASmallModelByHand) {
+  const LayoutPlan p = plan_layout(hand_workload(), two_devices(), 2);
+  EXPECT_EQ(p.dp, 1);
+  // Elements: embeddings 16*8 = 128, LM head 128, final norm 8; per layer norms 16, q/k/v
+  // 3 * (8*8 + 8) = 216, o 64, linear router 4*8 = 32, shared expert 3*8*8 = 192 + gate 8.
+  // 264 + 2 * 528 = 1320 replicated, 64 of them routers; experts 2 slots of 3*8*4 = 96 per layer.
+  EXPECT_EQ(p.parameters.replicated, 1320);
+  EXPECT_EQ(p.parameters.router, 64);
+  EXPECT_EQ(p.parameters.experts, 384);
+  const MemoryEstimate& m = p.memory;
+  EXPECT_DOUBLE_EQ(m.replicated_weights, 1320 * 4);
+  EXPECT_DOUBLE_EQ(m.expert_weights, 384 * 4);
+  EXPECT_DOUBLE_EQ(m.gradients, 64 * 4);
+  EXPECT_DOUBLE_EQ(m.optimizer, 64 * 8);
+  // Per token and layer: two norms of 8*8 = 64; attention 4*(4*8 + 4*8) + 2 heads * 4 * 4 = 288;
+  // router 8*4 = 32, experts 1.5 * 2 * 4*4*4 = 192, shared 4*(4*8 + 1) = 132. 772 per layer,
+  // 1544 per token, 4 tokens, plus the embeddings' 4 * 8 * 4 = 128.
+  EXPECT_DOUBLE_EQ(m.activations, 1544 * 4 + 128);
+  // Rows of 8 fp32 values, 2 per token: sent and combined once, received and returned 1.5 times.
+  EXPECT_DOUBLE_EQ(m.exchange, 2 * 4 * 2 * 8 * (2 + 3.0) * 4);
+  EXPECT_DOUBLE_EQ(m.logits, 2 * 4 * 4 * 16 + 16e6);
+  // One exchange sends half of 4 tokens * 2 rows * 32 bytes (the other half stays).
+  EXPECT_DOUBLE_EQ(p.time.all_to_all_bytes_per_layer, 128);
+  // Four exchanges per layer, two layers, 1.5 * 128 bytes at 1 kB/s each.
+  EXPECT_NEAR(p.time.all_to_all, 8 * 1.5 * 128 / 1e3, 1e-12);
+  // Experts: forward and input gradient, 1.5 * 2 * 2*3*8*4 FLOPs per token and layer, 8 token-
+  // layers, at 1 MFLOP/s.
+  EXPECT_NEAR(p.time.experts, 2 * 1.5 * 384 * 8 / 1e6, 1e-12);
+  // LM head: 2 * 8 * 16 FLOPs per token, forward and input gradient, 4 tokens.
+  EXPECT_NEAR(p.time.lm_head, 2 * 256 * 4 / 1e6, 1e-12);
+  // AdamW on 64 router weights: 3 * 4 + 16 bytes each at 1 MB/s.
+  EXPECT_NEAR(p.time.optimizer, 64 * 28 / 1e6, 1e-12);
+  // The routers' 256 bytes of gradients over the world of 2 (ring: 2 * 1/2 of them cross).
+  EXPECT_NEAR(p.time.grad_allreduce, 256 / 1e3, 1e-12);
+}
+
+TEST(PlanModel, RefusesWhatCannotBe) {
+  PlanWorkload w = hand_workload();
+  expect_error([&] { plan_layout(w, two_devices(), 3); }, {"EP 3", "world of 2"});
+  ClusterSpec six = two_devices();
+  six.devices_per_node = 6;
+  expect_error([&] { plan_layout(w, six, 3); }, {"EP 3", "4 expert slots"});
+  expect_error([] { cluster_preset("dgx-9000"); }, {"dgx-9000", "8xh100"});
+  ClusterSpec s = two_devices();
+  expect_error([&] { set_cluster_field(s, "gpus=4"); }, {"gpus", "nodes"});
+  expect_error([&] { set_cluster_field(s, "nodes=four"); }, {"nodes", "number"});
+  set_cluster_field(s, "nodes=4");
+  EXPECT_EQ(s.world(), 8);
+  w.rank_imbalance = {0.5};
+  expect_error([&] { plan_layout(w, two_devices(), 2); }, {"imbalance 0.5"});
+  expect_error([] { plan_model_config("no-such-model"); }, {"no-such-model", "qwen1.5-moe-a2.7b"});
+}
+
+// Layouts: every EP size dividing both the world and the slots, and the one that does not fit
+// says so (the full model's experts in fp32 on one 80 GB device).
+TEST(PlanModel, FullSizeLayoutsAndTheFit) {
+  PlanRequest r;
+  r.workload.model = Qwen2MoeConfig::preset("qwen1.5-moe-a2.7b");
+  r.workload.micro_batch = 4;  // 4 x 2048 tokens per rank
+  r.workload.weight_bytes = 4;
+  r.workload.activation_bytes = 2;
+  r.cluster = cluster_preset("8xh100");
+  const auto plans = plan_cluster(r);
+  std::vector<int> eps;
+  for (const auto& p : plans) eps.push_back(p.ep);
+  EXPECT_EQ(eps, (std::vector<int>{1, 2, 4}));  // 60 experts: 8 does not divide them
+  EXPECT_FALSE(plans.front().fits());           // 14.3 B fp32 weights are 57 GB, activations more
+  EXPECT_GT(plans.front().memory.replicated_weights + plans.front().memory.expert_weights,
+            14.0e9 * 4);
+  // Sharding the experts lowers each rank's memory.
+  EXPECT_LT(plans.back().memory.total(), plans.front().memory.total());
+}
+
+}  // namespace
+}  // namespace switchyard
