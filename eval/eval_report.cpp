@@ -35,8 +35,12 @@ std::string experts_text(const std::vector<int64_t>& experts) {
   for (size_t i = 0; i < experts.size();) {
     size_t j = i;
     while (j + 1 < experts.size() && experts[j + 1] == experts[j] + 1) ++j;
-    out += (out.empty() ? "" : ",") + std::to_string(experts[i]);
-    if (j > i) out += "-" + std::to_string(experts[j]);
+    if (!out.empty()) out += ',';
+    out += std::to_string(experts[i]);
+    if (j > i) {
+      out += '-';
+      out += std::to_string(experts[j]);
+    }
     i = j + 1;
   }
   return out;

@@ -40,8 +40,8 @@ int run_plan(const CommandArgs& args) {
   if (request.ep && !plans.front().fits()) {
     const auto& p = plans.front();
     std::cerr << "switchyard plan: EP " << p.ep << " x DP " << p.dp
-              << " does not fit: " << p.memory.total() / 1e9 << " GB per rank, "
-              << (p.memory.total() - p.capacity_bytes) / 1e9 << " GB more than the "
+              << " does not fit: " << p.memory.peak() / 1e9 << " GB per rank, "
+              << (p.memory.peak() - p.capacity_bytes) / 1e9 << " GB more than the "
               << p.capacity_bytes / 1e9 << " GB a rank has\n";
     return 1;
   }

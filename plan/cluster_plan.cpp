@@ -87,6 +87,8 @@ PlanWorkload plan_workload(const RunConfig& run, const Qwen2MoeConfig& model,
   const bool bf16 =
       t.precision() == config::PRECISION_BF16 || (t.precision() == config::PRECISION_AUTO && gpu);
   w.activation_bytes = bf16 ? 2 : w.weight_bytes;
+  // A checkpoint's weights are read in its own dtype.
+  if (!run.model().has_init_config()) w.checkpoint_bytes = int64_t(torch::elementSize(model.dtype));
   return w;
 }
 
@@ -135,14 +137,14 @@ void print_plans(std::ostream& os, const PlanRequest& r, const std::vector<Layou
                         : std::string(" (contiguous placement at each EP size)")))
      << "\n\nmemory per rank, GB\n";
   Table memory({"EP", "DP", "replicated", "experts", "grads", "AdamW", "activations", "exchange",
-                "logits", "total", "capacity", "fits"});
+                "logits", "runtime", "total", "loading", "capacity", "fits"});
   for (const auto& p : plans) {
     const auto& m = p.memory;
-    const double miss = m.total() - p.capacity_bytes;
+    const double miss = m.peak() - p.capacity_bytes;
     memory.add({p.ep, p.dp, Cell(gb(m.replicated_weights), 2), Cell(gb(m.expert_weights), 2),
                 Cell(gb(m.gradients), 2), Cell(gb(m.optimizer), 2), Cell(gb(m.activations), 2),
-                Cell(gb(m.exchange), 2), Cell(gb(m.logits), 2), Cell(gb(m.total()), 2),
-                Cell(gb(p.capacity_bytes), 1),
+                Cell(gb(m.exchange), 2), Cell(gb(m.logits), 2), Cell(gb(m.runtime), 2),
+                Cell(gb(m.total()), 2), Cell(gb(m.loading), 2), Cell(gb(p.capacity_bytes), 1),
                 p.fits() ? std::string("yes")
                          : detail::concat("no (", Cell(gb(miss), 2).text, " GB over)")});
   }
@@ -185,7 +187,10 @@ nlohmann::ordered_json plans_json(const PlanRequest& r, const std::vector<Layout
            {"activations", m.activations},
            {"exchange", m.exchange},
            {"logits", m.logits},
+           {"runtime", m.runtime},
            {"total", m.total()},
+           {"loading", m.loading},
+           {"peak", m.peak()},
            {"capacity", p.capacity_bytes}}},
          {"fits", p.fits()},
          {"step_seconds",

@@ -20,6 +20,7 @@ std::vector<ClusterSpec> make_presets() {
   h100.nodes = 1;
   h100.devices_per_node = 8;
   h100.memory_gb = 80;
+  h100.runtime_gb = 0.5;  // a CUDA context with PyTorch's kernels loaded, typically 0.4-0.6 GB
   h100.tflops_bf16 = 989 * 0.6;
   h100.tflops_fp32 = 67 * 0.6;
   h100.memory_bandwidth_gbs = 3350 * 0.8;
@@ -47,6 +48,9 @@ std::vector<ClusterSpec> make_presets() {
   cpu.devices_per_node = 4;
   cpu.ranks_share_node = true;
   cpu.memory_gb = 24 * 1.073741824;  // 24 GiB
+  // launch/plan_calibration.sh: the quickstart base's peak RSS less its predicted model terms,
+  // 0.46-0.49 GB at EP 1, 2 and 4 (2026-12-06).
+  cpu.runtime_gb = 0.47;
   cpu.tflops_bf16 = 0.12;
   cpu.tflops_fp32 = 0.12;
   cpu.memory_bandwidth_gbs = 10;
@@ -67,6 +71,7 @@ const std::vector<Field>& fields() {
       {"nodes", [](ClusterSpec& s, double v) { s.nodes = int(v); }},
       {"devices_per_node", [](ClusterSpec& s, double v) { s.devices_per_node = int(v); }},
       {"memory_gb", [](ClusterSpec& s, double v) { s.memory_gb = v; }},
+      {"runtime_gb", [](ClusterSpec& s, double v) { s.runtime_gb = v; }},
       {"ranks_share_node", [](ClusterSpec& s, double v) { s.ranks_share_node = v != 0; }},
       {"tflops_bf16", [](ClusterSpec& s, double v) { s.tflops_bf16 = v; }},
       {"tflops_fp32", [](ClusterSpec& s, double v) { s.tflops_fp32 = v; }},
@@ -95,6 +100,8 @@ void ClusterSpec::validate() const {
   positive("memory_bandwidth_gbs", memory_bandwidth_gbs);
   positive("intra_node_gbs", intra_node_gbs);
   positive("inter_node_gbs", inter_node_gbs);
+  if (!(runtime_gb >= 0))
+    throw ConfigError("cluster " + name + ": runtime_gb must not be negative");
   if (!(intra_node_latency_us >= 0 && inter_node_latency_us >= 0))
     throw ConfigError("cluster " + name + ": latencies must not be negative");
 }

@@ -16,6 +16,9 @@ struct ClusterSpec {
   int nodes = 1;
   int devices_per_node = 8;  ///< ranks per node (GPUs, or MPI ranks on a CPU)
   double memory_gb = 80;     ///< per device, 1e9 bytes
+  /// What a rank holds before the model: the runtime (CUDA context, or on a CPU the resident
+  /// libraries, MPI and allocator pools), 1e9 bytes.
+  double runtime_gb = 0;
   /// CPU nodes: the ranks of a node share its memory, cores and memory bandwidth, so
   /// memory_gb, the TFLOPS and memory_bandwidth_gbs are the node's, divided among its ranks.
   bool ranks_share_node = false;

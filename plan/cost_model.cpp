@@ -149,7 +149,11 @@ RankParameters rank_parameters(const PlanWorkload& w, int ep) {
 
 double MemoryEstimate::total() const {
   return replicated_weights + expert_weights + gradients + optimizer + activations + exchange +
-         logits;
+         logits + runtime;
+}
+
+double MemoryEstimate::peak() const {
+  return std::max(total(), loading);
 }
 
 double StepTimeEstimate::total() const {
@@ -231,6 +235,10 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   // Logits kept for the loss's backward and their gradient, in the activations' dtype, plus the
   // loss's 16 MB fp32 chunk (models/lm_loss.h).
   m.logits = 2 * ab * double(T) * double(V) + 16e6;
+  m.runtime = cluster.runtime_gb * 1e9;
+  if (cluster.ranks_share_node && w.checkpoint_bytes > 0)
+    m.loading = m.runtime + m.replicated_weights + m.expert_weights +
+                double(p.replicated + p.experts) * double(w.checkpoint_bytes);
 
   // ---- time ----
   const bool bf16 = w.activation_bytes == 2;

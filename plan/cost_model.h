@@ -27,6 +27,8 @@ struct PlanWorkload {
   int64_t weight_bytes = 4;      ///< master weights and gradients (train --dtype)
   int64_t activation_bytes = 4;  ///< 2 under bf16 autocast
   int64_t redundant_slots = 0;   ///< R: replicas per MoE layer (parallel.placement)
+  /// Bytes per weight of the checkpoint the model loads from (0: built from scratch).
+  int64_t checkpoint_bytes = 0;
   /// Per MoE layer: the most loaded EP rank's received tokens over the mean (1: balanced).
   /// Empty: 1 everywhere. A single value applies to every layer.
   std::vector<double> rank_imbalance;
@@ -60,6 +62,12 @@ struct MemoryEstimate {
   double activations = 0;  ///< kept for backward by the decoder layers, one micro-batch
   double exchange = 0;  ///< all-to-all send/receive buffers autograd keeps (in activations' sense)
   double logits = 0;    ///< LM-head logits and their gradient
+  double runtime = 0;   ///< ClusterSpec::runtime_gb
+  /// Ranks that share a node's memory (CPUs) peak while loading too: the runtime, the model as
+  /// stored and the checkpoint pages the rank read (memory-mapped safetensors, resident until the
+  /// load ends). 0 on GPUs, whose device memory never holds the file.
+  double loading = 0;
+  double peak() const;  ///< max(total(), loading)
   double total() const;
 };
 
@@ -84,7 +92,7 @@ struct LayoutPlan {
   std::vector<double> imbalance;  ///< per MoE layer, as planned
   double capacity_bytes = 0;      ///< what a rank may use (the node's share when ranks share it)
   int64_t tokens_per_step = 0;    ///< over the world
-  bool fits() const { return memory.total() <= capacity_bytes; }
+  bool fits() const { return memory.peak() <= capacity_bytes; }
 };
 
 /// The plan for EP size `ep` (DP = world / ep). Throws ConfigError when ep does not divide the

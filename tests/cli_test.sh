@@ -169,9 +169,10 @@ assert p["schema"] == "switchyard.plan/1" and p["cluster"]["nodes"] == 2, p["clu
 assert [l["ep"] for l in p["layouts"]] == [1, 2, 4], p["layouts"]  # 16 ranks, 60 experts
 for l in p["layouts"]:
     m, t = l["memory_bytes"], l["step_seconds"]
-    assert abs(sum(v for k, v in m.items() if k not in ("total", "capacity")) - m["total"]) < 1, m
+    assert abs(sum(v for k, v in m.items() if k not in ("total", "capacity", "loading", "peak")) - m["total"]) < 1, m
+    assert m["peak"] == max(m["total"], m["loading"]) and m["loading"] == 0, m  # GPUs: no host term
     assert abs(sum(v for k, v in t.items() if k != "total") - t["total"]) < 1e-9, t
-    assert l["dp"] * l["ep"] == 16 and l["fits"] == (m["total"] <= m["capacity"]), l
+    assert l["dp"] * l["ep"] == 16 and l["fits"] == (m["peak"] <= m["capacity"]), l
     assert (l["ep"] == 1) == (t["all_to_all"] == 0), l
     assert all(v == (1.5 if l["ep"] > 1 else 1.0) for v in l["rank_imbalance"]), l
 PY

@@ -200,6 +200,26 @@ TEST(PlanModel, MemoryAndTimeOfASmallModelByHand) {
   EXPECT_NEAR(p.time.grad_allreduce, 256 / 1e3, 1e-12);
 }
 
+// Ranks sharing a node (CPUs) split its memory and rates, and peak while loading a checkpoint:
+// runtime + weights as stored + every weight read in the checkpoint's dtype.
+TEST(PlanModel, RanksSharingANodePeakWhileLoading) {
+  PlanWorkload w = hand_workload();
+  w.checkpoint_bytes = 2;
+  ClusterSpec node = two_devices();
+  node.ranks_share_node = true;
+  node.runtime_gb = 1e-6;  // 1000 bytes
+  const LayoutPlan p = plan_layout(w, node, 2);
+  // 1000 + 1320 * 4 + 384 * 4 + (1320 + 384) * 2
+  EXPECT_DOUBLE_EQ(p.memory.loading, 1000 + 5280 + 1536 + 3408);
+  EXPECT_DOUBLE_EQ(p.memory.runtime, 1000);
+  EXPECT_DOUBLE_EQ(p.memory.peak(), std::max(p.memory.total(), p.memory.loading));
+  EXPECT_DOUBLE_EQ(p.capacity_bytes, node.memory_gb * 1e9 / 2);
+  // Half a node's GEMM rate each: the expert time doubles.
+  EXPECT_NEAR(p.time.experts, 2 * (2 * 1.5 * 384 * 8 / 1e6), 1e-12);
+  w.checkpoint_bytes = 0;  // built from scratch: nothing read
+  EXPECT_DOUBLE_EQ(plan_layout(w, node, 2).memory.loading, 0);
+}
+
 TEST(PlanModel, RefusesWhatCannotBe) {
   PlanWorkload w = hand_workload();
   expect_error([&] { plan_layout(w, two_devices(), 3); }, {"EP 3", "world of 2"});

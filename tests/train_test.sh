@@ -29,8 +29,9 @@ loss = [r for r in records if r["kind"] == "loss"]
 load = [r for r in records if r["kind"] == "load"]
 assert len(loss) == 6 * 2, len(loss)                      # 6 steps x 2 ranks
 for r in loss:
-    for key in ("step", "rank", "loss", "lr", "tokens_per_s"):
+    for key in ("step", "rank", "loss", "lr", "tokens_per_s", "peak_rss_gb"):
         assert key in r, (key, r)
+    assert 0.1 < r["peak_rss_gb"] < 24, r  # this rank's resident peak, 1e9 bytes
 assert len(load) == 6 * 2 * 2, len(load)                  # x 2 MoE layers
 for r in load:
     for key in ("step", "rank", "layer", "expert_tokens", "max_over_mean", "entropy", "aux_loss"):

@@ -1,5 +1,7 @@
 #include "trainer/metrics_log.h"
 
+#include <sys/resource.h>
+
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
@@ -47,12 +49,21 @@ MetricsLog::MetricsLog(const std::string& path, ProcessGroups groups, bool tenso
 namespace {
 
 // This rank's numbers as one flat row of doubles, so one all_gather carries them all:
-// [tokens_per_s, grad_norm, then per layer: max_over_mean, token_entropy, load_entropy,
-//  drop_rate, aux_loss, z_loss, received rows per local expert...].
+// [tokens_per_s, grad_norm, peak_rss_gb, then per layer: max_over_mean, token_entropy,
+//  load_entropy, drop_rate, aux_loss, z_loss, received rows per local expert...].
+constexpr int kRankScalars = 3;
 constexpr int kPerLayerScalars = 6;
 
+// The process's peak resident memory so far, in 1e9 bytes (what `switchyard plan` predicts).
+double peak_rss_gb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return double(usage.ru_maxrss) * 1024.0 / 1e9;  // ru_maxrss is in KiB on Linux
+}
+
 std::vector<double> flatten(const StepMetrics& m, double seconds) {
-  std::vector<double> row{seconds > 0 ? double(m.tokens) / seconds : 0.0, m.grad_norm};
+  std::vector<double> row{seconds > 0 ? double(m.tokens) / seconds : 0.0, m.grad_norm,
+                          peak_rss_gb()};
   for (size_t l = 0; l < m.layer_stats.size(); ++l) {
     const auto& s = m.layer_stats[l];
     row.insert(row.end(), {s.max_over_mean, s.token_entropy, s.load_entropy, s.drop_rate,
@@ -137,14 +148,15 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
                  {"router_loss", m.router_loss},
                  {"lr", m.lr},
                  {"grad_norm", v[1].item<double>()},
-                 {"tokens_per_s", v[0].item<double>()}};
+                 {"tokens_per_s", v[0].item<double>()},
+                 {"peak_rss_gb", v[2].item<double>()}};
     if (m.accuracy >= 0) loss["accuracy"] = m.accuracy;
     if (m.distilling) {
       loss["distill_kl"] = m.distill_kl;
       loss["topk_agreement"] = m.topk_agreement;
     }
     records.push_back(std::move(loss));
-    int64_t at = 2;
+    int64_t at = kRankScalars;
     for (size_t l = 0; l < m.layer_stats.size(); ++l) {
       const int64_t local_experts = int64_t(m.tokens_per_local_expert[l].size());
       std::vector<int64_t> received(local_experts);

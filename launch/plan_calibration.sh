@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# `switchyard plan` against measured runs on this machine, with one command. Three workloads,
+# each trained for CALIBRATION_STEPS steps (default 6) at EP 1, 2 and 4 (one rank per EP rank,
+# OMP threads = 2 cores / ranks) and planned with the same config and the run's own expert loads:
+#   small_ro     the quickstart base (hidden 128, 4 layers, 8 experts), MLP-Hadamard routers
+#                only, int4 experts (configs/quickstart/finetune.pbtxt)
+#   medium_full  a Qwen2-MoE of hidden 1024, 8 layers, 16 experts top-4 (503 M parameters) built
+#                from scratch, every parameter trained in fp32 (AdamW on all of it)
+#   medium_ro    the same model (its weights after one step) with int4 experts, routers only
+# Prints predicted (the larger of training's and loading's peak) vs measured peak RSS per rank
+# (the largest over ranks and steps) and step time
+# (median of the steps after the first), and writes both to CALIBRATION_DIR/calibration.json
+# (default runs/plan_calibration). QUICKSTART_DIR is where the base lives (made when missing);
+# CALIBRATION_REUSE=1 keeps runs already measured and only plans again.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$repo/launch/setup.sh"
+"$repo/launch/build.sh"
+cd "$repo"
+bin=build/bin/switchyard
+base_out="${QUICKSTART_DIR:-runs/quickstart}"
+out="${CALIBRATION_DIR:-runs/plan_calibration}"
+steps="${CALIBRATION_STEPS:-6}"
+cores=$(nproc)
+./launch/base_model.sh "$base_out"
+mkdir -p "$out"
+data=(--set "data.train_path=$base_out/data/train.tok" --set data.valid_path=
+      --set "train.steps=$steps" --set logging.log_interval=1 --set logging.tensorboard=false)
+
+# The medium model: the quickstart base's config.json, wider and deeper.
+"$repo/.venv/bin/python" - "$base_out/base/config.json" "$out/medium.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c.update(hidden_size=1024, intermediate_size=2816, moe_intermediate_size=1024,
+         shared_expert_intermediate_size=2048, num_hidden_layers=8, num_attention_heads=8,
+         num_key_value_heads=8, num_experts=16, num_experts_per_tok=4)
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+PY
+if [ ! -f "$out/medium_base/config.json" ]; then
+  echo "== the medium model's weights: one step from scratch, exported"
+  rm -rf "$out/medium_init"
+  OMP_NUM_THREADS=$cores "$bin" train --config configs/quickstart/pretrain.pbtxt \
+    --run-dir "$out/medium_init" --export-hf "$out/medium_base" --progress lines \
+    --set "model.init_config=$out/medium.json" --set parallel.expert_parallel=1 \
+    "${data[@]}" --set train.steps=1 >"$out/medium_init.txt"
+fi
+
+case_args() {  # NAME -> the config arguments train and plan share
+  case "$1" in
+    small_ro) echo "--config configs/quickstart/finetune.pbtxt --set model.checkpoint=$base_out/base
+                    --set train.distill_steps=0" ;;
+    medium_full) echo "--config configs/quickstart/pretrain.pbtxt --set model.init_config=$out/medium.json" ;;
+    medium_ro) echo "--config configs/quickstart/finetune.pbtxt --set model.checkpoint=$out/medium_base
+                     --set train.distill_steps=0" ;;
+  esac
+}
+model_of() {
+  case "$1" in
+    small_ro) echo "$base_out/base" ;;
+    medium_full) echo "$out/medium.json" ;;
+    medium_ro) echo "$out/medium_base" ;;
+  esac
+}
+
+results=()
+for name in small_ro medium_full medium_ro; do
+  read -r -a args <<<"$(case_args "$name" | tr '\n' ' ')"
+  for np in 1 2 4; do
+    run="$out/${name}_ep$np"
+    echo "== $name at EP $np"
+    threads=$(( cores / np )); [ "$threads" -ge 1 ] || threads=1
+    # CALIBRATION_REUSE=1 plans again over the runs already measured.
+    if [ -z "${CALIBRATION_REUSE:-}" ] || [ ! -f "$run/metrics.jsonl" ]; then
+      rm -rf "$run"
+      OMP_NUM_THREADS=$threads ./launch/mpirun.sh -np "$np" "$bin" train "${args[@]}" \
+        --run-dir "$run" --progress lines --set parallel.expert_parallel="$np" "${data[@]}" \
+        >"$run.train.txt"
+    fi
+    "$bin" plan --model "$(model_of "$name")" "${args[@]}" "${data[@]}" --cluster cpu \
+      --cluster-set devices_per_node="$np" --ep "$np" --loads "$run" --json >"$run.plan.json" ||
+      true  # a layout predicted not to fit still prints its plan
+    results+=("$name=$np=$run")
+  done
+done
+
+.venv/bin/python - "$out/calibration.json" "${results[@]}" <<'PY'
+import json, statistics, sys
+path, items = sys.argv[1], sys.argv[2:]
+rows = []
+for item in items:
+    name, np, run = item.split("=", 2)
+    plan = json.load(open(run + ".plan.json"))["layouts"][0]
+    rss = {}
+    for line in open(run + "/metrics.jsonl"):
+        r = json.loads(line)
+        if r["kind"] == "loss":
+            rss[r["rank"]] = max(rss.get(r["rank"], 0), r["peak_rss_gb"])
+    # Step time: rank 0's wall time per step (rank0.log), median of the steps after the first.
+    times = [float(line.split()[-1]) for line in open(run + "/rank0.log")
+             if line.startswith("step ") and int(line.split()[1]) > 1]
+    rows.append({"workload": name, "ep": int(np), "predicted_gb": plan["memory_bytes"]["peak"] / 1e9,
+                 "measured_gb": max(rss.values()), "predicted_step_s": plan["step_seconds"]["total"],
+                 "measured_step_s": statistics.median(times)})
+json.dump(rows, open(path, "w"), indent=1)
+print("\n| workload | EP | predicted GB/rank | measured peak RSS GB | ratio | predicted step s | measured step s | ratio |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    print(f"| {r['workload']} | {r['ep']} | {r['predicted_gb']:.3f} | {r['measured_gb']:.3f} | "
+          f"{r['predicted_gb'] / r['measured_gb']:.3f} | {r['predicted_step_s']:.3f} | "
+          f"{r['measured_step_s']:.3f} | {r['predicted_step_s'] / r['measured_step_s']:.3f} |")
+PY
