@@ -220,6 +220,58 @@ TEST(PlanModel, RanksSharingANodePeakWhileLoading) {
   EXPECT_DOUBLE_EQ(plan_layout(w, node, 2).memory.loading, 0);
 }
 
+// Peak resident memory that launch/plan_calibration.sh measured on the 2-core machine
+// (2026-12-06; docs/planning.md) for the 503 M-parameter model it builds (hidden 1024, 8 layers,
+// 16 experts top-4): full fp32 training from scratch, and int4 experts with MLP-Hadamard routers
+// fine-tuned from its fp32 checkpoint; 4 x 128 tokens per rank; each layer's rank imbalance as
+// its run measured. The plan must stay within 10% of each.
+TEST(PlanModel, MemoryWithinTenPercentOfTheCalibrationRuns) {
+  struct Measured {
+    bool full;
+    int ep;
+    double peak_rss_gb;
+    std::vector<double> imbalance;
+  };
+  const std::vector<Measured> runs = {
+      {true, 1, 9.955, {1.0}},
+      {true, 2, 6.520, {1.021, 1.061, 1.093, 1.063, 1.135, 1.135, 1.056, 1.030}},
+      {true, 4, 4.806, {1.141, 1.148, 1.192, 1.067, 1.123, 1.128, 1.156, 1.058}},
+      {false, 1, 3.317, {1.0}},
+      {false, 2, 2.404, {1.010, 1.024, 1.067, 1.059, 1.002, 1.009, 1.048, 1.025}},
+      {false, 4, 1.986, {1.088, 1.118, 1.043, 1.083, 1.052, 1.067, 1.050, 1.084}},
+  };
+  for (const auto& run : runs) {
+    SCOPED_TRACE(std::string(run.full ? "full training" : "int4 routers only") + ", EP " +
+                 std::to_string(run.ep));
+    PlanWorkload w;
+    Qwen2MoeConfig& c = w.model;
+    c.vocab_size = 8192;
+    c.hidden_size = 1024;
+    c.intermediate_size = 2816;
+    c.moe_intermediate_size = 1024;
+    c.shared_expert_intermediate_size = 2048;
+    c.num_hidden_layers = 8;
+    c.num_attention_heads = 8;
+    c.num_key_value_heads = 8;
+    c.num_experts = 16;
+    c.num_experts_per_tok = 4;
+    w.micro_batch = 4;
+    w.seq_len = 128;
+    w.weight_bytes = w.activation_bytes = 4;
+    w.routers_only = !run.full;
+    if (!run.full) {
+      w.router.mutable_mlp_hadamard()->set_hidden(64);
+      w.expert_quant = QuantOptions().kind(QuantKind::kInt4).group_size(128).symmetric(true);
+      w.checkpoint_bytes = 4;
+    }
+    w.rank_imbalance = run.imbalance;
+    ClusterSpec cpu = cluster_preset("cpu");
+    cpu.devices_per_node = run.ep;
+    const double predicted = plan_layout(w, cpu, run.ep).memory.peak() / 1e9;
+    EXPECT_NEAR(predicted / run.peak_rss_gb, 1.0, 0.10) << predicted << " GB predicted";
+  }
+}
+
 TEST(PlanModel, RefusesWhatCannotBe) {
   PlanWorkload w = hand_workload();
   expect_error([&] { plan_layout(w, two_devices(), 3); }, {"EP 3", "world of 2"});
