@@ -15,6 +15,7 @@
 
 #include "bench/bench.h"
 #include "common/errors.h"
+#include "common/host_reads.h"
 #include "common/table.h"
 #include "models/moe_block.h"
 
@@ -60,6 +61,7 @@ torch::Tensor dense_layer_forward(MoeBlock& block, ExpertBank& dense, const torc
 
 struct Timings {
   double layer_us, dense_layer_us, experts_us, dense_us, loop_us;
+  int64_t host_reads;  ///< counted reads to the host in one whole-layer pass (common/host_reads.h)
 };
 
 torch::Device bench_device(const config::BenchConfig& b) {
@@ -115,6 +117,12 @@ Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const R
         b.warmup(), b.layer_repeats());
   };
   Timings t;
+  const int64_t reads_before = host_reads();
+  {
+    auto y = block->forward(x).hidden;
+    if (backward) y.sum().backward();
+  }
+  t.host_reads = host_reads() - reads_before;
   t.layer_us = run([&] { return block->forward(x).hidden; });
   t.dense_layer_us = run([&] { return dense_layer_forward(block, dense, x); });
   t.experts_us = run([&] { return block->experts->forward(rows, tokens.tokens_per_expert); });
@@ -124,7 +132,8 @@ Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const R
 }
 
 void run_layer_bench(const BenchContext& ctx) {
-  Table table({"shape", "dtype", "mode", "tokens", "tokens_per_s", "dense_layer_tokens_per_s",
+  Table table({"shape", "dtype", "mode", "tokens", "host_reads", "tokens_per_s",
+               "dense_layer_tokens_per_s",
                "layer_vs_dense", "experts_tokens_per_s", "dense_tokens_per_s", "experts_vs_dense",
                "loop_tokens_per_s", "vs_loop"});
   const int64_t T = ctx.config.bench().layer_tokens();
@@ -135,7 +144,7 @@ void run_layer_bench(const BenchContext& ctx) {
         const Timings t = time_one(s, dtype, backward, ctx.config);
         auto per_s = [&](double us) { return Cell(double(T) / us * 1e6, 0); };
         table.add({s.name, dtype == torch::kFloat ? "fp32" : "bf16", backward ? "fwdbwd" : "fwd", T,
-                   per_s(t.layer_us), per_s(t.dense_layer_us),
+                   t.host_reads, per_s(t.layer_us), per_s(t.dense_layer_us),
                    Cell(t.dense_layer_us / t.layer_us, 3), per_s(t.experts_us), per_s(t.dense_us),
                    Cell(t.dense_us / t.experts_us, 3), per_s(t.loop_us),
                    Cell(t.loop_us / t.layer_us, 3)});
@@ -159,7 +168,8 @@ void run_layer_bench(const BenchContext& ctx) {
              "experts only: experts (grouped, on dispatched rows) vs dense (one expert on the same "
              "T*k rows); experts_vs_dense = dense time / experts time\n"
              "loop: Hugging Face's per-expert loop (whole layer); vs_loop = loop time / layer "
-             "time\n\n";
+             "time\nhost_reads: counts read back to the host in one whole-layer pass (each one "
+             "a wait on a GPU)\n\n";
 }
 
 }  // namespace

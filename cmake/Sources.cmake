@@ -62,6 +62,7 @@ configure_file(${CMAKE_SOURCE_DIR}/common/build_info.h.in ${SWITCHYARD_GEN_DIR}/
 set(SWITCHYARD_COMMON_SOURCES
   common/autocast.cpp
   common/crc32c.cpp
+  common/host_reads.cpp
   common/table.cpp)
 set(SWITCHYARD_ROUTERS_SOURCES
   routers/gating.cpp

@@ -3,24 +3,21 @@
 #include "parallel/all_to_all_dispatcher.h"
 
 #include "common/errors.h"
+#include "common/host_reads.h"
 #include "parallel/all_to_all.h"
 
 namespace switchyard {
 namespace {
 
-std::vector<int64_t> to_vector(const torch::Tensor& t) {
-  auto c = t.to(torch::kCPU, torch::kLong).contiguous();
-  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
-}
-
 // Rows arrive source-major ([source rank][local expert]); experts want them expert-major.
-// Returns the permutation that reorders them, built from the per-(source, expert) counts.
+// Returns the permutation that reorders them, built from the per-(source, expert) counts and
+// their total `rows` (given, so repeat_interleave need not read it back from a GPU).
 torch::Tensor expert_major_order(const torch::Tensor& counts_source_expert, int64_t ep,
-                                 int64_t local_experts) {
+                                 int64_t local_experts, int64_t rows) {
   auto device = counts_source_expert.device();
   auto chunk = torch::arange(ep * local_experts, torch::dtype(torch::kLong).device(device));
   auto key_of_chunk = (chunk % local_experts) * ep + chunk.div(local_experts, "floor");
-  auto key_of_row = key_of_chunk.repeat_interleave(counts_source_expert.reshape(-1));
+  auto key_of_row = key_of_chunk.repeat_interleave(counts_source_expert.reshape(-1), 0, rows);
   return std::get<1>(key_of_row.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
 }
 
@@ -78,24 +75,20 @@ std::pair<DispatchedTokens, DispatchHandle> AllToAllDispatcher::dispatch(
   const auto& ids = routing.topk_ids;
   SY_CHECK(ids.dim() == 2 && ids.size(0) == hidden.size(0), "dispatch: topk_ids ", ids.sizes(),
            " does not match hidden ", hidden.sizes());
-  const int64_t k = ids.size(1), ep = ep_->size(), local = num_local_experts();
+  const int64_t k = ids.size(1), ep = ep_->size(), local = num_local_experts(), slots = ep * local;
   auto device = hidden.device();
 
   DispatchHandle h;
   h.num_tokens = hidden.size(0);
 
-  // ---- local permutation: kept assignments, stably sorted by the global slot they go to -------
+  // ---- local permutation: assignments stably sorted by the global slot they go to -----------
+  // Everything here stays on the device: no count is read back until the one read below, so a
+  // GPU never waits in the middle of a layer. Dropped assignments sort after every slot (slot
+  // `slots`), so the kept ones are a prefix whose length the counts give.
   auto flat_ids = ids.reshape(-1).to(device, torch::kLong);
-  torch::Tensor kept = torch::arange(flat_ids.numel(), flat_ids.options());
-  if (routing.dropped.defined()) {
-    auto keep_mask = routing.dropped.reshape(-1).logical_not().to(device);
-    kept = keep_mask.nonzero().reshape(-1);
-    h.num_dropped = flat_ids.numel() - kept.numel();
-  }
-  auto expert_of_kept = flat_ids.index_select(0, kept);
   // The slot of each assignment: its expert's only copy, or copy (token index mod copies). In
   // the contiguous placement the slot is the expert id.
-  torch::Tensor slot_of_kept = expert_of_kept;
+  torch::Tensor slot = flat_ids;
   if (!identity_) {
     // The tables move to the hidden states' device once and stay there (set_data keeps the
     // handles), so a forward does not copy them from the host in every layer.
@@ -104,42 +97,76 @@ std::pair<DispatchedTokens, DispatchHandle> AllToAllDispatcher::dispatch(
       copies_.set_data(copies_.to(device));
     }
     const auto &table = copy_slots_, &copies = copies_;
-    slot_of_kept =
-        replicated_
-            ? table.index({expert_of_kept,
-                           kept.div(k, "floor").remainder(copies.index_select(0, expert_of_kept))})
-            : table.select(1, 0).index_select(0, expert_of_kept);
+    auto token = torch::arange(flat_ids.numel(), flat_ids.options()).div(k, "floor");
+    slot = replicated_ ? table.index({flat_ids, token.remainder(copies.index_select(0, flat_ids))})
+                       : table.select(1, 0).index_select(0, flat_ids);
   }
-  auto order = std::get<1>(slot_of_kept.sort(/*stable=*/true, 0, false));
-  auto assignment = kept.index_select(0, order);  // t * k + choice, in slot order
+  torch::Tensor expert = flat_ids;
+  if (routing.dropped.defined()) {
+    auto dropped = routing.dropped.reshape(-1).to(device);
+    slot = slot.masked_fill(dropped, slots);
+    expert = expert.masked_fill(dropped, num_experts_);
+  }
+  auto order = std::get<1>(slot.sort(/*stable=*/true, 0, false));  // t * k + choice
+  // Counts by scatter-add, not bincount, which reads its input's maximum on a GPU.
+  auto count = [&](const torch::Tensor& bins, int64_t n) {
+    return torch::zeros({n + 1}, bins.options())
+        .scatter_add_(0, bins, torch::ones_like(bins))
+        .narrow(0, 0, n);
+  };
+  auto routed = count(expert, num_experts_);
+  auto routed_slots = identity_ ? routed : count(slot, slots);
+
+  // ---- the one read: counts to the host --------------------------------------------------------
+  // With EP > 1 the per-(source, slot) counts are exchanged first, on the device (NCCL needs
+  // device memory), and read together with this rank's.
+  torch::Tensor counts_source_expert;
+  std::vector<torch::Tensor> to_read{routed, routed_slots};
+  if (ep > 1) {
+    counts_source_expert =
+        ep_->all_to_all_v(routed_slots.reshape({slots, 1}), std::vector<int64_t>(ep, local),
+                          std::vector<int64_t>(ep, local))
+            .reshape({ep, local});
+    to_read.push_back(counts_source_expert.reshape(-1));
+  }
+  const std::vector<int64_t> host = read_counts_to_host(torch::cat(to_read));
+  const auto at = host.begin();
+  h.routed_per_expert.assign(at, at + num_experts_);
+  const std::vector<int64_t> per_slot(at + num_experts_, at + num_experts_ + slots);
+  int64_t kept = 0;
+  for (int64_t c : per_slot) kept += c;
+  h.num_dropped = flat_ids.numel() - kept;
+
+  auto assignment = order.narrow(0, 0, kept);
   h.token_of_row = assignment.div(k, "floor");
   h.weight_of_row = routing.topk_weights.reshape(-1).index_select(
       0, assignment.to(routing.topk_weights.device()));
-  auto routed = torch::bincount(expert_of_kept, /*weights=*/{}, num_experts_);
-  auto routed_slots =
-      identity_ ? routed : torch::bincount(slot_of_kept, /*weights=*/{}, ep * local);
   auto permuted = hidden.index_select(0, h.token_of_row);
-  h.routed_per_expert = to_vector(routed);
 
   DispatchedTokens out;
   if (ep == 1) {
-    out.tokens_per_expert = identity_ ? h.routed_per_expert : to_vector(routed_slots);
+    out.tokens_per_expert = per_slot;
     out.hidden = permuted;
     return {std::move(out), std::move(h)};
   }
 
-  // ---- exchange: per-slot counts first, then the rows ---------------------------------------
-  // Counts travel as a tensor on the hidden states' device (NCCL needs device memory).
-  auto counts_source_expert =
-      ep_->all_to_all_v(routed_slots.reshape({ep * local, 1}), std::vector<int64_t>(ep, local),
-                        std::vector<int64_t>(ep, local))
-          .reshape({ep, local});
-  h.send_counts = to_vector(routed_slots.reshape({ep, local}).sum(1));
-  h.recv_counts = to_vector(counts_source_expert.sum(1));
-  out.tokens_per_expert = to_vector(counts_source_expert.sum(0));
+  // ---- exchange the rows --------------------------------------------------------------------
+  const auto received = at + num_experts_ + slots;  // [source rank][local slot]
+  h.send_counts.assign(size_t(ep), 0);
+  h.recv_counts.assign(size_t(ep), 0);
+  out.tokens_per_expert.assign(size_t(local), 0);
+  for (int64_t r = 0; r < ep; ++r) {
+    for (int64_t s = 0; s < local; ++s) {
+      h.send_counts[size_t(r)] += per_slot[size_t(r * local + s)];
+      h.recv_counts[size_t(r)] += received[r * local + s];
+      out.tokens_per_expert[size_t(s)] += received[r * local + s];
+    }
+  }
+  int64_t rows_in = 0;
+  for (int64_t c : h.recv_counts) rows_in += c;
 
   auto rows = all_to_all_v_with_grad(ep_, permuted, h.send_counts, h.recv_counts);
-  auto to_expert_major = expert_major_order(counts_source_expert, ep, local);
+  auto to_expert_major = expert_major_order(counts_source_expert, ep, local, rows_in);
   h.rows_to_source_order = torch::empty_like(to_expert_major);
   h.rows_to_source_order.index_put_(
       {to_expert_major}, torch::arange(to_expert_major.numel(), to_expert_major.options()));

@@ -93,6 +93,7 @@ for r in layer:
               "vs_loop"):
         assert f in r, (f, r)
     assert r["shape"] == "tiny" and r["tokens_per_s"] > 0 and r["layer_vs_dense"] > 0 and r["experts_vs_dense"] > 0, r
+    assert r["host_reads"] == 1, r  # the dispatch's one read of the counts, nothing in backward
 a2a = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
 assert [r["bytes"] for r in a2a] == [8192, 65536], a2a  # rank 0 prints, once
 for r in a2a:

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/errors.h"
+#include "common/host_reads.h"
 #include "parallel/all_to_all_dispatcher.h"
 #include "parallel/expert_migration.h"
 #include "parallel/process_groups.h"
@@ -208,4 +209,39 @@ TEST(ExpertMigration, RowsFollowTheirExpertsAcrossRanks) {
   EXPECT_EQ(slots_changed(Placement::contiguous(1, E, R).layers.front(),
                           Placement::contiguous(1, E, R).layers.front()),
             0);
+}
+
+// The hot path reads counts back to the host once per dispatch, whatever the EP size, drops or
+// placement (on a GPU each read waits for the device), and never in combine or backward.
+TEST(Dispatcher, OneHostReadPerDispatchNoneInCombineOrBackward) {
+  const int W = world()->size(), me = world()->rank();
+  const int64_t E = 2 * W, T = 7 + me;
+  torch::manual_seed(7 + me);
+  auto x = torch::randn({T, 4}, torch::kDouble).requires_grad_();
+  auto ids = torch::stack({torch::arange(T) % E, (torch::arange(T) + 1) % E}, 1);
+  auto dropped = torch::zeros({T, 2}, torch::kBool);
+  dropped[T - 1][0] = true;
+  std::vector<double> load(size_t(E), 1.0);
+  load[0] = 50;
+  for (bool drops : {false, true}) {
+    for (const LayerPlacement& placement :
+         {LayerPlacement{}, balanced_layer(load, W, W > 1 ? W : 0)}) {
+      SCOPED_TRACE(std::string(drops ? "drops, " : "no drops, ") +
+                   (placement.slots.empty() ? "contiguous" : "replicas"));
+      const Routing r =
+          routing_of(ids, torch::rand({T, 2}, torch::kDouble), drops ? dropped : torch::Tensor());
+      AllToAllDispatcher d(E, world(), placement);
+      const int64_t before = host_reads();
+      auto [tokens, handle] = d.dispatch(x, r);
+      EXPECT_EQ(host_reads() - before, 1);
+      auto y = d.combine(tokens.hidden * 2, handle);
+      y.sum().backward();
+      EXPECT_EQ(host_reads() - before, 1);
+      EXPECT_EQ(handle.num_dropped, drops ? 1 : 0);
+      // Every kept assignment comes back: row t gets 2 x its kept weights' sum.
+      auto kept = r.topk_weights.masked_fill(drops ? dropped : torch::zeros_like(dropped), 0);
+      EXPECT_TRUE(torch::allclose(y.detach(), 2 * x.detach() * kept.sum(1, true), 1e-12, 1e-12));
+      x.mutable_grad().reset();
+    }
+  }
 }

@@ -1,0 +1,22 @@
+#include "common/host_reads.h"
+
+#include <atomic>
+
+namespace switchyard {
+namespace {
+
+std::atomic<int64_t> reads{0};
+
+}  // namespace
+
+std::vector<int64_t> read_counts_to_host(const torch::Tensor& t) {
+  reads.fetch_add(1, std::memory_order_relaxed);
+  auto c = t.to(torch::kCPU, torch::kLong).contiguous();
+  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
+}
+
+int64_t host_reads() {
+  return reads.load(std::memory_order_relaxed);
+}
+
+}  // namespace switchyard

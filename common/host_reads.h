@@ -1,0 +1,22 @@
+// Reads of tensor values into host memory on the hot path (counts that size an exchange, a loss
+// for the log). On a GPU each one waits for the device's queue to drain, so the MoE layer makes
+// as few as it can, and benchmarks and tests count them here.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace switchyard {
+
+/// `t`'s values as int64 on the host: one counted read, whatever `t`'s device (on the CPU it
+/// costs no wait, but it is the same read the GPU path makes).
+///   usage: auto counts = read_counts_to_host(torch::cat({routed, received}));
+std::vector<int64_t> read_counts_to_host(const torch::Tensor& t);
+
+/// Counted reads so far in this process (all threads). A process-wide counter on purpose: it
+/// is what a benchmark or test compares before and after a forward pass.
+int64_t host_reads();
+
+}  // namespace switchyard
