@@ -133,9 +133,8 @@ Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const R
 
 void run_layer_bench(const BenchContext& ctx) {
   Table table({"shape", "dtype", "mode", "tokens", "host_reads", "tokens_per_s",
-               "dense_layer_tokens_per_s",
-               "layer_vs_dense", "experts_tokens_per_s", "dense_tokens_per_s", "experts_vs_dense",
-               "loop_tokens_per_s", "vs_loop"});
+               "dense_layer_tokens_per_s", "layer_vs_dense", "experts_tokens_per_s",
+               "dense_tokens_per_s", "experts_vs_dense", "loop_tokens_per_s", "vs_loop"});
   const int64_t T = ctx.config.bench().layer_tokens();
   for (const auto& s :
        layer_shapes(ctx.config.bench(), {kQwen15MoeLayer, {"small", 512, 16, 2, 512, 1024}})) {
