@@ -9,6 +9,7 @@
 #include <set>
 
 #include "bench/bench.h"
+#include "common/host_reads.h"
 #include "common/table.h"
 #include "models/lm_loss.h"
 #include "models/qwen2_moe.h"
@@ -86,35 +87,42 @@ void run_model_bench(const BenchContext& ctx) {
   auto ids = torch::randint(0, cfg.vocab_size, {1, T}, torch::kLong);
   model->eval();
   auto t0 = std::chrono::steady_clock::now();
+  const int64_t reads_before = host_reads();
   {
     torch::NoGradGuard no_grad;
     model->forward(ids);
   }
   const double fwd_ms = seconds_since(t0) * 1e3 / double(T);
+  const int64_t fwd_reads = host_reads() - reads_before;
   const double rss_fwd = peak_rss_gb();
   if (!ctx.json) std::cerr << "forward done, peak RSS " << rss_fwd << " GB\n";
 
   // Router fine-tuning: only router parameters train.
   double fwdbwd_ms = 0, rss_graph = 0;
+  int64_t fwdbwd_reads = 0;
   if (b.model_backward()) {
     for (auto& p : model->named_parameters())
       p.value().set_requires_grad(p.key().find(".router.") != std::string::npos);
     model->train();
     t0 = std::chrono::steady_clock::now();
+    const int64_t before = host_reads();
     auto out = model->forward(ids);
     auto loss = next_token_loss(out.logits, ids) + out.router_loss;
     rss_graph = peak_rss_gb();
     if (!ctx.json) std::cerr << "forward with autograd done, peak RSS " << rss_graph << " GB\n";
     loss.backward();
     fwdbwd_ms = seconds_since(t0) * 1e3 / double(T);
+    fwdbwd_reads = host_reads() - before;
   }
 
   Table table({"preset", "quant", "params", "tokens", "build_s", "rss_built_gb", "rss_fwd_gb",
-               "rss_graph_gb", "peak_rss_gb", "fwd_ms_per_token", "fwdbwd_ms_per_token"});
+               "rss_graph_gb", "peak_rss_gb", "fwd_ms_per_token", "fwdbwd_ms_per_token",
+               "fwd_host_reads", "fwdbwd_host_reads"});
   table.add({b.model_preset(), config::QuantType_Name(quant.experts()), params, T, Cell(build_s, 1),
              Cell(rss_built, 2), Cell(rss_fwd, 2),
              b.model_backward() ? Cell(rss_graph, 2) : Cell("skipped"), Cell(peak_rss_gb(), 2),
-             Cell(fwd_ms, 2), b.model_backward() ? Cell(fwdbwd_ms, 2) : Cell("skipped")});
+             Cell(fwd_ms, 2), b.model_backward() ? Cell(fwdbwd_ms, 2) : Cell("skipped"), fwd_reads,
+             b.model_backward() ? Cell(fwdbwd_reads) : Cell("skipped")});
   if (ctx.json) {
     table.print_json(ctx.out);
     return;

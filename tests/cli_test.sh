@@ -117,6 +117,8 @@ r = rows[0]
 for f in ("params", "peak_rss_gb", "fwd_ms_per_token", "fwdbwd_ms_per_token"):
     assert f in r and r[f] > 0, (f, r)
 assert r["quant"] == "INT4" and r["preset"] == "tiny", r
+# The tiny preset's 2 MoE layers read their dispatch counts once each, forward and backward alike.
+assert r["fwd_host_reads"] == 2 and r["fwdbwd_host_reads"] == 2, r
 PY
 then ok "bench model --json fields"; else fail "bench model --json ($(head -c 300 "$tmp/model.err"))"; fi
 if "$bin" bench quant --config "$(dirname "$0")/../configs/bench_small_layer.pbtxt" \
