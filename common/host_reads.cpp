@@ -15,6 +15,12 @@ std::vector<int64_t> read_counts_to_host(const torch::Tensor& t) {
   return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
 }
 
+std::vector<double> read_values_to_host(const torch::Tensor& t) {
+  reads.fetch_add(1, std::memory_order_relaxed);
+  auto c = t.to(torch::kCPU, torch::kDouble).contiguous();
+  return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
+}
+
 int64_t host_reads() {
   return reads.load(std::memory_order_relaxed);
 }

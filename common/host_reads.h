@@ -15,6 +15,9 @@ namespace switchyard {
 ///   usage: auto counts = read_counts_to_host(torch::cat({routed, received}));
 std::vector<int64_t> read_counts_to_host(const torch::Tensor& t);
 
+/// `t`'s values as doubles on the host: one counted read.
+std::vector<double> read_values_to_host(const torch::Tensor& t);
+
 /// Counted reads so far in this process (all threads). A process-wide counter on purpose: it
 /// is what a benchmark or test compares before and after a forward pass.
 int64_t host_reads();

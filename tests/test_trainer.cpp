@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "common/errors.h"
+#include "common/host_reads.h"
 #include "models/qwen2_moe.h"
 #include "trainer/adamw.h"
 #include "trainer/lr_schedule.h"
@@ -119,6 +120,34 @@ TEST(Trainer, FullTrainingOverfitsOneBatch) {
   EXPECT_GT(first.grad_norm, 0);
   ASSERT_EQ(last.layer_stats.size(), 2u);  // both tiny layers are MoE
   EXPECT_EQ(last.tokens_per_local_expert[0].size(), 8u);
+}
+
+// A step reads to the host once beyond its dispatches (one each per MoE layer and micro-batch):
+// losses, token counts, router statistics, the finiteness verdicts and the gradient norm travel
+// together after the gradient sync. Its routing statistics still add up.
+TEST(Trainer, OneReadToTheHostPerStepBesidesTheDispatches) {
+  auto model = tiny_model();
+  config::TrainConfig t;
+  t.set_routers_only(false);
+  t.set_steps(2);
+  Trainer trainer(TaskModel::causal_lm(model), single_process_groups(), t);
+  auto tokens = torch::randint(0, 512, {4, 17}, torch::kLong);
+  const std::vector<TaskBatch> micro = {causal_lm_batch(tokens.narrow(0, 0, 2)),
+                                        causal_lm_batch(tokens.narrow(0, 2, 2))};
+  const int64_t before = host_reads();
+  const StepMetrics m = trainer.step(micro);
+  EXPECT_EQ(host_reads() - before, 2 /* MoE layers */ * 2 /* micro-batches */ + 1);
+  ASSERT_EQ(m.layer_stats.size(), 2u);
+  for (const auto& s : m.layer_stats) {
+    int64_t kept = 0;
+    for (int64_t c : s.expert_tokens) kept += c;
+    EXPECT_EQ(s.num_tokens, 4 * 16);  // each block of 17 feeds its first 16 tokens
+    EXPECT_EQ(kept + s.num_dropped, s.num_assignments);
+    EXPECT_GT(s.token_entropy, 0);
+    EXPECT_LE(s.token_entropy, std::log(8.0) + 1e-9);
+  }
+  EXPECT_TRUE(std::isfinite(m.loss) && m.grad_norm > 0 && !m.skipped);
+  EXPECT_EQ(m.tokens, 4 * 16);
 }
 
 TEST(Trainer, DistillationTeachesANewRouterTheOriginalGate) {

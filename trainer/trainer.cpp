@@ -1,5 +1,7 @@
 #include "trainer/trainer.h"
 
+#include "common/host_reads.h"
+
 #include <cmath>
 #include <set>
 #include <sstream>
@@ -122,11 +124,13 @@ double Trainer::learning_rate() const {
   return learning_rate_at(phase, step < distill ? step : step - distill);
 }
 
-double Trainer::gradient_norm() {
+torch::Tensor Trainer::gradient_norm_squared() {
   // Replicated gradients are equal on every rank after the sync; expert gradients differ
-  // across the EP group, so their squares are summed over it before the square root.
+  // across the EP group, so their squares are summed over it. Everything stays on the model's
+  // device (bare NCCL groups need it there; a GPU need not wait).
+  const auto device = model_.device();
   auto square_sum = [&](const std::vector<torch::Tensor>& ps) {
-    std::vector<torch::Tensor> parts;  // summed where the gradients are, one copy to the host
+    std::vector<torch::Tensor> parts;
     for (const auto& p : ps) {
       if (!p.grad().defined()) continue;
       auto g = p.grad();
@@ -138,17 +142,14 @@ double Trainer::gradient_norm() {
           if (owned[s] >= 0) rows.push_back(int64_t(s));
         g = g.index_select(0, torch::tensor(rows, torch::kLong).to(g.device()));
       }
-      parts.push_back(g.to(torch::kDouble).square().sum());
+      parts.push_back(g.to(torch::kDouble).square().sum().to(device));
     }
-    return parts.empty() ? torch::zeros({}, torch::kDouble) : torch::stack(parts).sum().cpu();
+    return parts.empty() ? torch::zeros({}, torch::dtype(torch::kDouble).device(device))
+                         : torch::stack(parts).sum();
   };
   auto experts = square_sum(expert_sharded_);
-  if (groups_.ep_size() > 1 && !expert_sharded_.empty()) {
-    auto on_device = experts.to(expert_sharded_.front().device());  // bare NCCL groups too
-    groups_.ep->all_reduce(on_device);
-    experts = on_device.cpu();
-  }
-  return std::sqrt((square_sum(replicated_) + experts).item<double>());
+  if (groups_.ep_size() > 1 && !expert_sharded_.empty()) groups_.ep->all_reduce(experts);
+  return square_sum(replicated_) + experts;
 }
 
 void Trainer::update_expert_biases(const std::vector<torch::Tensor>& selections) {
@@ -176,16 +177,32 @@ void Trainer::clip_gradients(double norm) {
 
 namespace {
 
-// Whether any of this rank's own gradients is not finite (before the data-parallel sync mixes
-// them with the other ranks'): one reduction where they are, one number to the host.
-bool local_gradients_finite(const std::vector<torch::Tensor>& a,
-                            const std::vector<torch::Tensor>& b) {
+// Whether all of this rank's own gradients are finite (before the data-parallel sync mixes them
+// with the other ranks'), as a boolean on `device`: no read back.
+torch::Tensor local_gradients_finite(const std::vector<torch::Tensor>& a,
+                                     const std::vector<torch::Tensor>& b, torch::Device device) {
   std::vector<torch::Tensor> parts;
   for (const auto* list : {&a, &b})
     for (const auto& p : *list)
-      if (p.grad().defined()) parts.push_back(p.grad().to(torch::kDouble).abs().sum());
-  if (parts.empty()) return true;
-  return std::isfinite(torch::stack(parts).sum().item<double>());
+      if (p.grad().defined()) parts.push_back(p.grad().to(torch::kDouble).abs().sum().to(device));
+  if (parts.empty()) return torch::ones({}, torch::dtype(torch::kBool).device(device));
+  return torch::isfinite(torch::stack(parts).sum());
+}
+
+// Per-expert choices [E] of a routing, counted on its device (scatter-add: bincount reads its
+// input's maximum back from a GPU).
+torch::Tensor choices_per_expert(const torch::Tensor& topk_ids, int64_t num_experts) {
+  auto ids = topk_ids.reshape({-1}).to(torch::kLong);
+  return torch::zeros({num_experts}, ids.options()).scatter_add_(0, ids, torch::ones_like(ids));
+}
+
+// The summed per-token entropy of a routing's distribution (scores renormalised, as
+// RoutingStats::from_routing does), on the scores' device.
+torch::Tensor token_entropy_sum(const Routing& r) {
+  torch::NoGradGuard no_grad;
+  auto p = r.scores.to(torch::kDouble);
+  p = p / p.sum(-1, true).clamp_min(1e-300);
+  return -(p * p.clamp_min(1e-300).log()).sum();
 }
 
 std::string ranks_text(const std::vector<int>& ranks) {
@@ -204,10 +221,17 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   prepare_routing();
   const double n = double(micro_batches.size());
   const bool classifies = model_.task() == Task::kSequenceClassification;
-  int64_t rows = 0, correct = 0;
-  std::vector<std::vector<RoutingStats>> per_layer;
-  std::vector<torch::Tensor> selections;  ///< per layer with an expert bias: choices per expert
   const auto device = model_.device();
+  // Losses, counts and per-layer numbers are summed where they are computed, on the device, and
+  // read to the host once, after the gradient sync: a GPU never waits inside the step. The
+  // expert counts are already on the host (each dispatch reads its counts once).
+  auto zero = [&] { return torch::zeros({}, torch::dtype(torch::kDouble).device(device)); };
+  torch::Tensor task_sum = zero(), router_sum = zero(), distill_sum = zero(), tokens = zero(),
+                correct = zero();
+  std::vector<torch::Tensor> aux, z, entropy;
+  std::vector<RoutingStats> layer_stats;  ///< counts per layer, summed over micro-batches
+  int64_t rows = 0;
+  std::vector<torch::Tensor> selections;  ///< per layer with an expert bias: choices per expert
   for (const auto& micro_batch : micro_batches) {
     const TaskBatch batch = micro_batch.to(device);
     TaskOutput out;
@@ -222,68 +246,96 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
       loss = torch::zeros({}, task.options());
       for (const auto& moe : out.moe) {
         loss = loss + moe.distill_loss;
-        m.distill_kl += moe.distill_loss.item<double>() / (n * double(out.moe.size()));
+        distill_sum = distill_sum +
+                      moe.distill_loss.detach().to(torch::kDouble) / (n * double(out.moe.size()));
         m.topk_agreement += moe.topk_agreement / (n * double(out.moe.size()));
       }
       loss = loss / double(out.moe.size());
     }
     (loss / n).backward();
-    m.task_loss += task.item<double>() / n;
-    m.router_loss += out.router_loss.item<double>() / n;
-    m.tokens += batch.attention_mask.sum().item<int64_t>();
+    task_sum = task_sum + task.detach().to(torch::kDouble) / n;
+    router_sum = router_sum + out.router_loss.detach().to(torch::kDouble) / n;
+    tokens = tokens + batch.attention_mask.sum().to(torch::kDouble);
     if (classifies) {
       rows += out.num_targets;
-      correct += out.predictions.eq(batch.targets).sum().item<int64_t>();
+      correct = correct + out.predictions.eq(batch.targets).sum().to(torch::kDouble);
     }
     if (m.tokens_per_local_expert.empty()) {
       m.tokens_per_local_expert.resize(out.moe.size());
-      per_layer.resize(out.moe.size());
-      m.layer_aux_loss.assign(out.moe.size(), 0.0);
-      m.layer_z_loss.assign(out.moe.size(), 0.0);
+      layer_stats.resize(out.moe.size());
+      aux.assign(out.moe.size(), zero());
+      z.assign(out.moe.size(), zero());
+      entropy.assign(out.moe.size(), zero());
       selections.resize(out.moe.size());
     }
     for (size_t l = 0; l < out.moe.size(); ++l) {
       const auto& moe = out.moe[l];
+      const int64_t E = int64_t(moe.routed_per_expert.size());
       if (model_.moe_blocks()[l]->router->expert_bias().defined()) {
-        const int64_t E = int64_t(moe.routed_per_expert.size());
-        auto chosen = torch::bincount(moe.routing.topk_ids.reshape({-1}), {}, E);
+        auto chosen = choices_per_expert(moe.routing.topk_ids, E);
         selections[l] = selections[l].defined() ? selections[l] + chosen : chosen;
       }
-      m.layer_aux_loss[l] += moe.routing.aux_loss.item<double>() / n;
-      m.layer_z_loss[l] += moe.routing.z_loss.item<double>() / n;
-      per_layer[l].push_back(
-          RoutingStats::from_routing(moe.routing, int64_t(moe.routed_per_expert.size())));
+      aux[l] = aux[l] + moe.routing.aux_loss.detach().to(torch::kDouble) / n;
+      z[l] = z[l] + moe.routing.z_loss.detach().to(torch::kDouble) / n;
+      entropy[l] = entropy[l] + token_entropy_sum(moe.routing);
+      // Kept assignments per expert: what the dispatch sent, already on the host.
+      RoutingStats& s = layer_stats[l];
+      if (s.expert_tokens.empty()) s.expert_tokens.assign(size_t(E), 0);
+      int64_t kept = 0;
+      for (int64_t e = 0; e < E; ++e) {
+        s.expert_tokens[size_t(e)] += moe.routed_per_expert[size_t(e)];
+        kept += moe.routed_per_expert[size_t(e)];
+      }
+      s.num_tokens += moe.routing.topk_ids.size(0);
+      s.num_assignments += moe.routing.topk_ids.numel();
+      s.num_dropped += moe.routing.topk_ids.numel() - kept;
       auto& received = m.tokens_per_local_expert[l];
       received.resize(moe.tokens_per_local_expert.size());
       for (size_t e = 0; e < received.size(); ++e) received[e] += moe.tokens_per_local_expert[e];
     }
   }
-  for (auto& parts : per_layer) m.layer_stats.push_back(RoutingStats::merge(parts));
 
   // This rank's own verdict, taken before the sync mixes gradients: 1 for a non-finite loss,
-  // 2 for non-finite gradients. It travels with the losses, one slot per rank.
-  const bool loss_finite = std::isfinite(m.task_loss + m.router_loss + m.distill_kl);
-  const bool grads_finite = local_gradients_finite(replicated_, expert_sharded_);
+  // 2 for non-finite gradients. It travels with the losses, one slot per rank, and every rank
+  // gets the world's sums. On the model's device, so that groups of a bare NCCL communicator work.
   const int world = groups_.world->size(), me = groups_.world->rank();
-  std::vector<double> values = {m.task_loss,      m.router_loss, m.distill_kl,
-                                m.topk_agreement, double(rows),  double(correct)};
-  values.resize(values.size() + size_t(world), 0.0);
-  values[6 + size_t(me)] = (loss_finite ? 0 : 1) + (grads_finite ? 0 : 2);
-  // Every rank gets the world's mean losses, accuracy and verdicts. On the model's device, so
-  // that groups of a bare NCCL communicator work too.
-  auto on_device = torch::tensor(values, torch::kDouble).to(device);
-  groups_.world->all_reduce(on_device);
-  const auto reduced = on_device.cpu();
-  const double* v = reduced.data_ptr<double>();
+  const auto loss_bad = torch::isfinite(task_sum + router_sum + distill_sum).logical_not();
+  const auto grads_bad = local_gradients_finite(replicated_, expert_sharded_, device).logical_not();
+  auto verdicts = torch::zeros({world}, torch::dtype(torch::kDouble).device(device));
+  verdicts.index_put_({me}, loss_bad.to(torch::kDouble) + 2 * grads_bad.to(torch::kDouble));
+  auto on_device = [&](double x) {
+    return torch::full({}, x, torch::dtype(torch::kDouble).device(device));
+  };
+  auto reduced =
+      torch::cat({torch::stack({task_sum, router_sum, distill_sum, on_device(m.topk_agreement),
+                                on_device(double(rows)), correct}),
+                  verdicts});
+  groups_.world->all_reduce(reduced);
+  sync_->synchronize();
+  const int64_t L = int64_t(aux.size());
+  std::vector<torch::Tensor> read{reduced, gradient_norm_squared().reshape({1}),
+                                  tokens.reshape({1})};
+  if (L > 0) read.insert(read.end(), {torch::stack(aux), torch::stack(z), torch::stack(entropy)});
+  // The step's one read to the host.
+  const std::vector<double> host = read_values_to_host(torch::cat(read));
+  const double* v = host.data();
+  const double* layer = v + 6 + world + 2;
+  for (int64_t l = 0; l < L; ++l) {
+    m.layer_aux_loss.push_back(layer[l]);
+    m.layer_z_loss.push_back(layer[L + l]);
+    RoutingStats& s = layer_stats[size_t(l)];
+    s.token_entropy = s.num_tokens > 0 ? layer[2 * L + l] / double(s.num_tokens) : 0.0;
+    s.recompute_load_metrics();
+    m.layer_stats.push_back(s);
+  }
   if (classifies) m.accuracy = v[5] / v[4];
   m.task_loss = v[0] / world;
   m.router_loss = v[1] / world;
   m.distill_kl = v[2] / world;
   m.topk_agreement = v[3] / world;
   m.loss = m.distilling ? m.distill_kl : m.task_loss + m.router_loss;
-
-  sync_->synchronize();
-  m.grad_norm = gradient_norm();
+  m.tokens = int64_t(v[6 + world + 1]);
+  m.grad_norm = std::sqrt(v[6 + world]);
   std::vector<int> bad_loss, bad_grads;
   for (int r = 0; r < world; ++r) {
     const int verdict = int(v[6 + r]);

@@ -106,7 +106,8 @@ class Trainer {
   void set_expert_placements(const std::vector<LayerPlacement>& placements);
 
  private:
-  double gradient_norm();  ///< global, before clipping
+  /// The global gradient norm's square before clipping, on the model's device (no host read).
+  torch::Tensor gradient_norm_squared();
   void clip_gradients(double norm);
   double learning_rate() const;  ///< for the next step, within its phase
   /// Aux-loss-free balancing: each MoE layer's expert choices of this step (`selections`, per
