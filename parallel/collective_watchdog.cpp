@@ -223,12 +223,22 @@ struct CollectiveWatchdog::State {
   }
 
   // Called with the mutex held; never returns.
-  [[noreturn]] void expire(const Pending& p, const std::string& problem) {
+  [[noreturn]] void expire(const Pending& p, const std::string& problem, bool timed_out) {
     expired = true;
-    const double now = wall_now();
-    const std::string missing =
-        ranks_missing_from(*p.group, p.seq, world_rank, read_peers(*p.group), now,
-                           kStaleBeats * beat_interval(options.timeout_s) + 0.5);
+    double now = wall_now();
+    const double stale_s = kStaleBeats * beat_interval(options.timeout_s) + 0.5;
+    std::string missing =
+        ranks_missing_from(*p.group, p.seq, world_rank, read_peers(*p.group), now, stale_s);
+    // A peer stopped inside this collective has entered it, and its last heartbeat may still be
+    // fresh when a collective that started long before the stop times out (ranks wait a while on
+    // a loaded machine). Give such a peer the time to go stale before concluding that every rank
+    // is in: ending the job a few seconds later is worth naming the rank that stalled it.
+    const double give_up = now + stale_s;
+    while (timed_out && missing.empty() && now < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      now = wall_now();
+      missing = ranks_missing_from(*p.group, p.seq, world_rank, read_peers(*p.group), now, stale_s);
+    }
     const std::string log = options.log_dir.empty()
                                 ? ""
                                 : options.log_dir + "/rank" + std::to_string(world_rank) + ".log";
@@ -284,15 +294,17 @@ struct CollectiveWatchdog::State {
       }
       for (const auto& p : pending) {
         const std::string error = p.group->inner->async_error();
-        if (!error.empty()) expire(p, "failed on the device: " + error);
+        if (!error.empty()) expire(p, "failed on the device: " + error, false);
       }
       const auto now = std::chrono::steady_clock::now();
       if (timeout > 0)
         for (const auto& p : pending)
           if (std::chrono::duration<double>(now - p.start).count() > timeout)
-            expire(p, detail::concat("has not finished after ",
-                                     seconds(std::chrono::duration<double>(now - p.start).count()),
-                                     " (parallel.timeout_s = ", timeout, ")"));
+            expire(p,
+                   detail::concat("has not finished after ",
+                                  seconds(std::chrono::duration<double>(now - p.start).count()),
+                                  " (parallel.timeout_s = ", timeout, ")"),
+                   true);
       const double wall = wall_now();
       if (wall - last_beat >= beat_interval(timeout)) write_heartbeat(wall);
     }
