@@ -34,30 +34,6 @@ std::vector<int64_t> uneven_counts(int64_t rows, int peers, int me, uint64_t see
   return counts;
 }
 
-// The exchanges, alternating call by call so drift on a shared machine hits them alike.
-// Returns, for each, the median over repeats of the slowest rank's time per call.
-std::vector<double> median_max_us(const CommunicatorPtr& world,
-                                  const std::vector<std::function<void()>>& fns, int warmup,
-                                  int repeats) {
-  const int64_t n = int64_t(fns.size());
-  for (int i = 0; i < warmup; ++i)
-    for (const auto& f : fns) f();
-  auto times = torch::empty({n, repeats}, torch::kDouble);
-  for (int i = 0; i < repeats; ++i) {
-    for (int64_t which = 0; which < n; ++which) {
-      world->barrier();
-      const auto start = std::chrono::steady_clock::now();
-      fns[which]();
-      times[which][i] =
-          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
-              .count();
-    }
-  }
-  world->all_reduce(times, ReduceOp::kMax);
-  auto med = std::get<0>(times.median(1)).contiguous();
-  return {med.data_ptr<double>(), med.data_ptr<double>() + n};
-}
-
 void run_alltoall_bench(const BenchContext& ctx) {
   // Keep freed memory for reuse, as a training loop reusing the same sizes every step would
   // see it: by default glibc maps every block above ~32 MiB fresh from the kernel and unmaps it

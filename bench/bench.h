@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "configs/run_config.h"
+#include "parallel/communicator.h"
 
 namespace switchyard {
 
@@ -31,6 +32,7 @@ BenchEntry layer_bench_entry();
 BenchEntry alltoall_bench_entry();
 BenchEntry model_bench_entry();
 BenchEntry quant_bench_entry();
+BenchEntry rates_bench_entry();
 
 /// One MoE layer's shape (`bench layer`, and the speed table of `bench quant`).
 struct LayerShape {
@@ -45,5 +47,12 @@ std::vector<LayerShape> layer_shapes(const config::BenchConfig& b,
 
 /// Median wall-clock microseconds of fn() over `repeats` runs after `warmup` untimed runs.
 double median_us(const std::function<void()>& fn, int warmup, int repeats);
+
+/// Every rank runs the same functions, alternating call by call so drift on a shared machine
+/// hits them alike, each call started together (a barrier). Returns, for each function, the
+/// median over repeats of the slowest rank's microseconds per call.
+std::vector<double> median_max_us(const CommunicatorPtr& world,
+                                  const std::vector<std::function<void()>>& fns, int warmup,
+                                  int repeats);
 
 }  // namespace switchyard

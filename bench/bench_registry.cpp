@@ -18,6 +18,7 @@ const std::vector<BenchEntry>& bench_registry() {
       alltoall_bench_entry(),
       model_bench_entry(),
       quant_bench_entry(),
+      rates_bench_entry(),
   };
   return entries;
 }
@@ -48,6 +49,28 @@ double median_us(const std::function<void()>& fn, int warmup, int repeats) {
   }
   std::nth_element(us.begin(), us.begin() + repeats / 2, us.end());
   return us[repeats / 2];
+}
+
+std::vector<double> median_max_us(const CommunicatorPtr& world,
+                                  const std::vector<std::function<void()>>& fns, int warmup,
+                                  int repeats) {
+  const int64_t n = int64_t(fns.size());
+  for (int i = 0; i < warmup; ++i)
+    for (const auto& f : fns) f();
+  auto times = torch::empty({n, repeats}, torch::kDouble);
+  for (int i = 0; i < repeats; ++i) {
+    for (int64_t which = 0; which < n; ++which) {
+      world->barrier();
+      const auto start = std::chrono::steady_clock::now();
+      fns[which]();
+      times[which][i] =
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+              .count();
+    }
+  }
+  world->all_reduce(times, ReduceOp::kMax);
+  auto med = std::get<0>(times.median(1)).contiguous();
+  return {med.data_ptr<double>(), med.data_ptr<double>() + n};
 }
 
 }  // namespace switchyard

@@ -62,13 +62,29 @@ model_of() {
   esac
 }
 
+# The rates plan uses, measured by `bench rates` with the ranks and threads of each EP size
+# (CALIBRATION_RATES=preset: the `cpu` preset's own rates instead).
+threads_at() { local t=$(( cores / $1 )); [ "$t" -ge 1 ] || t=1; echo "$t"; }
+for np in 1 2 4; do
+  rates="$out/rates_np$np.txt"
+  if [ -z "${CALIBRATION_REUSE:-}" ] || [ ! -f "$rates" ]; then
+    echo "== bench rates at $np rank(s)"
+    # GEMMs at the medium model's expert shape, on a micro-batch's 512 tokens.
+    echo "bench { layer_shapes { hidden_size: 1024 num_experts: 16 top_k: 4 expert_intermediate_size: 1024 }
+           tokens: 512 repeats: 7 }" >"$out/rates.pbtxt"
+    OMP_NUM_THREADS=$(threads_at "$np") ./launch/mpirun.sh -np "$np" "$bin" bench --name rates \
+      --config "$out/rates.pbtxt" >"$out/rates_np$np.table.txt"
+    sed -n 's/^cluster-set: //p' "$out/rates_np$np.table.txt" >"$rates"
+  fi
+done
+
 results=()
 for name in small_ro medium_full medium_ro; do
   read -r -a args <<<"$(case_args "$name" | tr '\n' ' ')"
   for np in 1 2 4; do
     run="$out/${name}_ep$np"
     echo "== $name at EP $np"
-    threads=$(( cores / np )); [ "$threads" -ge 1 ] || threads=1
+    threads=$(threads_at "$np")
     # CALIBRATION_REUSE=1 plans again over the runs already measured.
     if [ -z "${CALIBRATION_REUSE:-}" ] || [ ! -f "$run/metrics.jsonl" ]; then
       rm -rf "$run"
@@ -76,8 +92,12 @@ for name in small_ro medium_full medium_ro; do
         --run-dir "$run" --progress lines --set parallel.expert_parallel="$np" "${data[@]}" \
         >"$run.train.txt"
     fi
+    sets=(--cluster-set devices_per_node="$np")
+    if [ "${CALIBRATION_RATES:-bench}" = bench ]; then
+      for kv in $(cat "$out/rates_np$np.txt"); do sets+=(--cluster-set "$kv"); done
+    fi
     "$bin" plan --model "$(model_of "$name")" "${args[@]}" "${data[@]}" --cluster cpu \
-      --cluster-set devices_per_node="$np" --ep "$np" --loads "$run" --json >"$run.plan.json" ||
+      "${sets[@]}" --ep "$np" --loads "$run" --json >"$run.plan.json" ||
       true  # a layout predicted not to fit still prints its plan
     results+=("$name=$np=$run")
   done

@@ -41,9 +41,9 @@ std::vector<ClusterSpec> make_presets() {
   ClusterSpec cpu;
   cpu.name = "cpu";
   cpu.source =
-      "the 2-core development machine (bench/RESULTS.md): fp32 GEMMs from bench layer's dense "
-      "chain (883 tokens/s x 138.7 MFLOP), bf16 the same (fp32 GEMMs underneath), MPI "
-      "shared-memory all-to-all at 4 ranks from bench alltoall";
+      "the 2-core development machine, 4 ranks of 1 thread: `bench rates` under mpirun -np 4 "
+      "(docs/planning.md, 2026-12-06): GEMMs at hidden 1024, memory, per-layer overhead, "
+      "AdamW per parameter, all-to-all; bf16 as fp32 (fp32 GEMMs underneath)";
   cpu.nodes = 1;
   cpu.devices_per_node = 4;
   cpu.ranks_share_node = true;
@@ -51,11 +51,14 @@ std::vector<ClusterSpec> make_presets() {
   // launch/plan_calibration.sh: the quickstart base's peak RSS less its predicted model terms,
   // 0.46-0.49 GB at EP 1, 2 and 4 (2026-12-06).
   cpu.runtime_gb = 0.47;
-  cpu.tflops_bf16 = 0.12;
-  cpu.tflops_fp32 = 0.12;
-  cpu.memory_bandwidth_gbs = 10;
-  cpu.intra_node_gbs = 2.1;
-  cpu.inter_node_gbs = 1.0;
+  // Node rates: the 4 ranks' rates summed, per-rank times divided by 4 (plan shares them out).
+  cpu.tflops_bf16 = 0.14;
+  cpu.tflops_fp32 = 0.14;
+  cpu.memory_bandwidth_gbs = 70;
+  cpu.layer_overhead_ms = 0.9;
+  cpu.optimizer_ns_per_param = 2.5;
+  cpu.intra_node_gbs = 0.54;
+  cpu.inter_node_gbs = 0.54;  // one node: never used
   cpu.intra_node_latency_us = 40;
   cpu.inter_node_latency_us = 100;
   return {h100, h200, cpu};
@@ -76,6 +79,8 @@ const std::vector<Field>& fields() {
       {"tflops_bf16", [](ClusterSpec& s, double v) { s.tflops_bf16 = v; }},
       {"tflops_fp32", [](ClusterSpec& s, double v) { s.tflops_fp32 = v; }},
       {"memory_bandwidth_gbs", [](ClusterSpec& s, double v) { s.memory_bandwidth_gbs = v; }},
+      {"layer_overhead_ms", [](ClusterSpec& s, double v) { s.layer_overhead_ms = v; }},
+      {"optimizer_ns_per_param", [](ClusterSpec& s, double v) { s.optimizer_ns_per_param = v; }},
       {"intra_node_gbs", [](ClusterSpec& s, double v) { s.intra_node_gbs = v; }},
       {"inter_node_gbs", [](ClusterSpec& s, double v) { s.inter_node_gbs = v; }},
       {"intra_node_latency_us", [](ClusterSpec& s, double v) { s.intra_node_latency_us = v; }},
@@ -102,6 +107,10 @@ void ClusterSpec::validate() const {
   positive("inter_node_gbs", inter_node_gbs);
   if (!(runtime_gb >= 0))
     throw ConfigError("cluster " + name + ": runtime_gb must not be negative");
+  if (!(layer_overhead_ms >= 0 && optimizer_ns_per_param >= 0))
+    throw ConfigError("cluster " + name +
+                      ": layer_overhead_ms and optimizer_ns_per_param must not be negative (0: "
+                      "not modelled)");
   if (!(intra_node_latency_us >= 0 && inter_node_latency_us >= 0))
     throw ConfigError("cluster " + name + ": latencies must not be negative");
 }

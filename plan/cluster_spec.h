@@ -20,11 +20,18 @@ struct ClusterSpec {
   /// libraries, MPI and allocator pools), 1e9 bytes.
   double runtime_gb = 0;
   /// CPU nodes: the ranks of a node share its memory, cores and memory bandwidth, so
-  /// memory_gb, the TFLOPS and memory_bandwidth_gbs are the node's, divided among its ranks.
+  /// memory_gb, the TFLOPS and the memory rates are the node's, divided among its ranks (and
+  /// the per-layer and per-parameter times multiplied by them).
   bool ranks_share_node = false;
   double tflops_bf16 = 0;  ///< reached by the model's GEMMs, per device
   double tflops_fp32 = 0;
-  double memory_bandwidth_gbs = 0;   ///< per device (the optimizer's elementwise pass)
+  double memory_bandwidth_gbs = 0;  ///< per device (kept activations, the optimizer's passes)
+  /// The fixed cost of one decoder layer's forward and backward per micro-batch, whatever its
+  /// size: op dispatch and autograd bookkeeping on a CPU, kernel launches on a GPU. 0: none.
+  double layer_overhead_ms = 0;
+  /// The optimizer per trained parameter: gradients arriving in new memory, AdamW's passes and
+  /// zero_grad, as `switchyard bench rates` times them. 0: AdamW's bytes at memory_bandwidth_gbs.
+  double optimizer_ns_per_param = 0;
   double intra_node_gbs = 0;         ///< per device, one direction (NVLink, shared memory)
   double inter_node_gbs = 0;         ///< per device, one direction (InfiniBand / Ethernet NIC)
   double intra_node_latency_us = 0;  ///< per collective call

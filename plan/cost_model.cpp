@@ -273,6 +273,15 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   t.rest = rest * double(T) / flops_rate * micro_batches;
   t.lm_head = lm_head * double(T) / flops_rate * micro_batches;
   t.experts = experts * double(T) / flops_rate * micro_batches;
+  // Beyond the FLOPs, per micro-batch: each decoder layer's fixed cost, and the traffic of what
+  // autograd keeps. Every kept byte (activations, exchange buffers, logits) is written once by
+  // the forward and read once by the backward, and so is its gradient. (Blocks above glibc's
+  // mmap threshold, 32 MiB at most, come as new pages at a fraction of this rate on a CPU;
+  // in these models that is the weight gradients, which optimizer_ns_per_param includes.)
+  const double kept = m.activations + m.exchange + m.logits;
+  t.rest += (double(c.num_hidden_layers) * cluster.layer_overhead_ms * 1e-3 * per_device +
+             4 * kept / mem_rate) *
+            micro_batches;
   if (w.expert_quant.kind() != QuantKind::kNone) {
     // Dequantising each local expert's weights, forward and backward: codes read, a full
     // weight written and read back by the GEMM.
@@ -310,8 +319,11 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   };
   t.grad_allreduce = all_reduce(double(p.trainable_replicated) * wb, world, 1) +
                      all_reduce(double(p.trainable_experts) * wb, plan.dp, ep);
-  // AdamW reads weight, gradient and both moments and writes weight and moments.
-  t.optimizer = trainable * (3 * wb + 16) / mem_rate;
+  // Measured per parameter when the cluster says (bench rates); else AdamW's least traffic:
+  // weight, gradient and both moments read, weight and moments written.
+  t.optimizer = cluster.optimizer_ns_per_param > 0
+                    ? trainable * cluster.optimizer_ns_per_param * 1e-9 * per_device
+                    : trainable * (3 * wb + 16) / mem_rate;
   plan.capacity_bytes = cluster.memory_gb * 1e9 / per_device;
   return plan;
 }

@@ -160,6 +160,17 @@ printf '{"txt": 1}\n' >"$tmp/bad.jsonl"
 expect_error "data bad JSONL line" "$tmp/bad.jsonl:1: no \"text\" string" data stats --jsonl "$tmp/bad.jsonl"
 expect_error "data missing tokenizer" "/no/tok.json: cannot open tokenizer file" data stats --tokenizer /no/tok.json
 
+# bench rates: measured rates, printed as --cluster-set values that plan takes.
+if "$bin" bench --name rates --set bench.repeats=1 --set bench.warmup=0 --set bench.tokens=64 \
+     >"$tmp/rates.txt" 2>"$tmp/rates.err" &&
+   sets=$(sed -n 's/^cluster-set: //p' "$tmp/rates.txt") &&
+   grep -qE 'tflops_fp32=[0-9.e+-]+ .*layer_overhead_ms=[0-9.e+-]+ optimizer_ns_per_param=' <<<"$sets" &&
+   { "$bin" plan --model qwen1.5-moe-a2.7b --cluster cpu $(printf -- '--cluster-set %s ' $sets) \
+       --set model.quant.experts=INT4 --ep 1 >"$tmp/rates_plan.txt" 2>&1 || [ $? -eq 1 ]; } &&
+   grep -q "memory per rank" "$tmp/rates_plan.txt"  # exit 1: planned, but does not fit
+then ok "bench rates prints --cluster-set values plan accepts"
+else fail "bench rates ($(head -c 300 "$tmp/rates.err") $(head -c 300 "$tmp/rates_plan.txt" 2>/dev/null))"; fi
+
 # plan: tables, JSON whose numbers add up, a layout that does not fit (exit 1, one line), refusals.
 if "$bin" plan --model qwen1.5-moe-a2.7b --cluster 8xh100 >"$tmp/plan.txt" 2>"$tmp/plan.err" &&
    grep -q "memory per rank" "$tmp/plan.txt" && grep -q "all-to-all share" "$tmp/plan.txt"

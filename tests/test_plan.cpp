@@ -200,6 +200,36 @@ TEST(PlanModel, MemoryAndTimeOfASmallModelByHand) {
   EXPECT_NEAR(p.time.grad_allreduce, 256 / 1e3, 1e-12);
 }
 
+// The rates `switchyard bench rates` measures: a fixed cost per decoder layer, the traffic of
+// what autograd keeps (written and read back, for the values and their gradients), and the
+// optimizer's time per trained parameter; all of them per rank, so ranks sharing a node take
+// them times the ranks.
+TEST(PlanModel, MeasuredRatesAddLayerCostKeptTrafficAndOptimizerTime) {
+  const LayoutPlan base = plan_layout(hand_workload(), two_devices(), 2);
+  ClusterSpec measured = two_devices();
+  measured.layer_overhead_ms = 2;
+  measured.optimizer_ns_per_param = 1000;
+  const LayoutPlan p = plan_layout(hand_workload(), measured, 2);
+  const MemoryEstimate& m = p.memory;
+  const double kept = m.activations + m.exchange + m.logits;
+  // 2 layers x 2 ms.
+  EXPECT_NEAR(p.time.rest - base.time.rest, 2 * 2e-3, 1e-12);
+  // The kept bytes four times at the memory rate: at 2 MB/s instead of 1, half the time.
+  ClusterSpec faster = two_devices();
+  faster.memory_bandwidth_gbs = 2e-3;
+  const double traffic = 4 * kept / 1e6;
+  EXPECT_NEAR(base.time.rest - plan_layout(hand_workload(), faster, 2).time.rest, traffic / 2,
+              1e-9 * traffic);
+  EXPECT_NEAR(p.time.optimizer, 64 * 1000e-9, 1e-15);  // the 64 router weights
+  EXPECT_DOUBLE_EQ(p.time.experts, base.time.experts);
+  // Two ranks sharing the node: every rate halves, every per-rank time doubles.
+  ClusterSpec shared = measured;
+  shared.ranks_share_node = true;
+  const LayoutPlan s = plan_layout(hand_workload(), shared, 2);
+  EXPECT_NEAR(s.time.rest, 2 * p.time.rest, 1e-9 * p.time.rest);
+  EXPECT_NEAR(s.time.optimizer, 2 * p.time.optimizer, 1e-15);
+}
+
 // Ranks sharing a node (CPUs) split its memory and rates, and peak while loading a checkpoint:
 // runtime + weights as stored + every weight read in the checkpoint's dtype.
 TEST(PlanModel, RanksSharingANodePeakWhileLoading) {

@@ -1,5 +1,6 @@
 #include "trainer/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -23,6 +24,13 @@ void AdamW::step(double lr) {
   const double b1 = options_.beta1(), b2 = options_.beta2();
   const double bias1 = 1.0 - std::pow(b1, double(steps_));
   const double bias2 = 1.0 - std::pow(b2, double(steps_));
+  // One scratch for every parameter's denominator, as large as the largest: a fresh tensor per
+  // parameter meant fresh pages for all of the model's elements every step on a CPU.
+  int64_t largest = 0;
+  for (const auto& [name, p] : params_)
+    if (p.grad().defined()) largest = std::max(largest, p.numel());
+  if (largest == 0) return;
+  auto scratch = torch::empty({largest}, params_.front().second.options().dtype(torch::kFloat));
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i].second;
     if (!p.grad().defined()) continue;
@@ -32,7 +40,8 @@ void AdamW::step(double lr) {
     // The update in fp32, written back in the parameter's own dtype.
     auto master = p.to(torch::kFloat);
     if (options_.weight_decay() > 0 && decays(p)) master.mul_(1.0 - lr * options_.weight_decay());
-    auto denom = (exp_avg_sq_[i] / bias2).sqrt_().add_(options_.eps());
+    auto denom = scratch.narrow(0, 0, p.numel()).view(p.sizes()).copy_(exp_avg_sq_[i]);
+    denom.div_(bias2).sqrt_().add_(options_.eps());
     master.addcdiv_(exp_avg_[i], denom, -lr / bias1);
     p.copy_(master);
   }

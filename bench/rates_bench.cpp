@@ -1,0 +1,168 @@
+// `switchyard bench rates`: the rates `switchyard plan` turns FLOPs and bytes into seconds,
+// measured the way a training run uses the machine: under mpirun every rank measures at once
+// (ranks that share cores and memory bandwidth share them here too), each with the OpenMP
+// threads it was given, and the slowest rank's median counts. It prints them, and the
+// `--cluster-set` assignments that give a ranks-share-node preset (`cpu`) these rates at this
+// rank count (plan divides such a node's rates among its ranks, so rates are printed per node).
+#include <cmath>
+#include <iostream>
+#include <sstream>
+
+#include "bench/bench.h"
+#include "common/table.h"
+#include "models/lm_loss.h"
+#include "models/qwen2_moe.h"
+#include "parallel/all_to_all.h"
+#include "parallel/process_groups.h"
+#include "trainer/adamw.h"
+
+namespace switchyard {
+namespace {
+
+// GEMMs: one SwiGLU expert's forward and backward on T tokens, 18*T*H*I FLOPs (forward 6THI,
+// the input and weight gradients twice that).
+double gemm_tflops(const CommunicatorPtr& world, const LayerShape& s, int64_t T,
+                   const config::BenchConfig& b) {
+  const int64_t H = s.hidden, I = s.intermediate;
+  auto x = torch::randn({T, H}).requires_grad_();
+  auto w1 = (torch::randn({H, 2 * I}) * 0.02).requires_grad_();
+  auto w2 = (torch::randn({I, H}) * 0.02).requires_grad_();
+  auto chain = [&] {
+    auto h = x.mm(w1);
+    auto y = (torch::silu(h.narrow(1, 0, I)) * h.narrow(1, I, I)).mm(w2);
+    y.sum().backward();
+    x.mutable_grad() = w1.mutable_grad() = w2.mutable_grad() = torch::Tensor();
+  };
+  const double us = median_max_us(world, {chain}, b.warmup(), b.repeats())[0];
+  return 18.0 * double(T) * double(H) * double(I) / us / 1e6;
+}
+
+// Memory: an in-place add over 64 MiB tensors (3 x 64 MiB moved), and a fill of 64 MiB freshly
+// allocated (above glibc's mmap threshold every such block is new pages the kernel zeroes).
+std::pair<double, double> memory_gbs(const CommunicatorPtr& world, const config::BenchConfig& b) {
+  const int64_t n = int64_t(16) << 20;
+  auto a = torch::ones({n}), c = torch::ones({n});
+  const auto us =
+      median_max_us(world, {[&] { a.add_(c, 1e-3); }, [&] { torch::empty({n}).fill_(1.0f); }},
+                    b.warmup(), b.repeats());
+  return {3.0 * 4 * double(n) / us[0] / 1e3, 4.0 * double(n) / us[1] / 1e3};
+}
+
+// The fixed cost of a decoder layer: a 4-layer Qwen2-MoE of hidden 32 (the configured router),
+// forward, loss and backward on 16 tokens, divided by its layers. At this size the time is the
+// per-op cost (dispatch, autograd bookkeeping, thread hand-offs), which a layer pays at any size.
+double layer_overhead_ms(const CommunicatorPtr& world, const RunConfig& config) {
+  Qwen2MoeConfig c = Qwen2MoeConfig::preset("tiny");
+  c.vocab_size = 64;
+  c.hidden_size = 32;
+  c.intermediate_size = c.moe_intermediate_size = c.shared_expert_intermediate_size = 32;
+  c.num_hidden_layers = 4;
+  c.num_attention_heads = c.num_key_value_heads = 2;
+  c.num_experts = 4;
+  torch::manual_seed(config.train().seed());
+  Qwen2MoeForCausalLM model(Qwen2MoeOptions(c, single_process_groups()).router(config.router()));
+  auto ids = torch::randint(0, c.vocab_size, {1, 16}, torch::kLong);
+  auto step = [&] {
+    auto out = model->forward(ids);
+    (next_token_loss(out.logits, ids) + out.router_loss).backward();
+    model->zero_grad();
+  };
+  const auto& b = config.bench();
+  return median_max_us(world, {step}, b.warmup(), b.repeats())[0] / 1e3 /
+         double(c.num_hidden_layers);
+}
+
+// The optimizer per trained parameter: gradients arriving in fresh memory (as backward leaves
+// them), then AdamW's step and zero_grad, over 4 tensors of 4 Mi parameters.
+double optimizer_ns_per_param(const CommunicatorPtr& world, const config::BenchConfig& b) {
+  NamedTensors params;
+  for (int i = 0; i < 4; ++i)
+    params.emplace_back("w" + std::to_string(i), torch::randn({2048, 2048}).requires_grad_());
+  AdamW adamw(params, AdamWOptions().weight_decay(0.1));
+  auto step = [&] {
+    for (auto& [name, p] : params) p.mutable_grad() = torch::empty_like(p).fill_(1e-3f);
+    adamw.step(1e-4);
+    adamw.zero_grad();
+  };
+  const double us = median_max_us(world, {step}, b.warmup(), b.repeats())[0];
+  return us * 1e3 / double(4 * 2048 * 2048);
+}
+
+// The exchange: all_to_all_v_with_grad of rows of H floats at 256 KiB and 16 MiB per rank;
+// time = latency + bytes sent to the other ranks / bandwidth, solved from the two sizes.
+std::pair<double, double> alltoall_gbs_and_latency_us(const CommunicatorPtr& world, int64_t H,
+                                                      const config::BenchConfig& b) {
+  const int n = world->size();
+  std::vector<double> sent, us;
+  for (const int64_t bytes : {int64_t(256) << 10, int64_t(16) << 20}) {
+    const int64_t rows = std::max<int64_t>(n, bytes / (H * 4)) / n * n;
+    std::vector<int64_t> counts(size_t(n), rows / n);
+    auto input = torch::randn({rows, H});
+    us.push_back(median_max_us(world,
+                               {[&] { all_to_all_v_with_grad(world, input, counts, counts); }},
+                               b.warmup(), b.repeats())[0]);
+    sent.push_back(double(rows * H * 4) * double(n - 1) / double(n));
+  }
+  const double gbs = (sent[1] - sent[0]) / std::max(us[1] - us[0], 1e-3) / 1e3;
+  return {gbs, std::max(0.0, us[0] - sent[0] / gbs / 1e3)};
+}
+
+void run_rates_bench(const BenchContext& ctx) {
+  auto world = make_mpi_world_communicator();
+  const int n = world->size();
+  const auto& b = ctx.config.bench();
+  const LayerShape shape = layer_shapes(b, {kQwen15MoeLayer}).front();
+  const int64_t T = b.tokens();
+  const double gemm = gemm_tflops(world, shape, T, b);
+  const auto [inplace, fresh] = memory_gbs(world, b);
+  const double overhead = layer_overhead_ms(world, ctx.config);
+  const double adamw = optimizer_ns_per_param(world, b);
+  double a2a_gbs = 0, a2a_us = 0;
+  if (n > 1) std::tie(a2a_gbs, a2a_us) = alltoall_gbs_and_latency_us(world, shape.hidden, b);
+
+  // Per node: the ranks' rates summed, their per-rank times divided (plan divides and
+  // multiplies them back by the ranks sharing the node).
+  std::ostringstream sets;
+  sets << "devices_per_node=" << n << " tflops_fp32=" << gemm * n
+       << " memory_bandwidth_gbs=" << inplace * n << " layer_overhead_ms=" << overhead / n
+       << " optimizer_ns_per_param=" << adamw / n;
+  if (n > 1) sets << " intra_node_gbs=" << a2a_gbs << " intra_node_latency_us=" << a2a_us;
+  if (world->rank() != 0) return;
+
+  std::ostringstream gemm_what;
+  gemm_what << "SwiGLU forward+backward, " << T << " x " << shape.hidden << " x "
+            << shape.intermediate << " fp32";
+  Table table({"rate", "per_rank", "unit", "timed"});
+  table.add({"gemm", Cell(gemm, 4), "TFLOPS", gemm_what.str()});
+  table.add({"memory", Cell(inplace, 2), "GB/s", "in-place add, 64 MiB tensors"});
+  // Not a plan rate: blocks this large are new pages on every allocation; in training that is
+  // the weight gradients, which the optimizer row includes.
+  table.add({"fresh_memory", Cell(fresh, 2), "GB/s", "fill of a new 64 MiB tensor (info)"});
+  table.add({"layer_overhead", Cell(overhead, 3), "ms", "hidden-32 Qwen2-MoE fwd+bwd / layers"});
+  table.add({"optimizer", Cell(adamw, 3), "ns/param", "fresh grads + AdamW step, 16 Mi params"});
+  if (n > 1) {
+    table.add({"alltoall", Cell(a2a_gbs, 3), "GB/s", "bytes sent to other ranks, 256K-16M"});
+    table.add({"alltoall_latency", Cell(a2a_us, 1), "us", "the same, at zero bytes"});
+  }
+  if (ctx.json) {
+    table.print_json(ctx.out);
+    ctx.out << "{\"cluster_set\":\"" << sets.str() << "\"}\n";
+    return;
+  }
+  ctx.out << "Rates for `switchyard plan`, " << n << " rank(s) measuring at once, "
+          << torch::get_num_threads() << " thread(s) each, median of " << b.repeats()
+          << " runs (slowest rank per run)\n";
+  table.print(ctx.out);
+  ctx.out << "cluster-set: " << sets.str() << "\n";
+}
+
+}  // namespace
+
+BenchEntry rates_bench_entry() {
+  return {"rates",
+          "plan's rates (GEMM, memory, per-layer overhead, optimizer, all-to-all) measured by "
+          "every rank at once; prints the --cluster-set values (run under mpirun)",
+          run_rates_bench};
+}
+
+}  // namespace switchyard
