@@ -91,6 +91,7 @@ for name in small_ro medium_full medium_ro; do
       OMP_NUM_THREADS=$threads ./launch/mpirun.sh -np "$np" "$bin" train "${args[@]}" \
         --run-dir "$run" --progress lines --set parallel.expert_parallel="$np" "${data[@]}" \
         >"$run.train.txt"
+      rm -rf "$run/checkpoints"  # 6 GB for medium_full; the measurements are in metrics.jsonl
     fi
     sets=(--cluster-set devices_per_node="$np")
     if [ "${CALIBRATION_RATES:-bench}" = bench ]; then
@@ -129,3 +130,42 @@ for r in rows:
           f"{r['predicted_gb'] / r['measured_gb']:.3f} | {r['predicted_step_s']:.3f} | "
           f"{r['measured_step_s']:.3f} | {r['predicted_step_s'] / r['measured_step_s']:.3f} |")
 PY
+
+# The imbalance term, on the placement study's skewed runs (launch/placement_study.sh; skipped
+# when they are missing): each placement planned at EP 4 with the 4-rank rates and the
+# contiguous run's loads (--balanced, --redundant 4: the placements `switchyard placement` makes
+# from them), against the run's measured step time.
+study="${PLACEMENT_DIR:-runs/placement_study}"
+if [ -f "$study/contiguous/rank0.log" ] && [ -f "$study/balanced/rank0.log" ]; then
+  sets=(); for kv in $(cat "$out/rates_np4.txt"); do sets+=(--cluster-set "$kv"); done
+  skew=(--config configs/quickstart/finetune.pbtxt --set "model.checkpoint=$study/skewed"
+        --set "data.train_path=$base_out/data/train.tok" --set router.linear.init_from_checkpoint=true
+        --set router.aux_loss_coef=0 --set train.distill_steps=0)
+  rows=()
+  for placement in contiguous balanced replicas; do
+    [ -f "$study/$placement/rank0.log" ] || continue
+    case "$placement" in
+      contiguous) how=() ;; balanced) how=(--balanced) ;; replicas) how=(--redundant 4) ;;
+    esac
+    "$bin" plan --model "$study/skewed" "${skew[@]}" --cluster cpu "${sets[@]}" --ep 4 \
+      --loads "$study/contiguous" "${how[@]}" --json >"$out/skewed_$placement.plan.json" || true
+    rows+=("$placement=$study/$placement")
+  done
+  .venv/bin/python - "$out" "${rows[@]}" <<'PY'
+import json, statistics, sys
+out, rows = sys.argv[1], sys.argv[2:]
+print("\n| placement (skewed case, EP 4) | planned mean rank max/mean | predicted step s | measured step s | ratio | predicted change | measured change |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+first = None
+for item in rows:
+    name, run = item.split("=", 1)
+    plan = json.load(open(f"{out}/skewed_{name}.plan.json"))["layouts"][0]
+    times = [float(l.split()[-1]) for l in open(run + "/rank0.log")
+             if l.startswith("step ") and int(l.split()[1]) > 1]
+    pred, meas = plan["step_seconds"]["total"], statistics.median(times)
+    first = first or (pred, meas)
+    imb = statistics.mean(plan["rank_imbalance"])
+    print(f"| {name} | {imb:.3f} | {pred:.4f} | {meas:.4f} | {pred / meas:.3f} | "
+          f"{pred / first[0] - 1:+.1%} | {meas / first[1] - 1:+.1%} |")
+PY
+fi
