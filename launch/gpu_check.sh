@@ -5,8 +5,10 @@
 #   PYTHON=/opt/torch/.venv/bin/python3 ./launch/gpu_check.sh LOGDIR
 # The GPTQ reference imports AutoGPTQ's packer from the archive setup.sh keeps in .venv/sdists;
 # it is copied beside PYTHON's venv when present. Logs (configure, build, ctest, bench) go to
-# LOGDIR; the exit status is ctest's. Knobs for a short device slot: TARGETS (what to build),
-# BENCH=0 (no bench layer), FULL_SUITE=0 (no ctest), CTEST_ARGS (e.g. "-R train_gpu").
+# LOGDIR; the exit status is ctest's. After `bench layer` comes the full-size router fine-tune
+# against transformers (launch/full_size_check.sh, its table in LOGDIR/full_size/full_size.md).
+# Knobs for a short device slot: TARGETS (what to build), BENCH=0 (no bench layer),
+# FULL_SIZE=0 (no full-size runs), FULL_SUITE=0 (no ctest), CTEST_ARGS (e.g. "-R train_gpu").
 # Debian packages that machine lacks (its image has no Boost.Program_options) travel as .deb
 # files in .gpudeps/ (ignored by git), fetched here with
 #   (mkdir -p .gpudeps && cd .gpudeps && apt-get download libboost1.74-dev \
@@ -59,6 +61,12 @@ stamp "bench layer on the GPU"
 "$build/bin/switchyard" bench layer --set bench.device=cuda \
   --set bench.layer_tokens="${LAYER_TOKENS:-8192}" --set bench.layer_repeats=20 \
   2>"$logs/bench_layer.err" | tee "$logs/bench_layer.txt"
+fi
+
+if [ "${FULL_SIZE:-1}" = 1 ]; then
+  stamp "full-size Qwen1.5-MoE-A2.7B router fine-tuning against transformers"
+  PYTHON="$py" "$repo/launch/full_size_check.sh" "$build/bin/switchyard" "$logs/full_size" ||
+    stamp "full_size_check failed (its logs: $logs/full_size)"
 fi
 
 [ "${FULL_SUITE:-1}" = 1 ] || { stamp "done (FULL_SUITE=0: no ctest)"; exit 0; }

@@ -7,6 +7,11 @@
 #   medium_full  a Qwen2-MoE of hidden 1024, 8 layers, 16 experts top-4 (503 M parameters) built
 #                from scratch, every parameter trained in fp32 (AdamW on all of it)
 #   medium_ro    the same model (its weights after one step) with int4 experts, routers only
+#   a27b_ro      Qwen1.5-MoE-A2.7B at full size from a GPTQ-Int4 checkpoint in the hub layout
+#                (random numbers, scripts/random_gptq_checkpoint.py, 8.4 GB, made when missing),
+#                MLP-Hadamard routers only, bf16, 1 x 128 tokens, 3 steps, at EP 1 and 2 only:
+#                at EP 4 the plan says it does not fit in this machine's 24 GiB (a run would be
+#                killed by the kernel rather than measured)
 # Prints predicted (the larger of training's and loading's peak) vs measured peak RSS per rank
 # (the largest over ranks and steps) and step time
 # (median of the steps after the first), and writes both to CALIBRATION_DIR/calibration.json
@@ -52,13 +57,22 @@ case_args() {  # NAME -> the config arguments train and plan share
     medium_full) echo "--config configs/quickstart/pretrain.pbtxt --set model.init_config=$out/medium.json" ;;
     medium_ro) echo "--config configs/quickstart/finetune.pbtxt --set model.checkpoint=$out/medium_base
                      --set train.distill_steps=0" ;;
+    a27b_ro) echo "--config configs/quickstart/finetune.pbtxt --set model.checkpoint=$out/a27b_gptq
+                   --set train.distill_steps=0 --dtype bfloat16 --set train.micro_batch_size=1
+                   --set train.steps=3" ;;
   esac
 }
+eps_of() { [ "$1" = a27b_ro ] && echo "1 2" || echo "1 2 4"; }
+if [ ! -f "$out/a27b_gptq/config.json" ]; then
+  echo "== a full-size GPTQ-Int4 Qwen1.5-MoE-A2.7B checkpoint from random numbers"
+  .venv/bin/python scripts/random_gptq_checkpoint.py "$out/a27b_gptq"
+fi
 model_of() {
   case "$1" in
     small_ro) echo "$base_out/base" ;;
     medium_full) echo "$out/medium.json" ;;
     medium_ro) echo "$out/medium_base" ;;
+    a27b_ro) echo "$out/a27b_gptq" ;;
   esac
 }
 
@@ -79,25 +93,25 @@ for np in 1 2 4; do
 done
 
 results=()
-for name in small_ro medium_full medium_ro; do
+for name in small_ro medium_full medium_ro a27b_ro; do
   read -r -a args <<<"$(case_args "$name" | tr '\n' ' ')"
-  for np in 1 2 4; do
+  for np in $(eps_of "$name"); do
     run="$out/${name}_ep$np"
     echo "== $name at EP $np"
     threads=$(threads_at "$np")
     # CALIBRATION_REUSE=1 plans again over the runs already measured.
     if [ -z "${CALIBRATION_REUSE:-}" ] || [ ! -f "$run/metrics.jsonl" ]; then
       rm -rf "$run"
-      OMP_NUM_THREADS=$threads ./launch/mpirun.sh -np "$np" "$bin" train "${args[@]}" \
-        --run-dir "$run" --progress lines --set parallel.expert_parallel="$np" "${data[@]}" \
-        >"$run.train.txt"
+      # The case's own settings after the shared ones: the later --set wins.
+      OMP_NUM_THREADS=$threads ./launch/mpirun.sh -np "$np" "$bin" train "${data[@]}" "${args[@]}" \
+        --run-dir "$run" --progress lines --set parallel.expert_parallel="$np" >"$run.train.txt"
       rm -rf "$run/checkpoints"  # 6 GB for medium_full; the measurements are in metrics.jsonl
     fi
     sets=(--cluster-set devices_per_node="$np")
     if [ "${CALIBRATION_RATES:-bench}" = bench ]; then
       for kv in $(cat "$out/rates_np$np.txt"); do sets+=(--cluster-set "$kv"); done
     fi
-    "$bin" plan --model "$(model_of "$name")" "${args[@]}" "${data[@]}" --cluster cpu \
+    "$bin" plan --model "$(model_of "$name")" "${data[@]}" "${args[@]}" --cluster cpu \
       "${sets[@]}" --ep "$np" --loads "$run" --json >"$run.plan.json" ||
       true  # a layout predicted not to fit still prints its plan
     results+=("$name=$np=$run")

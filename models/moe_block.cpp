@@ -91,7 +91,7 @@ void distillation_terms(const Routing& teacher, const Routing& student, MoeOutpu
   // Top-k sets of both, compared as sets: [T, k, 1] == [T, 1, k'].
   const int64_t ks = student.topk_ids.size(1);
   auto same = teacher.topk_ids.unsqueeze(2).eq(student.topk_ids.unsqueeze(1)).any(2);
-  out.topk_agreement = same.sum().item<double>() / double(T * std::min(k, ks));
+  out.topk_agreement = same.sum().to(torch::kDouble) / double(T * std::min(k, ks));
 }
 
 }  // namespace

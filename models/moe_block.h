@@ -50,9 +50,10 @@ struct MoeOutput {
   int64_t num_dropped = 0;                       ///< assignments dropped by capacity here
   /// While distilling (MoeBlockImpl::set_distillation_teacher): KL(teacher || router) of the
   /// routing distributions, mean over this rank's tokens, differentiable in the router; and the
-  /// fraction of the teacher's top-k experts the router also picks. Undefined / 0 otherwise.
+  /// fraction of the teacher's top-k experts the router also picks (a 0-dim double on the
+  /// device, so that no layer reads to the host). Undefined otherwise.
   torch::Tensor distill_loss;
-  double topk_agreement = 0;
+  torch::Tensor topk_agreement;
   MoeTiming timing;  ///< zeros unless set_timing(true)
 };
 

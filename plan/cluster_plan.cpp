@@ -88,7 +88,10 @@ PlanWorkload plan_workload(const RunConfig& run, const Qwen2MoeConfig& model,
       t.precision() == config::PRECISION_BF16 || (t.precision() == config::PRECISION_AUTO && gpu);
   w.activation_bytes = bf16 ? 2 : w.weight_bytes;
   // A checkpoint's weights are read in its own dtype.
-  if (!run.model().has_init_config()) w.checkpoint_bytes = int64_t(torch::elementSize(model.dtype));
+  if (!run.model().has_init_config()) {
+    w.checkpoint_bytes = int64_t(torch::elementSize(model.dtype));
+    if (model.gptq) w.checkpoint_gptq_group = model.gptq->group_size;
+  }
   return w;
 }
 

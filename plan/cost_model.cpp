@@ -236,9 +236,23 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   // loss's 16 MB fp32 chunk (models/lm_loss.h).
   m.logits = 2 * ab * double(T) * double(V) + 16e6;
   m.runtime = cluster.runtime_gb * 1e9;
-  if (cluster.ranks_share_node && w.checkpoint_bytes > 0)
-    m.loading = m.runtime + m.replicated_weights + m.expert_weights +
-                double(p.replicated + p.experts) * double(w.checkpoint_bytes);
+  if (cluster.ranks_share_node && w.checkpoint_bytes > 0) {
+    double read = double(p.replicated + p.experts) * double(w.checkpoint_bytes);
+    if (w.checkpoint_gptq_group > 0) {
+      // GPTQ-Int4 stores each decoder linear as 4-bit codes, an fp16 scale and a 4-bit zero per
+      // group of input columns: the pages a rank reads for them are that, not fp16 weights.
+      const double packed = 0.5 + 2.5 / double(w.checkpoint_gptq_group);
+      double linears = double(p.experts);
+      for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+        linears += double(2 * H * Hq + 2 * H * Hkv);  // q, k, v, o
+        linears +=
+            3.0 * double(H) *
+            double(c.is_moe_layer(l) ? c.shared_expert_intermediate_size : c.intermediate_size);
+      }
+      read -= linears * (double(w.checkpoint_bytes) - packed);
+    }
+    m.loading = m.runtime + m.replicated_weights + m.expert_weights + read;
+  }
 
   // ---- time ----
   const bool bf16 = w.activation_bytes == 2;

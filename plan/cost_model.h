@@ -29,6 +29,9 @@ struct PlanWorkload {
   int64_t redundant_slots = 0;   ///< R: replicas per MoE layer (parallel.placement)
   /// Bytes per weight of the checkpoint the model loads from (0: built from scratch).
   int64_t checkpoint_bytes = 0;
+  /// A GPTQ-Int4 checkpoint's group size (0: not GPTQ). Its decoder linears (attention, routed
+  /// and shared experts, dense MLPs) are stored packed, not at checkpoint_bytes per weight.
+  int64_t checkpoint_gptq_group = 0;
   /// Per MoE layer: the most loaded EP rank's received tokens over the mean (1: balanced).
   /// Empty: 1 everywhere. A single value applies to every layer.
   std::vector<double> rank_imbalance;

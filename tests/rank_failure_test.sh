@@ -153,12 +153,16 @@ check_stall() {  # NAME PIDS FLIGHT_LOG
   elapsed=$(($(date +%s) - fault))
   if kill -0 "$mpirun_pid" 2>/dev/null; then rc="still running"; else wait "$mpirun_pid"; rc=$?; fi
   line=$(grep -m1 -E "^switchyard \(rank [0-3] on [^)]+\): collective [a-z_]+ #[0-9]+ on group [a-z0-9.]+ \(world ranks [0-9,-]+\) has not finished after [0-9.]+ s \(parallel.timeout_s = $timeout_s\); never entered by [^;]*rank 2 \(no heartbeat for [0-9.]+ s" "$tmp/$1.out")
+  # The flight record is in the log of the rank that ended the job, which its line names (under
+  # load any rank may time out first; MPI_Abort can end the others before they write theirs).
+  local record; record=$(sed -n 's/.*; flight record in \([^;]*\); ending the job$/\1/p' <<<"$line")
+  [ -n "$record" ] || record="$3"
   if [ "$rc" != "still running" ] && [ "$rc" -ne 0 ] && [ -z "$alive" ] && [ -n "$line" ] &&
-     [ "$elapsed" -le "$stall_limit" ] && grep -q "^flight record" "$3" 2>/dev/null &&
-     grep -qE "^  [a-z0-9.]+ +#[0-9]+ +[a-z_]+ .*in flight$" "$3"; then
+     [ "$elapsed" -le "$stall_limit" ] && grep -q "^flight record" "$record" 2>/dev/null &&
+     grep -qE "^  [a-z0-9.]+ +#[0-9]+ +[a-z_]+ .*in flight$" "$record"; then
     ok "kill -STOP of rank 2 $4: all down in ${elapsed} s, mpirun rc $rc: '$line'"
   else
-    fail "kill -STOP of rank 2 $4: rc=$rc after ${elapsed} s, alive: [$alive], flight record: $(grep -c . "$3" 2>/dev/null) lines ($(tail -c 900 "$tmp/$1.out"))"
+    fail "kill -STOP of rank 2 $4: rc=$rc after ${elapsed} s, alive: [$alive], flight record $record: $(grep -c . "$record" 2>/dev/null) lines ($(tail -c 900 "$tmp/$1.out"))"
   fi
 }
 

@@ -246,6 +246,13 @@ TEST(PlanModel, RanksSharingANodePeakWhileLoading) {
   EXPECT_DOUBLE_EQ(p.capacity_bytes, node.memory_gb * 1e9 / 2);
   // Half a node's GEMM rate each: the expert time doubles.
   EXPECT_NEAR(p.time.experts, 2 * (2 * 1.5 * 384 * 8 / 1e6), 1e-12);
+  // A GPTQ checkpoint (group 4) stores its decoder linears packed, 0.5 + 2.5 / 4 bytes per
+  // weight: this rank's 384 expert weights and per layer q, k, v, o (256) and the shared expert
+  // (192), 1280 in all, are read at 1.125 bytes instead of 2.
+  w.checkpoint_gptq_group = 4;
+  EXPECT_DOUBLE_EQ(plan_layout(w, node, 2).memory.loading,
+                   1000 + 5280 + 1536 + 3408 - 1280 * (2 - 1.125));
+  w.checkpoint_gptq_group = 0;
   w.checkpoint_bytes = 0;  // built from scratch: nothing read
   EXPECT_DOUBLE_EQ(plan_layout(w, node, 2).memory.loading, 0);
 }

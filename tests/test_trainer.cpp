@@ -166,7 +166,10 @@ TEST(Trainer, DistillationTeachesANewRouterTheOriginalGate) {
   Trainer trainer(TaskModel::causal_lm(model), single_process_groups(), t);
   trainer.set_distillation_teachers(gates);
   auto tokens = torch::randint(0, 512, {4, 33}, torch::kLong);
+  const int64_t before = host_reads();
   const StepMetrics first = trainer.step({causal_lm_batch(tokens)});
+  // Distilling reads no more: each dispatch's counts, then the step's one read.
+  EXPECT_EQ(host_reads() - before, 2 /* MoE layers */ + 1);
   EXPECT_TRUE(first.distilling);
   EXPECT_DOUBLE_EQ(first.loss, first.distill_kl);
   StepMetrics last;

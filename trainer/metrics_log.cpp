@@ -1,6 +1,11 @@
 #include "trainer/metrics_log.h"
 
 #include <sys/resource.h>
+#include <torch/cuda.h>
+#ifdef SWITCHYARD_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 #include <nlohmann/json.hpp>
 
@@ -49,9 +54,9 @@ MetricsLog::MetricsLog(const std::string& path, ProcessGroups groups, bool tenso
 namespace {
 
 // This rank's numbers as one flat row of doubles, so one all_gather carries them all:
-// [tokens_per_s, grad_norm, peak_rss_gb, then per layer: max_over_mean, token_entropy,
-//  load_entropy, drop_rate, aux_loss, z_loss, received rows per local expert...].
-constexpr int kRankScalars = 3;
+// [tokens_per_s, grad_norm, peak_rss_gb, peak_gpu_gb, then per layer: max_over_mean,
+//  token_entropy, load_entropy, drop_rate, aux_loss, z_loss, received rows per local expert...].
+constexpr int kRankScalars = 4;
 constexpr int kPerLayerScalars = 6;
 
 // The process's peak resident memory so far, in 1e9 bytes (what `switchyard plan` predicts).
@@ -61,9 +66,21 @@ double peak_rss_gb() {
   return double(usage.ru_maxrss) * 1024.0 / 1e9;  // ru_maxrss is in KiB on Linux
 }
 
+// The most GPU memory this rank's caching allocator has handed out, in 1e9 bytes (tensors, not
+// the allocator's cached blocks or the CUDA context); 0 without a GPU.
+double peak_gpu_gb() {
+#ifdef SWITCHYARD_WITH_CUDA
+  if (!torch::cuda::is_available()) return 0.0;
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
+  return double(stats.allocated_bytes[0].peak) / 1e9;  // [0]: all pools together
+#else
+  return 0.0;
+#endif
+}
+
 std::vector<double> flatten(const StepMetrics& m, double seconds) {
   std::vector<double> row{seconds > 0 ? double(m.tokens) / seconds : 0.0, m.grad_norm,
-                          peak_rss_gb()};
+                          peak_rss_gb(), peak_gpu_gb()};
   for (size_t l = 0; l < m.layer_stats.size(); ++l) {
     const auto& s = m.layer_stats[l];
     row.insert(row.end(), {s.max_over_mean, s.token_entropy, s.load_entropy, s.drop_rate,
@@ -149,7 +166,8 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
                  {"lr", m.lr},
                  {"grad_norm", v[1].item<double>()},
                  {"tokens_per_s", v[0].item<double>()},
-                 {"peak_rss_gb", v[2].item<double>()}};
+                 {"peak_rss_gb", v[2].item<double>()},
+                 {"peak_gpu_gb", v[3].item<double>()}};
     if (m.accuracy >= 0) loss["accuracy"] = m.accuracy;
     if (m.distilling) {
       loss["distill_kl"] = m.distill_kl;

@@ -248,7 +248,7 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   // expert counts are already on the host (each dispatch reads its counts once).
   auto zero = [&] { return torch::zeros({}, torch::dtype(torch::kDouble).device(device)); };
   torch::Tensor task_sum = zero(), router_sum = zero(), distill_sum = zero(), tokens = zero(),
-                correct = zero();
+                correct = zero(), agreement_sum = zero();
   std::vector<torch::Tensor> aux, z, entropy;
   std::vector<RoutingStats> layer_stats;  ///< counts per layer, summed over micro-batches
   int64_t rows = 0;
@@ -269,7 +269,8 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
         loss = loss + moe.distill_loss;
         distill_sum = distill_sum +
                       moe.distill_loss.detach().to(torch::kDouble) / (n * double(out.moe.size()));
-        m.topk_agreement += moe.topk_agreement / (n * double(out.moe.size()));
+        if (moe.topk_agreement.defined())  // undefined on a rank without tokens
+          agreement_sum = agreement_sum + moe.topk_agreement / (n * double(out.moe.size()));
       }
       loss = loss / double(out.moe.size());
     }
@@ -327,10 +328,9 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   auto on_device = [&](double x) {
     return torch::full({}, x, torch::dtype(torch::kDouble).device(device));
   };
-  auto reduced =
-      torch::cat({torch::stack({task_sum, router_sum, distill_sum, on_device(m.topk_agreement),
-                                on_device(double(rows)), correct}),
-                  verdicts});
+  auto reduced = torch::cat({torch::stack({task_sum, router_sum, distill_sum, agreement_sum,
+                                           on_device(double(rows)), correct}),
+                             verdicts});
   groups_.world->all_reduce(reduced);
   sync_->synchronize();
   const int64_t L = int64_t(aux.size());

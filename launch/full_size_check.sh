@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Router fine-tuning of the full Qwen1.5-MoE-A2.7B on one GPU (issue 18 §3), three runs side by
+# side on random token ids, the same batch and optimizer (AdamW on the routers alone):
+#   sy_int4      switchyard train on a GPTQ-Int4 checkpoint in the hub layout, built from random
+#                numbers by scripts/random_gptq_checkpoint.py (no download is possible there)
+#                and loaded as a user loads the real one: bf16 non-expert weights, int4 experts
+#   sy_bf16      switchyard train on a bf16 checkpoint of the same shapes (the same script's
+#                --float: random bf16 weights), bf16 experts
+#   hf_bf16      transformers' Qwen2MoeForCausalLM (scripts/hf_router_anchor.py), bf16, its
+#                grouped_mm experts where offered
+# and prints tokens/s, step time, peak GPU memory (the caching allocator's) and the ratios the
+# issue sets targets for. Linear routers (the model's own gate), top-4, no auxiliary loss.
+#   launch/full_size_check.sh BIN LOGDIR
+# Knobs (defaults: the issue's batch of 8 x 2048 tokens per step on the GPU): LAYERS (24),
+# MICRO_BATCH (2), SEQ_LEN (2048), ACCUM (4), STEPS (5), DEVICE (cuda), PYTHON (python3),
+# WORK (/tmp/full_size_check). A CPU dry run: LAYERS=2 SEQ_LEN=64 MICRO_BATCH=1 ACCUM=2
+# STEPS=2 DEVICE=cpu.
+set -uo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="$1" logs="$2"
+py="${PYTHON:-python3}"
+layers="${LAYERS:-24}" mb="${MICRO_BATCH:-2}" seq="${SEQ_LEN:-2048}" accum="${ACCUM:-4}"
+steps="${STEPS:-5}" device="${DEVICE:-cuda}" work="${WORK:-/tmp/full_size_check}"
+mkdir -p "$logs" "$work"
+stamp() { echo "[full_size_check $(date +%T)] $*"; }
+status=0
+
+stamp "GPTQ-Int4 checkpoint ($layers layers) and random token ids"
+if [ ! -f "$work/gptq/config.json" ]; then
+  "$py" "$repo/scripts/random_gptq_checkpoint.py" "$work/gptq" --layers "$layers" \
+    >"$logs/checkpoint.log" 2>&1 || { tail -5 "$logs/checkpoint.log"; exit 1; }
+fi
+if [ ! -f "$work/bf16/config.json" ]; then
+  "$py" "$repo/scripts/random_gptq_checkpoint.py" "$work/bf16" --layers "$layers" --float \
+    >>"$logs/checkpoint.log" 2>&1 || { tail -5 "$logs/checkpoint.log"; exit 1; }
+fi
+PYTHONPATH="$repo/scripts" "$py" - "$work/random.tok" "$seq" <<'PY'
+import random, sys
+from token_file import write_token_file
+rng = random.Random(0)
+seq = int(sys.argv[2])
+docs = [[rng.randrange(151936) for _ in range(seq + 1)] for _ in range(64)]
+write_token_file(sys.argv[1], docs, 151936, 151643)  # Qwen's <|endoftext|>
+PY
+
+cat >"$work/train.pbtxt" <<EOF
+router { top_k: 4 aux_loss_coef: 0 linear { init_from_checkpoint: true } }
+parallel { expert_parallel: 1 device: "$device" }
+train { steps: $steps learning_rate: 1e-4 warmup_steps: 0 micro_batch_size: $mb seq_len: $seq
+        grad_accumulation: $accum routers_only: true eval_interval: 0 }
+data { train_path: "$work/random.tok" valid_path: "" }
+logging { log_interval: 1 tensorboard: false }
+EOF
+sy_run() {  # NAME ARGS...
+  local name="$1"; shift
+  stamp "$name"
+  rm -rf "$work/$name"
+  "$bin" train --config "$work/train.pbtxt" --run-dir "$work/$name" --dtype bfloat16 \
+    --progress lines "$@" >"$logs/$name.out" 2>&1 ||
+    { status=1; tail -5 "$logs/$name.out"; return 1; }
+  cp "$work/$name/metrics.jsonl" "$logs/$name.metrics.jsonl"
+}
+sy_run sy_int4 --set "model.checkpoint=$work/gptq"
+sy_run sy_bf16 --set "model.checkpoint=$work/bf16"
+
+stamp "hf_bf16 (transformers)"
+"$py" "$repo/scripts/hf_router_anchor.py" --out "$logs/hf_bf16.json" --layers "$layers" \
+  --micro-batch "$mb" --seq-len "$seq" --accumulation "$accum" --steps "$steps" \
+  --device "$device" >"$logs/hf_bf16.out" 2>&1 || { status=1; tail -5 "$logs/hf_bf16.out"; }
+
+"$py" - "$logs" "$mb" "$seq" "$accum" "$layers" <<'PY' | tee "$logs/full_size.md"
+import json, os, statistics, sys
+logs, mb, seq, accum, layers = sys.argv[1], *map(int, sys.argv[2:])
+rows = {}
+for name in ("sy_int4", "sy_bf16"):
+    path = f"{logs}/{name}.metrics.jsonl"
+    if not os.path.exists(path):
+        continue
+    loss = [r for r in map(json.loads, open(path)) if r["kind"] == "loss"]
+    later = [r for r in loss if r["step"] > 1] or loss
+    rate = statistics.median(r["tokens_per_s"] for r in later)
+    rows[name] = dict(tokens_per_s=rate, step_s=mb * seq * accum / rate,
+                      peak_gpu_gb=max(r["peak_gpu_gb"] for r in loss),
+                      peak_rss_gb=max(r["peak_rss_gb"] for r in loss), last_loss=loss[-1]["loss"])
+if os.path.exists(f"{logs}/hf_bf16.json"):
+    h = json.load(open(f"{logs}/hf_bf16.json"))
+    rows["hf_bf16"] = dict(tokens_per_s=h["tokens_per_s"], step_s=h["step_s"],
+                           peak_gpu_gb=h["peak_gb"] or 0.0, peak_rss_gb=float("nan"),
+                           last_loss=h["losses"][-1], backend=h["experts_backend"])
+print(f"Qwen1.5-MoE-A2.7B shapes, {layers} layers, routers only, {mb} x {seq} tokens x {accum} "
+      "micro-batches per step; median over the steps after the first\n")
+print("| run | tokens/s | step s | peak GPU GB | peak RSS GB | last loss |")
+print("|---|---:|---:|---:|---:|---:|")
+for name, r in rows.items():
+    label = name + (f" ({r['backend']} experts)" if "backend" in r else "")
+    print(f"| {label} | {r['tokens_per_s']:.0f} | {r['step_s']:.3f} | {r['peak_gpu_gb']:.2f} | "
+          f"{r['peak_rss_gb']:.2f} | {r['last_loss']:.4f} |")
+def ratio(a, b, key, what):
+    if a in rows and b in rows and rows[b][key]:
+        print(f"- {what}: {rows[a][key] / rows[b][key]:.2f}")
+print()
+ratio("sy_bf16", "hf_bf16", "tokens_per_s", "Switchyard bf16 / transformers bf16, tokens/s (target >= 2)")
+ratio("sy_bf16", "sy_int4", "tokens_per_s", "Switchyard bf16 / int4 experts, tokens/s (target <= 1.3)")
+ratio("sy_int4", "sy_bf16", "peak_gpu_gb", "int4 / bf16 experts, peak GPU memory (target < 0.5)")
+PY
+stamp "done"
+exit $status
