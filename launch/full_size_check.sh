@@ -8,8 +8,8 @@
 #                --float: random bf16 weights), bf16 experts
 #   hf_bf16      transformers' Qwen2MoeForCausalLM (scripts/hf_router_anchor.py), bf16, its
 #                grouped_mm experts where offered
-# and prints tokens/s, step time, peak GPU memory (the caching allocator's) and the ratios the
-# issue sets targets for. Linear routers (the model's own gate), top-4, no auxiliary loss.
+# and prints tokens/s, step time, peak GPU memory (the caching allocator's), Switchyard's reads to
+# the host per step and the ratios the issue sets targets for. Linear routers (the model's own gate), top-4, no auxiliary loss.
 #   launch/full_size_check.sh BIN LOGDIR
 # Knobs (defaults: the issue's batch of 8 x 2048 tokens per step on the GPU): LAYERS (24),
 # MICRO_BATCH (2), SEQ_LEN (2048), ACCUM (4), STEPS (5), DEVICE (cuda), PYTHON (python3),
@@ -81,20 +81,22 @@ for name in ("sy_int4", "sy_bf16"):
     rate = statistics.median(r["tokens_per_s"] for r in later)
     rows[name] = dict(tokens_per_s=rate, step_s=mb * seq * accum / rate,
                       peak_gpu_gb=max(r["peak_gpu_gb"] for r in loss),
-                      peak_rss_gb=max(r["peak_rss_gb"] for r in loss), last_loss=loss[-1]["loss"])
+                      peak_rss_gb=max(r["peak_rss_gb"] for r in loss), last_loss=loss[-1]["loss"],
+                      host_reads=statistics.median(r["host_reads"] for r in later))
 if os.path.exists(f"{logs}/hf_bf16.json"):
     h = json.load(open(f"{logs}/hf_bf16.json"))
     rows["hf_bf16"] = dict(tokens_per_s=h["tokens_per_s"], step_s=h["step_s"],
                            peak_gpu_gb=h["peak_gb"] or 0.0, peak_rss_gb=float("nan"),
-                           last_loss=h["losses"][-1], backend=h["experts_backend"])
+                           last_loss=h["losses"][-1], backend=h["experts_backend"],
+                           host_reads=float("nan"))
 print(f"Qwen1.5-MoE-A2.7B shapes, {layers} layers, routers only, {mb} x {seq} tokens x {accum} "
       "micro-batches per step; median over the steps after the first\n")
-print("| run | tokens/s | step s | peak GPU GB | peak RSS GB | last loss |")
-print("|---|---:|---:|---:|---:|---:|")
+print("| run | tokens/s | step s | peak GPU GB | peak RSS GB | host reads / step | last loss |")
+print("|---|---:|---:|---:|---:|---:|---:|")
 for name, r in rows.items():
     label = name + (f" ({r['backend']} experts)" if "backend" in r else "")
     print(f"| {label} | {r['tokens_per_s']:.0f} | {r['step_s']:.3f} | {r['peak_gpu_gb']:.2f} | "
-          f"{r['peak_rss_gb']:.2f} | {r['last_loss']:.4f} |")
+          f"{r['peak_rss_gb']:.2f} | {r['host_reads']:.0f} | {r['last_loss']:.4f} |")
 def ratio(a, b, key, what):
     if a in rows and b in rows and rows[b][key]:
         print(f"- {what}: {rows[a][key] / rows[b][key]:.2f}")

@@ -137,6 +137,7 @@ TEST(Trainer, OneReadToTheHostPerStepBesidesTheDispatches) {
   const int64_t before = host_reads();
   const StepMetrics m = trainer.step(micro);
   EXPECT_EQ(host_reads() - before, 2 /* MoE layers */ * 2 /* micro-batches */ + 1);
+  EXPECT_EQ(m.host_reads, host_reads() - before);  // what metrics.jsonl logs
   ASSERT_EQ(m.layer_stats.size(), 2u);
   for (const auto& s : m.layer_stats) {
     int64_t kept = 0;

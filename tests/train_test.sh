@@ -29,10 +29,11 @@ loss = [r for r in records if r["kind"] == "loss"]
 load = [r for r in records if r["kind"] == "load"]
 assert len(loss) == 6 * 2, len(loss)                      # 6 steps x 2 ranks
 for r in loss:
-    for key in ("step", "rank", "loss", "lr", "tokens_per_s", "peak_rss_gb"):
+    for key in ("step", "rank", "loss", "lr", "tokens_per_s", "peak_rss_gb", "host_reads"):
         assert key in r, (key, r)
     assert 0.1 < r["peak_rss_gb"] < 24, r  # this rank's resident peak, 1e9 bytes
     assert r["peak_gpu_gb"] == 0, r  # on the CPU: no GPU memory
+    assert r["host_reads"] >= 1, r  # the step's read, and one per dispatch
 assert len(load) == 6 * 2 * 2, len(load)                  # x 2 MoE layers
 for r in load:
     for key in ("step", "rank", "layer", "expert_tokens", "max_over_mean", "entropy", "aux_loss"):

@@ -54,9 +54,10 @@ MetricsLog::MetricsLog(const std::string& path, ProcessGroups groups, bool tenso
 namespace {
 
 // This rank's numbers as one flat row of doubles, so one all_gather carries them all:
-// [tokens_per_s, grad_norm, peak_rss_gb, peak_gpu_gb, then per layer: max_over_mean,
-//  token_entropy, load_entropy, drop_rate, aux_loss, z_loss, received rows per local expert...].
-constexpr int kRankScalars = 4;
+// [tokens_per_s, grad_norm, peak_rss_gb, peak_gpu_gb, host_reads, then per layer:
+//  max_over_mean, token_entropy, load_entropy, drop_rate, aux_loss, z_loss, received rows per
+//  local expert...].
+constexpr int kRankScalars = 5;
 constexpr int kPerLayerScalars = 6;
 
 // The process's peak resident memory so far, in 1e9 bytes (what `switchyard plan` predicts).
@@ -80,7 +81,7 @@ double peak_gpu_gb() {
 
 std::vector<double> flatten(const StepMetrics& m, double seconds) {
   std::vector<double> row{seconds > 0 ? double(m.tokens) / seconds : 0.0, m.grad_norm,
-                          peak_rss_gb(), peak_gpu_gb()};
+                          peak_rss_gb(), peak_gpu_gb(), double(m.host_reads)};
   for (size_t l = 0; l < m.layer_stats.size(); ++l) {
     const auto& s = m.layer_stats[l];
     row.insert(row.end(), {s.max_over_mean, s.token_entropy, s.load_entropy, s.drop_rate,
@@ -167,7 +168,8 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
                  {"grad_norm", v[1].item<double>()},
                  {"tokens_per_s", v[0].item<double>()},
                  {"peak_rss_gb", v[2].item<double>()},
-                 {"peak_gpu_gb", v[3].item<double>()}};
+                 {"peak_gpu_gb", v[3].item<double>()},
+                 {"host_reads", v[4].item<int64_t>()}};
     if (m.accuracy >= 0) loss["accuracy"] = m.accuracy;
     if (m.distilling) {
       loss["distill_kl"] = m.distill_kl;

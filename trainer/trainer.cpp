@@ -238,6 +238,7 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   SY_CHECK(!micro_batches.empty(), "train: a step needs at least one micro-batch");
   model_.module().train();
   StepMetrics m;
+  const int64_t reads_before = host_reads();
   m.distilling = distilling();
   prepare_routing();
   const double n = double(micro_batches.size());
@@ -380,6 +381,7 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
     m.skip_rank = !bad_loss.empty()    ? bad_loss.front()
                   : !bad_grads.empty() ? bad_grads.front()
                                        : -1;
+    m.host_reads = host_reads() - reads_before;
     return m;
   }
   clip_gradients(m.grad_norm);
@@ -389,6 +391,7 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   m.step = optimizer_->steps();
   // While distilling, the teachers chose the experts: their loads say nothing about the routers.
   if (!m.distilling) update_expert_biases(selections);
+  m.host_reads = host_reads() - reads_before;
   return m;
 }
 

@@ -31,6 +31,9 @@ struct StepMetrics {
   double grad_norm = 0;  ///< before clipping, over every trainable parameter of the model
   double lr = 0;
   int64_t tokens = 0;  ///< real input tokens on this rank (the throughput's unit)
+  /// Reads from the model's device to the host this step made on this rank (common/host_reads.h):
+  /// one per dispatch (its counts) and the step's one read of its numbers.
+  int64_t host_reads = 0;
   /// Router warm start (Trainer::set_distillation_teachers): this step trained the routers to
   /// imitate the original gates; loss is then distill_kl. Both are world means over MoE layers.
   bool distilling = false;
