@@ -227,8 +227,10 @@ struct CollectiveWatchdog::State {
     expired = true;
     double now = wall_now();
     const double stale_s = kStaleBeats * beat_interval(options.timeout_s) + 0.5;
-    std::string missing =
-        ranks_missing_from(*p.group, p.seq, world_rank, read_peers(*p.group), now, stale_s);
+    auto missing_now = [&] {
+      return ranks_missing_from(*p.group, p.seq, world_rank, read_peers(*p.group), now, stale_s);
+    };
+    std::string missing = missing_now();
     // A peer stopped inside this collective has entered it, and its last heartbeat may still be
     // fresh when a collective that started long before the stop times out (ranks wait a while on
     // a loaded machine). Give such a peer the time to go stale before concluding that every rank
@@ -237,7 +239,7 @@ struct CollectiveWatchdog::State {
     while (timed_out && missing.empty() && now < give_up) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       now = wall_now();
-      missing = ranks_missing_from(*p.group, p.seq, world_rank, read_peers(*p.group), now, stale_s);
+      missing = missing_now();
     }
     const std::string log = options.log_dir.empty()
                                 ? ""

@@ -120,8 +120,10 @@ RankParameters rank_parameters(const PlanWorkload& w, int ep) {
     replicated(2 * H, true);                                                   // two RMSNorms
     replicated(H * Hq + H * 2 * Hkv + (c.qkv_bias ? Hq + 2 * Hkv : 0), true);  // q, k, v
     replicated(Hq * H, true);                                                  // o_proj
+    p.decoder_linears += 2 * H * Hq + 2 * H * Hkv;
     if (!c.is_moe_layer(l)) {
       replicated(3 * H * c.intermediate_size, true);  // dense SwiGLU
+      p.decoder_linears += 3 * H * c.intermediate_size;
       continue;
     }
     // Routers always train (they are what a router fine-tune trains).
@@ -133,6 +135,7 @@ RankParameters rank_parameters(const PlanWorkload& w, int ep) {
       const int64_t Is = c.shared_expert_intermediate_size;
       const bool quantized = shared_quant.kind() != QuantKind::kNone;
       p.replicated += 3 * H * Is + H;  // the shared expert and its sigmoid gate [1, H]
+      p.decoder_linears += 3 * H * Is;
       p.replicated_bytes += swiglu_bytes(H, Is, shared_quant, wb) + H * wb;
       if (!w.routers_only) p.trainable_replicated += (quantized ? 0 : 3 * H * Is) + H;
     }
@@ -242,14 +245,7 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
       // GPTQ-Int4 stores each decoder linear as 4-bit codes, an fp16 scale and a 4-bit zero per
       // group of input columns: the pages a rank reads for them are that, not fp16 weights.
       const double packed = 0.5 + 2.5 / double(w.checkpoint_gptq_group);
-      double linears = double(p.experts);
-      for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-        linears += double(2 * H * Hq + 2 * H * Hkv);  // q, k, v, o
-        linears +=
-            3.0 * double(H) *
-            double(c.is_moe_layer(l) ? c.shared_expert_intermediate_size : c.intermediate_size);
-      }
-      read -= linears * (double(w.checkpoint_bytes) - packed);
+      read -= double(p.decoder_linears + p.experts) * (double(w.checkpoint_bytes) - packed);
     }
     m.loading = m.runtime + m.replicated_weights + m.expert_weights + read;
   }

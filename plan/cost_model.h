@@ -51,6 +51,9 @@ struct RankParameters {
   int64_t router = 0;        ///< all MoE layers' routers (part of `replicated`)
   int64_t expert_slots = 0;  ///< routed-expert slots on this rank, over all MoE layers
   int64_t experts = 0;       ///< elements of those slots' weights
+  /// Elements of the attention projections, shared experts and dense MLPs (part of
+  /// `replicated`): with `experts`, the decoder linears a GPTQ checkpoint stores packed.
+  int64_t decoder_linears = 0;
   int64_t replicated_bytes = 0;
   int64_t expert_bytes = 0;          ///< codes, scales and zeros when quantized
   int64_t trainable_replicated = 0;  ///< elements with a gradient and AdamW moments

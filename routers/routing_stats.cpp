@@ -19,14 +19,16 @@ RoutingStats RoutingStats::from_routing(const Routing& r, int64_t num_experts) {
   s.num_dropped = s.num_assignments - kept_ids.numel();
   auto counts = torch::bincount(kept_ids, /*weights=*/{}, num_experts).to(torch::kLong);
   s.expert_tokens.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + num_experts);
-  if (s.num_tokens > 0) {
-    // Per-token entropy of the routing distribution (scores renormalised for sigmoid gating).
-    auto p = r.scores.to(torch::kDouble);
-    p = p / p.sum(-1, true).clamp_min(1e-300);
-    s.token_entropy = (-(p * p.clamp_min(1e-300).log()).sum(-1)).mean().item<double>();
-  }
+  if (s.num_tokens > 0) s.token_entropy = per_token_routing_entropy(r).mean().item<double>();
   s.recompute_load_metrics();
   return s;
+}
+
+torch::Tensor per_token_routing_entropy(const Routing& r) {
+  torch::NoGradGuard no_grad;
+  auto p = r.scores.to(torch::kDouble);
+  p = p / p.sum(-1, true).clamp_min(1e-300);
+  return -(p * p.clamp_min(1e-300).log()).sum(-1);
 }
 
 void RoutingStats::recompute_load_metrics() {

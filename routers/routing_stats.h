@@ -36,4 +36,9 @@ struct RoutingStats {
   std::string to_json() const;
 };
 
+/// Each token's entropy of its routing distribution (scores renormalised, for sigmoid gating),
+/// [T] in double on the scores' device, outside autograd: RoutingStats::from_routing takes the
+/// mean, the trainer sums it on the device and reads it with the step's other numbers.
+torch::Tensor per_token_routing_entropy(const Routing& routing);
+
 }  // namespace switchyard

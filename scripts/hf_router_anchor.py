@@ -27,9 +27,11 @@ def build(layers, device, backend):
     config = Qwen2MoeConfig(**kwargs)
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
-    with torch.device(device):
-        torch.set_default_dtype(torch.bfloat16)
-        model = Qwen2MoeForCausalLM(config)
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            model = Qwen2MoeForCausalLM(config)
+    finally:
         torch.set_default_dtype(torch.float32)
     return config, model
 

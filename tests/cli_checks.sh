@@ -13,6 +13,22 @@ expect_error() {
   else fail "$name (rc=$rc, $lines stderr lines: $(head -c 300 "$tmp/err"))"; fi
 }
 
+# losses_close A B TOLERANCE STEPS : every step 1..STEPS of the metrics.jsonl B has rank 0's loss
+# within TOLERANCE (relative) of A's; prints the worst difference, fails otherwise. Needs `py`.
+losses_close() {
+  "$py" - "$1" "$2" "$3" "$4" <<'PY'
+import json, sys
+def losses(path):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(path))
+            if r["kind"] == "loss" and r["rank"] == 0}
+a, b, tol, steps = losses(sys.argv[1]), losses(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+assert sorted(a) == sorted(b) == list(range(1, steps + 1)), (sorted(a), sorted(b))
+worst = max(abs(b[s] - a[s]) / abs(a[s]) for s in a)
+print(f"worst relative difference {worst:.2e}")
+assert worst <= tol, worst
+PY
+}
+
 # tiny_training_inputs SEED DOCS : a synthetic corpus of DOCS 30-word documents drawn with SEED,
 # tokenized by `switchyard data prepare` into $tmp/tok/{train,valid,test}.tok, and a tiny random
 # transformers Qwen2-MoE in $tmp/base (scripts/tiny_qwen2_moe.py). Needs `py` and `repo` set too;

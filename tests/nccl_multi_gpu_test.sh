@@ -43,18 +43,8 @@ run() {  # NAME NP: the same global batch of 4 sequences at any NP
 }
 if run one 1 && run nccl "$np"; then
   if grep -q "over nccl" "$tmp/nccl.out" &&
-     d=$("$py" - "$tmp/one/metrics.jsonl" "$tmp/nccl/metrics.jsonl" <<'PY'
-import json, sys
-def losses(path):
-    return {r["step"]: r["loss"] for r in map(json.loads, open(path))
-            if r["kind"] == "loss" and r["rank"] == 0}
-a, b = losses(sys.argv[1]), losses(sys.argv[2])
-assert sorted(a) == sorted(b) == list(range(1, 9)), (sorted(a), sorted(b))
-worst = max(abs(b[s] - a[s]) / abs(a[s]) for s in a)
-print(f"worst relative difference {worst:.2e}")
-assert worst <= 1e-4, worst
-PY
-); then ok "EP $np over NCCL follows one GPU ($d)"
+     d=$(losses_close "$tmp/one/metrics.jsonl" "$tmp/nccl/metrics.jsonl" 1e-4 8); then
+    ok "EP $np over NCCL follows one GPU ($d)"
   else fail "EP $np over NCCL against one GPU ($d; $(grep -m1 '^training' "$tmp/nccl.out"))"; fi
 fi
 

@@ -31,19 +31,7 @@ run() {  # NAME NP ARGS... (the global batch is 4 sequences per micro-batch at a
 }
 fp32=(--set train.precision=PRECISION_FP32)
 # close A B TOLERANCE: every step's rank-0 loss of run B within TOLERANCE (relative) of run A's.
-close() {
-  "$py" - "$tmp/$1/metrics.jsonl" "$tmp/$2/metrics.jsonl" "$3" <<'PY'
-import json, sys
-def losses(path):
-    return {r["step"]: r["loss"] for r in map(json.loads, open(path))
-            if r["kind"] == "loss" and r["rank"] == 0}
-a, b, tol = losses(sys.argv[1]), losses(sys.argv[2]), float(sys.argv[3])
-assert sorted(a) == sorted(b) == list(range(1, 9)), (sorted(a), sorted(b))
-worst = max(abs(b[s] - a[s]) / abs(a[s]) for s in a)
-print(f"worst relative difference {worst:.2e}")
-assert worst <= tol, worst
-PY
-}
+close() { losses_close "$tmp/$1/metrics.jsonl" "$tmp/$2/metrics.jsonl" "$3" 8; }
 
 if run cpu 1 --set parallel.device=cpu "${fp32[@]}" && run gpu 1 --set parallel.device=cuda "${fp32[@]}"; then
   grep -q "on cuda:0 over single process" "$tmp/gpu.out" && ! grep -q "bf16 autocast" "$tmp/gpu.out" &&

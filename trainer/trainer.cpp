@@ -1,13 +1,12 @@
 #include "trainer/trainer.h"
 
-#include "common/host_reads.h"
-
 #include <cmath>
 #include <set>
 #include <sstream>
 
 #include "common/autocast.h"
 #include "common/errors.h"
+#include "common/host_reads.h"
 #include "trainer/lr_schedule.h"
 
 namespace switchyard {
@@ -217,15 +216,6 @@ torch::Tensor choices_per_expert(const torch::Tensor& topk_ids, int64_t num_expe
   return torch::zeros({num_experts}, ids.options()).scatter_add_(0, ids, torch::ones_like(ids));
 }
 
-// The summed per-token entropy of a routing's distribution (scores renormalised, as
-// RoutingStats::from_routing does), on the scores' device.
-torch::Tensor token_entropy_sum(const Routing& r) {
-  torch::NoGradGuard no_grad;
-  auto p = r.scores.to(torch::kDouble);
-  p = p / p.sum(-1, true).clamp_min(1e-300);
-  return -(p * p.clamp_min(1e-300).log()).sum();
-}
-
 std::string ranks_text(const std::vector<int>& ranks) {
   std::string s;
   for (int r : ranks) s += (s.empty() ? "" : ", ") + std::to_string(r);
@@ -300,7 +290,7 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
       }
       aux[l] = aux[l] + moe.routing.aux_loss.detach().to(torch::kDouble) / n;
       z[l] = z[l] + moe.routing.z_loss.detach().to(torch::kDouble) / n;
-      entropy[l] = entropy[l] + token_entropy_sum(moe.routing);
+      entropy[l] = entropy[l] + per_token_routing_entropy(moe.routing).sum();
       // Kept assignments per expert: what the dispatch sent, already on the host.
       RoutingStats& s = layer_stats[l];
       if (s.expert_tokens.empty()) s.expert_tokens.assign(size_t(E), 0);
