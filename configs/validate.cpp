@@ -180,6 +180,8 @@ void validate_run_config(const RunConfig& c) {
           "must be at least 2 (<cls> and one token)");
   require(c.logging().log_interval() > 0, "logging.log_interval", c.logging().log_interval(),
           "must be positive");
+  require(c.logging().phase_profile_interval() >= 0, "logging.phase_profile_interval",
+          c.logging().phase_profile_interval(), "must be 0 (off) or a number of steps");
   validate_bench(c.bench(), c.router());
 }
 

@@ -98,9 +98,10 @@ EvalReport evaluate_model(const TaskModel& model, const ProcessGroups& groups, c
   const int64_t steps = (N + W * B - 1) / (W * B);
   const auto device = model.device();
   auto batch_of = [&](int64_t first, int64_t n) {
-    return TaskBatch{set.input_ids.narrow(0, first, n).to(device),
-                     set.attention_mask.narrow(0, first, n).to(device),
-                     set.targets.narrow(0, first, n).to(device)};
+    // Built on the host and then moved: to() counts the targets there, not on the device.
+    return TaskBatch{set.input_ids.narrow(0, first, n), set.attention_mask.narrow(0, first, n),
+                     set.targets.narrow(0, first, n)}
+        .to(device);
   };
 
   // One untimed forward first (collective, so every rank makes it): the first call pays one-off

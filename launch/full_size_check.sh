@@ -9,7 +9,9 @@
 #   hf_bf16      transformers' Qwen2MoeForCausalLM (scripts/hf_router_anchor.py), bf16, its
 #                grouped_mm experts where offered
 # and prints tokens/s, step time, peak GPU memory (the caching allocator's), Switchyard's reads to
-# the host per step and the ratios the issue sets targets for. Linear routers (the model's own gate), top-4, no auxiliary loss.
+# the host per step, the ratios the issue sets targets for, and where a Switchyard step's time
+# goes (logging.phase_profile_interval times one step phase by phase; tokens/s comes from the
+# other steps). Linear routers (the model's own gate), top-4, no auxiliary loss.
 #   launch/full_size_check.sh BIN LOGDIR
 # Knobs (defaults: the issue's batch of 8 x 2048 tokens per step on the GPU): LAYERS (24),
 # MICRO_BATCH (2), SEQ_LEN (2048), ACCUM (4), STEPS (5), DEVICE (cuda), PYTHON (python3),
@@ -49,7 +51,7 @@ parallel { expert_parallel: 1 device: "$device" }
 train { steps: $steps learning_rate: 1e-4 warmup_steps: 0 micro_batch_size: $mb seq_len: $seq
         grad_accumulation: $accum routers_only: true eval_interval: 0 }
 data { train_path: "$work/random.tok" valid_path: "" }
-logging { log_interval: 1 tensorboard: false }
+logging { log_interval: 1 tensorboard: false phase_profile_interval: $((steps > 2 ? steps - 1 : steps)) }
 EOF
 sy_run() {  # NAME ARGS...
   local name="$1"; shift
@@ -77,12 +79,14 @@ for name in ("sy_int4", "sy_bf16"):
     if not os.path.exists(path):
         continue
     loss = [r for r in map(json.loads, open(path)) if r["kind"] == "loss"]
-    later = [r for r in loss if r["step"] > 1] or loss
+    profiled = [r for r in loss if r.get("profiled")]
+    later = [r for r in loss if r["step"] > 1 and not r.get("profiled")] or loss
     rate = statistics.median(r["tokens_per_s"] for r in later)
     rows[name] = dict(tokens_per_s=rate, step_s=mb * seq * accum / rate,
                       peak_gpu_gb=max(r["peak_gpu_gb"] for r in loss),
                       peak_rss_gb=max(r["peak_rss_gb"] for r in loss), last_loss=loss[-1]["loss"],
-                      host_reads=statistics.median(r["host_reads"] for r in later))
+                      host_reads=statistics.median(r["host_reads"] for r in later),
+                      phase_ms=profiled[-1]["phase_ms"] if profiled else None)
 if os.path.exists(f"{logs}/hf_bf16.json"):
     h = json.load(open(f"{logs}/hf_bf16.json"))
     rows["hf_bf16"] = dict(tokens_per_s=h["tokens_per_s"], step_s=h["step_s"],
@@ -104,6 +108,17 @@ print()
 ratio("sy_bf16", "hf_bf16", "tokens_per_s", "Switchyard bf16 / transformers bf16, tokens/s (target >= 2)")
 ratio("sy_bf16", "sy_int4", "tokens_per_s", "Switchyard bf16 / int4 experts, tokens/s (target <= 1.3)")
 ratio("sy_int4", "sy_bf16", "peak_gpu_gb", "int4 / bf16 experts, peak GPU memory (target < 0.5)")
+timed = {name: r["phase_ms"] for name, r in rows.items() if r.get("phase_ms")}
+if timed:
+    print("\nOne profiled step, forward + backward per phase (ms; the device synchronised at every "
+          "phase boundary, so the total exceeds an unprofiled step)\n")
+    print("| phase | " + " | ".join(timed) + " |")
+    print("|---|" + "---:|" * len(timed))
+    for phase in next(iter(timed.values())):
+        print(f"| {phase} | " + " | ".join(
+            f"{ms[phase]:.1f} ({100 * ms[phase] / sum(ms.values()):.0f}%)" for ms in timed.values()) + " |")
+    print("| total | " + " | ".join(f"{sum(ms.values()):.1f}" for ms in timed.values()) + " |")
+    print("| unprofiled step | " + " | ".join(f"{1e3 * rows[n]['step_s']:.1f}" for n in timed) + " |")
 PY
 stamp "done"
 exit $status

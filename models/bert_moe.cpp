@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "common/errors.h"
+#include "common/phase_clock.h"
 
 namespace switchyard {
 namespace {
@@ -181,7 +182,10 @@ BertMoeOutput BertMoeModelImpl::forward(const torch::Tensor& input_ids,
   BertMoeOutput out;
   out.router_loss = torch::zeros({}, torch::dtype(torch::kFloat).device(device));
   for (auto& l : layers_) {
-    h = l->attention(h, mask);
+    // Phase boundaries (common/phase_clock.h) time a profiled step; otherwise they return h.
+    h = phase_boundary(
+        l->attention(phase_boundary(h, StepPhase::kOther, StepPhase::kAttention), mask),
+        StepPhase::kAttention, StepPhase::kOther);
     torch::Tensor ffn;
     if (l->moe) {
       MoeOutput m = l->moe(h, ids);
@@ -193,7 +197,7 @@ BertMoeOutput BertMoeModelImpl::forward(const torch::Tensor& input_ids,
     }
     h = l->output_norm(ffn + h);  // post-norm: LayerNorm(ffn(x) + x)
   }
-  out.last_hidden_state = h;
+  out.last_hidden_state = h = phase_boundary(h, StepPhase::kOther, StepPhase::kHead);
   out.pooled = torch::tanh(pooler(h.select(1, 0)));
   return out;
 }

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "common/errors.h"
+#include "common/phase_clock.h"
 #include "models/cpu_linear.h"
 #include "parallel/expert_migration.h"
 #include "routers/router_registry.h"
@@ -99,7 +100,10 @@ void distillation_terms(const Routing& teacher, const Routing& student, MoeOutpu
 MoeOutput MoeBlockImpl::forward(const torch::Tensor& hidden, const torch::Tensor& token_ids) {
   const int64_t H = options_.hidden_size();
   SY_CHECK(hidden.size(-1) == H, "MoeBlock: hidden size ", hidden.size(-1), ", expected ", H);
-  auto x = hidden.reshape({-1, H});
+  // Phase boundaries (common/phase_clock.h) time a profiled training step, forward and
+  // backward: each marks where one piece's tensor hands over to the next. Otherwise they return
+  // their input.
+  auto x = phase_boundary(hidden.reshape({-1, H}), StepPhase::kOther, StepPhase::kRouter);
   auto ids = token_ids.defined() ? token_ids.reshape({-1}) : token_ids;
 
   // Timing reads the clock once queued device work is done (CUDA runs asynchronously).
@@ -127,17 +131,25 @@ MoeOutput MoeBlockImpl::forward(const torch::Tensor& hidden, const torch::Tensor
     distillation_terms(out.routing, student, out);
   }
   const auto t1 = tick();
+  out.routing.topk_weights =
+      phase_boundary(out.routing.topk_weights, StepPhase::kRouter, StepPhase::kDispatch);
   auto [tokens, handle] = dispatcher_.dispatch(x, out.routing);
   const auto t2 = tick();
-  auto expert_out = experts->forward(tokens.hidden, tokens.tokens_per_expert);
+  auto expert_out =
+      experts->forward(phase_boundary(tokens.hidden, StepPhase::kDispatch, StepPhase::kExperts),
+                       tokens.tokens_per_expert);
   const auto t3 = tick();
-  auto y = dispatcher_.combine(expert_out, handle);
+  auto y = dispatcher_.combine(phase_boundary(expert_out, StepPhase::kExperts, StepPhase::kCombine),
+                               handle);
   if (shared_expert) {
+    y = phase_boundary(y, StepPhase::kCombine, StepPhase::kSharedExpert);
     auto shared = shared_expert->forward_one(0, x);
     y = y + torch::sigmoid(forward_linear(shared_expert_gate, x)) * shared;
   }
   if (timing_) out.timing = {seconds(t0, t1), seconds(t2, t3), seconds(t0, tick())};
-  out.hidden = y.reshape(hidden.sizes());
+  out.hidden = phase_boundary(y.reshape(hidden.sizes()),
+                              shared_expert ? StepPhase::kSharedExpert : StepPhase::kCombine,
+                              StepPhase::kOther);
   out.routed_per_expert = std::move(handle.routed_per_expert);
   out.tokens_per_local_expert = std::move(tokens.tokens_per_expert);
   out.num_dropped = handle.num_dropped;

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "common/errors.h"
+#include "common/phase_clock.h"
 #include "configs/run_config.h"
 #include "models/cpu_linear.h"
 
@@ -204,7 +205,11 @@ CausalLmOutput Qwen2MoeForCausalLMImpl::forward(const torch::Tensor& input_ids,
   CausalLmOutput out;
   out.router_loss = torch::zeros({}, torch::dtype(torch::kFloat).device(device));
   for (auto& l : layers_) {
-    h = h + l->self_attn(l->input_layernorm(h), cos, sin, mask);
+    // Phase boundaries (common/phase_clock.h) time a profiled step; otherwise they return x.
+    auto a = l->self_attn(
+        phase_boundary(l->input_layernorm(h), StepPhase::kOther, StepPhase::kAttention), cos, sin,
+        mask);
+    h = h + phase_boundary(a, StepPhase::kAttention, StepPhase::kOther);
     auto x = l->post_attention_layernorm(h);
     if (l->moe) {
       MoeOutput m = l->moe(x, input_ids);
@@ -216,7 +221,8 @@ CausalLmOutput Qwen2MoeForCausalLMImpl::forward(const torch::Tensor& input_ids,
       h = h + l->mlp->forward_one(0, x.reshape({-1, x.size(-1)})).view(x.sizes());
     }
   }
-  out.logits = forward_linear(lm_head, norm(h));
+  out.logits =
+      forward_linear(lm_head, phase_boundary(norm(h), StepPhase::kOther, StepPhase::kHead));
   return out;
 }
 

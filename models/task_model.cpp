@@ -3,6 +3,8 @@
 #include "models/task_model.h"
 
 #include "common/errors.h"
+#include "common/host_reads.h"
+#include "common/phase_clock.h"
 
 namespace switchyard {
 
@@ -19,12 +21,20 @@ TaskBatch causal_lm_batch(const torch::Tensor& blocks) {
   SY_CHECK(blocks.dim() == 2 && blocks.size(1) >= 2, "train: token block ", blocks.sizes(),
            " is not [batch, seq_len + 1]");
   auto inputs = blocks.narrow(1, 0, blocks.size(1) - 1);
-  return {inputs, torch::ones_like(inputs), blocks.narrow(1, 1, blocks.size(1) - 1)};
+  return {inputs, torch::ones_like(inputs), blocks.narrow(1, 1, blocks.size(1) - 1),
+          inputs.numel()};  // every position predicts the next token
 }
 
 TaskBatch TaskBatch::to(torch::Device device) const {
-  if (input_ids.device() == device) return *this;
-  return {input_ids.to(device), attention_mask.to(device), targets.to(device)};
+  int64_t counted = num_targets;
+  if (counted < 0 && targets.defined() && targets.is_cpu())
+    counted = targets.ge(0).sum().item<int64_t>();  // on the host: no device wait
+  if (input_ids.device() == device) {
+    TaskBatch same = *this;
+    same.num_targets = counted;
+    return same;
+  }
+  return {input_ids.to(device), attention_mask.to(device), targets.to(device), counted};
 }
 
 TaskOutput TaskModel::forward(const TaskBatch& batch) const {
@@ -43,8 +53,11 @@ TaskModel TaskModel::causal_lm(Qwen2MoeForCausalLM model) {
     CausalLmOutput out = model->forward(b.input_ids, b.attention_mask);
     auto has_target = b.targets.ge(0);
     // Only the positions that predict something go through the fp32 cross-entropy; training
-    // blocks predict everywhere and skip the gather (and its scatter in backward).
-    const bool everywhere = has_target.all().item<bool>();
+    // blocks predict everywhere and skip the gather (and its scatter in backward), and the
+    // count came from the host, so a training step reads nothing back here.
+    const int64_t predicted =
+        b.num_targets >= 0 ? b.num_targets : read_counts_to_host(has_target.sum())[0];
+    const bool everywhere = predicted == b.targets.numel();
     auto logits =
         everywhere ? out.logits.reshape({-1, out.logits.size(-1)}) : out.logits.index({has_target});
     auto targets = everywhere ? b.targets.reshape({-1}) : b.targets.index({has_target});

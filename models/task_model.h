@@ -24,6 +24,9 @@ enum class Task { kCausalLm, kSequenceClassification };
 /// input_ids and attention_mask [b, L], targets [b] label ids.
 struct TaskBatch {
   torch::Tensor input_ids, attention_mask, targets;
+  /// Targets to predict (those >= 0), counted while they are still on the host so that the
+  /// forward needs no read from a GPU; -1: not counted yet (to() counts host targets).
+  int64_t num_targets = -1;
 
   /// The same batch on `device` (itself where it already is there).
   TaskBatch to(torch::Device device) const;

@@ -5,6 +5,7 @@
 
 #include "common/errors.h"
 #include "common/host_reads.h"
+#include "common/phase_clock.h"
 #include "models/qwen2_moe.h"
 #include "trainer/adamw.h"
 #include "trainer/lr_schedule.h"
@@ -149,6 +150,78 @@ TEST(Trainer, OneReadToTheHostPerStepBesidesTheDispatches) {
   }
   EXPECT_TRUE(std::isfinite(m.loss) && m.grad_norm > 0 && !m.skipped);
   EXPECT_EQ(m.tokens, 4 * 16);
+}
+
+// The step-time breakdown (common/phase_clock.h): forward and backward of a tiny model enter
+// the phases in the data path's order (backward in reverse, each layer's pieces once it reaches
+// them), then the gradient sync and the optimizer; the boundaries change no number.
+std::vector<StepPhase> expected_phases(bool routers_only) {
+  using P = StepPhase;
+  const std::vector<P> forward_layer = {P::kAttention, P::kOther,   P::kRouter,       P::kDispatch,
+                                        P::kExperts,   P::kCombine, P::kSharedExpert, P::kOther},
+                       backward_layer = {P::kSharedExpert, P::kCombine, P::kExperts,   P::kDispatch,
+                                         P::kRouter,       P::kOther,   P::kAttention, P::kOther};
+  std::vector<P> seq;
+  for (int l = 0; l < 2; ++l) seq.insert(seq.end(), forward_layer.begin(), forward_layer.end());
+  seq.push_back(P::kHead);   // LM head, then the loss until backward leaves the head
+  seq.push_back(P::kOther);  // the final norm
+  seq.insert(seq.end(), backward_layer.begin(), backward_layer.end());  // layer 1
+  if (routers_only) {
+    // Layer 0's input needs no gradient: backward ends at its router, through the combine's
+    // weights; its experts, dispatch and attention have nothing to do.
+    seq.insert(seq.end(), {P::kSharedExpert, P::kCombine, P::kRouter});
+  } else {
+    seq.insert(seq.end(), backward_layer.begin(), backward_layer.end());
+  }
+  // After backward: the finiteness verdict, the sync, the step's read, clipping and AdamW.
+  seq.insert(seq.end(), {P::kOther, P::kOptimizer, P::kGradientSync, P::kOptimizer, P::kOther,
+                         P::kOptimizer, P::kOther});
+  return seq;
+}
+
+std::string phase_names(const std::vector<StepPhase>& phases) {
+  std::string s;
+  for (auto p : phases) s += std::string(s.empty() ? "" : " ") + step_phase_name(p);
+  return s;
+}
+
+TEST(Trainer, PhaseClockFollowsTheDataPathBothWaysAndChangesNoNumber) {
+  for (const bool routers_only : {false, true}) {
+    SCOPED_TRACE(routers_only ? "routers only" : "full training");
+    auto timed = tiny_model(), plain = tiny_model();
+    config::TrainConfig t;
+    t.set_routers_only(routers_only);
+    t.set_learning_rate(1e-2);
+    t.set_steps(2);
+    Trainer a(TaskModel::causal_lm(timed), single_process_groups(), t),
+        b(TaskModel::causal_lm(plain), single_process_groups(), t);
+    auto tokens = torch::randint(0, 512, {2, 17}, torch::kLong);
+    for (int step = 0; step < 2; ++step) {
+      start_phase_clock(torch::kCPU);
+      const StepMetrics ma = a.step({causal_lm_batch(tokens)});
+      const PhaseProfile profile = stop_phase_clock();
+      const StepMetrics mb = b.step({causal_lm_batch(tokens)});
+      EXPECT_EQ(phase_names(profile.entered), phase_names(expected_phases(routers_only)));
+      double total = 0;
+      for (double s : profile.seconds) {
+        EXPECT_GE(s, 0);
+        total += s;
+      }
+      EXPECT_GT(profile.seconds[size_t(StepPhase::kExperts)], 0);
+      EXPECT_GT(profile.seconds[size_t(StepPhase::kOptimizer)], 0);
+      EXPECT_GT(total, 0);
+      EXPECT_EQ(ma.loss, mb.loss);
+      EXPECT_EQ(ma.grad_norm, mb.grad_norm);
+    }
+    const auto pb = plain->named_parameters();
+    for (const auto& p : timed->named_parameters())
+      EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
+  }
+  // Without a clock, a boundary is the tensor itself: no autograd node.
+  auto x = torch::ones({3}, torch::requires_grad());
+  auto y = x * 2;
+  EXPECT_TRUE(phase_boundary(y, StepPhase::kOther, StepPhase::kHead).is_same(y));
+  EXPECT_THROW(stop_phase_clock(), Error);
 }
 
 TEST(Trainer, DistillationTeachesANewRouterTheOriginalGate) {

@@ -18,7 +18,7 @@ router { top_k: 2 }
 train { steps: 6 learning_rate: 0.01 warmup_steps: 2 micro_batch_size: 2 grad_accumulation: 2
         seq_len: 32 routers_only: true }
 data { train_path: "$tmp/tok/train.tok" }
-logging { log_interval: 3 }
+logging { log_interval: 3 phase_profile_interval: 3 }
 EOF2
 if "$repo/launch/mpirun.sh" -np 2 "$bin" train --config "$tmp/train.pbtxt" --run-dir "$tmp/run" \
      >"$tmp/train.out" 2>"$tmp/train.err" &&
@@ -34,6 +34,14 @@ for r in loss:
     assert 0.1 < r["peak_rss_gb"] < 24, r  # this rank's resident peak, 1e9 bytes
     assert r["peak_gpu_gb"] == 0, r  # on the CPU: no GPU memory
     assert r["host_reads"] >= 1, r  # the step's read, and one per dispatch
+    # Steps 3 and 6 are timed phase by phase (logging.phase_profile_interval), the rest not.
+    assert ("phase_ms" in r) == (r["step"] % 3 == 0) == r.get("profiled", False), r
+    if "phase_ms" in r:
+        ms = r["phase_ms"]
+        assert set(ms) == {"other", "attention", "router", "dispatch", "experts", "combine",
+                           "shared_expert", "head", "gradient_sync", "optimizer"}, ms
+        assert all(v >= 0 for v in ms.values()) and ms["router"] > 0 and ms["dispatch"] > 0, ms
+        assert ms["attention"] > 0 and ms["experts"] > 0 and ms["head"] > 0, ms
 assert len(load) == 6 * 2 * 2, len(load)                  # x 2 MoE layers
 for r in load:
     for key in ("step", "rank", "layer", "expert_tokens", "max_over_mean", "entropy", "aux_loss"):

@@ -14,6 +14,7 @@
 #include <iterator>
 
 #include "common/errors.h"
+#include "common/phase_clock.h"
 
 namespace switchyard {
 
@@ -54,10 +55,11 @@ MetricsLog::MetricsLog(const std::string& path, ProcessGroups groups, bool tenso
 namespace {
 
 // This rank's numbers as one flat row of doubles, so one all_gather carries them all:
-// [tokens_per_s, grad_norm, peak_rss_gb, peak_gpu_gb, host_reads, then per layer:
-//  max_over_mean, token_entropy, load_entropy, drop_rate, aux_loss, z_loss, received rows per
-//  local expert...].
-constexpr int kRankScalars = 5;
+// [tokens_per_s, grad_norm, peak_rss_gb, peak_gpu_gb, host_reads, seconds per StepPhase (zeros
+//  unless profiled), then per layer: max_over_mean, token_entropy, load_entropy, drop_rate,
+//  aux_loss, z_loss, received rows per local expert...].
+constexpr int kPhases = int(StepPhase::kCount);
+constexpr int kRankScalars = 5 + kPhases;
 constexpr int kPerLayerScalars = 6;
 
 // The process's peak resident memory so far, in 1e9 bytes (what `switchyard plan` predicts).
@@ -82,6 +84,8 @@ double peak_gpu_gb() {
 std::vector<double> flatten(const StepMetrics& m, double seconds) {
   std::vector<double> row{seconds > 0 ? double(m.tokens) / seconds : 0.0, m.grad_norm,
                           peak_rss_gb(), peak_gpu_gb(), double(m.host_reads)};
+  for (int p = 0; p < kPhases; ++p)
+    row.push_back(m.phase_seconds.empty() ? 0.0 : m.phase_seconds[size_t(p)]);
   for (size_t l = 0; l < m.layer_stats.size(); ++l) {
     const auto& s = m.layer_stats[l];
     row.insert(row.end(), {s.max_over_mean, s.token_entropy, s.load_entropy, s.drop_rate,
@@ -171,6 +175,13 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
                  {"peak_gpu_gb", v[3].item<double>()},
                  {"host_reads", v[4].item<int64_t>()}};
     if (m.accuracy >= 0) loss["accuracy"] = m.accuracy;
+    if (!m.phase_seconds.empty()) {  // a profiled step: its tokens_per_s is a little low
+      loss["profiled"] = true;
+      json phases = json::object();
+      for (int p = 0; p < kPhases; ++p)
+        phases[step_phase_name(StepPhase(p))] = 1e3 * v[5 + p].item<double>();
+      loss["phase_ms"] = std::move(phases);
+    }
     if (m.distilling) {
       loss["distill_kl"] = m.distill_kl;
       loss["topk_agreement"] = m.topk_agreement;

@@ -7,6 +7,7 @@
 #include "common/autocast.h"
 #include "common/errors.h"
 #include "common/host_reads.h"
+#include "common/phase_clock.h"
 #include "trainer/lr_schedule.h"
 
 namespace switchyard {
@@ -266,6 +267,7 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
       loss = loss / double(out.moe.size());
     }
     (loss / n).backward();
+    enter_phase(StepPhase::kOther);
     task_sum = task_sum + task.detach().to(torch::kDouble) / n;
     router_sum = router_sum + out.router_loss.detach().to(torch::kDouble) / n;
     tokens = tokens + batch.attention_mask.sum().to(torch::kDouble);
@@ -312,6 +314,7 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   // 2 for non-finite gradients. It travels with the losses, one slot per rank, and every rank
   // gets the world's sums. On the model's device, so that groups of a bare NCCL communicator work.
   const int world = groups_.world->size(), me = groups_.world->rank();
+  enter_phase(StepPhase::kOptimizer);  // the verdict reads every gradient, as clipping does
   const auto loss_bad = torch::isfinite(task_sum + router_sum + distill_sum).logical_not();
   const auto grads_bad = local_gradients_finite(replicated_, expert_sharded_, device).logical_not();
   auto verdicts = torch::zeros({world}, torch::dtype(torch::kDouble).device(device));
@@ -322,8 +325,10 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   auto reduced = torch::cat({torch::stack({task_sum, router_sum, distill_sum, agreement_sum,
                                            on_device(double(rows)), correct}),
                              verdicts});
+  enter_phase(StepPhase::kGradientSync);
   groups_.world->all_reduce(reduced);
   sync_->synchronize();
+  enter_phase(StepPhase::kOptimizer);
   const int64_t L = int64_t(aux.size());
   std::vector<torch::Tensor> read{reduced, gradient_norm_squared().reshape({1}),
                                   tokens.reshape({1})};
@@ -331,6 +336,7 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   // The step's one read to the host.
   const std::vector<double> host = read_values_to_host(torch::cat(read));
   const double* v = host.data();
+  enter_phase(StepPhase::kOther);
   const double* layer = v + 6 + world + 2;
   for (int64_t l = 0; l < L; ++l) {
     m.layer_aux_loss.push_back(layer[l]);
@@ -374,10 +380,12 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
     m.host_reads = host_reads() - reads_before;
     return m;
   }
+  enter_phase(StepPhase::kOptimizer);
   clip_gradients(m.grad_norm);
   m.lr = learning_rate();
   optimizer_->step(m.lr);
   optimizer_->zero_grad();
+  enter_phase(StepPhase::kOther);
   m.step = optimizer_->steps();
   // While distilling, the teachers chose the experts: their loads say nothing about the routers.
   if (!m.distilling) update_expert_biases(selections);

@@ -34,6 +34,9 @@ struct StepMetrics {
   /// Reads from the model's device to the host this step made on this rank (common/host_reads.h):
   /// one per dispatch (its counts) and the step's one read of its numbers.
   int64_t host_reads = 0;
+  /// A profiled step (logging.phase_profile_interval): this rank's seconds per StepPhase
+  /// (common/phase_clock.h), forward and backward together; empty for the other steps.
+  std::vector<double> phase_seconds;
   /// Router warm start (Trainer::set_distillation_teachers): this step trained the routers to
   /// imitate the original gates; loss is then distill_kl. Both are world means over MoE layers.
   bool distilling = false;

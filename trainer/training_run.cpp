@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "common/errors.h"
+#include "common/phase_clock.h"
 #include "eval/model_eval.h"
 #include "models/switchyard_checkpoint.h"
 #include "parallel/collective_watchdog.h"
@@ -295,7 +296,15 @@ TrainingRunResult TrainingRun::run() {
       SY_CHECK(max_id < vocab, config_.data().train_path(), ": token id ", max_id,
                " is outside the model's vocabulary (", vocab, ")");
     }
-    const StepMetrics m = trainer_->step(micro);
+    const int64_t profile_every = config_.logging().phase_profile_interval();
+    const bool profiled =
+        profile_every > 0 && (trainer_->optimizer().steps() + 1) % profile_every == 0;
+    if (profiled) start_phase_clock(trainer_->model().device());
+    StepMetrics m = trainer_->step(micro);
+    if (profiled) {
+      const PhaseSeconds phases = stop_phase_clock().seconds;
+      m.phase_seconds.assign(phases.begin(), phases.end());
+    }
     if (m.skipped) {
       skipped_in_a_row(m);
       continue;
