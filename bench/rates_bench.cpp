@@ -10,11 +10,13 @@
 
 #include "bench/bench.h"
 #include "common/table.h"
+#include "models/expert_bank.h"
 #include "models/lm_loss.h"
 #include "models/qwen2_moe.h"
 #include "parallel/all_to_all.h"
 #include "parallel/process_groups.h"
 #include "trainer/adamw.h"
+#include "trainer/gradient_checks.h"
 
 namespace switchyard {
 namespace {
@@ -35,6 +37,34 @@ double gemm_tflops(const CommunicatorPtr& world, const LayerShape& s, int64_t T,
   };
   const double us = median_max_us(world, {chain}, b.warmup(), b.repeats())[0];
   return 18.0 * double(T) * double(H) * double(I) / us / 1e6;
+}
+
+// The expert bank as training runs it, at the layer shape's rows per expert (T * top_k / E,
+// evenly): forward and input gradient with frozen weights (12*H*I FLOPs per row), then again with
+// weights that train (their gradients, 6*H*I more per row, in new memory each step as backward
+// leaves them). Returned as fractions of the dense GEMM rate: {frozen, weight gradients}.
+std::pair<double, double> expert_bank_efficiency(const CommunicatorPtr& world, const LayerShape& s,
+                                                 int64_t T, double gemm_tflops,
+                                                 const config::BenchConfig& b) {
+  const int64_t H = s.hidden, I = s.intermediate, E = s.experts;
+  const int64_t rows = std::max<int64_t>(1, T * s.top_k / E);
+  torch::manual_seed(0);
+  ExpertBank bank(ExpertBankOptions(H, I, E));
+  auto x = torch::randn({rows * E, H}).requires_grad_();
+  const std::vector<int64_t> counts(size_t(E), rows);
+  auto pass = [&] {
+    bank->forward(x, counts).sum().backward();
+    x.mutable_grad() = torch::Tensor();
+    for (auto& p : bank->parameters()) p.mutable_grad() = torch::Tensor();
+  };
+  for (auto& p : bank->parameters()) p.requires_grad_(false);
+  const double frozen_us = median_max_us(world, {pass}, b.warmup(), b.repeats())[0];
+  for (auto& p : bank->parameters()) p.requires_grad_(true);
+  const double trained_us = median_max_us(world, {pass}, b.warmup(), b.repeats())[0];
+  const double row_flops = 6.0 * double(H) * double(I) * double(rows * E);
+  const double frozen_tflops = 2 * row_flops / frozen_us / 1e6;
+  const double wgrad_tflops = row_flops / std::max(trained_us - frozen_us, 1e-3) / 1e6;
+  return {std::min(1.0, frozen_tflops / gemm_tflops), std::min(1.0, wgrad_tflops / gemm_tflops)};
 }
 
 // Memory: an in-place add over 64 MiB tensors (3 x 64 MiB moved), and a fill of 64 MiB freshly
@@ -72,17 +102,30 @@ double layer_overhead_ms(const CommunicatorPtr& world, const RunConfig& config) 
          double(c.num_hidden_layers);
 }
 
-// The optimizer per trained parameter: gradients arriving in fresh memory (as backward leaves
-// them), then AdamW's step and zero_grad, over 4 tensors of 4 Mi parameters.
+// The optimizer per trained parameter, over 4 tensors of 4 Mi parameters: what the trainer does
+// between the gradient sync and the next step (trainer/gradient_checks.h): the finiteness
+// verdict, the squared norm, the clipping pass, AdamW's step and zero_grad. The gradients are
+// there already (backward wrote them; the bank's weight-gradient rate counts that).
 double optimizer_ns_per_param(const CommunicatorPtr& world, const config::BenchConfig& b) {
   NamedTensors params;
-  for (int i = 0; i < 4; ++i)
+  std::vector<torch::Tensor> tensors, grads;
+  for (int i = 0; i < 4; ++i) {
     params.emplace_back("w" + std::to_string(i), torch::randn({2048, 2048}).requires_grad_());
+    tensors.push_back(params.back().second);
+    grads.push_back(torch::full({2048, 2048}, 1e-3f));
+  }
   AdamW adamw(params, AdamWOptions().weight_decay(0.1));
   auto step = [&] {
-    for (auto& [name, p] : params) p.mutable_grad() = torch::empty_like(p).fill_(1e-3f);
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < tensors.size(); ++i) tensors[i].mutable_grad() = grads[i];
+    auto finite = local_gradients_finite(tensors, {}, torch::kCPU);
+    std::vector<torch::Tensor> squares;
+    for (auto& g : grads) squares.push_back(squared_sum_in_double(g));
+    auto norm = torch::stack(squares).sum().sqrt();
+    for (auto& g : grads) g.mul_(1.0);  // clipping's pass, leaving the values as they were
     adamw.step(1e-4);
     adamw.zero_grad();
+    return finite.item<bool>() && norm.item<double>() > 0;
   };
   const double us = median_max_us(world, {step}, b.warmup(), b.repeats())[0];
   return us * 1e3 / double(4 * 2048 * 2048);
@@ -114,6 +157,7 @@ void run_rates_bench(const BenchContext& ctx) {
   const LayerShape shape = layer_shapes(b, {kQwen15MoeLayer}).front();
   const int64_t T = b.tokens();
   const double gemm = gemm_tflops(world, shape, T, b);
+  const auto [bank_eff, wgrad_eff] = expert_bank_efficiency(world, shape, T, gemm, b);
   const auto [inplace, fresh] = memory_gbs(world, b);
   const double overhead = layer_overhead_ms(world, ctx.config);
   const double adamw = optimizer_ns_per_param(world, b);
@@ -125,7 +169,8 @@ void run_rates_bench(const BenchContext& ctx) {
   std::ostringstream sets;
   sets << "devices_per_node=" << n << " tflops_fp32=" << gemm * n
        << " memory_bandwidth_gbs=" << inplace * n << " layer_overhead_ms=" << overhead / n
-       << " optimizer_ns_per_param=" << adamw / n;
+       << " optimizer_ns_per_param=" << adamw / n << " expert_gemm_efficiency=" << bank_eff
+       << " expert_wgrad_efficiency=" << wgrad_eff;
   if (n > 1) sets << " intra_node_gbs=" << a2a_gbs << " intra_node_latency_us=" << a2a_us;
   if (world->rank() != 0) return;
 
@@ -134,12 +179,19 @@ void run_rates_bench(const BenchContext& ctx) {
             << shape.intermediate << " fp32";
   Table table({"rate", "per_rank", "unit", "timed"});
   table.add({"gemm", Cell(gemm, 4), "TFLOPS", gemm_what.str()});
+  std::ostringstream bank_what;
+  bank_what << "expert bank fwd+dgrad / dense GEMM, " << shape.experts << " experts x "
+            << std::max<int64_t>(1, T * shape.top_k / shape.experts) << " rows";
+  table.add({"expert_gemm_efficiency", Cell(bank_eff, 3), "x gemm", bank_what.str()});
+  table.add({"expert_wgrad_efficiency", Cell(wgrad_eff, 3), "x gemm",
+             "the same bank's extra time for weight gradients"});
   table.add({"memory", Cell(inplace, 2), "GB/s", "in-place add, 64 MiB tensors"});
   // Not a plan rate: blocks this large are new pages on every allocation; in training that is
   // the weight gradients, which the optimizer row includes.
   table.add({"fresh_memory", Cell(fresh, 2), "GB/s", "fill of a new 64 MiB tensor (info)"});
   table.add({"layer_overhead", Cell(overhead, 3), "ms", "hidden-32 Qwen2-MoE fwd+bwd / layers"});
-  table.add({"optimizer", Cell(adamw, 3), "ns/param", "fresh grads + AdamW step, 16 Mi params"});
+  table.add({"optimizer", Cell(adamw, 3), "ns/param",
+             "verdict, norm, clip, AdamW step, 16 Mi params"});
   if (n > 1) {
     table.add({"alltoall", Cell(a2a_gbs, 3), "GB/s", "bytes sent to other ranks, 256K-16M"});
     table.add({"alltoall_latency", Cell(a2a_us, 1), "us", "the same, at zero bytes"});

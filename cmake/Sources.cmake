@@ -143,6 +143,7 @@ set(SWITCHYARD_TRAINER_SOURCES
   trainer/adamw.cpp
   trainer/lr_schedule.cpp
   trainer/weight_init.cpp
+  trainer/gradient_checks.cpp
   trainer/trainer.cpp
   trainer/checkpoint.cpp
   trainer/resume_fingerprint.cpp

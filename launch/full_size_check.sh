@@ -114,7 +114,8 @@ if timed:
           "phase boundary, so the total exceeds an unprofiled step)\n")
     print("| phase | " + " | ".join(timed) + " |")
     print("|---|" + "---:|" * len(timed))
-    for phase in next(iter(timed.values())):
+    for phase in ("attention", "router", "dispatch", "experts", "combine", "shared_expert", "head",
+                  "gradient_sync", "optimizer", "other"):  # the data path's order
         print(f"| {phase} | " + " | ".join(
             f"{ms[phase]:.1f} ({100 * ms[phase] / sum(ms.values()):.0f}%)" for ms in timed.values()) + " |")
     print("| total | " + " | ".join(f"{sum(ms.values()):.1f}" for ms in timed.values()) + " |")

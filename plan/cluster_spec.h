@@ -29,9 +29,16 @@ struct ClusterSpec {
   /// The fixed cost of one decoder layer's forward and backward per micro-batch, whatever its
   /// size: op dispatch and autograd bookkeeping on a CPU, kernel launches on a GPU. 0: none.
   double layer_overhead_ms = 0;
-  /// The optimizer per trained parameter: gradients arriving in new memory, AdamW's passes and
+  /// The optimizer per trained parameter: the finiteness verdict, the norm, clipping, AdamW and
   /// zero_grad, as `switchyard bench rates` times them. 0: AdamW's bytes at memory_bandwidth_gbs.
   double optimizer_ns_per_param = 0;
+  /// The routed experts' forward and input-gradient GEMMs, as a fraction of the TFLOPS above:
+  /// many small GEMMs (rows per expert = tokens * k / E) and the SwiGLU between them reach less
+  /// than one large GEMM. `bench rates` measures the expert bank at a layer shape. 1: the rate.
+  double expert_gemm_efficiency = 1;
+  /// The same for the experts' weight gradients, when they train (on a CPU their new memory
+  /// each step is much of it).
+  double expert_wgrad_efficiency = 1;
   double intra_node_gbs = 0;         ///< per device, one direction (NVLink, shared memory)
   double inter_node_gbs = 0;         ///< per device, one direction (InfiniBand / Ethernet NIC)
   double intra_node_latency_us = 0;  ///< per collective call

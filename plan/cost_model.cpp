@@ -160,7 +160,7 @@ double MemoryEstimate::peak() const {
 }
 
 double StepTimeEstimate::total() const {
-  return experts + rest + lm_head + all_to_all + grad_allreduce + optimizer;
+  return experts + attention + rest + lm_head + all_to_all + grad_allreduce + optimizer;
 }
 
 std::vector<int> feasible_ep_sizes(const PlanWorkload& w, const ClusterSpec& cluster) {
@@ -264,34 +264,38 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   const double router_flops = 2.0 * double(p.router) / double(w.moe_layers());
   const double dense_flops = 2.0 * 3 * double(H) * double(c.intermediate_size);
   const bool experts_train = p.trainable_experts > 0;
-  double rest = 0, experts = 0;
+  double attention_flops = 0, rest = 0, experts = 0;
   moe_index = 0;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const double wgrad = w.routers_only ? 0.0 : 1.0;
-    rest += attn_proj * (2 + wgrad) + attn_core * 3;
+    attention_flops += attn_proj * (2 + wgrad) + attn_core * 3;
     if (!c.is_moe_layer(l)) {
       rest += dense_flops * (2 + wgrad);
       continue;
     }
     const double imb = w.imbalance(moe_index++);
     rest += router_flops * 3 + shared_flops * (2 + (w.routers_only ? 0.0 : 1.0));
-    experts += imb * expert_flops * (2 + (experts_train ? 1.0 : 0.0));
+    experts += imb * expert_flops *
+               (2 / cluster.expert_gemm_efficiency +
+                (experts_train ? 1 / cluster.expert_wgrad_efficiency : 0.0));
   }
   const double lm_head = 2.0 * double(H) * double(V) * (2 + (w.routers_only ? 0.0 : 1.0));
   const double micro_batches = double(w.accumulation);
   StepTimeEstimate& t = plan.time;
+  t.attention = attention_flops * double(T) / flops_rate * micro_batches;
   t.rest = rest * double(T) / flops_rate * micro_batches;
   t.lm_head = lm_head * double(T) / flops_rate * micro_batches;
   t.experts = experts * double(T) / flops_rate * micro_batches;
   // Beyond the FLOPs, per micro-batch: each decoder layer's fixed cost, and the traffic of what
   // autograd keeps. Every kept byte (activations, exchange buffers, logits) is written once by
-  // the forward and read once by the backward, and so is its gradient. (Blocks above glibc's
-  // mmap threshold, 32 MiB at most, come as new pages at a fraction of this rate on a CPU;
-  // in these models that is the weight gradients, which optimizer_ns_per_param includes.)
-  const double kept = m.activations + m.exchange + m.logits;
+  // the forward and read once by the backward, and so is its gradient; the logits' count with
+  // the LM head. (Blocks above glibc's mmap threshold, 32 MiB at most, come as new pages at a
+  // fraction of this rate on a CPU; in these models that is the experts' weight gradients,
+  // which expert_wgrad_efficiency includes.)
   t.rest += (double(c.num_hidden_layers) * cluster.layer_overhead_ms * 1e-3 * per_device +
-             4 * kept / mem_rate) *
+             4 * (m.activations + m.exchange) / mem_rate) *
             micro_batches;
+  t.lm_head += 4 * m.logits / mem_rate * micro_batches;
   if (w.expert_quant.kind() != QuantKind::kNone) {
     // Dequantising each local expert's weights, forward and backward: codes read, a full
     // weight written and read back by the GEMM.

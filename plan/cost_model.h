@@ -80,8 +80,9 @@ struct MemoryEstimate {
 /// Seconds per optimizer step on the critical-path rank (the one with the most expert tokens).
 struct StepTimeEstimate {
   double experts = 0;         ///< routed-expert GEMMs (and int4/int8 dequantisation)
-  double rest = 0;            ///< attention, router, shared expert, dense layers, norms
-  double lm_head = 0;         ///< LM head and loss
+  double attention = 0;       ///< projections and the attention core
+  double rest = 0;            ///< router, shared expert, dense layers, norms, per-layer costs
+  double lm_head = 0;         ///< LM head and loss (and the logits' traffic)
   double all_to_all = 0;      ///< dispatch and combine, forward and backward
   double grad_allreduce = 0;  ///< replicated gradients over the world, experts' over DP
   double optimizer = 0;

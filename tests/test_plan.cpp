@@ -192,8 +192,9 @@ TEST(PlanModel, MemoryAndTimeOfASmallModelByHand) {
   // Experts: forward and input gradient, 1.5 * 2 * 2*3*8*4 FLOPs per token and layer, 8 token-
   // layers, at 1 MFLOP/s.
   EXPECT_NEAR(p.time.experts, 2 * 1.5 * 384 * 8 / 1e6, 1e-12);
-  // LM head: 2 * 8 * 16 FLOPs per token, forward and input gradient, 4 tokens.
-  EXPECT_NEAR(p.time.lm_head, 2 * 256 * 4 / 1e6, 1e-12);
+  // LM head: 2 * 8 * 16 FLOPs per token, forward and input gradient, 4 tokens; and the logits
+  // written and read back, and so is their gradient, at 1 MB/s.
+  EXPECT_NEAR(p.time.lm_head, 2 * 256 * 4 / 1e6 + 4 * m.logits / 1e6, 1e-9);
   // AdamW on 64 router weights: 3 * 4 + 16 bytes each at 1 MB/s.
   EXPECT_NEAR(p.time.optimizer, 64 * 28 / 1e6, 1e-12);
   // The routers' 256 bytes of gradients over the world of 2 (ring: 2 * 1/2 of them cross).
@@ -211,15 +212,16 @@ TEST(PlanModel, MeasuredRatesAddLayerCostKeptTrafficAndOptimizerTime) {
   measured.optimizer_ns_per_param = 1000;
   const LayoutPlan p = plan_layout(hand_workload(), measured, 2);
   const MemoryEstimate& m = p.memory;
-  const double kept = m.activations + m.exchange + m.logits;
+  const double kept = m.activations + m.exchange;  // the logits' traffic is the LM head's
   // 2 layers x 2 ms.
   EXPECT_NEAR(p.time.rest - base.time.rest, 2 * 2e-3, 1e-12);
   // The kept bytes four times at the memory rate: at 2 MB/s instead of 1, half the time.
   ClusterSpec faster = two_devices();
   faster.memory_bandwidth_gbs = 2e-3;
   const double traffic = 4 * kept / 1e6;
-  EXPECT_NEAR(base.time.rest - plan_layout(hand_workload(), faster, 2).time.rest, traffic / 2,
-              1e-9 * traffic);
+  const LayoutPlan fast = plan_layout(hand_workload(), faster, 2);
+  EXPECT_NEAR(base.time.rest - fast.time.rest, traffic / 2, 1e-9 * traffic);
+  EXPECT_NEAR(base.time.lm_head - fast.time.lm_head, 4 * m.logits / 1e6 / 2, 1e-9 * m.logits);
   EXPECT_NEAR(p.time.optimizer, 64 * 1000e-9, 1e-15);  // the 64 router weights
   EXPECT_DOUBLE_EQ(p.time.experts, base.time.experts);
   // Two ranks sharing the node: every rate halves, every per-rank time doubles.
@@ -228,6 +230,25 @@ TEST(PlanModel, MeasuredRatesAddLayerCostKeptTrafficAndOptimizerTime) {
   const LayoutPlan s = plan_layout(hand_workload(), shared, 2);
   EXPECT_NEAR(s.time.rest, 2 * p.time.rest, 1e-9 * p.time.rest);
   EXPECT_NEAR(s.time.optimizer, 2 * p.time.optimizer, 1e-15);
+}
+
+// The expert bank's measured efficiency divides the experts' GEMM time: forward and input
+// gradient by expert_gemm_efficiency, the weight gradients (when experts train) by
+// expert_wgrad_efficiency.
+TEST(PlanModel, ExpertBankEfficienciesDivideTheExpertTime) {
+  const LayoutPlan base = plan_layout(hand_workload(), two_devices(), 2);
+  ClusterSpec slow = two_devices();
+  slow.expert_gemm_efficiency = 0.5;
+  slow.expert_wgrad_efficiency = 0.25;
+  EXPECT_NEAR(plan_layout(hand_workload(), slow, 2).time.experts, 2 * base.time.experts, 1e-15);
+  PlanWorkload full = hand_workload();
+  full.routers_only = false;
+  const double trained = plan_layout(full, two_devices(), 2).time.experts;
+  // Forward + input gradient is 2/3 of the trained experts' FLOPs, the weight gradient 1/3.
+  EXPECT_NEAR(plan_layout(full, slow, 2).time.experts, trained * (2.0 / 3 * 2 + 1.0 / 3 * 4),
+              1e-12 * trained);
+  slow.expert_gemm_efficiency = 1.5;
+  EXPECT_THROW(slow.validate(), ConfigError);
 }
 
 // Ranks sharing a node (CPUs) split its memory and rates, and peak while loading a checkpoint:

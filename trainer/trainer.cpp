@@ -8,6 +8,7 @@
 #include "common/errors.h"
 #include "common/host_reads.h"
 #include "common/phase_clock.h"
+#include "trainer/gradient_checks.h"
 #include "trainer/lr_schedule.h"
 
 namespace switchyard {
@@ -124,25 +125,6 @@ double Trainer::learning_rate() const {
   return learning_rate_at(phase, step < distill ? step : step - distill);
 }
 
-namespace {
-
-// The sum of a gradient's squares in double, slice by slice: a double copy of a whole gradient
-// (2x its bytes, fresh pages on a CPU every step) is what made the optimizer's passes cost more
-// than AdamW itself on a 500 M-parameter model. Slices of 1 Mi elements are small enough for the
-// allocator to reuse.
-torch::Tensor squared_sum_in_double(const torch::Tensor& g) {
-  constexpr int64_t kSlice = int64_t(1) << 20;
-  const auto flat = g.reshape({-1});
-  const int64_t n = flat.numel();
-  if (n <= kSlice) return flat.to(torch::kDouble).square().sum();
-  std::vector<torch::Tensor> parts;
-  for (int64_t i = 0; i < n; i += kSlice)
-    parts.push_back(flat.slice(0, i, std::min(i + kSlice, n)).to(torch::kDouble).square().sum());
-  return torch::stack(parts).sum();
-}
-
-}  // namespace
-
 torch::Tensor Trainer::gradient_norm_squared() {
   // Replicated gradients are equal on every rank after the sync; expert gradients differ
   // across the EP group, so their squares are summed over it. Everything stays on the model's
@@ -195,20 +177,6 @@ void Trainer::clip_gradients(double norm) {
 }
 
 namespace {
-
-// Whether all of this rank's own gradients are finite (before the data-parallel sync mixes them
-// with the other ranks'), as a boolean on `device`: no read back. A sum in double of finite
-// floats cannot overflow, and an inf or NaN makes it non-finite; `sum(kDouble)` converts as it
-// loads, so no double copy of the gradient is made.
-torch::Tensor local_gradients_finite(const std::vector<torch::Tensor>& a,
-                                     const std::vector<torch::Tensor>& b, torch::Device device) {
-  std::vector<torch::Tensor> parts;
-  for (const auto* list : {&a, &b})
-    for (const auto& p : *list)
-      if (p.grad().defined()) parts.push_back(p.grad().sum(torch::kDouble).to(device));
-  if (parts.empty()) return torch::ones({}, torch::dtype(torch::kBool).device(device));
-  return torch::isfinite(torch::stack(parts).sum());
-}
 
 // Per-expert choices [E] of a routing, counted on its device (scatter-add: bincount reads its
 // input's maximum back from a GPU).
