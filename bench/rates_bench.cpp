@@ -39,15 +39,24 @@ double gemm_tflops(const CommunicatorPtr& world, const LayerShape& s, int64_t T,
   return 18.0 * double(T) * double(H) * double(I) / us / 1e6;
 }
 
-// The expert bank as training runs it, at the layer shape's rows per expert (T * top_k / E,
-// evenly): forward and input gradient with frozen weights (12*H*I FLOPs per row), then again with
-// weights that train (their gradients, 6*H*I more per row, in new memory each step as backward
-// leaves them). Returned as fractions of the dense GEMM rate: {frozen, weight gradients}.
+// The expert bank as training runs it at EP = the ranks measuring: each rank holds E / EP of the
+// layer shape's experts, and every rank's T tokens * top_k rows spread evenly over all E experts,
+// so each local expert gets EP * T * top_k / E rows. Forward and input gradient with frozen
+// weights (12*H*I FLOPs per row), then again with weights that train (their gradients, 6*H*I
+// more per row, in new memory each step as backward leaves them). Returned as fractions of the
+// dense GEMM rate: {frozen, weight gradients}.
+int64_t local_experts(const LayerShape& s, int ranks) {
+  return std::max<int64_t>(1, s.experts / ranks);
+}
+int64_t rows_per_expert(const LayerShape& s, int64_t T, int ranks) {
+  return std::max<int64_t>(1, int64_t(ranks) * T * s.top_k / s.experts);
+}
+
 std::pair<double, double> expert_bank_efficiency(const CommunicatorPtr& world, const LayerShape& s,
                                                  int64_t T, double gemm_tflops,
                                                  const config::BenchConfig& b) {
-  const int64_t H = s.hidden, I = s.intermediate, E = s.experts;
-  const int64_t rows = std::max<int64_t>(1, T * s.top_k / E);
+  const int64_t H = s.hidden, I = s.intermediate, E = local_experts(s, world->size());
+  const int64_t rows = rows_per_expert(s, T, world->size());
   torch::manual_seed(0);
   ExpertBank bank(ExpertBankOptions(H, I, E));
   auto x = torch::randn({rows * E, H}).requires_grad_();
@@ -167,7 +176,8 @@ void run_rates_bench(const BenchContext& ctx) {
   // Per node: the ranks' rates summed, their per-rank times divided (plan divides and
   // multiplies them back by the ranks sharing the node).
   std::ostringstream sets;
-  sets << "devices_per_node=" << n << " tflops_fp32=" << gemm * n
+  // bf16 GEMMs on a CPU run in fp32 underneath (models/cpu_linear.h): the same rate.
+  sets << "devices_per_node=" << n << " tflops_fp32=" << gemm * n << " tflops_bf16=" << gemm * n
        << " memory_bandwidth_gbs=" << inplace * n << " layer_overhead_ms=" << overhead / n
        << " optimizer_ns_per_param=" << adamw / n << " expert_gemm_efficiency=" << bank_eff
        << " expert_wgrad_efficiency=" << wgrad_eff;
@@ -180,8 +190,8 @@ void run_rates_bench(const BenchContext& ctx) {
   Table table({"rate", "per_rank", "unit", "timed"});
   table.add({"gemm", Cell(gemm, 4), "TFLOPS", gemm_what.str()});
   std::ostringstream bank_what;
-  bank_what << "expert bank fwd+dgrad / dense GEMM, " << shape.experts << " experts x "
-            << std::max<int64_t>(1, T * shape.top_k / shape.experts) << " rows";
+  bank_what << "expert bank fwd+dgrad / dense GEMM, " << local_experts(shape, n) << " experts x "
+            << rows_per_expert(shape, T, n) << " rows";
   table.add({"expert_gemm_efficiency", Cell(bank_eff, 3), "x gemm", bank_what.str()});
   table.add({"expert_wgrad_efficiency", Cell(wgrad_eff, 3), "x gemm",
              "the same bank's extra time for weight gradients"});
@@ -190,8 +200,8 @@ void run_rates_bench(const BenchContext& ctx) {
   // the weight gradients, which the optimizer row includes.
   table.add({"fresh_memory", Cell(fresh, 2), "GB/s", "fill of a new 64 MiB tensor (info)"});
   table.add({"layer_overhead", Cell(overhead, 3), "ms", "hidden-32 Qwen2-MoE fwd+bwd / layers"});
-  table.add({"optimizer", Cell(adamw, 3), "ns/param",
-             "verdict, norm, clip, AdamW step, 16 Mi params"});
+  table.add(
+      {"optimizer", Cell(adamw, 3), "ns/param", "verdict, norm, clip, AdamW step, 16 Mi params"});
   if (n > 1) {
     table.add({"alltoall", Cell(a2a_gbs, 3), "GB/s", "bytes sent to other ranks, 256K-16M"});
     table.add({"alltoall_latency", Cell(a2a_us, 1), "us", "the same, at zero bytes"});

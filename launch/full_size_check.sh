@@ -65,6 +65,23 @@ sy_run() {  # NAME ARGS...
 sy_run sy_int4 --set "model.checkpoint=$work/gptq"
 sy_run sy_bf16 --set "model.checkpoint=$work/bf16"
 
+# What `switchyard plan` predicts for the same two runs on one device (issue 19 §2): the preset
+# of the GPU at hand with one device per node (PLAN_CLUSTER overrides; on a CPU dry run, `cpu`
+# with one rank).
+cluster="${PLAN_CLUSTER:-}"
+if [ -z "$cluster" ]; then
+  case "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)" in
+    *H200*) cluster=8xh200 ;; *H100*) cluster=8xh100 ;; *) cluster=cpu ;;
+  esac
+fi
+for pair in sy_int4=gptq sy_bf16=bf16; do
+  name="${pair%%=*}" ckpt="$work/${pair#*=}"
+  "$bin" plan --model "$ckpt" --config "$work/train.pbtxt" --set "model.checkpoint=$ckpt" \
+    --dtype bfloat16 --cluster "$cluster" --cluster-set nodes=1 --cluster-set devices_per_node=1 \
+    --ep 1 --json >"$logs/$name.plan.json" 2>"$logs/$name.plan.err" ||
+    [ -s "$logs/$name.plan.json" ] || { status=1; tail -2 "$logs/$name.plan.err"; }
+done
+
 stamp "hf_bf16 (transformers)"
 "$py" "$repo/scripts/hf_router_anchor.py" --out "$logs/hf_bf16.json" --layers "$layers" \
   --micro-batch "$mb" --seq-len "$seq" --accumulation "$accum" --steps "$steps" \
@@ -82,7 +99,9 @@ for name in ("sy_int4", "sy_bf16"):
     profiled = [r for r in loss if r.get("profiled")]
     later = [r for r in loss if r["step"] > 1 and not r.get("profiled")] or loss
     rate = statistics.median(r["tokens_per_s"] for r in later)
-    rows[name] = dict(tokens_per_s=rate, step_s=mb * seq * accum / rate,
+    plan_path = f"{logs}/{name}.plan.json"
+    plan = json.load(open(plan_path))["layouts"][0] if os.path.exists(plan_path) and os.path.getsize(plan_path) else None
+    rows[name] = dict(tokens_per_s=rate, step_s=mb * seq * accum / rate, plan=plan,
                       peak_gpu_gb=max(r["peak_gpu_gb"] for r in loss),
                       peak_rss_gb=max(r["peak_rss_gb"] for r in loss), last_loss=loss[-1]["loss"],
                       host_reads=statistics.median(r["host_reads"] for r in later),
@@ -108,6 +127,21 @@ print()
 ratio("sy_bf16", "hf_bf16", "tokens_per_s", "Switchyard bf16 / transformers bf16, tokens/s (target >= 2)")
 ratio("sy_bf16", "sy_int4", "tokens_per_s", "Switchyard bf16 / int4 experts, tokens/s (target <= 1.3)")
 ratio("sy_int4", "sy_bf16", "peak_gpu_gb", "int4 / bf16 experts, peak GPU memory (target < 0.5)")
+planned = {name: r for name, r in rows.items() if r.get("plan")}
+if planned:
+    # Memory: a GPU's caching-allocator peak holds tensors only, so the plan's runtime term (the
+    # CUDA context) is left out there; on a CPU the resident set includes it.
+    gpu = any(r["peak_gpu_gb"] > 0 for r in planned.values())
+    print(f"\nswitchyard plan for these runs (EP 1, one device), against them\n")
+    print("| run | predicted GB | measured GB | ratio | predicted step s | measured step s | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in planned.items():
+        m = r["plan"]["memory_bytes"]
+        pred_gb = (m["total"] - m["runtime"]) / 1e9 if gpu else m["peak"] / 1e9
+        meas_gb = r["peak_gpu_gb"] if gpu else r["peak_rss_gb"]
+        pred_s = r["plan"]["step_seconds"]["total"]
+        print(f"| {name} | {pred_gb:.2f} | {meas_gb:.2f} | {pred_gb / meas_gb:.3f} | {pred_s:.3f} | "
+              f"{r['step_s']:.3f} | {pred_s / r['step_s']:.3f} |")
 timed = {name: r["phase_ms"] for name, r in rows.items() if r.get("phase_ms")}
 if timed:
     print("\nOne profiled step, forward + backward per phase (ms; the device synchronised at every "

@@ -3,7 +3,8 @@
 # each trained for CALIBRATION_STEPS steps (default 6) at EP 1, 2 and 4 (one rank per EP rank,
 # OMP threads = 2 cores / ranks) and planned with the same config and the run's own expert loads:
 #   small_ro     the quickstart base (hidden 128, 4 layers, 8 experts), MLP-Hadamard routers
-#                only, int4 experts (configs/quickstart/finetune.pbtxt)
+#                only, int4 experts (configs/quickstart/finetune.pbtxt); 4x the steps, since
+#                its steps of a tenth of a second vary the most
 #   medium_full  a Qwen2-MoE of hidden 1024, 8 layers, 16 experts top-4 (503 M parameters) built
 #                from scratch, every parameter trained in fp32 (AdamW on all of it)
 #   medium_ro    the same model (its weights after one step) with int4 experts, routers only
@@ -14,7 +15,8 @@
 #                killed by the kernel rather than measured)
 # Prints predicted (the larger of training's and loading's peak) vs measured peak RSS per rank
 # (the largest over ranks and steps) and step time
-# (median of the steps after the first), the step's terms against rank 0's phase_ms, and writes
+# (median of the steps after the first), the step's terms against the phase_ms of the rank with
+# the most expert time, and writes
 # them to CALIBRATION_DIR/calibration.json
 # (default runs/plan_calibration). QUICKSTART_DIR is where the base lives (made when missing);
 # CALIBRATION_REUSE=1 keeps runs already measured and only plans again.
@@ -54,7 +56,7 @@ fi
 case_args() {  # NAME -> the config arguments train and plan share
   case "$1" in
     small_ro) echo "--config configs/quickstart/finetune.pbtxt --set model.checkpoint=$base_out/base
-                    --set train.distill_steps=0" ;;
+                    --set train.distill_steps=0 --set train.steps=$((steps * 4))" ;;
     medium_full) echo "--config configs/quickstart/pretrain.pbtxt --set model.init_config=$out/medium.json" ;;
     medium_ro) echo "--config configs/quickstart/finetune.pbtxt --set model.checkpoint=$out/medium_base
                      --set train.distill_steps=0" ;;
@@ -91,7 +93,7 @@ import json, sys
 c = json.load(open(sys.argv[1]))
 print(f"bench {{ layer_shapes {{ hidden_size: {c['hidden_size']} num_experts: {c['num_experts']} "
       f"top_k: {c['num_experts_per_tok']} expert_intermediate_size: {c['moe_intermediate_size']} }} "
-      f"tokens: {sys.argv[2]} repeats: 7 }}")
+      f"tokens: {sys.argv[2]} repeats: 21 }}")
 PY
   OMP_NUM_THREADS=$(threads_at "$np") ./launch/mpirun.sh -np "$np" "$bin" bench --name rates \
     --config "$out/rates_$name.pbtxt" >"$out/rates_${name}_np$np.table.txt"
@@ -143,11 +145,16 @@ for item in items:
     # Step time: rank 0's wall time per step (rank0.log), median of the steps after the first.
     times = [float(line.split()[-1]) for line in open(run + "/rank0.log")
              if line.startswith("step ") and int(line.split()[1]) > 1]
-    # Where rank 0's steps went (phase_ms, median over the steps after the first), gathered into
-    # plan's terms: the exchange's permutations count with the all-to-all; router, shared expert
-    # and the rest of the layer are plan's "rest".
-    phases = [r["phase_ms"] for r in map(json.loads, open(run + "/metrics.jsonl"))
-              if r["kind"] == "loss" and r["rank"] == 0 and r["step"] > 1 and "phase_ms" in r]
+    # Where the critical rank's steps went (phase_ms of the rank with the most expert time in
+    # each step, median over the steps after the first: plan's terms are that rank's; the
+    # others wait for it inside their exchanges), gathered into plan's terms: the exchange's
+    # permutations count with the all-to-all; router, shared expert and the rest of the layer
+    # are plan's "rest".
+    by_step = {}
+    for r in map(json.loads, open(run + "/metrics.jsonl")):
+        if r["kind"] == "loss" and r["step"] > 1 and "phase_ms" in r:
+            by_step.setdefault(r["step"], []).append(r["phase_ms"])
+    phases = [max(ranks, key=lambda p: p["experts"]) for ranks in by_step.values()]
     groups = {"experts": ["experts"], "attention": ["attention"],
               "rest": ["router", "shared_expert", "other"], "lm_head": ["head"],
               "all_to_all": ["dispatch", "combine"], "grad_allreduce": ["gradient_sync"],
@@ -167,7 +174,8 @@ for r in rows:
           f"{r['predicted_gb'] / r['measured_gb']:.3f} | {r['predicted_step_s']:.3f} | "
           f"{r['measured_step_s']:.3f} | {r['predicted_step_s'] / r['measured_step_s']:.3f} |")
 terms = ["experts", "attention", "rest", "lm_head", "all_to_all", "grad_allreduce", "optimizer"]
-print("\nStep time by term, predicted / measured seconds (measured: rank 0's phase_ms, median)\n")
+print("\nStep time by term, predicted / measured seconds (measured: phase_ms of the rank with the "
+      "most expert time, median over steps)\n")
 print("| workload | EP | " + " | ".join(terms) + " |")
 print("|---|---:|" + "---:|" * len(terms))
 for r in rows:

@@ -160,8 +160,7 @@ void print_plans(std::ostream& os, const PlanRequest& r, const std::vector<Layou
     double worst = 1.0;
     for (double v : p.imbalance) worst = std::max(worst, v);
     time.add({p.ep, p.dp, Cell(worst, 3), Cell(t.experts * 1e3, 1), Cell(t.attention * 1e3, 1),
-              Cell(t.rest * 1e3, 1),
-              Cell(t.lm_head * 1e3, 1), Cell(t.all_to_all * 1e3, 1),
+              Cell(t.rest * 1e3, 1), Cell(t.lm_head * 1e3, 1), Cell(t.all_to_all * 1e3, 1),
               Cell(t.grad_allreduce * 1e3, 1), Cell(t.optimizer * 1e3, 1), Cell(t.total() * 1e3, 1),
               Cell(t.all_to_all / t.total(), 3), Cell(double(p.tokens_per_step) / t.total(), 0)});
   }

@@ -42,8 +42,9 @@ std::vector<ClusterSpec> make_presets() {
   cpu.name = "cpu";
   cpu.source =
       "the 2-core development machine, 4 ranks of 1 thread: `bench rates` under mpirun -np 4 "
-      "(docs/planning.md, 2026-12-06): GEMMs at hidden 1024, memory, per-layer overhead, "
-      "AdamW per parameter, all-to-all; bf16 as fp32 (fp32 GEMMs underneath)";
+      "(docs/planning.md, 2026-12-06): GEMMs and the expert bank at hidden 1024, memory, "
+      "per-layer overhead, the optimizer per parameter, all-to-all; bf16 as fp32 (fp32 GEMMs "
+      "underneath)";
   cpu.nodes = 1;
   cpu.devices_per_node = 4;
   cpu.ranks_share_node = true;
@@ -52,12 +53,16 @@ std::vector<ClusterSpec> make_presets() {
   // 0.46-0.49 GB at EP 1, 2 and 4 (2026-12-06).
   cpu.runtime_gb = 0.47;
   // Node rates: the 4 ranks' rates summed, per-rank times divided by 4 (plan shares them out).
-  cpu.tflops_bf16 = 0.14;
-  cpu.tflops_fp32 = 0.14;
-  cpu.memory_bandwidth_gbs = 70;
-  cpu.layer_overhead_ms = 0.9;
-  cpu.optimizer_ns_per_param = 2.5;
-  cpu.intra_node_gbs = 0.54;
+  // launch/plan_calibration.sh's 4-rank `bench rates` at the medium model's shape, rounded; the
+  // machine's speed drifts by tens of percent between runs (2026-12-06).
+  cpu.tflops_bf16 = 0.16;
+  cpu.tflops_fp32 = 0.16;
+  cpu.memory_bandwidth_gbs = 80;
+  cpu.layer_overhead_ms = 0.65;
+  cpu.optimizer_ns_per_param = 5;
+  cpu.expert_gemm_efficiency = 0.9;
+  cpu.expert_wgrad_efficiency = 0.5;
+  cpu.intra_node_gbs = 0.65;
   cpu.inter_node_gbs = 0.54;  // one node: never used
   cpu.intra_node_latency_us = 40;
   cpu.inter_node_latency_us = 100;
@@ -113,9 +118,9 @@ void ClusterSpec::validate() const {
     throw ConfigError("cluster " + name +
                       ": layer_overhead_ms and optimizer_ns_per_param must not be negative (0: "
                       "not modelled)");
-  for (const auto& [field, v] : {std::pair<const char*, double>{"expert_gemm_efficiency",
-                                                                  expert_gemm_efficiency},
-                                 {"expert_wgrad_efficiency", expert_wgrad_efficiency}})
+  for (const auto& [field, v] :
+       {std::pair<const char*, double>{"expert_gemm_efficiency", expert_gemm_efficiency},
+        {"expert_wgrad_efficiency", expert_wgrad_efficiency}})
     if (!(v > 0 && v <= 1))
       throw ConfigError(
           detail::concat("cluster ", name, ": ", field, " = ", v, " must be in (0, 1]"));

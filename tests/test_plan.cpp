@@ -3,6 +3,8 @@
 // model, and the refusals.
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 #include "models/qwen2_moe.h"
 #include "parallel/placement.h"
 #include "parallel/process_groups.h"
@@ -278,6 +280,75 @@ TEST(PlanModel, RanksSharingANodePeakWhileLoading) {
   EXPECT_DOUBLE_EQ(plan_layout(w, node, 2).memory.loading, 0);
 }
 
+// The workloads launch/plan_calibration.sh trains (docs/planning.md, "Calibration").
+// medium: the 503 M-parameter model it builds (hidden 1024, 8 layers, 16 experts top-4), fully
+// trained in fp32 from scratch, or with int4 experts and MLP-Hadamard routers fine-tuned from its
+// fp32 checkpoint; 4 x 128 tokens per rank.
+PlanWorkload medium_workload(bool full) {
+  PlanWorkload w;
+  Qwen2MoeConfig& c = w.model;
+  c.vocab_size = 8192;
+  c.hidden_size = 1024;
+  c.intermediate_size = 2816;
+  c.moe_intermediate_size = 1024;
+  c.shared_expert_intermediate_size = 2048;
+  c.num_hidden_layers = 8;
+  c.num_attention_heads = 8;
+  c.num_key_value_heads = 8;
+  c.num_experts = 16;
+  c.num_experts_per_tok = 4;
+  w.micro_batch = 4;
+  w.seq_len = 128;
+  w.weight_bytes = w.activation_bytes = 4;
+  w.routers_only = !full;
+  if (!full) {
+    w.router.mutable_mlp_hadamard()->set_hidden(64);
+    w.expert_quant = QuantOptions().kind(QuantKind::kInt4).group_size(128).symmetric(true);
+    w.checkpoint_bytes = 4;
+  }
+  return w;
+}
+
+// small: the quickstart base (hidden 128, 4 layers, 8 experts top-2) with its fine-tune config:
+// int4 experts, MLP-Hadamard routers alone, fp32, 4 x 128 tokens per rank.
+PlanWorkload small_workload() {
+  PlanWorkload w;
+  Qwen2MoeConfig& c = w.model;
+  c.vocab_size = 8192;
+  c.hidden_size = 128;
+  c.intermediate_size = 512;
+  c.moe_intermediate_size = 128;
+  c.shared_expert_intermediate_size = 256;
+  c.num_hidden_layers = 4;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.num_experts = 8;
+  c.num_experts_per_tok = 2;
+  w.micro_batch = 4;
+  w.seq_len = 128;
+  w.weight_bytes = w.activation_bytes = 4;
+  w.routers_only = true;
+  w.router.mutable_mlp_hadamard()->set_hidden(64);
+  w.expert_quant = QuantOptions().kind(QuantKind::kInt4).group_size(128).symmetric(true);
+  w.checkpoint_bytes = 4;
+  return w;
+}
+
+// a27b: Qwen1.5-MoE-A2.7B from a GPTQ-Int4 checkpoint in the hub layout, MLP-Hadamard routers
+// fine-tuned on int4 experts, bf16, 1 x 128 tokens per rank.
+PlanWorkload a27b_workload() {
+  PlanWorkload w;  // Qwen2MoeConfig's defaults are Qwen1.5-MoE-A2.7B
+  w.micro_batch = 1;
+  w.seq_len = 128;
+  w.weight_bytes = w.activation_bytes = 2;
+  w.routers_only = true;
+  w.router.mutable_mlp_hadamard()->set_hidden(64);
+  w.expert_quant = QuantOptions().kind(QuantKind::kInt4).group_size(128).symmetric(true);
+  w.checkpoint_bytes = 2;  // fp16 non-linear tensors
+  w.checkpoint_gptq_group = 128;
+  return w;
+}
+
 // Peak resident memory that launch/plan_calibration.sh measured on the 2-core machine
 // (2026-12-06; docs/planning.md) for the 503 M-parameter model it builds (hidden 1024, 8 layers,
 // 16 experts top-4): full fp32 training from scratch, and int4 experts with MLP-Hadamard routers
@@ -301,27 +372,7 @@ TEST(PlanModel, MemoryWithinTenPercentOfTheCalibrationRuns) {
   for (const auto& run : runs) {
     SCOPED_TRACE(std::string(run.full ? "full training" : "int4 routers only") + ", EP " +
                  std::to_string(run.ep));
-    PlanWorkload w;
-    Qwen2MoeConfig& c = w.model;
-    c.vocab_size = 8192;
-    c.hidden_size = 1024;
-    c.intermediate_size = 2816;
-    c.moe_intermediate_size = 1024;
-    c.shared_expert_intermediate_size = 2048;
-    c.num_hidden_layers = 8;
-    c.num_attention_heads = 8;
-    c.num_key_value_heads = 8;
-    c.num_experts = 16;
-    c.num_experts_per_tok = 4;
-    w.micro_batch = 4;
-    w.seq_len = 128;
-    w.weight_bytes = w.activation_bytes = 4;
-    w.routers_only = !run.full;
-    if (!run.full) {
-      w.router.mutable_mlp_hadamard()->set_hidden(64);
-      w.expert_quant = QuantOptions().kind(QuantKind::kInt4).group_size(128).symmetric(true);
-      w.checkpoint_bytes = 4;
-    }
+    PlanWorkload w = medium_workload(run.full);
     w.rank_imbalance = run.imbalance;
     ClusterSpec cpu = cluster_preset("cpu");
     cpu.devices_per_node = run.ep;
@@ -332,8 +383,9 @@ TEST(PlanModel, MemoryWithinTenPercentOfTheCalibrationRuns) {
 
 // The full-size case launch/plan_calibration.sh measured (2026-12-06): Qwen1.5-MoE-A2.7B from a
 // GPTQ-Int4 checkpoint in the hub layout, MLP-Hadamard routers fine-tuned on int4 experts, bf16,
-// 1 x 128 tokens per rank, at EP 1 (its peak is the load: 8.4 GB of checkpoint pages resident)
-// and EP 2 (each layer's rank imbalance as its run measured). Within 10% of each.
+// 1 x 128 tokens per rank, at EP 2 (each layer's rank imbalance as its run measured), in the
+// first and the latest calibration. Within 10% of each. (EP 1 peaks while loading, and the same
+// build measured 18.9 GB twice and 22.8-23.6 GB four times: docs/planning.md; not a test yet.)
 TEST(PlanModel, FullSizeGptqRouterFineTuneWithinTenPercentOfItsRuns) {
   struct Measured {
     int ep;
@@ -341,27 +393,108 @@ TEST(PlanModel, FullSizeGptqRouterFineTuneWithinTenPercentOfItsRuns) {
     std::vector<double> imbalance;
   };
   const std::vector<Measured> runs = {
-      {1, 18.949, {1.0}},
       {2, 12.862, {1.124, 1.261, 1.132, 1.092, 1.257, 1.111, 1.425, 1.333,
                    1.069, 1.171, 1.015, 1.236, 1.002, 1.283, 1.219, 1.034,
                    1.044, 1.023, 1.190, 1.338, 1.243, 1.116, 1.067, 1.237}},
+      {2, 13.109, {1.104, 1.109, 1.058, 1.389, 1.017, 1.181, 1.158, 1.132,
+                   1.551, 1.158, 1.069, 1.265, 1.130, 1.020, 1.096, 1.068,
+                   1.085, 1.025, 1.096, 1.395, 1.200, 1.451, 1.188, 1.096}},
   };
   for (const auto& run : runs) {
     SCOPED_TRACE("EP " + std::to_string(run.ep));
-    PlanWorkload w;  // Qwen2MoeConfig's defaults are Qwen1.5-MoE-A2.7B
-    w.micro_batch = 1;
-    w.seq_len = 128;
-    w.weight_bytes = w.activation_bytes = 2;
-    w.routers_only = true;
-    w.router.mutable_mlp_hadamard()->set_hidden(64);
-    w.expert_quant = QuantOptions().kind(QuantKind::kInt4).group_size(128).symmetric(true);
-    w.checkpoint_bytes = 2;  // fp16 non-linear tensors
-    w.checkpoint_gptq_group = 128;
+    PlanWorkload w = a27b_workload();
     w.rank_imbalance = run.imbalance;
     ClusterSpec cpu = cluster_preset("cpu");
     cpu.devices_per_node = run.ep;
     const double predicted = plan_layout(w, cpu, run.ep).memory.peak() / 1e9;
     EXPECT_NEAR(predicted / run.peak_rss_gb, 1.0, 0.10) << predicted << " GB predicted";
+  }
+}
+
+// Step time that launch/plan_calibration.sh measured on the 2-core machine (2026-12-06,
+// docs/planning.md): rank 0's median step after the first, each run planned with the rates
+// `bench rates` measured right before it (the --cluster-set values it printed) and each MoE
+// layer's rank imbalance as the run measured. The plan must stay within 25% of each. The
+// medium and full-size runs only: the quickstart-sized small_ro, whose steps of 0.05-0.27 s are
+// mostly per-op cost, came out at 0.57-1.06 of its runs over three calibrations (the 128-wide
+// GEMM probe swings 2x between them), so it is no test of the model yet.
+TEST(PlanModel, StepTimeWithinAQuarterOfTheCalibrationRuns) {
+  struct Measured {
+    const char* workload;
+    int ep;
+    const char* rates;
+    std::vector<double> imbalance;
+    double step_s;
+  };
+  const std::vector<Measured> runs = {
+      {"medium_full",
+       1,
+       "devices_per_node=1 tflops_fp32=0.1532 memory_bandwidth_gbs=50.03 layer_overhead_ms=1.385 "
+       "optimizer_ns_per_param=6.385 expert_gemm_efficiency=0.8549 expert_wgrad_efficiency=0.4935",
+       {1.000},
+       7.0615},  // plan 8.1350
+      {"medium_full",
+       2,
+       "devices_per_node=2 tflops_fp32=0.1853 memory_bandwidth_gbs=69.72 layer_overhead_ms=0.7809 "
+       "optimizer_ns_per_param=5.262 expert_gemm_efficiency=0.9495 expert_wgrad_efficiency=0.6133 "
+       "intra_node_gbs=0.9583 intra_node_latency_us=0",
+       {1.021, 1.061, 1.093, 1.063, 1.135, 1.135, 1.056, 1.030},
+       11.0945},  // plan 11.4735
+      {"medium_full",
+       4,
+       "devices_per_node=4 tflops_fp32=0.1639 memory_bandwidth_gbs=84.25 layer_overhead_ms=0.6397 "
+       "optimizer_ns_per_param=4.947 expert_gemm_efficiency=0.9017 expert_wgrad_efficiency=1 "
+       "intra_node_gbs=0.6397 intra_node_latency_us=0",
+       {1.141, 1.148, 1.192, 1.067, 1.123, 1.128, 1.156, 1.058},
+       21.2928},  // plan 21.7054
+      {"medium_ro",
+       1,
+       "devices_per_node=1 tflops_fp32=0.1361 memory_bandwidth_gbs=45.48 layer_overhead_ms=1.492 "
+       "optimizer_ns_per_param=5.559 expert_gemm_efficiency=1 expert_wgrad_efficiency=0.4211",
+       {1.000},
+       3.5198},  // plan 3.2101
+      {"medium_ro",
+       2,
+       "devices_per_node=2 tflops_fp32=0.1797 memory_bandwidth_gbs=42.91 layer_overhead_ms=0.6987 "
+       "optimizer_ns_per_param=5.537 expert_gemm_efficiency=0.9497 expert_wgrad_efficiency=0.6478 "
+       "intra_node_gbs=2.754 intra_node_latency_us=0",
+       {1.029, 1.052, 1.009, 1.028, 1.037, 1.005, 1.086, 1.066},
+       5.3383},  // plan 5.1093
+      {"medium_ro",
+       4,
+       "devices_per_node=4 tflops_fp32=0.1566 memory_bandwidth_gbs=85.17 layer_overhead_ms=0.608 "
+       "optimizer_ns_per_param=4.522 expert_gemm_efficiency=1 expert_wgrad_efficiency=1 "
+       "intra_node_gbs=0.6444 intra_node_latency_us=0",
+       {1.139, 1.056, 1.024, 1.074, 1.108, 1.092, 1.040, 1.079},
+       10.4518},  // plan 11.3352
+      {"a27b_ro",
+       1,
+       "devices_per_node=1 tflops_fp32=0.1168 tflops_bf16=0.1168 memory_bandwidth_gbs=47.38 "
+       "layer_overhead_ms=1.397 optimizer_ns_per_param=2.713 expert_gemm_efficiency=0.2824 "
+       "expert_wgrad_efficiency=0.05023",
+       {1.000},
+       18.5842},  // plan 22.2677
+      {"a27b_ro",
+       2,
+       "devices_per_node=2 tflops_fp32=0.1742 tflops_bf16=0.1742 memory_bandwidth_gbs=81.97 "
+       "layer_overhead_ms=0.7605 optimizer_ns_per_param=4.523 expert_gemm_efficiency=0.4414 "
+       "expert_wgrad_efficiency=0.0883 intra_node_gbs=1.009 intra_node_latency_us=0",
+       {1.104, 1.109, 1.058, 1.389, 1.017, 1.181, 1.158, 1.132, 1.551, 1.158, 1.069, 1.265,
+        1.130, 1.020, 1.096, 1.068, 1.085, 1.025, 1.096, 1.395, 1.200, 1.451, 1.188, 1.096},
+       21.7048},  // plan 23.7936
+  };
+  for (const auto& run : runs) {
+    const std::string name = run.workload;
+    SCOPED_TRACE(name + " at EP " + std::to_string(run.ep));
+    PlanWorkload w = name == "small_ro"  ? small_workload()
+                     : name == "a27b_ro" ? a27b_workload()
+                                         : medium_workload(name == "medium_full");
+    w.rank_imbalance = run.imbalance;
+    ClusterSpec cpu = cluster_preset("cpu");
+    std::istringstream sets(run.rates);
+    for (std::string kv; sets >> kv;) set_cluster_field(cpu, kv);
+    const double predicted = plan_layout(w, cpu, run.ep).time.total();
+    EXPECT_NEAR(predicted / run.step_s, 1.0, 0.25) << predicted << " s predicted";
   }
 }
 

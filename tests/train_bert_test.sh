@@ -109,14 +109,22 @@ else fail "eval of a BERT-MoE run ($(tail -c 600 "$tmp/eval.err"))"; fi
 
 # (d) Router fine-tuning from the run: MLP routers replace the linear ones, routers only.
 if mpi 2 train --config "$tmp/tune.pbtxt" --run-dir "$tmp/mlp" \
-       --set router.mlp.hidden=16 --set train.routers_only=true \
-       --set train.steps=5 >"$tmp/mlp.out" 2>"$tmp/mlp.err" &&
+       --set router.mlp.hidden=16 --set train.routers_only=true --set train.steps=5 \
+       --set logging.phase_profile_interval=5 >"$tmp/mlp.out" 2>"$tmp/mlp.err" &&
+   "$py" - "$tmp/mlp/metrics.jsonl" <<'PY' &&
+import json, sys
+# Step 5 is timed phase by phase: BERT's attention and classifier head have their boundaries.
+timed = [r for r in map(json.loads, open(sys.argv[1])) if r["kind"] == "loss" and "phase_ms" in r]
+assert [r["step"] for r in timed] == [5, 5], timed
+for r in timed:
+    assert min(r["phase_ms"][k] for k in ("attention", "router", "experts", "head")) > 0, r
+PY
    mpi 2 eval --model "$tmp/mlp" --data "$tmp/data/valid.jsonl" --json "$tmp/mlp.json" \
        >/dev/null 2>"$tmp/mlp_eval.err" &&
    "$bin" report linear="$tmp/eval.json" mlp="$tmp/mlp.json" --out "$tmp/report" \
        >/dev/null 2>"$tmp/report.err" &&
    grep -q "macro-F1" "$tmp/report/report.md" && grep -q '"router": "mlp"' "$tmp/mlp.json"
-then ok "router fine-tuning from a BERT-MoE run, eval at EP 2, report with accuracy and macro-F1"
+then ok "router fine-tuning from a BERT-MoE run (step 5 timed by phase), eval at EP 2, report with accuracy and macro-F1"
 else fail "BERT-MoE router fine-tuning ($(tail -c 600 "$tmp/mlp.err") $(tail -c 300 "$tmp/mlp_eval.err") $(tail -c 300 "$tmp/report.err"))"; fi
 
 # (e) Upcycling a Hugging Face BERT: a dense transformers BertModel (no head, placeholder labels)

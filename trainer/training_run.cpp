@@ -300,7 +300,13 @@ TrainingRunResult TrainingRun::run() {
     const bool profiled =
         profile_every > 0 && (trainer_->optimizer().steps() + 1) % profile_every == 0;
     if (profiled) start_phase_clock(trainer_->model().device());
-    StepMetrics m = trainer_->step(micro);
+    StepMetrics m;
+    try {
+      m = trainer_->step(micro);
+    } catch (...) {
+      if (profiled) stop_phase_clock();  // the clock is process-wide: leave it stopped
+      throw;
+    }
     if (profiled) {
       const PhaseSeconds phases = stop_phase_clock().seconds;
       m.phase_seconds.assign(phases.begin(), phases.end());
