@@ -1,10 +1,6 @@
 // See load_model.h.
 #include "models/load_model.h"
 
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
-
 #include <filesystem>
 
 #include "common/build_info.h"
@@ -76,14 +72,6 @@ LoadedModel build_model(const std::string& config_json, const std::string& where
   m.arch = config.model().arch();
   m.groups = device_groups(config);
   m.model = m.architecture().build(config_json, where, m.config, m.groups);
-#ifdef __GLIBC__
-  // Building a model frees many temporaries below glibc's mmap threshold (a quantized bank
-  // quantizes its initial weights one expert at a time). glibc keeps such memory for reuse,
-  // and how much of it stays resident varied by 4.7 GB between runs loading the full-size
-  // GPTQ checkpoint, on top of the checkpoint pages read next. Hand it back to the system
-  // before the weights are read, so a rank's peak is the model plus what it reads.
-  malloc_trim(0);
-#endif
   return m;
 }
 

@@ -4,7 +4,6 @@
 
 #include "common/errors.h"
 #include "common/host_reads.h"
-#include "common/phase_clock.h"
 
 namespace switchyard {
 

@@ -349,6 +349,16 @@ PlanWorkload a27b_workload() {
   return w;
 }
 
+// The `cpu` preset with one rank per EP rank on its node, as the calibration ran.
+void expect_peak_within_ten_percent(PlanWorkload w, const std::vector<double>& imbalance, int ep,
+                                    double measured_gb) {
+  w.rank_imbalance = imbalance;
+  ClusterSpec cpu = cluster_preset("cpu");
+  cpu.devices_per_node = ep;
+  const double predicted = plan_layout(w, cpu, ep).memory.peak() / 1e9;
+  EXPECT_NEAR(predicted / measured_gb, 1.0, 0.10) << predicted << " GB predicted";
+}
+
 // Peak resident memory that launch/plan_calibration.sh measured on the 2-core machine
 // (2026-12-06; docs/planning.md) for the 503 M-parameter model it builds (hidden 1024, 8 layers,
 // 16 experts top-4): full fp32 training from scratch, and int4 experts with MLP-Hadamard routers
@@ -372,12 +382,8 @@ TEST(PlanModel, MemoryWithinTenPercentOfTheCalibrationRuns) {
   for (const auto& run : runs) {
     SCOPED_TRACE(std::string(run.full ? "full training" : "int4 routers only") + ", EP " +
                  std::to_string(run.ep));
-    PlanWorkload w = medium_workload(run.full);
-    w.rank_imbalance = run.imbalance;
-    ClusterSpec cpu = cluster_preset("cpu");
-    cpu.devices_per_node = run.ep;
-    const double predicted = plan_layout(w, cpu, run.ep).memory.peak() / 1e9;
-    EXPECT_NEAR(predicted / run.peak_rss_gb, 1.0, 0.10) << predicted << " GB predicted";
+    expect_peak_within_ten_percent(medium_workload(run.full), run.imbalance, run.ep,
+                                   run.peak_rss_gb);
   }
 }
 
@@ -402,12 +408,7 @@ TEST(PlanModel, FullSizeGptqRouterFineTuneWithinTenPercentOfItsRuns) {
   };
   for (const auto& run : runs) {
     SCOPED_TRACE("EP " + std::to_string(run.ep));
-    PlanWorkload w = a27b_workload();
-    w.rank_imbalance = run.imbalance;
-    ClusterSpec cpu = cluster_preset("cpu");
-    cpu.devices_per_node = run.ep;
-    const double predicted = plan_layout(w, cpu, run.ep).memory.peak() / 1e9;
-    EXPECT_NEAR(predicted / run.peak_rss_gb, 1.0, 0.10) << predicted << " GB predicted";
+    expect_peak_within_ten_percent(a27b_workload(), run.imbalance, run.ep, run.peak_rss_gb);
   }
 }
 

@@ -58,8 +58,9 @@ namespace {
 // [tokens_per_s, grad_norm, peak_rss_gb, peak_gpu_gb, host_reads, seconds per StepPhase (zeros
 //  unless profiled), then per layer: max_over_mean, token_entropy, load_entropy, drop_rate,
 //  aux_loss, z_loss, received rows per local expert...].
+constexpr int kPhaseAt = 5;  // where the seconds per StepPhase start
 constexpr int kPhases = int(StepPhase::kCount);
-constexpr int kRankScalars = 5 + kPhases;
+constexpr int kRankScalars = kPhaseAt + kPhases;
 constexpr int kPerLayerScalars = 6;
 
 // The process's peak resident memory so far, in 1e9 bytes (what `switchyard plan` predicts).
@@ -179,7 +180,7 @@ std::vector<std::string> MetricsLog::write(const StepMetrics& m, double seconds)
       loss["profiled"] = true;
       json phases = json::object();
       for (int p = 0; p < kPhases; ++p)
-        phases[step_phase_name(StepPhase(p))] = 1e3 * v[5 + p].item<double>();
+        phases[step_phase_name(StepPhase(p))] = 1e3 * v[kPhaseAt + p].item<double>();
       loss["phase_ms"] = std::move(phases);
     }
     if (m.distilling) {
