@@ -9,6 +9,7 @@
 #include <set>
 
 #include "bench/bench.h"
+#include "common/autocast.h"
 #include "common/host_reads.h"
 #include "common/table.h"
 #include "models/lm_loss.h"
@@ -43,19 +44,6 @@ int64_t count_parameters(torch::nn::Module& model) {
   return n;
 }
 
-// Sets the default dtype while the model is built, so bf16 weights are created as bf16 instead
-// of fp32 first (14.3 B fp32 parameters would not fit in memory at all).
-class DefaultDtypeGuard {
- public:
-  explicit DefaultDtypeGuard(caffe2::TypeMeta t) : saved_(torch::get_default_dtype()) {
-    torch::set_default_dtype(t);
-  }
-  ~DefaultDtypeGuard() { torch::set_default_dtype(saved_); }
-
- private:
-  caffe2::TypeMeta saved_;
-};
-
 void run_model_bench(const BenchContext& ctx) {
   // Blocks of 256 KiB and more are mapped fresh and unmapped on free. Why: glibc's default
   // threshold rises to the largest block freed (up to 32 MiB), after which big temporaries
@@ -74,7 +62,8 @@ void run_model_bench(const BenchContext& ctx) {
   const auto build_start = std::chrono::steady_clock::now();
   Qwen2MoeForCausalLM model{nullptr};
   {
-    DefaultDtypeGuard bf16(caffe2::TypeMeta::Make<c10::BFloat16>());
+    // Weights created as bf16, not fp32 first: 14.3 B fp32 parameters would not fit in memory.
+    DefaultDtypeScope bf16(torch::kBFloat16);
     model = Qwen2MoeForCausalLM(
         Qwen2MoeOptions(cfg, single_process_groups()).router(ctx.config.router()).quant(quant));
   }

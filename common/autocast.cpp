@@ -23,6 +23,14 @@ AutocastScope::~AutocastScope() {
   at::autocast::set_autocast_dtype(type_, was_dtype_);
 }
 
+DefaultDtypeScope::DefaultDtypeScope(torch::Dtype dtype) : saved_(torch::get_default_dtype()) {
+  torch::set_default_dtype(caffe2::TypeMeta::fromScalarType(dtype));
+}
+
+DefaultDtypeScope::~DefaultDtypeScope() {
+  torch::set_default_dtype(saved_);
+}
+
 torch::Tensor autocast_operand(const torch::Tensor& t) {
   if (!t.defined() || !t.is_floating_point()) return t;
   const auto type = t.device().type();

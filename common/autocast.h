@@ -26,6 +26,21 @@ class AutocastScope {
   at::ScalarType was_dtype_ = at::kFloat;
 };
 
+/// While alive, tensors created without a dtype (every parameter LibTorch's modules create) are
+/// `dtype`: a model built in the dtype it computes in never holds a float32 copy of its weights.
+/// Restores the previous default on leaving. LibTorch's default is process-wide, not per thread.
+///   usage: { DefaultDtypeScope bf16(torch::kBFloat16); model = Qwen2MoeForCausalLM(options); }
+class DefaultDtypeScope {
+ public:
+  explicit DefaultDtypeScope(torch::Dtype dtype);
+  ~DefaultDtypeScope();
+  DefaultDtypeScope(const DefaultDtypeScope&) = delete;
+  DefaultDtypeScope& operator=(const DefaultDtypeScope&) = delete;
+
+ private:
+  caffe2::TypeMeta saved_;
+};
+
 /// `t` in autocast's lower-precision dtype when autocast is on for its device and `t` is a
 /// floating-point tensor of another dtype; else `t` itself. For inputs of ops autocast skips.
 torch::Tensor autocast_operand(const torch::Tensor& t);

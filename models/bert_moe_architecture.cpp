@@ -82,6 +82,9 @@ class BertMoeArchitecture final : public ModelArchitecture {
             .seed(model.init_seed()));
     return std::make_unique<BertMoeModel>(std::move(bert), json);
   }
+  torch::Dtype declared_dtype(const std::string& json, const std::string& where) const override {
+    return BertConfig::from_json(json, where).dtype;
+  }
 
   std::optional<std::string> refusal(ArchFeature feature) const override {
     switch (feature) {

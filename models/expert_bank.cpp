@@ -11,6 +11,17 @@
 
 namespace switchyard {
 
+namespace {
+thread_local bool skip_expert_init = false;
+}  // namespace
+
+SkipExpertInit::SkipExpertInit() : saved_(skip_expert_init) {
+  skip_expert_init = true;
+}
+SkipExpertInit::~SkipExpertInit() {
+  skip_expert_init = saved_;
+}
+
 ExpertBankImpl::ExpertBankImpl(ExpertBankOptions options) : options_(std::move(options)) {
   const auto E = options_.num_experts(), H = options_.hidden_size(),
              I = options_.intermediate_size();
@@ -29,7 +40,7 @@ ExpertBankImpl::ExpertBankImpl(ExpertBankOptions options) : options_(std::move(o
   if (quantize)
     adopt_quantized(QuantizedWeight::empty(in_shape, options_.quant()),
                     QuantizedWeight::empty(out_shape, options_.quant()));
-  reset_parameters();
+  if (!skip_expert_init) reset_parameters();
 }
 
 void ExpertBankImpl::adopt_quantized(QuantizedWeight in, QuantizedWeight out) {

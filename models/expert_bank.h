@@ -37,6 +37,22 @@ struct ExpertBankOptions {
   TORCH_ARG(QuantOptions, quant);
 };
 
+/// While one is alive on this thread, expert banks are built without their random
+/// initialisation (float weights left as allocated, codes zero), for loaders that set every slot
+/// next (load_model). Initialising a quantized bank quantizes random weights expert by expert,
+/// 1,440 experts for the full-size int4 model at EP 1, all of them overwritten by the checkpoint.
+///   usage: { SkipExpertInit skip; model = build(...); } load_hf_weights(*model, ckpt);
+class SkipExpertInit {
+ public:
+  SkipExpertInit();
+  ~SkipExpertInit();
+  SkipExpertInit(const SkipExpertInit&) = delete;
+  SkipExpertInit& operator=(const SkipExpertInit&) = delete;
+
+ private:
+  bool saved_;
+};
+
 /// Parameters (HF transformers v5 fused layout for SwiGLU):
 ///   w_in  [E, 2I, H] (SwiGLU: gate rows then up rows) or [E, I, H] (GELU), b_in [E, I] (GELU)
 ///   w_out [E, H, I], b_out [E, H] (GELU)

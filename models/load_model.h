@@ -49,10 +49,19 @@ LoadedModel load_model(const std::string& path, const RunConfig& config, const s
 LoadedModel load_hf_model(const std::string& dir, const RunConfig& config, const std::string& dtype,
                           const std::string& config_json = "");
 
+/// How build_model creates a model's weights.
+struct FreshWeights {
+  /// The dtype floats are created in (LibTorch's default while building).
+  torch::Dtype dtype = torch::kFloat;
+  /// Expert banks skip their random initialisation: a loader sets every slot next.
+  bool loader_sets_experts = false;
+};
+
 /// A model of `config.model.arch` built from config.json text (`where` names it in errors)
-/// with fresh weights, not yet initialised, in float32 on the CPU.
+/// with fresh weights (expert banks initialised unless `fresh` says otherwise, the rest as
+/// LibTorch's modules initialise them), in `fresh.dtype` on the CPU.
 LoadedModel build_model(const std::string& config_json, const std::string& where,
-                        const RunConfig& config);
+                        const RunConfig& config, const FreshWeights& fresh = {});
 
 /// Where load_model reads `path` from: the folder itself, or a run folder's newest checkpoint.
 std::string resolve_model_path(const std::string& path);

@@ -72,6 +72,8 @@ class ModelArchitecture {
   virtual std::unique_ptr<ArchitectureModel> build(const std::string& config_json,
                                                    const std::string& where, RunConfig& config,
                                                    const ProcessGroups& groups) const = 0;
+  /// The float dtype config.json text `json` declares (torch_dtype), without building a model.
+  virtual torch::Dtype declared_dtype(const std::string& json, const std::string& where) const = 0;
   /// Why `feature` is refused (one line, without the option's name), or nothing where the
   /// architecture offers it.
   virtual std::optional<std::string> refusal(ArchFeature feature) const;

@@ -64,6 +64,9 @@ class Qwen2MoeArchitecture final : public ModelArchitecture {
     *config.mutable_model()->mutable_quant() = model->options().quant();
     return std::make_unique<Qwen2MoeModel>(std::move(model));
   }
+  torch::Dtype declared_dtype(const std::string& json, const std::string& where) const override {
+    return Qwen2MoeConfig::from_json(json, where).dtype;
+  }
 };
 
 }  // namespace

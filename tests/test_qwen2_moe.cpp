@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "common/errors.h"
+#include "models/load_model.h"
 #include "models/qwen2_moe.h"
 #include "routers/router_registry.h"
 #include "tests/test_support.h"
@@ -101,6 +102,38 @@ TEST(HfReference, Qwen2MoeRouterReplacement) {
     auto out = load_model(dir, rc)->forward(ref.input_ids, ref.attention_mask);
     EXPECT_TRUE(torch::isfinite(out.logits).all().item<bool>()) << entry.name;
     if (entry.name == "linear") EXPECT_LE(relative_error(out.logits, ref), 1e-4);
+  }
+}
+
+// load_model builds a model in the dtype it will compute in and leaves its expert banks to the
+// loader (models/load_model.cpp, fresh_for_loading). Loaded that way in bf16, every parameter
+// and buffer, quantized codes included, equals a float32 load cast to bf16: the fp32 build
+// changed no number, it only held the weights at 4 bytes through the load.
+TEST(HfReference, Qwen2MoeLoadsInItsComputeDtypeAsAFloatLoadCastAfter) {
+  const std::string dir = reference_case("qwen2_moe", "base");
+  if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
+  for (const bool int4 : {false, true}) {
+    RunConfig config;
+    if (int4) {
+      config.mutable_model()->mutable_quant()->set_experts(config::INT4);
+      config.mutable_model()->mutable_quant()->set_group_size(8);
+      config.mutable_model()->mutable_quant()->set_symmetric(false);
+    }
+    const LoadedModel bf16 = switchyard::load_model(dir, config, "bfloat16");
+    EXPECT_EQ(torch::typeMetaToScalarType(torch::get_default_dtype()), torch::kFloat)
+        << "the build's default dtype outlived it";
+    const LoadedModel fp32 = switchyard::load_model(dir, config, "float32");
+    fp32.module().to(torch::kBFloat16);
+    const auto theirs = fp32.module().named_parameters();
+    for (const auto& p : bf16.module().named_parameters()) {
+      ASSERT_EQ(p.value().scalar_type(), theirs[p.key()].scalar_type()) << p.key();
+      EXPECT_TRUE(torch::equal(p.value(), theirs[p.key()])) << p.key() << (int4 ? " (int4)" : "");
+    }
+    const auto their_buffers = fp32.module().named_buffers();
+    for (const auto& b : bf16.module().named_buffers())
+      EXPECT_TRUE(torch::equal(b.value(), their_buffers[b.key()])) << b.key();
+    if (int4)
+      EXPECT_GT(their_buffers["layers.0.moe.experts.w_in_q"].count_nonzero().item<int64_t>(), 0);
   }
 }
 

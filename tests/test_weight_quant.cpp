@@ -82,6 +82,21 @@ TEST(WeightQuant, QuantizedExpertBankIsFrozenCloseAndPassesInputGradients) {
   }
 }
 
+// A bank built for a loader skips the random weights it would quantize (its codes stay zero),
+// only while the scope lives.
+TEST(WeightQuant, SkipExpertInitLeavesCodesForTheLoaderInItsScopeOnly) {
+  const auto int4 =
+      ExpertBankOptions(64, 32, 3).quant(QuantOptions().kind(QuantKind::kInt4).group_size(8));
+  auto nonzero_codes = [](const ExpertBank& b) {
+    return b->quantized_in()->q.count_nonzero().item<int64_t>();
+  };
+  {
+    SkipExpertInit skip;
+    EXPECT_EQ(nonzero_codes(ExpertBank(int4)), 0);
+  }
+  EXPECT_GT(nonzero_codes(ExpertBank(int4)), 0);
+}
+
 TEST(WeightQuant, QuantizedBankEqualsAFullBankHoldingTheDequantizedWeights) {
   torch::manual_seed(2);
   ExpertBank quant(ExpertBankOptions(32, 16, 2));
