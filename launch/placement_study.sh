@@ -4,18 +4,23 @@
 # renumbered per layer by the load they got there, hottest first (router rows and expert weights
 # together, so the model computes the same function), which puts the hot experts side by side on
 # the first ranks of the contiguous placement: the skewed case. Its routers are then trained on
-# (routers only, no balancing loss, so the skew stays) for more steps under 4 ranks (EP 4) five
-# ways:
+# (routers only, no balancing loss, so the skew stays) for more steps under PLACEMENT_EP ranks
+# (default 4, one thread each) five ways:
 #   contiguous   the default placement
-#   balanced     `switchyard placement --ep 4` from the run's logged loads
-#   replicas     the same with --redundant 4 (one extra slot per rank)
+#   balanced     `switchyard placement --ep N` from the run's logged loads
+#   replicas     the same with --redundant N (one extra slot per rank)
 #   live         contiguous at the start, then live re-placement every PLACEMENT_INTERVAL steps
 #                (default 10) from the loads of the steps since the last one
-#   live_replicas  the replicas placement at the start, then live re-placement (4 extra slots kept)
-# and the tokens each rank's experts received per layer (exact, from metrics.jsonl) and the
-# training throughput are printed side by side as one Markdown table.
+#   live_replicas  the replicas placement at the start, then live re-placement (extra slots kept)
+# PLACEMENT_ROUNDS (default 1) repeats the five, interleaved, so that the machine's drift falls
+# on all of them alike. Printed as one Markdown table: the tokens each rank's experts received
+# per layer (exact, from metrics.jsonl, the first round's), rank 0's median step time over the
+# rounds, and the step time `switchyard plan` predicts from each run's measured rank imbalance
+# (the busiest rank sets the pace), with the rates `launch/plan_calibration.sh` measured for
+# this model at this rank count when it has run (else the `cpu` preset's).
 # PLACEMENT_STEPS (default 30) sets the steps, PLACEMENT_DIR the output folder (default
-# runs/placement_study), BALANCE_DIR where the balance study's runs are (default runs/balance_study).
+# runs/placement_study, runs/placement_study_ep<N> at another EP), BALANCE_DIR where the balance
+# study's runs are (default runs/balance_study).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$repo/launch/setup.sh"
@@ -24,7 +29,10 @@ cd "$repo"
 bin=build/bin/switchyard
 base_out="${QUICKSTART_DIR:-runs/quickstart}"
 balance="${BALANCE_DIR:-runs/balance_study}"
-out="${PLACEMENT_DIR:-runs/placement_study}"
+ep="${PLACEMENT_EP:-4}"
+default_out=runs/placement_study; [ "$ep" = 4 ] || default_out="runs/placement_study_ep$ep"
+out="${PLACEMENT_DIR:-$default_out}"
+rounds="${PLACEMENT_ROUNDS:-1}"
 steps="${PLACEMENT_STEPS:-30}"
 interval="${PLACEMENT_INTERVAL:-10}"
 export OMP_NUM_THREADS=1
@@ -32,8 +40,9 @@ export OMP_NUM_THREADS=1
 mkdir -p "$out"
 rm -rf "$out/none_hf" "$out/skewed"
 "$bin" convert --model "$balance/none" --format hf --out "$out/none_hf" >/dev/null
-"$bin" placement --run "$balance/none" --ep 4 --out "$out/balanced.json" >/dev/null
-"$bin" placement --run "$balance/none" --ep 4 --redundant 4 --out "$out/replicas.json" >/dev/null
+"$bin" placement --run "$balance/none" --ep "$ep" --out "$out/balanced.json" >/dev/null
+"$bin" placement --run "$balance/none" --ep "$ep" --redundant "$ep" --out "$out/replicas.json" \
+  >/dev/null
 # Renumber the experts (and the placements, computed from the same loads) hottest first.
 .venv/bin/python - "$balance/none/metrics.jsonl" "$out/none_hf" "$out/skewed" \
     "$out/balanced.json" "$out/replicas.json" <<'PY'
@@ -78,62 +87,102 @@ for path in placements:
                                  "the predictions' 'contiguous' is the old numbering's")
     json.dump(p, open(path, "w"), indent=1)
 PY
-runs=()
-for name in contiguous balanced replicas live live_replicas; do
-  placement=()
-  case "$name" in
-    balanced | replicas) placement=(--set "parallel.placement=$out/$name.json") ;;
-    live) placement=(--set "parallel.rebalance_interval=$interval") ;;
-    live_replicas) placement=(--set "parallel.placement=$out/replicas.json"
-                              --set "parallel.rebalance_interval=$interval") ;;
-  esac
-  echo "== $name"
-  rm -rf "${out:?}/$name"
-  ./launch/mpirun.sh -np 4 "$bin" train --config configs/quickstart/finetune.pbtxt \
-    --run-dir "$out/$name" --progress lines --set "model.checkpoint=$out/skewed" \
-    --set "data.train_path=$base_out/data/train.tok" --set router.linear.init_from_checkpoint=true \
-    --set router.aux_loss_coef=0 --set train.distill_steps=0 --set "train.steps=$steps" \
-    --set logging.log_interval="$steps" "${placement[@]}" >"$out/$name.train.txt"
-  runs+=("$name=$out/$name")
+# Round 1's runs are $out/NAME, later rounds' $out/NAME.rK.
+names=(contiguous balanced replicas live live_replicas)
+for round in $(seq 1 "$rounds"); do
+  for name in "${names[@]}"; do
+    placement=()
+    case "$name" in
+      balanced | replicas) placement=(--set "parallel.placement=$out/$name.json") ;;
+      live) placement=(--set "parallel.rebalance_interval=$interval") ;;
+      live_replicas) placement=(--set "parallel.placement=$out/replicas.json"
+                                --set "parallel.rebalance_interval=$interval") ;;
+    esac
+    run="$out/$name"; [ "$round" = 1 ] || run="$out/$name.r$round"
+    echo "== $name (round $round of $rounds)"
+    rm -rf "${run:?}"
+    ./launch/mpirun.sh -np "$ep" "$bin" train --config configs/quickstart/finetune.pbtxt \
+      --run-dir "$run" --progress lines --set "model.checkpoint=$out/skewed" \
+      --set "data.train_path=$base_out/data/train.tok" --set router.linear.init_from_checkpoint=true \
+      --set router.aux_loss_coef=0 --set train.distill_steps=0 --set "train.steps=$steps" \
+      --set parallel.expert_parallel="$ep" --set logging.log_interval="$steps" "${placement[@]}" \
+      >"$run.train.txt"
+  done
 done
-.venv/bin/python - "$steps" "${runs[@]}" <<'PY'
+
+# The step time the imbalance predicts: `plan` with each run's measured rank max/mean.
+rates="${CALIBRATION_DIR:-runs/plan_calibration}/rates_small_ro_np$ep.txt"
+sets=(--cluster-set devices_per_node="$ep")
+if [ -f "$rates" ]; then
+  for kv in $(cat "$rates"); do sets+=(--cluster-set "$kv"); done
+else
+  rates="the cpu preset (no $rates)"
+fi
+.venv/bin/python - "$steps" "$rounds" "$out" "${names[@]}" >"$out/imbalance.txt" <<'PY'
 import json, statistics, sys
-steps, runs = int(sys.argv[1]), sys.argv[2:]
-print(f"\n{steps} steps, routers only, EP 4; rank max/mean = the most loaded rank's received "
-      "tokens over the mean, per layer, summed over the steps (exact); 'mean, 2nd half' sums "
-      f"steps {steps // 2 + 1}-{steps} only\n")
+steps, rounds, out, names = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 
 def ratios(tokens):
-    out = []
+    result = []
     for l in sorted({l for l, _ in tokens}):
         per_rank = [v for (layer, _), v in tokens.items() if layer == l]
-        out.append(max(per_rank) / (sum(per_rank) / len(per_rank)))
-    return out
+        result.append(max(per_rank) / (sum(per_rank) / len(per_rank)))
+    return result
 
-rows = []
-for item in runs:
-    name, path = item.split("=", 1)
-    tokens, late, speed = {}, {}, []
-    for line in open(path + "/metrics.jsonl"):
-        r = json.loads(line)
-        if r["kind"] == "load":
-            key = (r["layer"], r["rank"])
-            tokens[key] = tokens.get(key, 0) + r["rank_tokens"]
-            if r["step"] > steps // 2:
-                late[key] = late.get(key, 0) + r["rank_tokens"]
-        elif r["kind"] == "loss":
-            speed.append((r["step"], r["tokens_per_s"]))
-    by_step = {}
-    for step, s in speed:
-        by_step[step] = by_step.get(step, 0) + s
-    second = ratios(late)
-    rows.append((name, ratios(tokens), sum(second) / len(second),
-                 statistics.median(by_step.values())))
-n = len(rows[0][1])
-print("| placement | " + " | ".join(f"layer {i}" for i in range(n)) +
-      " | mean | mean, 2nd half | median tokens/s (all ranks) |")
-print("|---|" + "---:|" * (n + 3))
-for name, r, second, tps in rows:
-    print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in r) +
-          f" | {sum(r) / len(r):.3f} | {second:.3f} | {tps:.0f} |")
+with open(f"{out}/measured.jsonl", "w") as table:
+    for name in names:
+        tokens, late = {}, {}
+        for line in open(f"{out}/{name}/metrics.jsonl"):
+            r = json.loads(line)
+            if r["kind"] == "load":
+                key = (r["layer"], r["rank"])
+                tokens[key] = tokens.get(key, 0) + r["rank_tokens"]
+                if r["step"] > steps // 2:
+                    late[key] = late.get(key, 0) + r["rank_tokens"]
+        per_round = []
+        for k in range(1, rounds + 1):
+            log = f"{out}/{name}/rank0.log" if k == 1 else f"{out}/{name}.r{k}/rank0.log"
+            per_round.append([float(l.split()[-1]) for l in open(log)  # not "step 10: ..." notes
+                              if l.startswith("step ") and l.split()[1].isdigit()
+                              and int(l.split()[1]) > 1])
+        r, second = ratios(tokens), ratios(late)
+        table.write(json.dumps({
+            "name": name, "layers": r, "mean": sum(r) / len(r), "second": sum(second) / len(second),
+            "step_s": statistics.median([s for times in per_round for s in times]),
+            "round_medians": [statistics.median(times) for times in per_round]}) + "\n")
+        print(name, sum(r) / len(r))
+PY
+: >"$out/predicted.txt"
+while read -r name imbalance; do
+  redundant=0; case "$name" in *replicas) redundant="$ep" ;; esac
+  "$bin" plan --model "$out/skewed" --config configs/quickstart/finetune.pbtxt \
+    --set "data.train_path=$base_out/data/train.tok" --set router.linear.init_from_checkpoint=true \
+    --set router.aux_loss_coef=0 --set train.distill_steps=0 --cluster cpu "${sets[@]}" \
+    --ep "$ep" --imbalance "$imbalance" --redundant "$redundant" --json >"$out/$name.plan.json"
+  echo "$name $out/$name.plan.json" >>"$out/predicted.txt"
+done <"$out/imbalance.txt"
+.venv/bin/python - "$steps" "$ep" "$rounds" "$rates" "$out" <<'PY'
+import json, sys
+steps, ep, rounds, rates, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+rows = [json.loads(l) for l in open(f"{out}/measured.jsonl")]
+for line in open(f"{out}/predicted.txt"):
+    name, path = line.split()
+    plan = json.load(open(path))["layouts"][0]["step_seconds"]["total"]
+    next(r for r in rows if r["name"] == name)["predicted_s"] = plan
+print(f"\n{steps} steps, routers only, EP {ep}, one thread per rank. Rank max/mean: the most loaded "
+      "rank's received tokens over the mean, per layer, summed over the steps (exact); 'mean, 2nd "
+      f"half' sums steps {steps // 2 + 1}-{steps} only. Step s: rank 0's median wall time per step "
+      f"after the first over {rounds} interleaved round(s), each round's median in brackets. "
+      f"Predicted: `switchyard plan` at the run's mean rank max/mean, rates from {rates}.\n")
+n = len(rows[0]["layers"])
+print("| placement | " + " | ".join(f"layer {i}" for i in range(n)) + " | mean | mean, 2nd half"
+      " | step s | predicted step s | measured change | predicted change |")
+print("|---|" + "---:|" * (n + 6))
+base = rows[0]
+for r in rows:
+    each = ", ".join(f"{m:.4f}" for m in r["round_medians"])
+    print(f"| {r['name']} | " + " | ".join(f"{v:.3f}" for v in r["layers"]) +
+          f" | {r['mean']:.3f} | {r['second']:.3f} | {r['step_s']:.4f} [{each}] |"
+          f" {r['predicted_s']:.4f} | {r['step_s'] / base['step_s'] - 1:+.1%} |"
+          f" {r['predicted_s'] / base['predicted_s'] - 1:+.1%} |")
 PY

@@ -187,7 +187,7 @@ PY
 # The imbalance term, on the placement study's skewed runs (launch/placement_study.sh; skipped
 # when they are missing): each placement planned at EP 4 with the 4-rank rates and the
 # contiguous run's loads (--balanced, --redundant 4: the placements `switchyard placement` makes
-# from them), against the run's measured step time.
+# from them), against the run's measured step time (median over the study's rounds).
 study="${PLACEMENT_DIR:-runs/placement_study}"
 if [ -f "$study/contiguous/rank0.log" ] && [ -f "$study/balanced/rank0.log" ]; then
   # The skewed case has the quickstart base's shape: small_ro's 4-rank rates.
@@ -206,7 +206,7 @@ if [ -f "$study/contiguous/rank0.log" ] && [ -f "$study/balanced/rank0.log" ]; t
     rows+=("$placement=$study/$placement")
   done
   .venv/bin/python - "$out" "${rows[@]}" <<'PY'
-import json, statistics, sys
+import glob, json, statistics, sys
 out, rows = sys.argv[1], sys.argv[2:]
 print("\n| placement (skewed case, EP 4) | planned mean rank max/mean | predicted step s | measured step s | ratio | predicted change | measured change |")
 print("|---|---:|---:|---:|---:|---:|---:|")
@@ -214,7 +214,9 @@ first = None
 for item in rows:
     name, run = item.split("=", 1)
     plan = json.load(open(f"{out}/skewed_{name}.plan.json"))["layouts"][0]
-    times = [float(l.split()[-1]) for l in open(run + "/rank0.log")
+    # Every round the study ran (PLACEMENT_ROUNDS: RUN, RUN.r2, ...), interleaved with the others.
+    times = [float(l.split()[-1]) for log in [run] + sorted(glob.glob(run + ".r*/"))
+             for l in open(log.rstrip("/") + "/rank0.log")
              if l.startswith("step ") and int(l.split()[1]) > 1]
     pred, meas = plan["step_seconds"]["total"], statistics.median(times)
     first = first or (pred, meas)
