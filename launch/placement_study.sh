@@ -33,12 +33,13 @@ ep="${PLACEMENT_EP:-4}"
 default_out=runs/placement_study; [ "$ep" = 4 ] || default_out="runs/placement_study_ep$ep"
 out="${PLACEMENT_DIR:-$default_out}"
 rounds="${PLACEMENT_ROUNDS:-1}"
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "PLACEMENT_ROUNDS=$rounds: expected a positive whole number" >&2; exit 2; }
 steps="${PLACEMENT_STEPS:-30}"
 interval="${PLACEMENT_INTERVAL:-10}"
 export OMP_NUM_THREADS=1
 [ -f "$balance/none/metrics.jsonl" ] || BALANCE_DIR="$balance" ./launch/balance_study.sh
 mkdir -p "$out"
-rm -rf "$out/none_hf" "$out/skewed"
+rm -rf "$out/none_hf" "$out/skewed" "$out"/*.r[0-9]*  # later rounds of an earlier study too
 "$bin" convert --model "$balance/none" --format hf --out "$out/none_hf" >/dev/null
 "$bin" placement --run "$balance/none" --ep "$ep" --out "$out/balanced.json" >/dev/null
 "$bin" placement --run "$balance/none" --ep "$ep" --redundant "$ep" --out "$out/replicas.json" \

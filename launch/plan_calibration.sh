@@ -217,7 +217,7 @@ for item in rows:
     # Every round the study ran (PLACEMENT_ROUNDS: RUN, RUN.r2, ...), interleaved with the others.
     times = [float(l.split()[-1]) for log in [run] + sorted(glob.glob(run + ".r*/"))
              for l in open(log.rstrip("/") + "/rank0.log")
-             if l.startswith("step ") and int(l.split()[1]) > 1]
+             if l.startswith("step ") and l.split()[1].isdigit() and int(l.split()[1]) > 1]
     pred, meas = plan["step_seconds"]["total"], statistics.median(times)
     first = first or (pred, meas)
     imb = statistics.mean(plan["rank_imbalance"])

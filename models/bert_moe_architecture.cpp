@@ -85,6 +85,10 @@ class BertMoeArchitecture final : public ModelArchitecture {
   torch::Dtype declared_dtype(const std::string& json, const std::string& where) const override {
     return BertConfig::from_json(json, where).dtype;
   }
+  // Its routers, pooler and new heads, which no checkpoint holds, are drawn from the seeded
+  // stream of model.init_seed after the banks' draws: built without those draws, or in another
+  // dtype, a run's untrained pooler would differ between training and a later eval.
+  bool builds_for_loading() const override { return false; }
 
   std::optional<std::string> refusal(ArchFeature feature) const override {
     switch (feature) {

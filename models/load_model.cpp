@@ -54,12 +54,15 @@ ProcessGroups device_groups(const RunConfig& config) {
 // A model about to be loaded is built as it will compute: floats in the run's dtype from the
 // start, and expert banks not initialised when the loader sets every slot. Built in float32 and
 // cast after the load, the full-size A2.7B int4 model held its 1.9 G non-expert weights at 4 bytes
-// while the checkpoint's pages were resident: 23 GB at EP 1 where 19 GB suffice.
+// while the checkpoint's pages were resident: 23 GB at EP 1 where 19 GB suffice. Tensors that no
+// checkpoint holds (a router replacing the gate) are drawn in the run's dtype, as transformers'
+// from_pretrained(torch_dtype=...) draws them.
 FreshWeights fresh_for_loading(const RunConfig& config, const std::string& config_json,
                                const std::string& where, const std::string& dtype,
                                bool loader_sets_experts) {
   const ModelArchitecture& arch = model_architecture(config.model().arch());
   FreshWeights fresh;
+  if (!arch.builds_for_loading()) return fresh;
   fresh.dtype = parse_dtype(dtype, arch.declared_dtype(config_json, where));
   fresh.loader_sets_experts = loader_sets_experts;
   return fresh;

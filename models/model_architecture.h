@@ -74,6 +74,10 @@ class ModelArchitecture {
                                                    const ProcessGroups& groups) const = 0;
   /// The float dtype config.json text `json` declares (torch_dtype), without building a model.
   virtual torch::Dtype declared_dtype(const std::string& json, const std::string& where) const = 0;
+  /// Whether load_model may build this architecture's models for loading: in the run's dtype,
+  /// with expert banks left to the loader (models/load_model.cpp). False where weights that no
+  /// checkpoint holds are drawn from one stream that the banks' initialisation draws from too.
+  virtual bool builds_for_loading() const { return true; }
   /// Why `feature` is refused (one line, without the option's name), or nothing where the
   /// architecture offers it.
   virtual std::optional<std::string> refusal(ArchFeature feature) const;

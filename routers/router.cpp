@@ -8,7 +8,10 @@ RouterImpl::RouterImpl(RouterOptions options)
       gating_(GatingOptions::from_config(options_.config(), options_.num_experts())) {
   gating_.balance_group = options_.balance_group();
   if (options_.config().has_expert_bias())
-    expert_bias_ = register_buffer("expert_bias", torch::zeros({options_.num_experts()}));
+    // fp32 whatever the default dtype a model is built under (load_model builds in the run's):
+    // a checkpoint's bias is copied in before the model's dtype is set, and must not round.
+    expert_bias_ =
+        register_buffer("expert_bias", torch::zeros({options_.num_experts()}, torch::kFloat));
 }
 
 void RouterImpl::update_expert_bias(const torch::Tensor& load) {
@@ -21,14 +24,18 @@ void RouterImpl::update_expert_bias(const torch::Tensor& load) {
   expert_bias_.add_(((l.mean() - l).sign() * rate).to(torch::kFloat));
 }
 
+// Module::to casts every buffer; casting the bias back afterwards would keep its bf16 rounding.
+// The fp32 values are held aside (a detached view keeps the storage that set_data replaces).
 void RouterImpl::to(torch::Dtype dtype, bool non_blocking) {
+  const torch::Tensor fp32 = expert_bias_.defined() ? expert_bias_.detach() : torch::Tensor();
   torch::nn::Module::to(dtype, non_blocking);
-  if (expert_bias_.defined()) expert_bias_.set_data(expert_bias_.to(torch::kFloat));
+  if (fp32.defined()) expert_bias_.set_data(fp32.to(torch::kFloat));
 }
 
 void RouterImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  const torch::Tensor fp32 = expert_bias_.defined() ? expert_bias_.detach() : torch::Tensor();
   torch::nn::Module::to(device, dtype, non_blocking);
-  if (expert_bias_.defined()) expert_bias_.set_data(expert_bias_.to(torch::kFloat));
+  if (fp32.defined()) expert_bias_.set_data(fp32.to(device, torch::kFloat, non_blocking));
 }
 
 Routing RouterImpl::route(const torch::Tensor& hidden, const torch::Tensor& token_ids) {

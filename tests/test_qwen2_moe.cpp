@@ -137,6 +137,33 @@ TEST(HfReference, Qwen2MoeLoadsInItsComputeDtypeAsAFloatLoadCastAfter) {
   }
 }
 
+// A Switchyard checkpoint loaded in bf16: its router's expert bias (kept fp32, since updates of
+// 1e-3 vanish in bf16) is read back exactly, not through a bf16 buffer built under the default.
+TEST(HfReference, Qwen2MoeCheckpointLoadedInBf16KeepsItsExpertBiasExact) {
+  const std::string dir = reference_case("qwen2_moe", "base");
+  if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
+  RunConfig config;
+  config.mutable_router()->mutable_expert_bias()->set_update_rate(0.001);
+  const LoadedModel m = switchyard::load_model(dir, config, "float32");
+  const auto bias =
+      torch::tensor({0.1234567f, -0.0012345f, 0.5f, 1e-4f, 0.f, 0.f, 0.3333333f, 0.f});
+  for (const auto& b : m.module().named_buffers())
+    if (b.key().find("expert_bias") != std::string::npos) b.value().copy_(bias);
+  const auto tmp = temp_dir();
+  const std::string out = (tmp / "ckpt").string();
+  save_switchyard_checkpoint(m, out, torch::kFloat, dir);
+  const LoadedModel back = switchyard::load_model(out, {}, "bfloat16");
+  int biases = 0;
+  for (const auto& b : back.module().named_buffers()) {
+    if (b.key().find("expert_bias") == std::string::npos) continue;
+    ++biases;
+    ASSERT_EQ(b.value().scalar_type(), torch::kFloat) << b.key();
+    EXPECT_TRUE(torch::equal(b.value(), bias)) << b.key() << ": " << b.value();
+  }
+  EXPECT_EQ(biases, 2);  // the two MoE layers of the three
+  std::filesystem::remove_all(tmp);
+}
+
 }  // namespace
 
 TEST(Qwen2MoeConfigTest, ReadsHfFieldsAndRefusesWhatIsNotImplemented) {
