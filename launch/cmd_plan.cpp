@@ -29,7 +29,10 @@ int run_plan(const CommandArgs& args) {
   if (args.vars.count("ep")) request.ep = args.vars["ep"].as<int>();
   if (args.vars.count("loads")) {
     request.loads_source = args.vars["loads"].as<std::string>();
-    request.expert_loads = read_expert_loads(request.loads_source).per_layer;
+    const ExpertLoadHistory loads = read_expert_loads(request.loads_source);
+    request.expert_loads = loads.per_layer;
+    request.rank_loads = loads.per_ep_rank;
+    request.loads_ep = int(loads.expert_parallel);
   }
   request.balanced_placement = args.vars["balanced"].as<bool>();
   const auto plans = plan_cluster(request);
@@ -69,7 +72,9 @@ Subcommand plan_command() {
         "redundant", po::value<int64_t>()->default_value(0)->value_name("R"),
         "redundant expert slots per MoE layer (a placement with replicas)")(
         "loads", po::value<std::string>()->value_name("RUN_DIR"),
-        "take each layer's rank imbalance from this run's measured expert loads")(
+        "take each layer's rank imbalance from this run's measured loads: at the run's EP size "
+        "the tokens its ranks received under the placement it used, at others its expert "
+        "loads under the contiguous placement")(
         "imbalance", po::value<double>()->default_value(1.0)->value_name("X"),
         "assumed rank max/mean of received tokens without --loads (1 = balanced)")(
         "balanced", po::bool_switch(),

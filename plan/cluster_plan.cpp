@@ -28,12 +28,24 @@ double gb(double bytes) {
   return bytes / 1e9;
 }
 
-// Each MoE layer's rank max/mean of the measured loads at EP `ep`: under the contiguous
+// Whether a layout of EP size `ep` takes the run's own rank loads (its placement as it ran).
+bool uses_runs_placement(const PlanRequest& r, int ep) {
+  return !r.balanced_placement && r.workload.redundant_slots == 0 && !r.rank_loads.empty() &&
+         ep == r.loads_ep;
+}
+
+// Each MoE layer's rank max/mean of the measured loads at EP `ep`: at the run's own EP size,
+// the tokens its ranks received under the placement it used; else under the contiguous
 // placement, or under the balanced one (with the redundant slots) when asked or implied.
 std::vector<double> measured_imbalance(const PlanRequest& r, int ep) {
   const auto& loads = r.expert_loads;
   const int64_t E = r.workload.model.num_experts, R = r.workload.redundant_slots;
   const bool balanced = r.balanced_placement || R > 0;
+  if (uses_runs_placement(r, ep)) {
+    std::vector<double> out;
+    for (const auto& ranks : r.rank_loads) out.push_back(std::max(1.0, max_over_mean(ranks)));
+    return out;
+  }
   const Placement contiguous = Placement::contiguous(int64_t(loads.size()), E, ep);
   std::vector<double> out;
   for (size_t l = 0; l < loads.size(); ++l) {
@@ -137,7 +149,11 @@ void print_plans(std::ostream& os, const PlanRequest& r, const std::vector<Layou
                    (r.balanced_placement || w.redundant_slots > 0
                         ? detail::concat(" (balanced placement with ", w.redundant_slots,
                                          " redundant slots at each EP size)")
-                        : std::string(" (contiguous placement at each EP size)")))
+                    : r.rank_loads.empty()
+                        ? std::string(" (contiguous placement at each EP size)")
+                        : detail::concat(" (at EP ", r.loads_ep,
+                                         " the placement the run used, at other EP sizes "
+                                         "the contiguous one)")))
      << "\n\nmemory per rank, GB\n";
   Table memory({"EP", "DP", "replicated", "experts", "grads", "AdamW", "activations", "exchange",
                 "logits", "runtime", "total", "loading", "capacity", "fits"});
@@ -219,6 +235,7 @@ nlohmann::ordered_json plans_json(const PlanRequest& r, const std::vector<Layout
             {"ranks_share_node", c.ranks_share_node},
             {"source", c.source}}},
           {"loads", r.loads_source},
+          {"loads_ep", r.loads_ep},  // layouts of this EP size: the run's own placement
           {"layouts", layouts}};
 }
 

@@ -24,6 +24,10 @@ struct PlanRequest {
   /// then the rank max/mean they give under its placement; without them, `assumed_imbalance`.
   std::vector<std::vector<double>> expert_loads;
   std::string loads_source;  ///< the run they came from
+  /// The same run's tokens per MoE layer and EP rank under the placement it used, and its EP
+  /// size: a layout of that EP size, not asked to balance, takes its imbalance from these.
+  std::vector<std::vector<double>> rank_loads;
+  int loads_ep = 0;
   /// With loads: plan under the placement `switchyard placement` would make from them
   /// (balanced_layer with the redundant slots) instead of the contiguous one. Replicas imply it.
   bool balanced_placement = false;

@@ -178,6 +178,8 @@ TEST(ExpertLoadHistory, SumsRanksAndDataParallelCopiesAndCountsARedoneStepOnce) 
   ASSERT_EQ(all.per_layer.size(), 1u);
   // expert 0: ranks 0, 2 at steps 1, 2 = 1 + 1 + 10 + 30; expert 2: ranks 1, 3 = 1 + 1 + 20 + 40.
   EXPECT_EQ(all.per_layer[0], (std::vector<double>{42, 4, 62, 4}));
+  EXPECT_EQ(all.expert_parallel, 2);     // two sets of experts held
+  EXPECT_TRUE(all.per_ep_rank.empty());  // these records have no rank_tokens
   const ExpertLoadHistory second = read_expert_loads((dir / "metrics.jsonl").string(), 2, 2);
   EXPECT_EQ(second.per_layer[0], (std::vector<double>{40, 0, 60, 0}));
   EXPECT_NE(error_of([&] {
@@ -186,4 +188,30 @@ TEST(ExpertLoadHistory, SumsRanksAndDataParallelCopiesAndCountsARedoneStepOnce) 
             std::string::npos);
   EXPECT_NE(error_of([&] { read_expert_loads((dir / "none").string()); }).find("cannot open"),
             std::string::npos);
+}
+
+// A run under a placement of its own (EP 2 x DP 2, experts {0, 3} and {1, 2}): the tokens each
+// EP rank received, over steps and data-parallel copies (world rank r is EP rank r % 2).
+TEST(ExpertLoadHistory, RankTokensFollowThePlacementTheRunUsed) {
+  const auto dir = temp_dir();
+  std::ofstream out(dir / "metrics.jsonl");
+  for (int step : {1, 2})
+    for (int r = 0; r < 4; ++r)
+      out << nlohmann::json{{"kind", "load"},
+                            {"step", step},
+                            {"rank", r},
+                            {"layer", 0},
+                            {"experts",
+                             r % 2 == 0 ? std::vector<int>{0, 3} : std::vector<int>{1, 2}},
+                            {"expert_tokens", std::vector<int>{step, r}},
+                            {"rank_tokens", step + r}}
+                 .dump()
+          << "\n";
+  out.close();
+  const ExpertLoadHistory h = read_expert_loads(dir.string());
+  EXPECT_EQ(h.expert_parallel, 2);
+  // EP rank 0: world ranks 0, 2 at steps 1, 2 = 1 + 3 + 2 + 4; EP rank 1: ranks 1, 3 = 2 + 4 + 3
+  // + 5.
+  ASSERT_EQ(h.per_ep_rank.size(), 1u);
+  EXPECT_EQ(h.per_ep_rank[0], (std::vector<double>{10, 14}));
 }

@@ -523,6 +523,28 @@ TEST(PlanModel, RefusesWhatCannotBe) {
 
 // Layouts: every EP size dividing both the world and the slots, and the one that does not fit
 // says so (the full model's experts in fp32 on one 80 GB device).
+// --loads from a run that used a placement of its own: at the run's EP size the plan takes the
+// tokens its ranks received under it; at other sizes, or asked to balance, the expert loads.
+TEST(PlanModel, LoadsAtTheRunsEpSizeKeepThePlacementItUsed) {
+  PlanRequest r;
+  r.workload = hand_workload();
+  r.cluster = two_devices();
+  r.cluster.devices_per_node = 4;
+  r.expert_loads = {{40, 30, 20, 10}, {40, 30, 20, 10}};
+  r.rank_loads = {{52, 48}, {45, 55}};  // EP 2 under a placement that pairs experts 0-3, 1-2
+  r.loads_ep = 2;
+  const auto plans = plan_cluster(r);
+  ASSERT_EQ(plans.size(), 3u);
+  EXPECT_EQ(plans[1].ep, 2);
+  EXPECT_EQ(plans[1].imbalance, (std::vector<double>{52 / 50.0, 1.1}));  // the run's placement
+  EXPECT_EQ(plans[2].imbalance, (std::vector<double>{1.6, 1.6}));        // contiguous at EP 4
+  r.balanced_placement = true;  // what `switchyard placement` would make: {0, 3} and {1, 2}
+  EXPECT_EQ(plan_cluster(r)[1].imbalance, (std::vector<double>{1.0, 1.0}));
+  r.balanced_placement = false;
+  r.rank_loads.clear();  // a log without rank_tokens: contiguous at every size
+  EXPECT_EQ(plan_cluster(r)[1].imbalance, (std::vector<double>{1.4, 1.4}));
+}
+
 TEST(PlanModel, FullSizeLayoutsAndTheFit) {
   PlanRequest r;
   r.workload.model = Qwen2MoeConfig::preset("qwen1.5-moe-a2.7b");

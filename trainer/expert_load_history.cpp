@@ -20,10 +20,11 @@ ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t 
                                : run_dir_or_file;
   std::ifstream in(path);
   if (!in) throw ConfigError(path + ": cannot open (expected a run folder or its metrics.jsonl)");
-  // (step, rank, layer) -> (first expert, counts); a later line replaces an earlier one.
+  // (step, rank, layer) -> (experts, counts); a later line replaces an earlier one.
   std::map<std::tuple<int64_t, int64_t, int64_t>,
            std::pair<std::vector<int64_t>, std::vector<int64_t>>>
       loads;
+  std::map<std::tuple<int64_t, int64_t, int64_t>, int64_t> rank_tokens;  // where logged
   std::string line;
   int64_t number = 0;
   while (std::getline(in, line)) {
@@ -50,7 +51,12 @@ ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t 
         throw ConfigError(at + ": experts and expert_tokens differ in length");
       for (int64_t e : experts)
         if (e < 0 || layer < 0) throw ConfigError(at + ": a negative expert or layer");
-      loads[{step, r.at("rank").get<int64_t>(), layer}] = {std::move(experts), std::move(counts)};
+      const std::tuple<int64_t, int64_t, int64_t> key{step, r.at("rank").get<int64_t>(), layer};
+      loads[key] = {std::move(experts), std::move(counts)};
+      if (r.contains("rank_tokens"))
+        rank_tokens[key] = r.at("rank_tokens").get<int64_t>();
+      else
+        rank_tokens.erase(key);
     } catch (const nlohmann::json::exception& e) {
       // A torn last line (a killed run) is not a load record; anything else is a broken file.
       if (in.peek() == std::char_traits<char>::eof()) continue;
@@ -76,6 +82,18 @@ ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t 
   h.first_step = *steps.begin();
   h.last_step = *steps.rbegin();
   h.steps = int64_t(steps.size());
+  // EP ranks hold different experts; data-parallel copies the same (metrics_log.cpp logs world
+  // rank r as EP rank r % EP).
+  std::set<std::vector<int64_t>> held;
+  for (const auto& [key, value] : loads)
+    if (std::get<0>(key) == h.first_step && std::get<2>(key) == 0) held.insert(value.first);
+  h.expert_parallel = int64_t(held.size());
+  if (rank_tokens.size() == loads.size()) {
+    h.per_ep_rank.assign(size_t(layers), std::vector<double>(size_t(h.expert_parallel), 0.0));
+    for (const auto& [key, tokens] : rank_tokens)
+      h.per_ep_rank[size_t(std::get<2>(key))][size_t(std::get<1>(key) % h.expert_parallel)] +=
+          double(tokens);
+  }
   return h;
 }
 

@@ -14,6 +14,12 @@ struct ExpertLoadHistory {
   /// per MoE layer, per global expert: assignments its experts received, summed over the steps
   /// and over the ranks holding it (an expert's data-parallel copies add up).
   std::vector<std::vector<double>> per_layer;
+  /// The run's EP size: how many ranks held different experts at its first step.
+  int64_t expert_parallel = 0;
+  /// per MoE layer, per EP rank: the tokens its experts received ("rank_tokens"), summed over
+  /// the steps and over the rank's data-parallel copies, under the placement the run used (its
+  /// placement file, replicas, live re-placement). Empty when the records carry no rank_tokens.
+  std::vector<std::vector<double>> per_ep_rank;
 };
 
 /// Reads the "load" records of RUN_DIR/metrics.jsonl (or a metrics.jsonl path) for steps in
