@@ -62,7 +62,7 @@ case_args() {  # NAME -> the config arguments train and plan share
                      --set train.distill_steps=0" ;;
     a27b_ro) echo "--config configs/quickstart/finetune.pbtxt --set model.checkpoint=$out/a27b_gptq
                    --set train.distill_steps=0 --dtype bfloat16 --set train.micro_batch_size=1
-                   --set train.steps=3" ;;
+                   --set train.steps=8" ;;
   esac
 }
 eps_of() { [ "$1" = a27b_ro ] && echo "1 2" || echo "1 2 4"; }
