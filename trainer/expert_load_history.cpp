@@ -1,5 +1,6 @@
 #include "trainer/expert_load_history.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -11,6 +12,15 @@
 #include "common/errors.h"
 
 namespace switchyard {
+namespace {
+
+// One rank's load record of one layer at one step.
+struct LoadRecord {
+  std::vector<int64_t> experts, counts;  ///< the expert of each slot, and its assignments
+  int64_t rank_tokens = -1;              ///< -1: not logged (older records)
+};
+
+}  // namespace
 
 ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t first_step,
                                     int64_t last_step) {
@@ -20,11 +30,8 @@ ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t 
                                : run_dir_or_file;
   std::ifstream in(path);
   if (!in) throw ConfigError(path + ": cannot open (expected a run folder or its metrics.jsonl)");
-  // (step, rank, layer) -> (experts, counts); a later line replaces an earlier one.
-  std::map<std::tuple<int64_t, int64_t, int64_t>,
-           std::pair<std::vector<int64_t>, std::vector<int64_t>>>
-      loads;
-  std::map<std::tuple<int64_t, int64_t, int64_t>, int64_t> rank_tokens;  // where logged
+  // (step, rank, layer) -> its record; a later line replaces an earlier one.
+  std::map<std::tuple<int64_t, int64_t, int64_t>, LoadRecord> loads;
   std::string line;
   int64_t number = 0;
   while (std::getline(in, line)) {
@@ -51,12 +58,8 @@ ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t 
         throw ConfigError(at + ": experts and expert_tokens differ in length");
       for (int64_t e : experts)
         if (e < 0 || layer < 0) throw ConfigError(at + ": a negative expert or layer");
-      const std::tuple<int64_t, int64_t, int64_t> key{step, r.at("rank").get<int64_t>(), layer};
-      loads[key] = {std::move(experts), std::move(counts)};
-      if (r.contains("rank_tokens"))
-        rank_tokens[key] = r.at("rank_tokens").get<int64_t>();
-      else
-        rank_tokens.erase(key);
+      loads[{step, r.at("rank").get<int64_t>(), layer}] = {std::move(experts), std::move(counts),
+                                                           r.value("rank_tokens", int64_t(-1))};
     } catch (const nlohmann::json::exception& e) {
       // A torn last line (a killed run) is not a load record; anything else is a broken file.
       if (in.peek() == std::char_traits<char>::eof()) continue;
@@ -72,13 +75,13 @@ ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t 
   int64_t layers = 0, experts = 0;
   for (const auto& [key, value] : loads) {
     layers = std::max(layers, std::get<2>(key) + 1);
-    for (int64_t e : value.first) experts = std::max(experts, e + 1);
+    for (int64_t e : value.experts) experts = std::max(experts, e + 1);
     steps.insert(std::get<0>(key));
   }
   h.per_layer.assign(size_t(layers), std::vector<double>(size_t(experts), 0.0));
   for (const auto& [key, value] : loads)
-    for (size_t i = 0; i < value.second.size(); ++i)  // a replicated expert's copies add up
-      h.per_layer[size_t(std::get<2>(key))][size_t(value.first[i])] += double(value.second[i]);
+    for (size_t i = 0; i < value.counts.size(); ++i)  // a replicated expert's copies add up
+      h.per_layer[size_t(std::get<2>(key))][size_t(value.experts[i])] += double(value.counts[i]);
   h.first_step = *steps.begin();
   h.last_step = *steps.rbegin();
   h.steps = int64_t(steps.size());
@@ -86,13 +89,15 @@ ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t 
   // rank r as EP rank r % EP).
   std::set<std::vector<int64_t>> held;
   for (const auto& [key, value] : loads)
-    if (std::get<0>(key) == h.first_step && std::get<2>(key) == 0) held.insert(value.first);
+    if (std::get<0>(key) == h.first_step && std::get<2>(key) == 0) held.insert(value.experts);
   h.expert_parallel = int64_t(held.size());
-  if (rank_tokens.size() == loads.size()) {
+  const bool logged = std::all_of(loads.begin(), loads.end(),
+                                  [](const auto& item) { return item.second.rank_tokens >= 0; });
+  if (logged) {
     h.per_ep_rank.assign(size_t(layers), std::vector<double>(size_t(h.expert_parallel), 0.0));
-    for (const auto& [key, tokens] : rank_tokens)
+    for (const auto& [key, value] : loads)
       h.per_ep_rank[size_t(std::get<2>(key))][size_t(std::get<1>(key) % h.expert_parallel)] +=
-          double(tokens);
+          double(value.rank_tokens);
   }
   return h;
 }
