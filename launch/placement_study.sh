@@ -18,6 +18,13 @@
 # rounds, and the step time `switchyard plan` predicts from each run's measured rank imbalance
 # (the busiest rank sets the pace), with the rates `launch/plan_calibration.sh` measured for
 # this model at this rank count when it has run (else the `cpu` preset's).
+# PLACEMENT_EXPERT_WIDTH widens every expert's intermediate size (moe_intermediate_size, a
+# multiple of 128 above the model's) with zeros: new gate/up rows and down columns of zero, so the
+# model computes the same function and routes the same tokens, but its expert GEMMs grow to the
+# point where they set the step time, as in the full-size model (in the quickstart model they are
+# about 6% of a step, too little for any placement to show in the step time). The study then also
+# takes one step of the model at its own width and stops unless that step's loss and loads equal
+# the widened contiguous run's first. Its output folder gets a _w<width> suffix.
 # PLACEMENT_STEPS (default 30) sets the steps, PLACEMENT_DIR the output folder (default
 # runs/placement_study, runs/placement_study_ep<N> at another EP), BALANCE_DIR where the balance
 # study's runs are (default runs/balance_study).
@@ -30,7 +37,11 @@ bin=build/bin/switchyard
 base_out="${QUICKSTART_DIR:-runs/quickstart}"
 balance="${BALANCE_DIR:-runs/balance_study}"
 ep="${PLACEMENT_EP:-4}"
+width="${PLACEMENT_EXPERT_WIDTH:-0}"
+[[ "$width" =~ ^[0-9]+$ && $((width % 128)) = 0 ]] ||
+  { echo "PLACEMENT_EXPERT_WIDTH=$width: expected a multiple of 128 (the int4 group size)" >&2; exit 2; }
 default_out=runs/placement_study; [ "$ep" = 4 ] || default_out="runs/placement_study_ep$ep"
+[ "$width" = 0 ] || default_out="${default_out}_w$width"
 out="${PLACEMENT_DIR:-$default_out}"
 rounds="${PLACEMENT_ROUNDS:-1}"
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "PLACEMENT_ROUNDS=$rounds: expected a positive whole number" >&2; exit 2; }
@@ -39,17 +50,19 @@ interval="${PLACEMENT_INTERVAL:-10}"
 export OMP_NUM_THREADS=1
 [ -f "$balance/none/metrics.jsonl" ] || BALANCE_DIR="$balance" ./launch/balance_study.sh
 mkdir -p "$out"
-rm -rf "$out/none_hf" "$out/skewed" "$out"/*.r[0-9]*  # later rounds of an earlier study too
+# (later rounds of an earlier study too)
+rm -rf "$out/none_hf" "$out"/skewed* "$out/narrow" "$out"/*.r[0-9]*
 "$bin" convert --model "$balance/none" --format hf --out "$out/none_hf" >/dev/null
 "$bin" placement --run "$balance/none" --ep "$ep" --out "$out/balanced.json" >/dev/null
 "$bin" placement --run "$balance/none" --ep "$ep" --redundant "$ep" --out "$out/replicas.json" \
   >/dev/null
 # Renumber the experts (and the placements, computed from the same loads) hottest first.
-.venv/bin/python - "$balance/none/metrics.jsonl" "$out/none_hf" "$out/skewed" \
+.venv/bin/python - "$balance/none/metrics.jsonl" "$out/none_hf" "$out/skewed" "$width" \
     "$out/balanced.json" "$out/replicas.json" <<'PY'
 import json, os, shutil, sys
+import torch
 from safetensors.torch import load_file, save_file
-metrics, src, dst, placements = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+metrics, src, dst, width, placements = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]
 loads = {}
 for line in open(metrics):
     r = json.loads(line)
@@ -60,25 +73,43 @@ for line in open(metrics):
 config = json.load(open(f"{src}/config.json"))
 E = config["num_experts"]
 order = {l: sorted(range(E), key=lambda e: -v.get(e, 0)) for l, v in loads.items()}  # new -> old
-os.makedirs(dst)
-for name in os.listdir(src):
-    if not name.endswith(".safetensors"):
-        shutil.copy(f"{src}/{name}", f"{dst}/{name}")
+inner = config["moe_intermediate_size"]
+if width and width <= inner:
+    sys.exit(f"PLACEMENT_EXPERT_WIDTH={width}: the model's experts are already {inner} wide")
 moe_layers = [i for i in range(config["num_hidden_layers"])
               if i not in config.get("mlp_only_layers", []) and (i + 1) % config["decoder_sparse_step"] == 0]
-for name in os.listdir(src):
-    if not name.endswith(".safetensors"):
-        continue
-    tensors = load_file(f"{src}/{name}")
-    out = dict(tensors)
-    for l, layer in enumerate(moe_layers):
-        p = f"model.layers.{layer}.mlp."
-        if p + "gate.weight" in tensors:
-            out[p + "gate.weight"] = tensors[p + "gate.weight"][order[l]].contiguous()
-        for new, old in enumerate(order[l]):
-            for key in [k for k in tensors if k.startswith(f"{p}experts.{old}.")]:
-                out[key.replace(f"experts.{old}.", f"experts.{new}.", 1)] = tensors[key]
-    save_file(out, f"{dst}/{name}", metadata={"format": "pt"})
+
+def widen(key, w, width):  # zero rows of gate/up, zero columns of down: silu(0) * 0 adds nothing
+    if not width or ".experts." not in key:
+        return w
+    if key.endswith("down_proj.weight"):
+        return torch.nn.functional.pad(w, (0, width - w.shape[1]))
+    return torch.nn.functional.pad(w, (0, 0, 0, width - w.shape[0]))
+
+def write_model(dst, width):
+    os.makedirs(dst)
+    for name in os.listdir(src):
+        if not name.endswith(".safetensors"):
+            shutil.copy(f"{src}/{name}", f"{dst}/{name}")
+    if width:
+        json.dump(dict(config, moe_intermediate_size=width), open(f"{dst}/config.json", "w"), indent=2)
+    for name in os.listdir(src):
+        if not name.endswith(".safetensors"):
+            continue
+        tensors = load_file(f"{src}/{name}")
+        out = dict(tensors)
+        for l, layer in enumerate(moe_layers):
+            p = f"model.layers.{layer}.mlp."
+            if p + "gate.weight" in tensors:
+                out[p + "gate.weight"] = tensors[p + "gate.weight"][order[l]].contiguous()
+            for new, old in enumerate(order[l]):
+                for key in [k for k in tensors if k.startswith(f"{p}experts.{old}.")]:
+                    out[key.replace(f"experts.{old}.", f"experts.{new}.", 1)] = widen(key, tensors[key], width)
+        save_file(out, f"{dst}/{name}", metadata={"format": "pt"})
+
+write_model(dst, width)
+if width:  # the same model at its own width: the check that widening changed no loss
+    write_model(dst + "_narrow", 0)
 for path in placements:
     p = json.load(open(path))
     for l, layer in enumerate(p["layers"]):
@@ -88,6 +119,17 @@ for path in placements:
                                  "the predictions' 'contiguous' is the old numbering's")
     json.dump(p, open(path, "w"), indent=1)
 PY
+# train_run RUN MODEL STEPS [--set ...]: the skewed case's router fine-tune under EP ranks.
+train_run() {
+  local run="$1" model="$2" n="$3"
+  shift 3
+  rm -rf "${run:?}"
+  ./launch/mpirun.sh -np "$ep" "$bin" train --config configs/quickstart/finetune.pbtxt \
+    --run-dir "$run" --progress lines --set "model.checkpoint=$model" \
+    --set "data.train_path=$base_out/data/train.tok" --set router.linear.init_from_checkpoint=true \
+    --set router.aux_loss_coef=0 --set train.distill_steps=0 --set "train.steps=$n" \
+    --set parallel.expert_parallel="$ep" --set logging.log_interval="$n" "$@" >"$run.train.txt"
+}
 # Round 1's runs are $out/NAME, later rounds' $out/NAME.rK.
 names=(contiguous balanced replicas live live_replicas)
 for round in $(seq 1 "$rounds"); do
@@ -101,15 +143,30 @@ for round in $(seq 1 "$rounds"); do
     esac
     run="$out/$name"; [ "$round" = 1 ] || run="$out/$name.r$round"
     echo "== $name (round $round of $rounds)"
-    rm -rf "${run:?}"
-    ./launch/mpirun.sh -np "$ep" "$bin" train --config configs/quickstart/finetune.pbtxt \
-      --run-dir "$run" --progress lines --set "model.checkpoint=$out/skewed" \
-      --set "data.train_path=$base_out/data/train.tok" --set router.linear.init_from_checkpoint=true \
-      --set router.aux_loss_coef=0 --set train.distill_steps=0 --set "train.steps=$steps" \
-      --set parallel.expert_parallel="$ep" --set logging.log_interval="$steps" "${placement[@]}" \
-      >"$run.train.txt"
+    train_run "$run" "$out/skewed" "$steps" "${placement[@]}"
   done
 done
+if [ "$width" != 0 ]; then
+  # Widening must change nothing but the time: the model at its own width takes the same first
+  # step (loss and every rank's expert loads) as the contiguous run.
+  echo "== the same first step at the model's own width"
+  train_run "$out/narrow" "$out/skewed_narrow" 1
+  .venv/bin/python - "$out/narrow/metrics.jsonl" "$out/contiguous/metrics.jsonl" <<'PY'
+import json, sys
+def first_step(path):
+    records = [json.loads(l) for l in open(path)]
+    loss = [r["loss"] for r in records if r["kind"] == "loss" and r["step"] == 1]
+    loads = sorted((r["rank"], r["layer"], r["expert_tokens"]) for r in records
+                   if r["kind"] == "load" and r["step"] == 1)
+    return loss, loads
+(narrow_loss, narrow_loads), (wide_loss, wide_loads) = first_step(sys.argv[1]), first_step(sys.argv[2])
+worst = max(abs(a - b) / abs(b) for a, b in zip(narrow_loss, wide_loss))
+if len(narrow_loss) != len(wide_loss) or worst > 1e-5 or narrow_loads != wide_loads:
+    sys.exit(f"widened experts changed the first step: losses {narrow_loss} (own width) and "
+             f"{wide_loss} (widened), loads equal: {narrow_loads == wide_loads}")
+print(f"first step at the model's own width: the same loads, losses within {worst:.1e} (relative)")
+PY
+fi
 
 # The step time the imbalance predicts: `plan` with each run's measured rank max/mean.
 rates="${CALIBRATION_DIR:-runs/plan_calibration}/rates_small_ro_np$ep.txt"

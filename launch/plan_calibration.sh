@@ -84,9 +84,9 @@ model_of() {
 # workload's expert shape and micro-batch tokens (the expert bank's efficiency depends on its
 # rows per expert). CALIBRATION_RATES=preset: the `cpu` preset's own rates instead.
 threads_at() { local t=$(( cores / $1 )); [ "$t" -ge 1 ] || t=1; echo "$t"; }
-measure_rates() {  # NAME NP -> $out/rates_NAME_npNP.txt
-  local name="$1" np="$2" model tokens
-  model="$(model_of "$name")"; [ -d "$model" ] && model="$model/config.json"
+measure_rates() {  # NAME NP [MODEL] -> $out/rates_NAME_npNP.txt
+  local name="$1" np="$2" model="${3:-$(model_of "$1")}" tokens
+  [ -d "$model" ] && model="$model/config.json"
   tokens=512; [ "$name" = a27b_ro ] && tokens=128  # micro_batch_size x seq_len
   .venv/bin/python - "$model" "$tokens" >"$out/rates_$name.pbtxt" <<'PY'
 import json, sys
@@ -184,14 +184,28 @@ for r in rows:
             f"{r['predicted_terms_s'][t]:.3f} / {r['measured_terms_s'][t]:.3f}" for t in terms) + " |")
 PY
 
-# The imbalance term, on the placement study's skewed runs (launch/placement_study.sh; skipped
-# when they are missing): each placement planned at EP 4 with the 4-rank rates and the
-# contiguous run's loads (--balanced, --redundant 4: the placements `switchyard placement` makes
+# The imbalance term, on the placement studies' skewed runs (launch/placement_study.sh, every
+# runs/placement_study* folder it made, or PLACEMENT_DIRS; skipped when none exists): each
+# placement planned at the study's EP size with small_ro's rates at that rank count (or its own
+# when its experts are widened) and the
+# contiguous run's loads (--balanced, --redundant EP: the placements `switchyard placement` makes
 # from them), against the run's measured step time (median over the study's rounds).
-study="${PLACEMENT_DIR:-runs/placement_study}"
-if [ -f "$study/contiguous/rank0.log" ] && [ -f "$study/balanced/rank0.log" ]; then
-  # The skewed case has the quickstart base's shape: small_ro's 4-rank rates.
-  sets=(); for kv in $(cat "$out/rates_small_ro_np4.txt"); do sets+=(--cluster-set "$kv"); done
+expert_width() { .venv/bin/python -c \
+  "import json, sys; print(json.load(open(sys.argv[1] + '/config.json'))['moe_intermediate_size'])" "$1"; }
+for study in ${PLACEMENT_DIRS:-runs/placement_study*}; do
+  [ -f "$study/contiguous/rank0.log" ] && [ -f "$study/balanced/rank0.log" ] || continue
+  ep=$(find "$study/contiguous" -maxdepth 1 -name 'rank*.log' | wc -l)
+  tag="$(basename "$study")"
+  # The skewed case has the quickstart base's shape: small_ro's rates, or with its experts
+  # widened (PLACEMENT_EXPERT_WIDTH) rates measured at that shape once.
+  width=$(expert_width "$study/skewed")
+  rates="$out/rates_small_ro_np$ep.txt"
+  if [ "$width" != "$(expert_width "$base_out/base")" ]; then
+    rates="$out/rates_${tag}_np$ep.txt"
+    [ -s "$rates" ] || measure_rates "$tag" "$ep" "$study/skewed"
+  fi
+  sets=(--cluster-set devices_per_node="$ep")
+  for kv in $(cat "$rates"); do sets+=(--cluster-set "$kv"); done
   skew=(--config configs/quickstart/finetune.pbtxt --set "model.checkpoint=$study/skewed"
         --set "data.train_path=$base_out/data/train.tok" --set router.linear.init_from_checkpoint=true
         --set router.aux_loss_coef=0 --set train.distill_steps=0)
@@ -199,21 +213,21 @@ if [ -f "$study/contiguous/rank0.log" ] && [ -f "$study/balanced/rank0.log" ]; t
   for placement in contiguous balanced replicas; do
     [ -f "$study/$placement/rank0.log" ] || continue
     case "$placement" in
-      contiguous) how=() ;; balanced) how=(--balanced) ;; replicas) how=(--redundant 4) ;;
+      contiguous) how=() ;; balanced) how=(--balanced) ;; replicas) how=(--redundant "$ep") ;;
     esac
-    "$bin" plan --model "$study/skewed" "${skew[@]}" --cluster cpu "${sets[@]}" --ep 4 \
-      --loads "$study/contiguous" "${how[@]}" --json >"$out/skewed_$placement.plan.json" || true
+    "$bin" plan --model "$study/skewed" "${skew[@]}" --cluster cpu "${sets[@]}" --ep "$ep" \
+      --loads "$study/contiguous" "${how[@]}" --json >"$out/${tag}_$placement.plan.json" || true
     rows+=("$placement=$study/$placement")
   done
-  .venv/bin/python - "$out" "${rows[@]}" <<'PY'
+  .venv/bin/python - "$out" "$tag" "$ep" "$width" "$(basename "$rates")" "${rows[@]}" <<'PY'
 import glob, json, statistics, sys
-out, rows = sys.argv[1], sys.argv[2:]
-print("\n| placement (skewed case, EP 4) | planned mean rank max/mean | predicted step s | measured step s | ratio | predicted change | measured change |")
+out, tag, ep, width, rates, rows = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
+print(f"\n| placement ({tag}: EP {ep}, experts {width} wide, {rates}) | planned mean rank max/mean | predicted step s | measured step s | ratio | predicted change | measured change |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 first = None
 for item in rows:
     name, run = item.split("=", 1)
-    plan = json.load(open(f"{out}/skewed_{name}.plan.json"))["layouts"][0]
+    plan = json.load(open(f"{out}/{tag}_{name}.plan.json"))["layouts"][0]
     # Every round the study ran (PLACEMENT_ROUNDS: RUN, RUN.r2, ...), interleaved with the others.
     times = [float(l.split()[-1]) for log in [run] + sorted(glob.glob(run + ".r*/"))
              for l in open(log.rstrip("/") + "/rank0.log")
@@ -224,4 +238,4 @@ for item in rows:
     print(f"| {name} | {imb:.3f} | {pred:.4f} | {meas:.4f} | {pred / meas:.3f} | "
           f"{pred / first[0] - 1:+.1%} | {meas / first[1] - 1:+.1%} |")
 PY
-fi
+done
