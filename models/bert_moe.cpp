@@ -3,13 +3,11 @@
 // minimum on padding keys), exact-erf GELU FFNs or MoE blocks, pooler, classifier.
 #include "models/bert_moe.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include <limits>
-#include <mutex>
 
 #include "common/errors.h"
 #include "common/phase_clock.h"
+#include "common/scoped_seed.h"
 
 namespace switchyard {
 namespace {
@@ -20,32 +18,6 @@ double dtype_min(torch::ScalarType t) {
   AT_DISPATCH_FLOATING_TYPES_AND2(torch::kHalf, torch::kBFloat16, t, "dtype_min",
                                   [&] { v = double(std::numeric_limits<scalar_t>::lowest()); });
   return v;
-}
-
-// Parameters no checkpoint provides (routers, a missing classifier) must be equal on every rank,
-// because they are replicated. They are drawn from the default CPU generator under our seed,
-// whose previous state is put back afterwards so callers' random streams are undisturbed.
-class ScopedSeed {
- public:
-  explicit ScopedSeed(uint64_t seed) : gen_(at::detail::getDefaultCPUGenerator()) {
-    std::lock_guard<std::mutex> lock(gen_.mutex());
-    saved_ = gen_.get_state();
-    gen_.set_current_seed(seed);
-  }
-  ~ScopedSeed() {
-    std::lock_guard<std::mutex> lock(gen_.mutex());
-    gen_.set_state(saved_);
-  }
-  ScopedSeed(const ScopedSeed&) = delete;
-  ScopedSeed& operator=(const ScopedSeed&) = delete;
-
- private:
-  at::Generator gen_;
-  torch::Tensor saved_;
-};
-
-uint64_t layer_seed(uint64_t seed, int64_t layer) {
-  return seed * 0x9E3779B97F4A7C15ull + uint64_t(layer + 1);
 }
 
 config::RouterConfig router_config(const BertMoeOptions& o) {

@@ -7,6 +7,7 @@
 
 #include "common/errors.h"
 #include "common/phase_clock.h"
+#include "common/scoped_seed.h"
 #include "configs/run_config.h"
 #include "models/cpu_linear.h"
 
@@ -139,6 +140,9 @@ Qwen2MoeDecoderLayerImpl::Qwen2MoeDecoderLayerImpl(const Qwen2MoeConfig& c, int6
 
 Qwen2MoeForCausalLMImpl::Qwen2MoeForCausalLMImpl(Qwen2MoeOptions options)
     : options_(std::move(options)) {
+  // Every draw from a seeded stream (what no checkpoint holds must agree across ranks and runs),
+  // each decoder layer from its own below; the caller's stream is left where it was.
+  ScopedSeed build_seed(layer_seed(options_.seed(), -1));
   const auto& c = options_.model();
   if (c.gptq && options_.quant().experts() == config::QUANT_NONE)
     options_.quant(gptq_expert_quant(*c.gptq));
@@ -160,6 +164,7 @@ Qwen2MoeForCausalLMImpl::Qwen2MoeForCausalLMImpl(Qwen2MoeOptions options)
     if (placement && c.is_moe_layer(i))
       moe_options.placement(placement->layers[size_t(moe_index++)]);
     try {
+      ScopedSeed seed(layer_seed(options_.seed(), i));
       layers_.push_back(Qwen2MoeDecoderLayer(c, i, moe_options, options_.groups()));
     } catch (const Error& e) {  // a quantization group size the widths do not fit: bad config
       if (options_.quant().experts() == config::QUANT_NONE) throw;

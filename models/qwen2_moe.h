@@ -66,6 +66,10 @@ struct Qwen2MoeOptions {
   /// Router of every MoE block. Unset kind: Linear, like the checkpoint; top_k and
   /// norm_topk_prob always come from the model config.
   TORCH_ARG(config::RouterConfig, router);
+  /// Each decoder layer is built from its own stream under this seed (model.init_seed), so what
+  /// no checkpoint holds (a router replacing the gate) is the same on every rank, at every EP
+  /// size and in every run.
+  TORCH_ARG(uint64_t, seed) = 0;
   TORCH_ARG(GroupedGemm, gemm) = GroupedGemm::kAuto;
   /// Experts quantized as each layer is built, so full-precision copies of all experts never
   /// exist at once; load_hf_weights then quantizes the checkpoint's experts one at a time.

@@ -58,6 +58,7 @@ class Qwen2MoeArchitecture final : public ModelArchitecture {
     const Qwen2MoeConfig c = Qwen2MoeConfig::from_json(json, where);
     Qwen2MoeForCausalLM model(Qwen2MoeOptions(c, groups)
                                   .router(config.router())
+                                  .seed(config.model().init_seed())
                                   .quant(config.model().quant())
                                   .placement(placement_from_config(config.parallel().placement())));
     // GPTQ checkpoints pick their own expert quant when none is asked: record what is held.

@@ -166,6 +166,43 @@ TEST(HfReference, Qwen2MoeCheckpointLoadedInBf16KeepsItsExpertBiasExact) {
 
 }  // namespace
 
+// A router no checkpoint holds is drawn from its layer's own seeded stream (model.init_seed):
+// LibTorch seeds its default generator from the OS, so before this every run and every rank drew
+// its own router, and the replicated routers of a fine-tune differed across ranks. The stream
+// does not depend on what the layer's experts drew (the placement, quantization, EP size), and
+// the caller's random stream is left where it was.
+TEST(Qwen2MoeModel, RoutersNoCheckpointHoldsAreSeededPerLayerNotByTheProcess) {
+  const auto cfg = Qwen2MoeConfig::preset("tiny");
+  config::RouterConfig rc;
+  rc.mutable_mlp_hadamard()->set_hidden(16);
+  config::QuantConfig int4;
+  int4.set_experts(config::INT4);
+  int4.set_group_size(8);
+  auto routers = [&](uint64_t process_seed, uint64_t seed, const config::QuantConfig& quant) {
+    torch::manual_seed(process_seed);
+    Qwen2MoeForCausalLM m(
+        Qwen2MoeOptions(cfg, single_process_groups()).router(rc).seed(seed).quant(quant));
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    for (const auto& p : m->named_parameters())
+      if (p.key().find(".router.") != std::string::npos) out.emplace_back(p.key(), p.value());
+    return out;
+  };
+  const auto a = routers(1, 0, {}), b = routers(2, 0, int4), other = routers(1, 7, {});
+  ASSERT_FALSE(a.empty());
+  ASSERT_EQ(a.size(), b.size());
+  bool any_differs = false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
+    any_differs = any_differs || !torch::equal(a[i].second, other[i].second);
+  }
+  EXPECT_TRUE(any_differs) << "model.init_seed did not change the routers";
+  torch::manual_seed(3);
+  const auto expected = torch::rand({4});
+  torch::manual_seed(3);
+  Qwen2MoeForCausalLM(Qwen2MoeOptions(cfg, single_process_groups()).router(rc));
+  EXPECT_TRUE(torch::equal(torch::rand({4}), expected)) << "the build moved the caller's stream";
+}
+
 TEST(Qwen2MoeConfigTest, ReadsHfFieldsAndRefusesWhatIsNotImplemented) {
   auto c = Qwen2MoeConfig::from_json(
       R"({"model_type":"qwen2_moe","hidden_size":64,"num_attention_heads":4,

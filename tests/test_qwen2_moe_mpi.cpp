@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "models/qwen2_moe.h"
+#include "parallel/process_groups.h"
 #include "tests/test_support.h"
 
 using namespace switchyard;
@@ -41,6 +42,33 @@ TEST(Qwen2MoeExpertParallel, EveryEpSizeGivesTransformersLogits) {
       EXPECT_LE(err, 1e-4);
     }
   }
+}
+
+// A router the checkpoint lacks (here MLP-Hadamard replacing the gate) is replicated, so every
+// rank must draw the same one, whatever its process's random state (LibTorch seeds the default
+// generator from the OS; the ranks' different seeds stand in for that here).
+TEST(Qwen2MoeExpertParallel, ARouterTheCheckpointLacksIsTheSameOnEveryRank) {
+  const char* refs = std::getenv("SWITCHYARD_REF_DIR");
+  if (!refs) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
+  const std::string dir = std::string(refs) + "/qwen2_moe/base";
+  const auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");
+  config::RouterConfig rc;
+  rc.mutable_mlp_hadamard()->set_hidden(16);
+  torch::manual_seed(1000 + uint64_t(world()->rank()));
+  Qwen2MoeForCausalLM model(
+      Qwen2MoeOptions(cfg, make_process_groups(world(), world()->size())).router(rc));
+  load_hf_weights(*model, SafetensorsCheckpoint(dir));
+  int routers = 0;
+  for (const auto& p : model->named_parameters()) {
+    if (p.key().find(".router.") == std::string::npos) continue;
+    ++routers;
+    const auto all = world()->all_gather(p.value().detach().flatten().contiguous());
+    const auto mine = p.value().detach().flatten();
+    for (int r = 0; r < world()->size(); ++r)
+      EXPECT_TRUE(torch::equal(all.narrow(0, r * mine.numel(), mine.numel()), mine))
+          << p.key() << ": rank " << r << " holds another router than rank " << world()->rank();
+  }
+  EXPECT_GT(routers, 0);
 }
 
 }  // namespace
