@@ -504,6 +504,52 @@ TEST(PlanModel, StepTimeWithinAQuarterOfTheCalibrationRuns) {
   }
 }
 
+// The imbalance term against the placement study's widened skewed case (docs/parallelism.md,
+// `PLACEMENT_EP=2 PLACEMENT_EXPERT_WIDTH=4096 PLACEMENT_STEPS=100 PLACEMENT_ROUNDS=3
+// ./launch/placement_study.sh`, 2026-12-06): the quickstart base with Linear routers and int4
+// experts widened to 4096, EP 2, one core per rank, each placement planned at its run's measured
+// mean rank max/mean with small_ro's 2-rank rates. Every placement's measured saving on
+// contiguous is at least half of the predicted one, and not more than all of it.
+TEST(PlanModel, ImbalanceTermPredictsTheWidenedSkewedCasesSavings) {
+  PlanWorkload w = small_workload();
+  w.model.moe_intermediate_size = 4096;
+  w.router = config::RouterConfig();
+  w.router.mutable_linear()->set_init_from_checkpoint(true);
+  ClusterSpec cpu = cluster_preset("cpu");
+  for (const char* kv :
+       {"devices_per_node=2", "tflops_fp32=0.116377", "tflops_bf16=0.116377",
+        "memory_bandwidth_gbs=49.2538", "layer_overhead_ms=0.684417",
+        "optimizer_ns_per_param=6.93781", "expert_gemm_efficiency=0.835407",
+        "expert_wgrad_efficiency=1", "intra_node_gbs=2.66475", "intra_node_latency_us=0"})
+    set_cluster_field(cpu, kv);
+  struct Run {
+    const char* placement;
+    double imbalance;  ///< mean over layers, exact from rank_tokens
+    int64_t redundant;
+    double step_s;  ///< rank 0's median over 3 interleaved rounds
+  };
+  const std::vector<Run> runs = {{"contiguous", 1.285927734375, 0, 0.664143},
+                                 {"balanced", 1.0663916015625, 0, 0.61415},
+                                 {"replicas", 1.067958984375, 2, 0.596734},
+                                 {"live", 1.0313232421875, 0, 0.565854},
+                                 {"live + replicas", 1.00708740234375, 2, 0.599061}};
+  auto predicted = [&](const Run& r) {
+    PlanWorkload p = w;
+    p.rank_imbalance = {r.imbalance};
+    p.redundant_slots = r.redundant;
+    return plan_layout(p, cpu, 2).time.total();
+  };
+  const double base = predicted(runs[0]);
+  EXPECT_NEAR(base, 0.8410, 1e-3);  // the study's predicted contiguous step
+  for (size_t i = 1; i < runs.size(); ++i) {
+    SCOPED_TRACE(runs[i].placement);
+    const double want = predicted(runs[i]) / base - 1, got = runs[i].step_s / runs[0].step_s - 1;
+    EXPECT_LT(want, 0);
+    EXPECT_GE(got / want, 0.5) << "measured " << got << ", predicted " << want;
+    EXPECT_LE(got / want, 1.0) << "measured " << got << ", predicted " << want;
+  }
+}
+
 TEST(PlanModel, RefusesWhatCannotBe) {
   PlanWorkload w = hand_workload();
   expect_error([&] { plan_layout(w, two_devices(), 3); }, {"EP 3", "world of 2"});
