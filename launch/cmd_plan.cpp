@@ -33,6 +33,7 @@ int run_plan(const CommandArgs& args) {
     request.expert_loads = loads.per_layer;
     request.rank_loads = loads.per_ep_rank;
     request.loads_ep = int(loads.expert_parallel);
+    request.active_expert_share = loads.active_share;
   }
   request.balanced_placement = args.vars["balanced"].as<bool>();
   const auto plans = plan_cluster(request);
@@ -74,7 +75,8 @@ Subcommand plan_command() {
         "loads", po::value<std::string>()->value_name("RUN_DIR"),
         "take each layer's rank imbalance from this run's measured loads: at the run's EP size "
         "the tokens its ranks received under the placement it used, at others its expert "
-        "loads under the contiguous placement")(
+        "loads under the contiguous placement; and the share of experts that got rows (only "
+        "they are dequantised)")(
         "imbalance", po::value<double>()->default_value(1.0)->value_name("X"),
         "assumed rank max/mean of received tokens without --loads (1 = balanced)")(
         "balanced", po::bool_switch(),

@@ -121,6 +121,7 @@ std::vector<LayoutPlan> plan_cluster(const PlanRequest& r) {
   std::vector<LayoutPlan> plans;
   for (int ep : sizes) {
     PlanWorkload w = r.workload;
+    w.active_expert_share = r.active_expert_share;
     if (!r.expert_loads.empty() && ep > 1)
       w.rank_imbalance = measured_imbalance(r, ep);
     else if (ep > 1)
@@ -154,7 +155,15 @@ void print_plans(std::ostream& os, const PlanRequest& r, const std::vector<Layou
                         : detail::concat(" (at EP ", r.loads_ep,
                                          " the placement the run used, at other EP sizes "
                                          "the contiguous one)")))
-     << "\n\nmemory per rank, GB\n";
+     << "\n";
+  if (!r.active_expert_share.empty()) {
+    double sum = 0;
+    for (double v : r.active_expert_share) sum += v;
+    os << "experts with rows: " << Cell(sum / double(r.active_expert_share.size()), 3).text
+       << " of a rank's slots on average, measured in " << r.loads_source
+       << " (only they are dequantised)\n";
+  }
+  os << "\nmemory per rank, GB\n";
   Table memory({"EP", "DP", "replicated", "experts", "grads", "AdamW", "activations", "exchange",
                 "logits", "runtime", "total", "loading", "capacity", "fits"});
   for (const auto& p : plans) {
@@ -192,6 +201,7 @@ nlohmann::ordered_json plans_json(const PlanRequest& r, const std::vector<Layout
         {{"ep", p.ep},
          {"dp", p.dp},
          {"rank_imbalance", p.imbalance},
+         {"active_expert_share", r.active_expert_share},
          {"parameters",
           {{"replicated", p.parameters.replicated},
            {"router", p.parameters.router},

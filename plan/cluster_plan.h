@@ -28,6 +28,9 @@ struct PlanRequest {
   /// size: a layout of that EP size, not asked to balance, takes its imbalance from these.
   std::vector<std::vector<double>> rank_loads;
   int loads_ep = 0;
+  /// The same run's share of expert slots with rows, per MoE layer (ExpertLoadHistory): the
+  /// experts a step dequantises. Empty: all of them.
+  std::vector<double> active_expert_share;
   /// With loads: plan under the placement `switchyard placement` would make from them
   /// (balanced_layer with the redundant slots) instead of the contiguous one. Replicas imply it.
   bool balanced_placement = false;

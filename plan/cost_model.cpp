@@ -66,6 +66,12 @@ double PlanWorkload::imbalance(int64_t moe_layer) const {
   return rank_imbalance[size_t(moe_layer)];
 }
 
+double PlanWorkload::active_share(int64_t moe_layer) const {
+  if (active_expert_share.empty()) return 1.0;
+  if (active_expert_share.size() == 1) return active_expert_share.front();
+  return active_expert_share[size_t(moe_layer)];
+}
+
 double PlanWorkload::worst_imbalance() const {
   double worst = 1.0;
   for (double v : rank_imbalance) worst = std::max(worst, v);
@@ -89,6 +95,12 @@ void PlanWorkload::validate() const {
   for (double v : rank_imbalance)
     require(std::isfinite(v) && v >= 1.0,
             detail::concat("plan: rank imbalance ", v, " must be >= 1 (max over mean)"));
+  require(active_expert_share.size() <= 1 || int64_t(active_expert_share.size()) == moe_layers(),
+          detail::concat("plan: ", active_expert_share.size(),
+                         " per-layer active expert shares for ", moe_layers(), " MoE layers"));
+  for (double v : active_expert_share)
+    require(std::isfinite(v) && v > 0.0 && v <= 1.0,
+            detail::concat("plan: active expert share ", v, " must be in (0, 1]"));
   if (expert_quant.kind() == QuantKind::kInt4) {
     const int64_t g = expert_quant.group_size();
     require(
@@ -297,9 +309,12 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
             micro_batches;
   t.lm_head += 4 * m.logits / mem_rate * micro_batches;
   if (w.expert_quant.kind() != QuantKind::kNone) {
-    // Dequantising each local expert's weights, forward and backward: codes read, a full
-    // weight written and read back by the GEMM.
-    const double dequant_bytes = double(p.expert_bytes) + 2.0 * ab * double(p.experts);
+    // Dequantising each local expert that gets rows, forward and backward: codes read, a full
+    // weight written and read back by the GEMM. Every MoE layer holds the same slots.
+    const double per_layer =
+        (double(p.expert_bytes) + 2.0 * ab * double(p.experts)) / double(w.moe_layers());
+    double dequant_bytes = 0;
+    for (int64_t l = 0; l < w.moe_layers(); ++l) dequant_bytes += w.active_share(l) * per_layer;
     t.experts += 2 * dequant_bytes / mem_rate * micro_batches;
   }
   // All-to-all: four exchanges per MoE layer and micro-batch (dispatch and combine, forward and

@@ -35,11 +35,16 @@ struct PlanWorkload {
   /// Per MoE layer: the most loaded EP rank's received tokens over the mean (1: balanced).
   /// Empty: 1 everywhere. A single value applies to every layer.
   std::vector<double> rank_imbalance;
+  /// Per MoE layer: the share of a rank's local experts that get rows in a micro-batch (an
+  /// expert without rows costs nothing: no GEMM, no dequantisation). Empty: 1 everywhere, as
+  /// under even routing of many tokens. A single value applies to every layer.
+  std::vector<double> active_expert_share;
 
   /// k: the model's num_experts_per_tok (the router takes the model's, models/qwen2_moe.cpp).
   int64_t top_k() const { return model.num_experts_per_tok; }
   int64_t moe_layers() const;
   double imbalance(int64_t moe_layer) const;
+  double active_share(int64_t moe_layer) const;
   double worst_imbalance() const;
   /// Throws ConfigError for a workload the model cannot have (k > E, a non-positive size).
   void validate() const;

@@ -180,8 +180,11 @@ TEST(ExpertLoadHistory, SumsRanksAndDataParallelCopiesAndCountsARedoneStepOnce) 
   EXPECT_EQ(all.per_layer[0], (std::vector<double>{42, 4, 62, 4}));
   EXPECT_EQ(all.expert_parallel, 2);     // two sets of experts held
   EXPECT_TRUE(all.per_ep_rank.empty());  // these records have no rank_tokens
+  // Step 1: every slot got rows; step 2 (its last records): one of each rank's two.
+  EXPECT_EQ(all.active_share, (std::vector<double>{0.75}));
   const ExpertLoadHistory second = read_expert_loads((dir / "metrics.jsonl").string(), 2, 2);
   EXPECT_EQ(second.per_layer[0], (std::vector<double>{40, 0, 60, 0}));
+  EXPECT_EQ(second.active_share, (std::vector<double>{0.5}));
   EXPECT_NE(error_of([&] {
               read_expert_loads(dir.string(), 5, 9);
             }).find("no load records for steps 5 to 9"),
@@ -214,4 +217,6 @@ TEST(ExpertLoadHistory, RankTokensFollowThePlacementTheRunUsed) {
   // + 5.
   ASSERT_EQ(h.per_ep_rank.size(), 1u);
   EXPECT_EQ(h.per_ep_rank[0], (std::vector<double>{10, 14}));
+  // World rank 0 left its second slot empty (expert_tokens {step, 0}), the others none.
+  EXPECT_EQ(h.active_share, (std::vector<double>{0.875}));
 }

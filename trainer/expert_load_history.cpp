@@ -82,6 +82,17 @@ ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t 
   for (const auto& [key, value] : loads)
     for (size_t i = 0; i < value.counts.size(); ++i)  // a replicated expert's copies add up
       h.per_layer[size_t(std::get<2>(key))][size_t(value.experts[i])] += double(value.counts[i]);
+  std::vector<double> active(size_t(layers), 0.0), records(size_t(layers), 0.0);
+  for (const auto& [key, value] : loads) {
+    const auto l = size_t(std::get<2>(key));
+    if (value.counts.empty()) continue;
+    const auto busy =
+        std::count_if(value.counts.begin(), value.counts.end(), [](int64_t c) { return c > 0; });
+    active[l] += double(busy) / double(value.counts.size());
+    records[l] += 1;
+  }
+  for (size_t l = 0; l < active.size(); ++l)
+    h.active_share.push_back(records[l] > 0 ? active[l] / records[l] : 1.0);
   h.first_step = *steps.begin();
   h.last_step = *steps.rbegin();
   h.steps = int64_t(steps.size());

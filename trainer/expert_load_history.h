@@ -20,6 +20,10 @@ struct ExpertLoadHistory {
   /// the steps and over the rank's data-parallel copies, under the placement the run used (its
   /// placement file, replicas, live re-placement). Empty when the records carry no rank_tokens.
   std::vector<std::vector<double>> per_ep_rank;
+  /// per MoE layer: the share of a rank's expert slots that received at least one assignment,
+  /// averaged over the steps and the ranks. An expert bank skips an expert without rows (no
+  /// GEMM, no dequantisation), so this is the share of its experts a step pays for.
+  std::vector<double> active_share;
 };
 
 /// Reads the "load" records of RUN_DIR/metrics.jsonl (or a metrics.jsonl path) for steps in
