@@ -186,10 +186,10 @@ PY
 
 # The imbalance term, on the placement studies' skewed runs (launch/placement_study.sh, every
 # runs/placement_study* folder it made, or PLACEMENT_DIRS; skipped when none exists): each
-# placement planned at the study's EP size with small_ro's rates at that rank count (or its own
-# when its experts are widened) and the
-# contiguous run's loads (--balanced, --redundant EP: the placements `switchyard placement` makes
-# from them), against the run's measured step time (median over the study's rounds).
+# placement planned at the study's EP size with small_ro's rates at that rank count (or rates
+# at the study's own shape when its experts are widened) and the contiguous run's loads
+# (--balanced, --redundant EP: the placements `switchyard placement` makes from them), against
+# the run's measured step time (median over the study's rounds).
 expert_width() { .venv/bin/python -c \
   "import json, sys; print(json.load(open(sys.argv[1] + '/config.json'))['moe_intermediate_size'])" "$1"; }
 for study in ${PLACEMENT_DIRS:-runs/placement_study*}; do
