@@ -359,11 +359,6 @@ void expect_peak_within_ten_percent(PlanWorkload w, const std::vector<double>& i
   EXPECT_NEAR(predicted / measured_gb, 1.0, 0.10) << predicted << " GB predicted";
 }
 
-// Peak resident memory that launch/plan_calibration.sh measured on the 2-core machine
-// (2026-12-06; docs/planning.md) for the 503 M-parameter model it builds (hidden 1024, 8 layers,
-// 16 experts top-4): full fp32 training from scratch, and int4 experts with MLP-Hadamard routers
-// fine-tuned from its fp32 checkpoint; 4 x 128 tokens per rank; each layer's rank imbalance as
-// its run measured. The plan must stay within 10% of each.
 // An expert without rows costs nothing (the bank skips it), so a quantized bank dequantises only
 // the share of its experts that get rows: codes read, a weight written and read back by the
 // GEMM, forward and backward, per active expert.
@@ -387,6 +382,11 @@ TEST(PlanModel, OnlyExpertsWithRowsAreDequantised) {
   expect_error([&] { plan_layout(w, cpu, 1); }, {"2 per-layer active expert shares", "4 MoE"});
 }
 
+// Peak resident memory that launch/plan_calibration.sh measured on the 2-core machine
+// (2026-12-06; docs/planning.md) for the 503 M-parameter model it builds (hidden 1024, 8 layers,
+// 16 experts top-4): full fp32 training from scratch, and int4 experts with MLP-Hadamard routers
+// fine-tuned from its fp32 checkpoint; 4 x 128 tokens per rank; each layer's rank imbalance as
+// its run measured. The plan must stay within 10% of each.
 TEST(PlanModel, MemoryWithinTenPercentOfTheCalibrationRuns) {
   struct Measured {
     bool full;
@@ -599,8 +599,6 @@ TEST(PlanModel, RefusesWhatCannotBe) {
   expect_error([] { plan_model_config("no-such-model"); }, {"no-such-model", "qwen1.5-moe-a2.7b"});
 }
 
-// Layouts: every EP size dividing both the world and the slots, and the one that does not fit
-// says so (the full model's experts in fp32 on one 80 GB device).
 // --loads from a run that used a placement of its own: at the run's EP size the plan takes the
 // tokens its ranks received under it; at other sizes, or asked to balance, the expert loads.
 TEST(PlanModel, LoadsAtTheRunsEpSizeKeepThePlacementItUsed) {
@@ -623,6 +621,8 @@ TEST(PlanModel, LoadsAtTheRunsEpSizeKeepThePlacementItUsed) {
   EXPECT_EQ(plan_cluster(r)[1].imbalance, (std::vector<double>{1.4, 1.4}));
 }
 
+// Layouts: every EP size dividing both the world and the slots, and the one that does not fit
+// says so (the full model's experts in fp32 on one 80 GB device).
 TEST(PlanModel, FullSizeLayoutsAndTheFit) {
   PlanRequest r;
   r.workload.model = Qwen2MoeConfig::preset("qwen1.5-moe-a2.7b");

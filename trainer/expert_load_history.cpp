@@ -79,15 +79,16 @@ ExpertLoadHistory read_expert_loads(const std::string& run_dir_or_file, int64_t 
     steps.insert(std::get<0>(key));
   }
   h.per_layer.assign(size_t(layers), std::vector<double>(size_t(experts), 0.0));
-  for (const auto& [key, value] : loads)
-    for (size_t i = 0; i < value.counts.size(); ++i)  // a replicated expert's copies add up
-      h.per_layer[size_t(std::get<2>(key))][size_t(value.experts[i])] += double(value.counts[i]);
+  // Per layer: the records' shares of slots with rows, summed, and how many records there were.
   std::vector<double> active(size_t(layers), 0.0), records(size_t(layers), 0.0);
   for (const auto& [key, value] : loads) {
     const auto l = size_t(std::get<2>(key));
+    int64_t busy = 0;
+    for (size_t i = 0; i < value.counts.size(); ++i) {  // a replicated expert's copies add up
+      h.per_layer[l][size_t(value.experts[i])] += double(value.counts[i]);
+      busy += value.counts[i] > 0 ? 1 : 0;
+    }
     if (value.counts.empty()) continue;
-    const auto busy =
-        std::count_if(value.counts.begin(), value.counts.end(), [](int64_t c) { return c > 0; });
     active[l] += double(busy) / double(value.counts.size());
     records[l] += 1;
   }
