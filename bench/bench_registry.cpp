@@ -19,6 +19,7 @@ const std::vector<BenchEntry>& bench_registry() {
       model_bench_entry(),
       quant_bench_entry(),
       rates_bench_entry(),
+      linear_bench_entry(),
   };
   return entries;
 }

@@ -4,6 +4,7 @@
 // threads it was given, and the slowest rank's median counts. It prints them, and the
 // `--cluster-set` assignments that give a ranks-share-node preset (`cpu`) these rates at this
 // rank count (plan divides such a node's rates among its ranks, so rates are printed per node).
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <sstream>
@@ -40,27 +41,36 @@ double gemm_tflops(const CommunicatorPtr& world, const LayerShape& s, int64_t T,
 }
 
 // The expert bank as training runs it at EP = the ranks measuring: each rank holds E / EP of the
-// layer shape's experts, and every rank's T tokens * top_k rows spread evenly over all E experts,
-// so each local expert gets EP * T * top_k / E rows. Forward and input gradient with frozen
-// weights (12*H*I FLOPs per row), then again with weights that train (their gradients, 6*H*I
-// more per row, in new memory each step as backward leaves them). Returned as fractions of the
-// dense GEMM rate: {frozen, weight gradients}.
-int64_t local_experts(const LayerShape& s, int ranks) {
-  return std::max<int64_t>(1, s.experts / ranks);
-}
-int64_t rows_per_expert(const LayerShape& s, int64_t T, int ranks) {
-  return std::max<int64_t>(1, int64_t(ranks) * T * s.top_k / s.experts);
+// layer shape's experts and receives its share of every rank's T tokens * top_k rows, EP * T *
+// top_k / E per local expert on average. A run's routing gives them to only some of its experts
+// (bench.expert_active_share), each of those getting more rows, which is what a GEMM's speed
+// depends on. Forward and input gradient with frozen weights (12*H*I FLOPs per row), then again
+// with weights that train (their gradients, 6*H*I more per row, in new memory each step as
+// backward leaves them). Returned as fractions of the dense GEMM rate: {frozen, weight gradients}.
+struct BankProbe {
+  int64_t experts, busy_experts, rows_per_busy_expert;
+};
+
+// active_share is in (0, 1] (configs/validate.cpp).
+BankProbe bank_probe(const LayerShape& s, int64_t T, int ranks, double active_share) {
+  BankProbe p;
+  p.experts = std::max<int64_t>(1, s.experts / ranks);
+  p.busy_experts = std::clamp<int64_t>(std::llround(double(p.experts) * active_share), 1, p.experts);
+  const int64_t rows = std::max<int64_t>(1, int64_t(ranks) * T * s.top_k * p.experts / s.experts);
+  p.rows_per_busy_expert = std::max<int64_t>(1, rows / p.busy_experts);
+  return p;
 }
 
 std::pair<double, double> expert_bank_efficiency(const CommunicatorPtr& world, const LayerShape& s,
-                                                 int64_t T, double gemm_tflops,
+                                                 const BankProbe& probe, double gemm_tflops,
                                                  const config::BenchConfig& b) {
-  const int64_t H = s.hidden, I = s.intermediate, E = local_experts(s, world->size());
-  const int64_t rows = rows_per_expert(s, T, world->size());
+  const int64_t H = s.hidden, I = s.intermediate, E = probe.experts;
+  const int64_t rows = probe.rows_per_busy_expert * probe.busy_experts;
   torch::manual_seed(0);
   ExpertBank bank(ExpertBankOptions(H, I, E));
-  auto x = torch::randn({rows * E, H}).requires_grad_();
-  const std::vector<int64_t> counts(size_t(E), rows);
+  auto x = torch::randn({rows, H}).requires_grad_();
+  std::vector<int64_t> counts(size_t(E), 0);
+  for (int64_t e = 0; e < probe.busy_experts; ++e) counts[size_t(e)] = probe.rows_per_busy_expert;
   auto pass = [&] {
     bank->forward(x, counts).sum().backward();
     x.mutable_grad() = torch::Tensor();
@@ -70,7 +80,7 @@ std::pair<double, double> expert_bank_efficiency(const CommunicatorPtr& world, c
   const double frozen_us = median_max_us(world, {pass}, b.warmup(), b.repeats())[0];
   for (auto& p : bank->parameters()) p.requires_grad_(true);
   const double trained_us = median_max_us(world, {pass}, b.warmup(), b.repeats())[0];
-  const double row_flops = 6.0 * double(H) * double(I) * double(rows * E);
+  const double row_flops = 6.0 * double(H) * double(I) * double(rows);
   const double frozen_tflops = 2 * row_flops / frozen_us / 1e6;
   const double wgrad_tflops = row_flops / std::max(trained_us - frozen_us, 1e-3) / 1e6;
   return {std::min(1.0, frozen_tflops / gemm_tflops), std::min(1.0, wgrad_tflops / gemm_tflops)};
@@ -166,7 +176,8 @@ void run_rates_bench(const BenchContext& ctx) {
   const LayerShape shape = layer_shapes(b, {kQwen15MoeLayer}).front();
   const int64_t T = b.tokens();
   const double gemm = gemm_tflops(world, shape, T, b);
-  const auto [bank_eff, wgrad_eff] = expert_bank_efficiency(world, shape, T, gemm, b);
+  const BankProbe probe = bank_probe(shape, T, n, b.expert_active_share());
+  const auto [bank_eff, wgrad_eff] = expert_bank_efficiency(world, shape, probe, gemm, b);
   const auto [inplace, fresh] = memory_gbs(world, b);
   const double overhead = layer_overhead_ms(world, ctx.config);
   const double adamw = optimizer_ns_per_param(world, b);
@@ -190,8 +201,8 @@ void run_rates_bench(const BenchContext& ctx) {
   Table table({"rate", "per_rank", "unit", "timed"});
   table.add({"gemm", Cell(gemm, 4), "TFLOPS", gemm_what.str()});
   std::ostringstream bank_what;
-  bank_what << "expert bank fwd+dgrad / dense GEMM, " << local_experts(shape, n) << " experts x "
-            << rows_per_expert(shape, T, n) << " rows";
+  bank_what << "expert bank fwd+dgrad / dense GEMM, " << probe.busy_experts << " of "
+            << probe.experts << " experts x " << probe.rows_per_busy_expert << " rows";
   table.add({"expert_gemm_efficiency", Cell(bank_eff, 3), "x gemm", bank_what.str()});
   table.add({"expert_wgrad_efficiency", Cell(wgrad_eff, 3), "x gemm",
              "the same bank's extra time for weight gradients"});

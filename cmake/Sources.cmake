@@ -169,7 +169,8 @@ set(SWITCHYARD_BENCH_SOURCES
   bench/alltoall_bench.cpp
   bench/model_bench.cpp
   bench/quant_bench.cpp
-  bench/rates_bench.cpp)
+  bench/rates_bench.cpp
+  bench/linear_bench.cpp)
 set(SWITCHYARD_LAUNCH_SOURCES
   launch/main.cpp
   launch/cli.cpp

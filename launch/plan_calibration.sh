@@ -80,20 +80,21 @@ model_of() {
 }
 
 # The rates plan uses, measured by `bench rates` with the ranks and threads of each EP size,
-# right before each run (this machine's speed drifts by tens of percent over minutes), with the
-# workload's expert shape and micro-batch tokens (the expert bank's efficiency depends on its
-# rows per expert). CALIBRATION_RATES=preset: the `cpu` preset's own rates instead.
+# right after each run (this machine's speed drifts by tens of percent over minutes), with the
+# workload's expert shape and micro-batch tokens, and with the bank probe's rows given to the
+# share of experts that got rows in the run (a GEMM's speed depends on its rows per expert).
+# CALIBRATION_RATES=preset: the `cpu` preset's own rates instead.
 threads_at() { local t=$(( cores / $1 )); [ "$t" -ge 1 ] || t=1; echo "$t"; }
-measure_rates() {  # NAME NP [MODEL] -> $out/rates_NAME_npNP.txt
-  local name="$1" np="$2" model="${3:-$(model_of "$1")}" tokens
+measure_rates() {  # NAME NP [MODEL [ACTIVE_SHARE]] -> $out/rates_NAME_npNP.txt
+  local name="$1" np="$2" model="${3:-$(model_of "$1")}" share="${4:-1}" tokens
   [ -d "$model" ] && model="$model/config.json"
   tokens=512; [ "$name" = a27b_ro ] && tokens=128  # micro_batch_size x seq_len
-  .venv/bin/python - "$model" "$tokens" >"$out/rates_$name.pbtxt" <<'PY'
+  .venv/bin/python - "$model" "$tokens" "$share" >"$out/rates_$name.pbtxt" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
 print(f"bench {{ layer_shapes {{ hidden_size: {c['hidden_size']} num_experts: {c['num_experts']} "
       f"top_k: {c['num_experts_per_tok']} expert_intermediate_size: {c['moe_intermediate_size']} }} "
-      f"tokens: {sys.argv[2]} repeats: 21 }}")
+      f"tokens: {sys.argv[2]} repeats: 21 expert_active_share: {sys.argv[3]} }}")
 PY
   OMP_NUM_THREADS=$(threads_at "$np") ./launch/mpirun.sh -np "$np" "$bin" bench --name rates \
     --config "$out/rates_$name.pbtxt" >"$out/rates_${name}_np$np.table.txt"
@@ -110,14 +111,21 @@ for name in small_ro medium_full medium_ro a27b_ro; do
     # CALIBRATION_REUSE=1 plans again over the runs already measured.
     if [ -z "${CALIBRATION_REUSE:-}" ] || [ ! -f "$run/metrics.jsonl" ]; then
       rm -rf "$run"
-      echo "   bench rates at $np rank(s)"
-      measure_rates "$name" "$np"
       # The case's own settings after the shared ones: the later --set wins. Every step timed
       # phase by phase: on a CPU the boundaries wait for nothing, so the steps stay as fast.
       OMP_NUM_THREADS=$threads ./launch/mpirun.sh -np "$np" "$bin" train "${data[@]}" "${args[@]}" \
         --run-dir "$run" --progress lines --set parallel.expert_parallel="$np" \
         --set logging.phase_profile_interval=1 >"$run.train.txt"
       rm -rf "$run/checkpoints"  # 6 GB for medium_full; the measurements are in metrics.jsonl
+      # The share of experts with rows, over the run's MoE layers, as plan reads it from the loads.
+      "$bin" plan --model "$(model_of "$name")" "${data[@]}" "${args[@]}" --cluster cpu \
+        --cluster-set devices_per_node="$np" --ep "$np" --loads "$run" --json >"$run.shares.json" ||
+        true
+      share=$(.venv/bin/python -c "import json, statistics, sys
+s = json.load(open(sys.argv[1]))['layouts'][0]['active_expert_share']
+print(round(statistics.mean(s), 4) if s else 1)" "$run.shares.json")
+      echo "   bench rates at $np rank(s), the bank's rows on $share of its experts"
+      measure_rates "$name" "$np" "$(model_of "$name")" "$share"
     fi
     sets=(--cluster-set devices_per_node="$np")
     if [ "${CALIBRATION_RATES:-bench}" = bench ]; then

@@ -4,8 +4,10 @@
 // cpublas_gemm, far slower than fp32, above all in the input-gradient layout (g @ W, every
 // Linear's backward), while converting a weight to fp32 costs a fraction of its fp32 GEMM
 // (bench/RESULTS.md, "Measurements behind the code"). So weights stay bf16 in memory and each
-// GEMM converts a chunk of W's rows to fp32; 32 MB chunks were as fast as one whole-weight fp32
-// GEMM, smaller ones were not.
+// GEMM converts a chunk of W's rows to fp32, every chunk into the same fp32 buffer: a new tensor
+// per chunk of 32 MiB was a new mmap each time (glibc's heap never serves blocks that large), and
+// its page faults cost more than the conversion. The buffer is 16 MB, under glibc's largest mmap
+// threshold, so repeated calls can reuse heap pages (`switchyard bench linear`, bench/RESULTS.md).
 #include "models/cpu_linear.h"
 
 #include "common/errors.h"
@@ -16,10 +18,21 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-constexpr int64_t kChunkFp32Elements = int64_t(8) << 20;  // 32 MB of fp32 weight rows
+constexpr int64_t kChunkFp32Elements = int64_t(4) << 20;  // 16 MB of fp32 weight rows
 
 int64_t default_chunk_rows(const torch::Tensor& weight) {
   return std::max<int64_t>(1, kChunkFp32Elements / std::max<int64_t>(1, weight.size(1)));
+}
+
+// The fp32 buffer a call converts W's chunks of `step` rows into, one after the other.
+torch::Tensor chunk_buffer(const torch::Tensor& weight, int64_t step) {
+  return torch::empty({std::min(step, weight.size(0)), weight.size(1)},
+                      weight.options().dtype(torch::kFloat));
+}
+
+// Rows [s, s + n) of W in fp32, in `buffer`.
+torch::Tensor rows_fp32(const torch::Tensor& weight, int64_t s, int64_t n, torch::Tensor& buffer) {
+  return buffer.narrow(0, 0, n).copy_(weight.narrow(0, s, n));
 }
 
 // x2 [R, in] -> [R, out] in x2's dtype; bias added in fp32 before the one rounding.
@@ -28,9 +41,10 @@ torch::Tensor forward_fp32(const torch::Tensor& x2, const torch::Tensor& weight,
   const int64_t out = weight.size(0);
   auto x32 = x2.to(torch::kFloat);
   auto y = torch::empty({x2.size(0), out}, x2.options());
+  auto buffer = chunk_buffer(weight, step);
   for (int64_t s = 0; s < out; s += step) {
     const int64_t n = std::min(step, out - s);
-    auto part = torch::mm(x32, weight.narrow(0, s, n).to(torch::kFloat).t());
+    auto part = torch::mm(x32, rows_fp32(weight, s, n, buffer).t());
     if (bias.defined()) part.add_(bias.narrow(0, s, n).to(torch::kFloat));
     y.narrow(1, s, n).copy_(part);
   }
@@ -62,20 +76,28 @@ class CpuLinear : public torch::autograd::Function<CpuLinear> {
     auto g = grads[0].reshape({-1, out});
     const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1),
                need_b = bias.defined() && ctx->needs_input_grad(2);
-    torch::Tensor grad_x32, x32, grad_w, grad_b;
-    if (need_x) grad_x32 = torch::zeros({g.size(0), in}, g.options().dtype(torch::kFloat));
+    torch::Tensor grad_x32, x32, grad_w, grad_b, w_buffer, grad_w_buffer;
+    if (need_x) {
+      grad_x32 = torch::zeros({g.size(0), in}, g.options().dtype(torch::kFloat));
+      w_buffer = chunk_buffer(weight, step);
+    }
     if (need_w) {
       SY_CHECK(x.defined(),
                "cpu_linear: weight gradient asked but the weight was frozen in forward");
       x32 = x.reshape({-1, in}).to(torch::kFloat);
       grad_w = torch::empty_like(weight);
+      grad_w_buffer = chunk_buffer(weight, step);  // the same reason: one buffer, not one per chunk
     }
     if (need_x || need_w)
       for (int64_t s = 0; s < out; s += step) {
         const int64_t n = std::min(step, out - s);
         auto g32 = g.narrow(1, s, n).to(torch::kFloat);
-        if (need_x) grad_x32.addmm_(g32, weight.narrow(0, s, n).to(torch::kFloat));
-        if (need_w) grad_w.narrow(0, s, n).copy_(torch::mm(g32.t(), x32));
+        if (need_x) grad_x32.addmm_(g32, rows_fp32(weight, s, n, w_buffer));
+        if (need_w) {
+          auto part = grad_w_buffer.narrow(0, 0, n);
+          torch::mm_out(part, g32.t(), x32);
+          grad_w.narrow(0, s, n).copy_(part);
+        }
       }
     if (need_b) grad_b = g.to(torch::kFloat).sum(0).to(bias.scalar_type());
     torch::Tensor grad_x;

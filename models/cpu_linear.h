@@ -16,7 +16,7 @@ bool gemm_in_fp32_on_cpu(const torch::Tensor& x, const torch::Tensor& weight = {
 /// bf16 on the fly, so no fp32 copy of a big weight (the 151936 x 2048 LM head) exists at once.
 /// Backward computes the weight and bias gradients only when they require grad, and x is kept
 /// for backward only when the weight requires grad. chunk_rows: rows of W per fp32 chunk
-/// (0: as many as fit in 32 MB of fp32; tests pass small values).
+/// (0: as many as fit in 16 MB of fp32; tests pass small values).
 ///   usage: if (gemm_in_fp32_on_cpu(x, w)) y = cpu_linear(x, w, b);
 torch::Tensor cpu_linear(const torch::Tensor& x, const torch::Tensor& weight,
                          const torch::Tensor& bias = {}, int64_t chunk_rows = 0);

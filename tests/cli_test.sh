@@ -160,9 +160,12 @@ printf '{"txt": 1}\n' >"$tmp/bad.jsonl"
 expect_error "data bad JSONL line" "$tmp/bad.jsonl:1: no \"text\" string" data stats --jsonl "$tmp/bad.jsonl"
 expect_error "data missing tokenizer" "/no/tok.json: cannot open tokenizer file" data stats --tokenizer /no/tok.json
 
-# bench rates: measured rates, printed as --cluster-set values that plan takes.
+# bench rates: measured rates, printed as --cluster-set values that plan takes. The bank probe's
+# 64 x 4 rows go to a quarter of the 60 experts: 15 of them, 17 rows each.
+expect_error "bench rates active share" "bench.expert_active_share = 1.5: must be in (0, 1]" bench rates --set bench.expert_active_share=1.5
 if "$bin" bench --name rates --set bench.repeats=1 --set bench.warmup=0 --set bench.tokens=64 \
-     >"$tmp/rates.txt" 2>"$tmp/rates.err" &&
+     --set bench.expert_active_share=0.25 >"$tmp/rates.txt" 2>"$tmp/rates.err" &&
+   grep -q "15 of 60 experts x 17 rows" "$tmp/rates.txt" &&
    sets=$(sed -n 's/^cluster-set: //p' "$tmp/rates.txt") &&
    grep -qE 'tflops_fp32=[0-9.e+-]+ .*layer_overhead_ms=[0-9.e+-]+ optimizer_ns_per_param=' <<<"$sets" &&
    { "$bin" plan --model qwen1.5-moe-a2.7b --cluster cpu $(printf -- '--cluster-set %s ' $sets) \
@@ -170,6 +173,13 @@ if "$bin" bench --name rates --set bench.repeats=1 --set bench.warmup=0 --set be
    grep -q "memory per rank" "$tmp/rates_plan.txt"  # exit 1: planned, but does not fit
 then ok "bench rates prints --cluster-set values plan accepts"
 else fail "bench rates ($(head -c 300 "$tmp/rates.err") $(head -c 300 "$tmp/rates_plan.txt" 2>/dev/null))"; fi
+
+# bench linear: the CPU bf16 linears against fp32 GEMMs, a row per Qwen1.5-MoE linear.
+if "$bin" bench --name linear --set bench.repeats=1 --set bench.warmup=0 --set bench.tokens=4 --json \
+     >"$tmp/linear.jsonl" 2>"$tmp/linear.err" &&
+   [ "$(grep -c '"trained_ratio"' "$tmp/linear.jsonl")" -eq 4 ] && grep -q '"linear":"lm_head"' "$tmp/linear.jsonl"
+then ok "bench linear times the four linears"
+else fail "bench linear ($(head -c 300 "$tmp/linear.err") $(head -c 300 "$tmp/linear.jsonl"))"; fi
 
 # plan: tables, JSON whose numbers add up, a layout that does not fit (exit 1, one line), refusals.
 if "$bin" plan --model qwen1.5-moe-a2.7b --cluster 8xh100 >"$tmp/plan.txt" 2>"$tmp/plan.err" &&
