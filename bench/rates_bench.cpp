@@ -55,7 +55,8 @@ struct BankProbe {
 BankProbe bank_probe(const LayerShape& s, int64_t T, int ranks, double active_share) {
   BankProbe p;
   p.experts = std::max<int64_t>(1, s.experts / ranks);
-  p.busy_experts = std::clamp<int64_t>(std::llround(double(p.experts) * active_share), 1, p.experts);
+  p.busy_experts =
+      std::clamp<int64_t>(std::llround(double(p.experts) * active_share), 1, p.experts);
   const int64_t rows = std::max<int64_t>(1, int64_t(ranks) * T * s.top_k * p.experts / s.experts);
   p.rows_per_busy_expert = std::max<int64_t>(1, rows / p.busy_experts);
   return p;

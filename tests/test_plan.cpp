@@ -447,8 +447,8 @@ TEST(PlanModel, FullSizeGptqRouterFineTuneWithinTenPercentOfItsRuns) {
 
 // Step time that launch/plan_calibration.sh measured on the 2-core machine (2026-12-06,
 // docs/planning.md): rank 0's median step after the first, each run planned with the rates
-// `bench rates` measured right before it, or right after (the --cluster-set values it printed) and each MoE
-// layer's rank imbalance as the run measured. The plan must stay within 25% of each. The
+// `bench rates` measured right before it, or right after (the --cluster-set values it printed) and
+// each MoE layer's rank imbalance as the run measured. The plan must stay within 25% of each. The
 // medium and full-size runs only: the quickstart-sized small_ro, whose steps of 0.05-0.27 s are
 // mostly per-op cost, came out at 0.57-1.06 of its runs over three calibrations (the 128-wide
 // GEMM probe swings 2x between them), so it is no test of the model yet.
