@@ -526,8 +526,8 @@ TEST(PlanModel, StepTimeWithinAQuarterOfTheCalibrationRuns) {
         0.177, 0.169, 0.188, 0.190, 0.185, 0.188, 0.177, 0.185, 0.190, 0.190, 0.173, 0.175}},
       // The full-size EP 2 run of the calibration after CPU bf16 linears began reusing one chunk
       // buffer, its rates measured right after it with the bank probe's rows on the run's share
-      // of experts (0.172). Its EP 1 run came out at 0.79 (docs/planning.md: the int4 bank's
-      // chunked GEMMs do not gain from a second thread as the probe's do), so it is not here.
+      // of experts (0.172). Its EP 1 run came out at 0.79 (docs/planning.md: the plan takes the
+      // int4 dequantisation at the memory rate, not measured), so it is not here.
       {"a27b_ro",
        2,
        "devices_per_node=2 tflops_fp32=0.160201 tflops_bf16=0.160201 memory_bandwidth_gbs=82.0226 "
