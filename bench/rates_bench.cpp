@@ -87,6 +87,33 @@ std::pair<double, double> expert_bank_efficiency(const CommunicatorPtr& world, c
   return {std::min(1.0, frozen_tflops / gemm_tflops), std::min(1.0, wgrad_tflops / gemm_tflops)};
 }
 
+// Dequantisation, in billions of weights per second: the bank's busy experts quantized as the
+// run's are (model.quant), fed rows in the run's dtype (train.precision bf16: the CPU's chunked
+// fp32 path of models/weight_quant.cpp; else whole fp32 weights), against the same experts in
+// fp32, alternating call by call. Forward and input gradient each dequantise every busy expert
+// once, so the extra time is 2 x busy experts x 3HI weights. plan adds exactly that to the float
+// bank's GEMM time. A difference inside the noise is floored at 1% of the quantized time.
+double dequant_gweights_per_s(const CommunicatorPtr& world, const LayerShape& s,
+                              const BankProbe& probe, const QuantOptions& quant, bool bf16,
+                              const config::BenchConfig& b) {
+  const int64_t H = s.hidden, I = s.intermediate, E = probe.busy_experts;
+  torch::manual_seed(0);
+  ExpertBank floats(ExpertBankOptions(H, I, E));
+  ExpertBank codes(ExpertBankOptions(H, I, E).quant(quant));
+  for (auto& p : floats->parameters()) p.requires_grad_(false);
+  const std::vector<int64_t> counts(size_t(E), probe.rows_per_busy_expert);
+  auto x = torch::randn({E * probe.rows_per_busy_expert, H}).requires_grad_();
+  auto xq = x.detach().to(bf16 ? torch::kBFloat16 : torch::kFloat).requires_grad_();
+  auto pass = [&](ExpertBank& bank, torch::Tensor& in) {
+    bank->forward(in, counts).sum().backward();
+    in.mutable_grad() = torch::Tensor();
+  };
+  const auto us = median_max_us(world, {[&] { pass(floats, x); }, [&] { pass(codes, xq); }},
+                                b.warmup(), b.repeats());
+  const double weights = 2.0 * double(E) * 3.0 * double(H) * double(I);
+  return weights / std::max(us[1] - us[0], 0.01 * us[1]) / 1e3;
+}
+
 // Memory: an in-place add over 64 MiB tensors (3 x 64 MiB moved), and a fill of 64 MiB freshly
 // allocated (above glibc's mmap threshold every such block is new pages the kernel zeroes).
 std::pair<double, double> memory_gbs(const CommunicatorPtr& world, const config::BenchConfig& b) {
@@ -179,6 +206,12 @@ void run_rates_bench(const BenchContext& ctx) {
   const double gemm = gemm_tflops(world, shape, T, b);
   const BankProbe probe = bank_probe(shape, T, n, b.expert_active_share());
   const auto [bank_eff, wgrad_eff] = expert_bank_efficiency(world, shape, probe, gemm, b);
+  // Quantized experts (model.quant): how fast the run's dtype dequantises them.
+  const QuantOptions quant = quant_options(ctx.config.model().quant());
+  const bool quantized = quant.kind() != QuantKind::kNone;
+  const bool bf16 = ctx.config.train().precision() == config::PRECISION_BF16;
+  const double dequant =
+      quantized ? dequant_gweights_per_s(world, shape, probe, quant, bf16, b) : 0.0;
   const auto [inplace, fresh] = memory_gbs(world, b);
   const double overhead = layer_overhead_ms(world, ctx.config);
   const double adamw = optimizer_ns_per_param(world, b);
@@ -193,6 +226,7 @@ void run_rates_bench(const BenchContext& ctx) {
        << " memory_bandwidth_gbs=" << inplace * n << " layer_overhead_ms=" << overhead / n
        << " optimizer_ns_per_param=" << adamw / n << " expert_gemm_efficiency=" << bank_eff
        << " expert_wgrad_efficiency=" << wgrad_eff;
+  if (quantized) sets << " dequant_gweights_per_s=" << dequant * n;
   if (n > 1) sets << " intra_node_gbs=" << a2a_gbs << " intra_node_latency_us=" << a2a_us;
   if (world->rank() != 0) return;
 
@@ -207,6 +241,15 @@ void run_rates_bench(const BenchContext& ctx) {
   table.add({"expert_gemm_efficiency", Cell(bank_eff, 3), "x gemm", bank_what.str()});
   table.add({"expert_wgrad_efficiency", Cell(wgrad_eff, 3), "x gemm",
              "the same bank's extra time for weight gradients"});
+  if (quantized) {
+    std::ostringstream what;
+    what << quant_name(quant.kind());
+    if (quant.kind() == QuantKind::kInt4)
+      what << " g" << quant.group_size() << (quant.symmetric() ? " sym" : " asym");
+    what << " bank - fp32 bank, " << (bf16 ? "bf16" : "fp32") << " rows, " << probe.busy_experts
+         << " experts";
+    table.add({"dequant", Cell(dequant, 3), "G weights/s", what.str()});
+  }
   table.add({"memory", Cell(inplace, 2), "GB/s", "in-place add, 64 MiB tensors"});
   // Not a plan rate: blocks this large are new pages on every allocation; in training that is
   // the weight gradients, which the optimizer row includes.
@@ -234,7 +277,8 @@ void run_rates_bench(const BenchContext& ctx) {
 
 BenchEntry rates_bench_entry() {
   return {"rates",
-          "plan's rates (GEMM, memory, per-layer overhead, optimizer, all-to-all) measured by "
+          "plan's rates (GEMM, dequantisation, memory, per-layer overhead, optimizer, all-to-all) "
+          "measured by "
           "every rank at once; prints the --cluster-set values (run under mpirun)",
           run_rates_bench};
 }

@@ -84,6 +84,16 @@ model_of() {
 # workload's expert shape and micro-batch tokens, and with the bank probe's rows given to the
 # share of experts that got rows in the run (a GEMM's speed depends on its rows per expert).
 # CALIBRATION_RATES=preset: the `cpu` preset's own rates instead.
+# The experts' quantization and the rows' dtype, for the rates' dequantisation probe: the
+# finetune config's int4 (symmetric, group 128); the GPTQ checkpoint's int4 (asymmetric, group
+# 128) under bf16; none for full training.
+quant_args_of() {
+  case "$1" in
+    medium_full) ;;
+    a27b_ro) echo "--quant int4 --set model.quant.symmetric=false --set train.precision=PRECISION_BF16" ;;
+    *) echo "--quant int4" ;;
+  esac
+}
 threads_at() { local t=$(( cores / $1 )); [ "$t" -ge 1 ] || t=1; echo "$t"; }
 measure_rates() {  # NAME NP [MODEL [ACTIVE_SHARE]] -> $out/rates_NAME_npNP.txt
   local name="$1" np="$2" model="${3:-$(model_of "$1")}" share="${4:-1}" tokens
@@ -96,8 +106,10 @@ print(f"bench {{ layer_shapes {{ hidden_size: {c['hidden_size']} num_experts: {c
       f"top_k: {c['num_experts_per_tok']} expert_intermediate_size: {c['moe_intermediate_size']} }} "
       f"tokens: {sys.argv[2]} repeats: 21 expert_active_share: {sys.argv[3]} }}")
 PY
+  local quant
+  read -r -a quant <<<"$(quant_args_of "$name")"
   OMP_NUM_THREADS=$(threads_at "$np") ./launch/mpirun.sh -np "$np" "$bin" bench --name rates \
-    --config "$out/rates_$name.pbtxt" >"$out/rates_${name}_np$np.table.txt"
+    --config "$out/rates_$name.pbtxt" "${quant[@]}" >"$out/rates_${name}_np$np.table.txt"
   sed -n 's/^cluster-set: //p' "$out/rates_${name}_np$np.table.txt" >"$out/rates_${name}_np$np.txt"
 }
 

@@ -39,6 +39,11 @@ struct ClusterSpec {
   /// The same for the experts' weight gradients, when they train (on a CPU their new memory
   /// each step is much of it).
   double expert_wgrad_efficiency = 1;
+  /// Quantized experts: billions of weights dequantised per second per device, as the bank of
+  /// the run's dtype reaches it (`bench rates` with model.quant: the quantized bank's extra time
+  /// over the float one). Each expert with rows is dequantised by its forward and again by its
+  /// input gradient. 0: the codes read and the weight written and read at memory_bandwidth_gbs.
+  double dequant_gweights_per_s = 0;
   double intra_node_gbs = 0;         ///< per device, one direction (NVLink, shared memory)
   double inter_node_gbs = 0;         ///< per device, one direction (InfiniBand / Ethernet NIC)
   double intra_node_latency_us = 0;  ///< per collective call

@@ -309,13 +309,18 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
             micro_batches;
   t.lm_head += 4 * m.logits / mem_rate * micro_batches;
   if (w.expert_quant.kind() != QuantKind::kNone) {
-    // Dequantising each local expert that gets rows, forward and backward: codes read, a full
-    // weight written and read back by the GEMM. Every MoE layer holds the same slots.
-    const double per_layer =
-        (double(p.expert_bytes) + 2.0 * ab * double(p.experts)) / double(w.moe_layers());
-    double dequant_bytes = 0;
-    for (int64_t l = 0; l < w.moe_layers(); ++l) dequant_bytes += w.active_share(l) * per_layer;
-    t.experts += 2 * dequant_bytes / mem_rate * micro_batches;
+    // Dequantising each local expert that gets rows, forward and backward (every MoE layer
+    // holds the same slots): at the measured rate of weights per second, or else as memory
+    // traffic: codes read, a full weight written and read back by the GEMM.
+    double active_layers = 0;
+    for (int64_t l = 0; l < w.moe_layers(); ++l) active_layers += w.active_share(l);
+    const double per_layer_weights = double(p.experts) / double(w.moe_layers());
+    const double seconds_per_layer =
+        cluster.dequant_gweights_per_s > 0
+            ? per_layer_weights / (cluster.dequant_gweights_per_s * 1e9 / per_device)
+            : (double(p.expert_bytes) / double(w.moe_layers()) + 2.0 * ab * per_layer_weights) /
+                  mem_rate;
+    t.experts += 2 * active_layers * seconds_per_layer * micro_batches;
   }
   // All-to-all: four exchanges per MoE layer and micro-batch (dispatch and combine, forward and
   // backward), each rank sending tokens * k rows of H to the other EP ranks' experts; the

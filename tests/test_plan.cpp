@@ -372,6 +372,16 @@ TEST(PlanModel, OnlyExpertsWithRowsAreDequantised) {
   const double mem_rate = cpu.memory_bandwidth_gbs * 1e9 / cpu.devices_per_node;
   const double dequant = 2 * (double(p.expert_bytes) + 2.0 * 4 * double(p.experts)) / mem_rate;
   EXPECT_NEAR(all - some, 0.5 * dequant, 1e-12 * all);
+  // A measured dequantisation rate (bench rates) replaces the memory traffic: each active
+  // expert's weights, forward and input gradient, at the node's rate shared by its ranks.
+  ClusterSpec measured = cpu;
+  measured.dequant_gweights_per_s = 2;
+  const double at_rate = 2 * double(p.experts) / (2e9 / measured.devices_per_node);
+  const double float_time = all - dequant;
+  EXPECT_NEAR(plan_layout(w, measured, 1).time.experts, float_time + 0.5 * at_rate, 1e-12 * all);
+  w.active_expert_share = {};
+  EXPECT_NEAR(plan_layout(w, measured, 1).time.experts, float_time + at_rate, 1e-12 * all);
+  w.active_expert_share = {0.25, 0.5, 1.0, 0.25};
   w.expert_quant = QuantOptions();  // float experts: nothing to dequantise
   const double float_all = plan_layout(w, cpu, 1).time.experts;
   w.active_expert_share = {};
@@ -613,6 +623,8 @@ TEST(PlanModel, RefusesWhatCannotBe) {
   expect_error([&] { set_cluster_field(s, "nodes=four"); }, {"nodes", "number"});
   set_cluster_field(s, "nodes=4");
   EXPECT_EQ(s.world(), 8);
+  set_cluster_field(s, "dequant_gweights_per_s=-1");
+  expect_error([&] { s.validate(); }, {"dequant_gweights_per_s", "must not be negative"});
   w.rank_imbalance = {0.5};
   expect_error([&] { plan_layout(w, two_devices(), 2); }, {"imbalance 0.5"});
   expect_error([] { plan_model_config("no-such-model"); }, {"no-such-model", "qwen1.5-moe-a2.7b"});
