@@ -11,6 +11,7 @@
 
 #include "bench/bench.h"
 #include "common/table.h"
+#include "models/cpu_linear.h"
 #include "models/expert_bank.h"
 #include "models/lm_loss.h"
 #include "models/qwen2_moe.h"
@@ -114,6 +115,25 @@ double dequant_gweights_per_s(const CommunicatorPtr& world, const LayerShape& s,
   return weights / std::max(us[1] - us[0], 0.01 * us[1]) / 1e3;
 }
 
+// The LM head: T tokens' logits over a vocabulary of V, forward and input gradient with the
+// weight frozen (4*T*H*V FLOPs), in the run's dtype (bf16 weights go through cpu_linear on a
+// CPU, as the model's do). One output this wide runs at its own rate: a small model's LM head
+// can be most of its GEMM time, at a rate the expert-shaped probe does not show.
+double lm_head_tflops(const CommunicatorPtr& world, int64_t H, int64_t V, int64_t T, bool bf16,
+                      const config::BenchConfig& b) {
+  const auto dtype = bf16 ? torch::kBFloat16 : torch::kFloat;
+  auto x = torch::randn({T, H}).to(dtype).requires_grad_();
+  auto w = (torch::randn({V, H}) * 0.02).to(dtype);
+  auto grad = torch::ones({T, V}, dtype);
+  auto pass = [&] {
+    auto y = gemm_in_fp32_on_cpu(x, w) ? cpu_linear(x, w) : x.mm(w.t());
+    y.backward(grad);
+    x.mutable_grad() = torch::Tensor();
+  };
+  const double us = median_max_us(world, {pass}, b.warmup(), b.repeats())[0];
+  return 4.0 * double(T) * double(H) * double(V) / us / 1e6;
+}
+
 // Memory: an in-place add over 64 MiB tensors (3 x 64 MiB moved), and a fill of 64 MiB freshly
 // allocated (above glibc's mmap threshold every such block is new pages the kernel zeroes).
 std::pair<double, double> memory_gbs(const CommunicatorPtr& world, const config::BenchConfig& b) {
@@ -212,6 +232,7 @@ void run_rates_bench(const BenchContext& ctx) {
   const bool bf16 = ctx.config.train().precision() == config::PRECISION_BF16;
   const double dequant =
       quantized ? dequant_gweights_per_s(world, shape, probe, quant, bf16, b) : 0.0;
+  const double lm_head = lm_head_tflops(world, shape.hidden, b.vocab_size(), T, bf16, b);
   const auto [inplace, fresh] = memory_gbs(world, b);
   const double overhead = layer_overhead_ms(world, ctx.config);
   const double adamw = optimizer_ns_per_param(world, b);
@@ -227,6 +248,7 @@ void run_rates_bench(const BenchContext& ctx) {
        << " optimizer_ns_per_param=" << adamw / n << " expert_gemm_efficiency=" << bank_eff
        << " expert_wgrad_efficiency=" << wgrad_eff;
   if (quantized) sets << " dequant_gweights_per_s=" << dequant * n;
+  sets << " lm_head_tflops=" << lm_head * n;
   if (n > 1) sets << " intra_node_gbs=" << a2a_gbs << " intra_node_latency_us=" << a2a_us;
   if (world->rank() != 0) return;
 
@@ -250,6 +272,10 @@ void run_rates_bench(const BenchContext& ctx) {
          << " experts";
     table.add({"dequant", Cell(dequant, 3), "G weights/s", what.str()});
   }
+  std::ostringstream head_what;
+  head_what << "LM head fwd+dgrad, " << T << " x " << shape.hidden << " x " << b.vocab_size()
+            << (bf16 ? " bf16" : " fp32");
+  table.add({"lm_head", Cell(lm_head, 4), "TFLOPS", head_what.str()});
   table.add({"memory", Cell(inplace, 2), "GB/s", "in-place add, 64 MiB tensors"});
   // Not a plan rate: blocks this large are new pages on every allocation; in training that is
   // the weight gradients, which the optimizer row includes.
@@ -277,7 +303,8 @@ void run_rates_bench(const BenchContext& ctx) {
 
 BenchEntry rates_bench_entry() {
   return {"rates",
-          "plan's rates (GEMM, dequantisation, memory, per-layer overhead, optimizer, all-to-all) "
+          "plan's rates (GEMM, LM head, dequantisation, memory, per-layer overhead, optimizer, "
+          "all-to-all) "
           "measured by "
           "every rank at once; prints the --cluster-set values (run under mpirun)",
           run_rates_bench};

@@ -123,6 +123,7 @@ void validate_bench(const config::BenchConfig& b, const config::RouterConfig& r)
   require(std::isfinite(b.expert_active_share()) && b.expert_active_share() > 0 &&
               b.expert_active_share() <= 1,
           "bench.expert_active_share", b.expert_active_share(), "must be in (0, 1]");
+  require_positive(b.vocab_size(), "bench.vocab_size");
   for (int i = 0; i < b.layer_shapes_size(); ++i) {
     const auto& s = b.layer_shapes(i);
     const std::string at = detail::concat("bench.layer_shapes[", i, "]");

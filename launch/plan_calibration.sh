@@ -81,13 +81,13 @@ model_of() {
 
 # The rates plan uses, measured by `bench rates` with the ranks and threads of each EP size,
 # right after each run (this machine's speed drifts by tens of percent over minutes), with the
-# workload's expert shape and micro-batch tokens, and with the bank probe's rows given to the
+# workload's expert shape, vocabulary and micro-batch tokens, and with the bank probe's rows given to the
 # share of experts that got rows in the run (a GEMM's speed depends on its rows per expert).
 # CALIBRATION_RATES=preset: the `cpu` preset's own rates instead.
-# The experts' quantization and the rows' dtype, for the rates' dequantisation probe: the
-# finetune config's int4 (symmetric, group 128); the GPTQ checkpoint's int4 (asymmetric, group
-# 128) under bf16; none for full training.
-quant_args_of() {
+# The experts' quantization and the activations' dtype, for the rates' dequantisation and LM head
+# probes: the finetune config's int4 (symmetric, group 128); the GPTQ checkpoint's int4
+# (asymmetric, group 128) under bf16; none for full training.
+rates_args_of() {
   case "$1" in
     medium_full) ;;
     a27b_ro) echo "--quant int4 --set model.quant.symmetric=false --set train.precision=PRECISION_BF16" ;;
@@ -104,10 +104,11 @@ import json, sys
 c = json.load(open(sys.argv[1]))
 print(f"bench {{ layer_shapes {{ hidden_size: {c['hidden_size']} num_experts: {c['num_experts']} "
       f"top_k: {c['num_experts_per_tok']} expert_intermediate_size: {c['moe_intermediate_size']} }} "
-      f"tokens: {sys.argv[2]} repeats: 21 expert_active_share: {sys.argv[3]} }}")
+      f"tokens: {sys.argv[2]} repeats: 21 expert_active_share: {sys.argv[3]} "
+      f"vocab_size: {c['vocab_size']} }}")
 PY
   local quant
-  read -r -a quant <<<"$(quant_args_of "$name")"
+  read -r -a quant <<<"$(rates_args_of "$name")"
   OMP_NUM_THREADS=$(threads_at "$np") ./launch/mpirun.sh -np "$np" "$bin" bench --name rates \
     --config "$out/rates_$name.pbtxt" "${quant[@]}" >"$out/rates_${name}_np$np.table.txt"
   sed -n 's/^cluster-set: //p' "$out/rates_${name}_np$np.table.txt" >"$out/rates_${name}_np$np.txt"

@@ -89,6 +89,7 @@ const std::vector<Field>& fields() {
       {"expert_gemm_efficiency", [](ClusterSpec& s, double v) { s.expert_gemm_efficiency = v; }},
       {"expert_wgrad_efficiency", [](ClusterSpec& s, double v) { s.expert_wgrad_efficiency = v; }},
       {"dequant_gweights_per_s", [](ClusterSpec& s, double v) { s.dequant_gweights_per_s = v; }},
+      {"lm_head_tflops", [](ClusterSpec& s, double v) { s.lm_head_tflops = v; }},
       {"intra_node_gbs", [](ClusterSpec& s, double v) { s.intra_node_gbs = v; }},
       {"inter_node_gbs", [](ClusterSpec& s, double v) { s.inter_node_gbs = v; }},
       {"intra_node_latency_us", [](ClusterSpec& s, double v) { s.intra_node_latency_us = v; }},
@@ -115,10 +116,12 @@ void ClusterSpec::validate() const {
   positive("inter_node_gbs", inter_node_gbs);
   if (!(runtime_gb >= 0))
     throw ConfigError("cluster " + name + ": runtime_gb must not be negative");
-  if (!(layer_overhead_ms >= 0 && optimizer_ns_per_param >= 0 && dequant_gweights_per_s >= 0))
+  if (!(layer_overhead_ms >= 0 && optimizer_ns_per_param >= 0 && dequant_gweights_per_s >= 0 &&
+        lm_head_tflops >= 0))
     throw ConfigError("cluster " + name +
-                      ": layer_overhead_ms, optimizer_ns_per_param and dequant_gweights_per_s "
-                      "must not be negative (0: not modelled, or derived from the memory rate)");
+                      ": layer_overhead_ms, optimizer_ns_per_param, dequant_gweights_per_s and "
+                      "lm_head_tflops must not be negative (0: not modelled, or derived from the "
+                      "other rates)");
   for (const auto& [field, v] :
        {std::pair<const char*, double>{"expert_gemm_efficiency", expert_gemm_efficiency},
         {"expert_wgrad_efficiency", expert_wgrad_efficiency}})

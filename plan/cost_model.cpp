@@ -296,7 +296,9 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   StepTimeEstimate& t = plan.time;
   t.attention = attention_flops * double(T) / flops_rate * micro_batches;
   t.rest = rest * double(T) / flops_rate * micro_batches;
-  t.lm_head = lm_head * double(T) / flops_rate * micro_batches;
+  const double lm_head_rate =
+      cluster.lm_head_tflops > 0 ? cluster.lm_head_tflops * 1e12 / per_device : flops_rate;
+  t.lm_head = lm_head * double(T) / lm_head_rate * micro_batches;
   t.experts = experts * double(T) / flops_rate * micro_batches;
   // Beyond the FLOPs, per micro-batch: each decoder layer's fixed cost, and the traffic of what
   // autograd keeps. Every kept byte (activations, exchange buffers, logits) is written once by

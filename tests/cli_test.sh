@@ -164,6 +164,7 @@ expect_error "data missing tokenizer" "/no/tok.json: cannot open tokenizer file"
 # 64 x 4 rows go to a quarter of the 60 experts: 15 of them, 17 rows each. With GPTQ's int4
 # (asymmetric, group 128) and bf16 rows it also measures those 15 experts' dequantisation rate.
 expect_error "bench rates active share" "bench.expert_active_share = 1.5: must be in (0, 1]" bench rates --set bench.expert_active_share=1.5
+expect_error "bench rates vocab" "bench.vocab_size = 0: must be positive" bench rates --set bench.vocab_size=0
 if "$bin" bench --name rates --set bench.repeats=1 --set bench.warmup=0 --set bench.tokens=64 \
      --set bench.expert_active_share=0.25 --quant int4 --set model.quant.symmetric=false \
      --set train.precision=PRECISION_BF16 >"$tmp/rates.txt" 2>"$tmp/rates.err" &&
@@ -171,7 +172,8 @@ if "$bin" bench --name rates --set bench.repeats=1 --set bench.warmup=0 --set be
    grep -q "int4 g128 asym bank - fp32 bank, bf16 rows, 15 experts" "$tmp/rates.txt" &&
    sets=$(sed -n 's/^cluster-set: //p' "$tmp/rates.txt") &&
    grep -qE 'tflops_fp32=[0-9.e+-]+ .*layer_overhead_ms=[0-9.e+-]+ optimizer_ns_per_param=' <<<"$sets" &&
-   grep -qE 'dequant_gweights_per_s=[0-9.]+' <<<"$sets" &&
+   grep -qE 'dequant_gweights_per_s=[0-9.]+ lm_head_tflops=[0-9.]+' <<<"$sets" &&
+   grep -q "LM head fwd+dgrad, 64 x 2048 x 151936 bf16" "$tmp/rates.txt" &&
    { "$bin" plan --model qwen1.5-moe-a2.7b --cluster cpu $(printf -- '--cluster-set %s ' $sets) \
        --set model.quant.experts=INT4 --ep 1 >"$tmp/rates_plan.txt" 2>&1 || [ $? -eq 1 ]; } &&
    grep -q "memory per rank" "$tmp/rates_plan.txt"  # exit 1: planned, but does not fit
