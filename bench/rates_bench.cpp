@@ -115,19 +115,21 @@ double dequant_gweights_per_s(const CommunicatorPtr& world, const LayerShape& s,
   return weights / std::max(us[1] - us[0], 0.01 * us[1]) / 1e3;
 }
 
-// The LM head: T tokens' logits over a vocabulary of V, forward and input gradient with the
-// weight frozen (4*T*H*V FLOPs), in the run's dtype (bf16 weights go through cpu_linear on a
-// CPU, as the model's do). One output this wide runs at its own rate: a small model's LM head
-// can be most of its GEMM time, at a rate the expert-shaped probe does not show.
+// The LM head and the loss, as a step runs them: T tokens' logits over a vocabulary of V and
+// the next-token loss (models/lm_loss.h), forward and input gradient with the weight frozen, in
+// the run's dtype (bf16 weights go through cpu_linear on a CPU, as the model's do). Returned as
+// a rate over the head's 4*T*H*V FLOPs. The loss's softmax passes over the logits, and an output
+// this wide, run at their own speed: in a small model they are most of the head's time, which
+// the expert-shaped GEMM probe does not show.
 double lm_head_tflops(const CommunicatorPtr& world, int64_t H, int64_t V, int64_t T, bool bf16,
                       const config::BenchConfig& b) {
   const auto dtype = bf16 ? torch::kBFloat16 : torch::kFloat;
   auto x = torch::randn({T, H}).to(dtype).requires_grad_();
   auto w = (torch::randn({V, H}) * 0.02).to(dtype);
-  auto grad = torch::ones({T, V}, dtype);
+  auto ids = torch::randint(0, V, {1, T}, torch::kLong);
   auto pass = [&] {
-    auto y = gemm_in_fp32_on_cpu(x, w) ? cpu_linear(x, w) : x.mm(w.t());
-    y.backward(grad);
+    auto logits = gemm_in_fp32_on_cpu(x, w) ? cpu_linear(x, w) : x.mm(w.t());
+    next_token_loss(logits.view({1, T, V}), ids).backward();
     x.mutable_grad() = torch::Tensor();
   };
   const double us = median_max_us(world, {pass}, b.warmup(), b.repeats())[0];
@@ -273,7 +275,7 @@ void run_rates_bench(const BenchContext& ctx) {
     table.add({"dequant", Cell(dequant, 3), "G weights/s", what.str()});
   }
   std::ostringstream head_what;
-  head_what << "LM head fwd+dgrad, " << T << " x " << shape.hidden << " x " << b.vocab_size()
+  head_what << "LM head + loss fwd+dgrad, " << T << " x " << shape.hidden << " x " << b.vocab_size()
             << (bf16 ? " bf16" : " fp32");
   table.add({"lm_head", Cell(lm_head, 4), "TFLOPS", head_what.str()});
   table.add({"memory", Cell(inplace, 2), "GB/s", "in-place add, 64 MiB tensors"});

@@ -44,9 +44,10 @@ struct ClusterSpec {
   /// over the float one). Each expert with rows is dequantised by its forward and again by its
   /// input gradient. 0: the codes read and the weight written and read at memory_bandwidth_gbs.
   double dequant_gweights_per_s = 0;
-  /// The LM head's GEMMs (tokens x hidden x vocabulary: one very wide output), per device, in
-  /// the activations' dtype: `bench rates` times them at the run's shape, where a small model's
-  /// LM head and the expert-shaped GEMM probe reach different rates. 0: tflops_bf16/fp32.
+  /// The LM head and the loss over its logits, as TFLOPS of the head's GEMMs (tokens x hidden x
+  /// vocabulary), per device, in the activations' dtype: `bench rates` times both at the run's
+  /// shape (in a small model the loss's passes over the logits are most of it). 0: the GEMMs at
+  /// tflops_bf16/fp32 and the logits' traffic at memory_bandwidth_gbs.
   double lm_head_tflops = 0;
   double intra_node_gbs = 0;         ///< per device, one direction (NVLink, shared memory)
   double inter_node_gbs = 0;         ///< per device, one direction (InfiniBand / Ethernet NIC)

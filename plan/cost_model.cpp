@@ -296,9 +296,12 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   StepTimeEstimate& t = plan.time;
   t.attention = attention_flops * double(T) / flops_rate * micro_batches;
   t.rest = rest * double(T) / flops_rate * micro_batches;
-  const double lm_head_rate =
-      cluster.lm_head_tflops > 0 ? cluster.lm_head_tflops * 1e12 / per_device : flops_rate;
-  t.lm_head = lm_head * double(T) / lm_head_rate * micro_batches;
+  // A measured LM-head rate includes the loss and its passes over the logits (bench rates);
+  // else the GEMMs at the GEMM rate and the logits' traffic below.
+  const bool head_measured = cluster.lm_head_tflops > 0;
+  t.lm_head = lm_head * double(T) /
+              (head_measured ? cluster.lm_head_tflops * 1e12 / per_device : flops_rate) *
+              micro_batches;
   t.experts = experts * double(T) / flops_rate * micro_batches;
   // Beyond the FLOPs, per micro-batch: each decoder layer's fixed cost, and the traffic of what
   // autograd keeps. Every kept byte (activations, exchange buffers, logits) is written once by
@@ -309,7 +312,7 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   t.rest += (double(c.num_hidden_layers) * cluster.layer_overhead_ms * 1e-3 * per_device +
              4 * (m.activations + m.exchange) / mem_rate) *
             micro_batches;
-  t.lm_head += 4 * m.logits / mem_rate * micro_batches;
+  if (!head_measured) t.lm_head += 4 * m.logits / mem_rate * micro_batches;
   if (w.expert_quant.kind() != QuantKind::kNone) {
     // Dequantising each local expert that gets rows, forward and backward (every MoE layer
     // holds the same slots): at the measured rate of weights per second, or else as memory

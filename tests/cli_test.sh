@@ -173,7 +173,7 @@ if "$bin" bench --name rates --set bench.repeats=1 --set bench.warmup=0 --set be
    sets=$(sed -n 's/^cluster-set: //p' "$tmp/rates.txt") &&
    grep -qE 'tflops_fp32=[0-9.e+-]+ .*layer_overhead_ms=[0-9.e+-]+ optimizer_ns_per_param=' <<<"$sets" &&
    grep -qE 'dequant_gweights_per_s=[0-9.]+ lm_head_tflops=[0-9.]+' <<<"$sets" &&
-   grep -q "LM head fwd+dgrad, 64 x 2048 x 151936 bf16" "$tmp/rates.txt" &&
+   grep -q "LM head + loss fwd+dgrad, 64 x 2048 x 151936 bf16" "$tmp/rates.txt" &&
    { "$bin" plan --model qwen1.5-moe-a2.7b --cluster cpu $(printf -- '--cluster-set %s ' $sets) \
        --set model.quant.experts=INT4 --ep 1 >"$tmp/rates_plan.txt" 2>&1 || [ $? -eq 1 ]; } &&
    grep -q "memory per rank" "$tmp/rates_plan.txt"  # exit 1: planned, but does not fit
