@@ -420,10 +420,13 @@ TEST(PlanModel, MemoryWithinTenPercentOfTheCalibrationRuns) {
       {false, 1, 3.317, {1.0}},
       {false, 2, 2.404, {1.010, 1.024, 1.067, 1.059, 1.002, 1.009, 1.048, 1.025}},
       {false, 4, 1.986, {1.088, 1.118, 1.043, 1.083, 1.052, 1.067, 1.050, 1.084}},
-      // int4 routers only again, in the calibration with the measured dequantisation rate.
-      {false, 1, 3.127, {1.0}},
-      {false, 2, 2.236, {1.010, 1.028, 1.024, 1.013, 1.064, 1.051, 1.088, 1.015}},
-      {false, 4, 1.900, {1.116, 1.144, 1.053, 1.033, 1.019, 1.051, 1.029, 1.049}},
+      // The calibration with the measured dequantisation and LM-head rates (the same routing).
+      {true, 1, 9.752, {1.0}},
+      {true, 2, 6.467, {1.021, 1.061, 1.093, 1.063, 1.135, 1.135, 1.056, 1.030}},
+      {true, 4, 4.792, {1.141, 1.148, 1.192, 1.067, 1.123, 1.128, 1.156, 1.058}},
+      {false, 1, 3.131, {1.0}},
+      {false, 2, 2.253, {1.010, 1.028, 1.024, 1.013, 1.064, 1.051, 1.088, 1.015}},
+      {false, 4, 1.908, {1.116, 1.144, 1.053, 1.033, 1.019, 1.051, 1.029, 1.049}},
   };
   for (const auto& run : runs) {
     SCOPED_TRACE(std::string(run.full ? "full training" : "int4 routers only") + ", EP " +
@@ -461,9 +464,9 @@ TEST(PlanModel, FullSizeGptqRouterFineTuneWithinTenPercentOfItsRuns) {
       {2, 12.452, {1.160, 1.214, 1.127, 1.239, 1.175, 1.141, 1.113, 1.230,
                    1.002, 1.437, 1.029, 1.021, 1.033, 1.080, 1.139, 1.048,
                    1.212, 1.278, 1.034, 1.031, 1.260, 1.192, 1.047, 1.279}},
-      // The calibration with the measured dequantisation rate (the same routing at EP 2).
-      {1, 19.321, std::vector<double>(24, 1.0)},
-      {2, 12.022, {1.160, 1.214, 1.127, 1.239, 1.175, 1.141, 1.113, 1.230,
+      // The calibration with the measured dequantisation and LM-head rates (the same routing).
+      {1, 19.310, std::vector<double>(24, 1.0)},
+      {2, 12.219, {1.160, 1.214, 1.127, 1.239, 1.175, 1.141, 1.113, 1.230,
                    1.002, 1.437, 1.029, 1.021, 1.033, 1.080, 1.139, 1.048,
                    1.212, 1.278, 1.034, 1.031, 1.260, 1.192, 1.047, 1.279}},
   };
@@ -473,14 +476,12 @@ TEST(PlanModel, FullSizeGptqRouterFineTuneWithinTenPercentOfItsRuns) {
   }
 }
 
-// Step time that launch/plan_calibration.sh measured on the 2-core machine (2026-12-06,
-// docs/planning.md): rank 0's median step after the first, each run planned with the rates
-// `bench rates` measured right after it (the --cluster-set values it printed), each MoE layer's
-// rank imbalance and share of experts with rows as the run measured. The plan must stay within
-// 25% of each. The medium and full-size runs only: the quickstart-sized small_ro, whose steps of
-// 0.05-0.27 s are mostly per-op cost, came out at 0.57-1.06 of its runs over four calibrations
-// (0.99, 0.77 and 0.61 at EP 1, 2 and 4 in the last; the 128-wide GEMM probe swings 2x between
-// them), so it is no test of the model yet.
+// Step time that one `./launch/plan_calibration.sh` measured on the 2-core machine (2026-12-06,
+// docs/planning.md): every workload at every EP size, rank 0's median step after the first, each
+// run planned with the rates `bench rates` measured right after it (the --cluster-set values it
+// printed: with the quantized bank's dequantisation rate and the LM head and loss timed at the
+// run's vocabulary), and each MoE layer's rank imbalance and share of experts with rows as the
+// run measured. The plan must stay within 25% of each.
 TEST(PlanModel, StepTimeWithinAQuarterOfTheCalibrationRuns) {
   struct Measured {
     const char* workload;
@@ -491,72 +492,102 @@ TEST(PlanModel, StepTimeWithinAQuarterOfTheCalibrationRuns) {
     std::vector<double> active = {};  ///< experts with rows (--loads); empty: all
   };
   const std::vector<Measured> runs = {
+      {"small_ro",
+       1,
+       "devices_per_node=1 tflops_fp32=0.0918133 tflops_bf16=0.0918133 "
+       "memory_bandwidth_gbs=55.0532 layer_overhead_ms=1.99828 optimizer_ns_per_param=6.00606 "
+       "expert_gemm_efficiency=0.912116 expert_wgrad_efficiency=0.708422 "
+       "dequant_gweights_per_s=1.42703 lm_head_tflops=0.0537638",
+       {1.000},
+       0.0821},  // plan 0.0815
+      {"small_ro",
+       2,
+       "devices_per_node=2 tflops_fp32=0.104488 tflops_bf16=0.104488 "
+       "memory_bandwidth_gbs=46.2901 layer_overhead_ms=0.777293 optimizer_ns_per_param=5.21429 "
+       "expert_gemm_efficiency=0.964806 expert_wgrad_efficiency=1 dequant_gweights_per_s=1.77812 "
+       "lm_head_tflops=0.0726422 intra_node_gbs=0.943619 intra_node_latency_us=0",
+       {1.420, 1.131, 1.048, 1.001},
+       0.1281},  // plan 0.1311
+      {"small_ro",
+       4,
+       "devices_per_node=4 tflops_fp32=0.127315 tflops_bf16=0.127315 "
+       "memory_bandwidth_gbs=72.2156 layer_overhead_ms=1.068 optimizer_ns_per_param=5.92938 "
+       "expert_gemm_efficiency=0.94936 expert_wgrad_efficiency=0.687067 "
+       "dequant_gweights_per_s=0.226897 lm_head_tflops=0.0779377 intra_node_gbs=0.827972 "
+       "intra_node_latency_us=0",
+       {1.600, 1.383, 1.087, 1.100},
+       0.2857},  // plan 0.2500
       {"medium_full",
        1,
-       "devices_per_node=1 tflops_fp32=0.1532 memory_bandwidth_gbs=50.03 layer_overhead_ms=1.385 "
-       "optimizer_ns_per_param=6.385 expert_gemm_efficiency=0.8549 expert_wgrad_efficiency=0.4935",
+       "devices_per_node=1 tflops_fp32=0.16879 tflops_bf16=0.16879 memory_bandwidth_gbs=46.7912 "
+       "layer_overhead_ms=2.57125 optimizer_ns_per_param=6.29167 expert_gemm_efficiency=0.758708 "
+       "expert_wgrad_efficiency=0.32429 lm_head_tflops=0.142477",
        {1.000},
-       7.0615},  // plan 8.1350
+       7.8816,  // plan 8.5058
+       {1.000, 0.979, 0.958, 0.896, 0.948, 0.906, 0.875, 0.865}},
       {"medium_full",
        2,
-       "devices_per_node=2 tflops_fp32=0.1853 memory_bandwidth_gbs=69.72 layer_overhead_ms=0.7809 "
-       "optimizer_ns_per_param=5.262 expert_gemm_efficiency=0.9495 expert_wgrad_efficiency=0.6133 "
-       "intra_node_gbs=0.9583 intra_node_latency_us=0",
+       "devices_per_node=2 tflops_fp32=0.176772 tflops_bf16=0.176772 "
+       "memory_bandwidth_gbs=58.6548 layer_overhead_ms=0.738634 optimizer_ns_per_param=5.21444 "
+       "expert_gemm_efficiency=0.973558 expert_wgrad_efficiency=0.612599 lm_head_tflops=0.154837 "
+       "intra_node_gbs=1.05274 intra_node_latency_us=0",
        {1.021, 1.061, 1.093, 1.063, 1.135, 1.135, 1.056, 1.030},
-       11.0945},  // plan 11.4735
+       11.5143,  // plan 11.7541
+       {1.000, 0.990, 0.990, 1.000, 0.990, 0.979, 0.979, 0.958}},
       {"medium_full",
        4,
-       "devices_per_node=4 tflops_fp32=0.1639 memory_bandwidth_gbs=84.25 layer_overhead_ms=0.6397 "
-       "optimizer_ns_per_param=4.947 expert_gemm_efficiency=0.9017 expert_wgrad_efficiency=1 "
-       "intra_node_gbs=0.6397 intra_node_latency_us=0",
+       "devices_per_node=4 tflops_fp32=0.152448 tflops_bf16=0.152448 "
+       "memory_bandwidth_gbs=51.3421 layer_overhead_ms=0.715173 optimizer_ns_per_param=5.49842 "
+       "expert_gemm_efficiency=1 expert_wgrad_efficiency=1 lm_head_tflops=0.143984 "
+       "intra_node_gbs=1.9168 intra_node_latency_us=0",
        {1.141, 1.148, 1.192, 1.067, 1.123, 1.128, 1.156, 1.058},
-       21.2928},  // plan 21.7054
-      // The int4 runs of the calibration with the measured dequantisation rate
-      // (dequant_gweights_per_s, `bench rates` with the workload's quantization and dtype).
+       23.8539,  // plan 21.9811
+       {1.000, 1.000, 1.000, 1.000, 0.990, 1.000, 1.000, 0.979}},
       {"medium_ro",
        1,
-       "devices_per_node=1 tflops_fp32=0.163438 memory_bandwidth_gbs=69.5306 "
-       "layer_overhead_ms=1.80938 optimizer_ns_per_param=5.28637 expert_gemm_efficiency=0.688504 "
-       "expert_wgrad_efficiency=0.399332 dequant_gweights_per_s=0.823906",
+       "devices_per_node=1 tflops_fp32=0.16685 tflops_bf16=0.16685 memory_bandwidth_gbs=42.9565 "
+       "layer_overhead_ms=1.39245 optimizer_ns_per_param=6.01825 expert_gemm_efficiency=0.842693 "
+       "expert_wgrad_efficiency=0.364336 dequant_gweights_per_s=1.15001 lm_head_tflops=0.152289",
        {1.000},
-       3.6477,  // plan 4.0585
-       {1.0, 0.99, 0.969, 0.979, 0.969, 0.948, 0.969, 0.948}},
+       2.9912,  // plan 3.4345
+       {1.000, 0.990, 0.969, 0.979, 0.969, 0.948, 0.969, 0.948}},
       {"medium_ro",
        2,
-       "devices_per_node=2 tflops_fp32=0.183873 memory_bandwidth_gbs=73.2514 "
-       "layer_overhead_ms=0.638326 optimizer_ns_per_param=4.32774 expert_gemm_efficiency=0.925865 "
-       "expert_wgrad_efficiency=0.640654 dequant_gweights_per_s=2.03199 intra_node_gbs=1.01004 "
+       "devices_per_node=2 tflops_fp32=0.167768 tflops_bf16=0.167768 "
+       "memory_bandwidth_gbs=60.9738 layer_overhead_ms=0.883574 optimizer_ns_per_param=6.4006 "
+       "expert_gemm_efficiency=0.928491 expert_wgrad_efficiency=0.550089 "
+       "dequant_gweights_per_s=2.81588 lm_head_tflops=0.158997 intra_node_gbs=0.86987 "
        "intra_node_latency_us=0",
        {1.010, 1.028, 1.024, 1.013, 1.064, 1.051, 1.088, 1.015},
-       4.9902},  // plan 5.3093
+       5.2903},  // plan 5.6924
       {"medium_ro",
        4,
-       "devices_per_node=4 tflops_fp32=0.160801 memory_bandwidth_gbs=88.431 "
-       "layer_overhead_ms=0.680556 optimizer_ns_per_param=4.40226 expert_gemm_efficiency=0.978562 "
-       "expert_wgrad_efficiency=0.91002 dequant_gweights_per_s=2.43454 intra_node_gbs=0.879914 "
-       "intra_node_latency_us=0",
+       "devices_per_node=4 tflops_fp32=0.148508 tflops_bf16=0.148508 "
+       "memory_bandwidth_gbs=78.4227 layer_overhead_ms=0.882897 optimizer_ns_per_param=4.83142 "
+       "expert_gemm_efficiency=0.904348 expert_wgrad_efficiency=1 dequant_gweights_per_s=4.06632 "
+       "lm_head_tflops=0.149564 intra_node_gbs=0.845027 intra_node_latency_us=0",
        {1.116, 1.144, 1.053, 1.033, 1.019, 1.051, 1.029, 1.049},
-       10.5953},  // plan 11.2486
-      // Full size, bf16 rows through the GPTQ bank. In every layer but the first, 83-87% (EP 1)
-      // and 80-87% (EP 2) of the expert slots get no rows in a step.
+       11.9459},  // plan 12.5030
       {"a27b_ro",
        1,
-       "devices_per_node=1 tflops_fp32=0.158924 tflops_bf16=0.158924 memory_bandwidth_gbs=67.6596 "
-       "layer_overhead_ms=1.68513 optimizer_ns_per_param=4.58208 expert_gemm_efficiency=0.562543 "
-       "expert_wgrad_efficiency=0.0722015 dequant_gweights_per_s=1.79375",
+       "devices_per_node=1 tflops_fp32=0.124045 tflops_bf16=0.124045 "
+       "memory_bandwidth_gbs=52.6043 layer_overhead_ms=2.07885 optimizer_ns_per_param=3.19924 "
+       "expert_gemm_efficiency=0.760349 expert_wgrad_efficiency=0.0746944 "
+       "dequant_gweights_per_s=1.38172 lm_head_tflops=0.0787176",
        {1.000},
-       12.5208,  // plan 12.1953
+       14.1621,  // plan 14.8004
        {0.792, 0.169, 0.146, 0.146, 0.133, 0.135, 0.137, 0.135, 0.137, 0.137, 0.135, 0.135,
         0.135, 0.135, 0.133, 0.133, 0.135, 0.133, 0.131, 0.133, 0.133, 0.135, 0.133, 0.133}},
       {"a27b_ro",
        2,
-       "devices_per_node=2 tflops_fp32=0.167907 tflops_bf16=0.167907 memory_bandwidth_gbs=71.5862 "
-       "layer_overhead_ms=0.666715 optimizer_ns_per_param=4.64325 expert_gemm_efficiency=0.941826 "
-       "expert_wgrad_efficiency=0.165551 dequant_gweights_per_s=4.65614 intra_node_gbs=0.968561 "
+       "devices_per_node=2 tflops_fp32=0.154156 tflops_bf16=0.154156 "
+       "memory_bandwidth_gbs=51.0253 layer_overhead_ms=1.05073 optimizer_ns_per_param=5.48417 "
+       "expert_gemm_efficiency=0.920644 expert_wgrad_efficiency=0.173332 "
+       "dequant_gweights_per_s=3.4936 lm_head_tflops=0.113666 intra_node_gbs=0.929513 "
        "intra_node_latency_us=0",
        {1.160, 1.214, 1.127, 1.239, 1.175, 1.141, 1.113, 1.230, 1.002, 1.437, 1.029, 1.021,
         1.033, 1.080, 1.139, 1.048, 1.212, 1.278, 1.034, 1.031, 1.260, 1.192, 1.047, 1.279},
-       19.1855,  // plan 16.9350
+       21.3872,  // plan 19.5892
        {0.915, 0.200, 0.154, 0.150, 0.138, 0.135, 0.138, 0.133, 0.142, 0.140, 0.133, 0.135,
         0.138, 0.135, 0.135, 0.135, 0.135, 0.133, 0.138, 0.135, 0.133, 0.133, 0.135, 0.135}},
   };
