@@ -306,9 +306,8 @@ void run_rates_bench(const BenchContext& ctx) {
 BenchEntry rates_bench_entry() {
   return {"rates",
           "plan's rates (GEMM, LM head, dequantisation, memory, per-layer overhead, optimizer, "
-          "all-to-all) "
-          "measured by "
-          "every rank at once; prints the --cluster-set values (run under mpirun)",
+          "all-to-all) measured by every rank at once; prints the --cluster-set values (run "
+          "under mpirun)",
           run_rates_bench};
 }
 
