@@ -117,19 +117,20 @@ double dequant_gweights_per_s(const CommunicatorPtr& world, const LayerShape& s,
 
 // The LM head and the loss, as a step runs them: T tokens' logits over a vocabulary of V and
 // the next-token loss (models/lm_loss.h), forward and input gradient with the weight frozen, in
-// the run's dtype (bf16 weights go through cpu_linear on a CPU, as the model's do). Returned as
-// a rate over the head's 4*T*H*V FLOPs. The loss's softmax passes over the logits, and an output
-// this wide, run at their own speed: in a small model they are most of the head's time, which
-// the expert-shaped GEMM probe does not show.
+// the run's dtype, through forward_linear as the model's head runs (bf16: fp32 chunks on a CPU).
+// Returned as a rate over the head's 4*T*H*V FLOPs. The loss's softmax passes over the logits, and
+// an output this wide, run at their own speed: in a small model they are most of the head's time,
+// which the expert-shaped GEMM probe does not show.
 double lm_head_tflops(const CommunicatorPtr& world, int64_t H, int64_t V, int64_t T, bool bf16,
                       const config::BenchConfig& b) {
   const auto dtype = bf16 ? torch::kBFloat16 : torch::kFloat;
   auto x = torch::randn({T, H}).to(dtype).requires_grad_();
-  auto w = (torch::randn({V, H}) * 0.02).to(dtype);
+  torch::nn::Linear head(torch::nn::LinearOptions(H, V).bias(false));
+  head->to(dtype);
+  head->weight.requires_grad_(false);
   auto ids = torch::randint(0, V, {1, T}, torch::kLong);
   auto pass = [&] {
-    auto logits = gemm_in_fp32_on_cpu(x, w) ? cpu_linear(x, w) : x.mm(w.t());
-    next_token_loss(logits.view({1, T, V}), ids).backward();
+    next_token_loss(forward_linear(head, x).view({1, T, V}), ids).backward();
     x.mutable_grad() = torch::Tensor();
   };
   const double us = median_max_us(world, {pass}, b.warmup(), b.repeats())[0];

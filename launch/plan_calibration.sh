@@ -79,11 +79,6 @@ model_of() {
   esac
 }
 
-# The rates plan uses, measured by `bench rates` with the ranks and threads of each EP size,
-# right after each run (this machine's speed drifts by tens of percent over minutes), with the
-# workload's expert shape, vocabulary and micro-batch tokens, and with the bank probe's rows given to the
-# share of experts that got rows in the run (a GEMM's speed depends on its rows per expert).
-# CALIBRATION_RATES=preset: the `cpu` preset's own rates instead.
 # The experts' quantization and the activations' dtype, for the rates' dequantisation and LM head
 # probes: the finetune config's int4 (symmetric, group 128); the GPTQ checkpoint's int4
 # (asymmetric, group 128) under bf16; none for full training.
@@ -94,6 +89,11 @@ rates_args_of() {
     *) echo "--quant int4" ;;
   esac
 }
+# The rates plan uses, measured by `bench rates` with the ranks and threads of each EP size,
+# right after each run (this machine's speed drifts by tens of percent over minutes), with the
+# workload's expert shape, vocabulary, micro-batch tokens and rates_args_of, and with the bank
+# probe's rows given to the share of experts that got rows in the run (a GEMM's speed depends on
+# its rows per expert). CALIBRATION_RATES=preset: the `cpu` preset's own rates instead.
 threads_at() { local t=$(( cores / $1 )); [ "$t" -ge 1 ] || t=1; echo "$t"; }
 measure_rates() {  # NAME NP [MODEL [ACTIVE_SHARE]] -> $out/rates_NAME_npNP.txt
   local name="$1" np="$2" model="${3:-$(model_of "$1")}" share="${4:-1}" tokens
@@ -107,10 +107,10 @@ print(f"bench {{ layer_shapes {{ hidden_size: {c['hidden_size']} num_experts: {c
       f"tokens: {sys.argv[2]} repeats: 21 expert_active_share: {sys.argv[3]} "
       f"vocab_size: {c['vocab_size']} }}")
 PY
-  local quant
-  read -r -a quant <<<"$(rates_args_of "$name")"
+  local rates_args
+  read -r -a rates_args <<<"$(rates_args_of "$name")"
   OMP_NUM_THREADS=$(threads_at "$np") ./launch/mpirun.sh -np "$np" "$bin" bench --name rates \
-    --config "$out/rates_$name.pbtxt" "${quant[@]}" >"$out/rates_${name}_np$np.table.txt"
+    --config "$out/rates_$name.pbtxt" "${rates_args[@]}" >"$out/rates_${name}_np$np.table.txt"
   sed -n 's/^cluster-set: //p' "$out/rates_${name}_np$np.table.txt" >"$out/rates_${name}_np$np.txt"
 }
 
