@@ -185,6 +185,7 @@ double optimizer_ns_per_param(const CommunicatorPtr& world, const config::BenchC
     grads.push_back(torch::full({2048, 2048}, 1e-3f));
   }
   AdamW adamw(params, AdamWOptions().weight_decay(0.1));
+  const auto lr = torch::full({}, 1e-4, torch::kDouble);
   auto step = [&] {
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < tensors.size(); ++i) tensors[i].mutable_grad() = grads[i];
@@ -192,8 +193,9 @@ double optimizer_ns_per_param(const CommunicatorPtr& world, const config::BenchC
     std::vector<torch::Tensor> squares;
     for (auto& g : grads) squares.push_back(squared_sum_in_double(g));
     auto norm = torch::stack(squares).sum().sqrt();
-    for (auto& g : grads) g.mul_(1.0);  // clipping's pass, leaving the values as they were
-    adamw.step(1e-4);
+    const auto scale = torch::where(norm > 1e9, 1e9 / (norm + 1e-6), torch::ones_like(norm));
+    for (auto& g : grads) g.mul_(scale);  // clipping's pass, a scale of 1 as below the limit
+    adamw.step(lr, finite);               // decided on the device, as the trainer's step is
     adamw.zero_grad();
     return finite.item<bool>() && norm.item<double>() > 0;
   };

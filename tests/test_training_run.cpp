@@ -173,6 +173,37 @@ TEST(TrainingRun, StopAfterThenResumeEqualsTheUninterruptedRun) {
     EXPECT_NEAR(la[i]["loss"].get<double>(), lb[i]["loss"].get<double>(), 1e-6) << "step " << i + 1;
 }
 
+// Steps are read to the host where the loop must act (here every third step: the log
+// interval), not one by one; the log is the step-by-step run's, number for number, with fewer
+// reads.
+TEST(TrainingRun, ReadingStepsTogetherLogsWhatAStepByStepRunLogs) {
+  Lm s = causal_lm_setup(6);
+  s.config.mutable_train()->set_checkpoint_interval(0);
+  s.config.mutable_train()->set_grad_clip(1e-3);  // clipping decided on the device too
+  auto by_step = s.config;
+  by_step.mutable_logging()->set_log_interval(1);
+  TrainingRun a(by_step, quiet(s.dir / "by_step"));
+  a.run();
+  auto together = s.config;
+  together.mutable_logging()->set_log_interval(3);
+  TrainingRun b(together, quiet(s.dir / "together"));
+  b.run();
+  const auto la = records(s.dir / "by_step/metrics.jsonl", "loss");
+  const auto lb = records(s.dir / "together/metrics.jsonl", "loss");
+  ASSERT_EQ(la.size(), 6u);
+  ASSERT_EQ(lb.size(), 6u);
+  int64_t reads_a = 0, reads_b = 0;
+  for (size_t i = 0; i < la.size(); ++i) {
+    SCOPED_TRACE(i);
+    for (const char* key : {"step", "loss", "task_loss", "router_loss", "lr", "grad_norm"})
+      EXPECT_EQ(la[i][key], lb[i][key]) << key;
+    reads_a += la[i]["host_reads"].get<int64_t>();
+    reads_b += lb[i]["host_reads"].get<int64_t>();
+  }
+  EXPECT_EQ(reads_a - reads_b, 6 - 2);  // a read per step against a read per three steps
+  EXPECT_EQ(max_difference(parameters(a.model().module()), parameters(b.model().module())), 0.0);
+}
+
 TEST(TrainingRun, TrainsABertMoeClassifierOnTheDatasLabels) {
   const fs::path dir = temp_dir();
   write_file(dir / "bert.json", kTinyBert);
@@ -270,6 +301,26 @@ TEST(NonFiniteSteps, TheRunSkipsThenStopsWithOneLineAndItsCheckpointIntact) {
   const auto now = parameters(run.model().module());
   EXPECT_EQ(max_difference(now, parameters(saved.module())), 0.0);
   for (const auto& [name, t] : now) EXPECT_TRUE(torch::isfinite(t).all().item<bool>()) << name;
+}
+
+// Without a checkpoint or a log line due, the skips are read ten steps at a time: the run still
+// stops at the third skip in a row, saying the same.
+TEST(NonFiniteSteps, SkipsReadTogetherStopTheRunAtTheSameStep) {
+  Lm s = causal_lm_setup(20);
+  s.config.mutable_train()->set_learning_rate(1e30);
+  s.config.mutable_train()->set_checkpoint_interval(0);
+  s.config.mutable_train()->set_max_skipped_steps(3);
+  s.config.mutable_logging()->set_log_interval(10);
+  TrainingRun run(s.config, quiet(s.dir / "run"));
+  const std::string e = error_of([&] { run.run(); });
+  EXPECT_NE(e.find("3 steps skipped in a row (train.max_skipped_steps), the last at step 2: "
+                   "non-finite loss"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("no checkpoint was written"), std::string::npos) << e;
+  ASSERT_EQ(records(s.dir / "run/metrics.jsonl", "loss").size(), 1u);
+  EXPECT_EQ(records(s.dir / "run/metrics.jsonl", "skip").size(), 3u);
+  EXPECT_EQ(run.trainer().optimizer().steps(), 1);
 }
 
 TEST(NonFiniteSteps, ACheckpointIsNeverWrittenWithANan) {

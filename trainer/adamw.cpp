@@ -16,14 +16,33 @@ AdamW::AdamW(NamedTensors params, AdamWOptions options) : options_(options) {
     exp_avg_.push_back(zeros);
     exp_avg_sq_.push_back(zeros.clone());
   }
+  const auto device =
+      params_.empty() ? torch::Device(torch::kCPU) : params_.front().second.device();
+  device_steps_ = torch::zeros({}, torch::dtype(torch::kLong).device(device));
 }
 
 void AdamW::step(double lr) {
-  torch::NoGradGuard no_grad;
+  const auto on = device_steps_.options();
+  step(torch::full({}, lr, on.dtype(torch::kDouble)), torch::ones({}, on.dtype(torch::kBool)));
   ++steps_;
+}
+
+void AdamW::step(const torch::Tensor& lr, const torch::Tensor& apply) {
+  torch::NoGradGuard no_grad;
+  // Every factor is a 0-dim tensor on the device, computed once per step. A skipped step turns
+  // them into identities: the moments decay by 1 and add zeroed gradients, the weight decays by
+  // 1 and moves by 0, the count adds 0.
+  const auto on = apply.to(torch::kDouble);
+  device_steps_.add_(apply.to(torch::kLong));
+  // A skipped first step leaves the count at 0: its corrections must still be finite.
+  const auto t = device_steps_.clamp_min(1).to(torch::kDouble);
   const double b1 = options_.beta1(), b2 = options_.beta2();
-  const double bias1 = 1.0 - std::pow(b1, double(steps_));
-  const double bias2 = 1.0 - std::pow(b2, double(steps_));
+  const auto bias1 = 1.0 - torch::pow(b1, t), bias2 = (1.0 - torch::pow(b2, t)).to(torch::kFloat);
+  const auto keep1 = (1.0 - (1.0 - b1) * on).to(torch::kFloat);
+  const auto keep2 = (1.0 - (1.0 - b2) * on).to(torch::kFloat);
+  const auto decay = (1.0 - lr * options_.weight_decay() * on).to(torch::kFloat);
+  const auto step_size = (-(lr / bias1) * on).to(torch::kFloat);
+  const auto skip = apply.logical_not();
   // One scratch for every parameter's denominator, as large as the largest: a fresh tensor per
   // parameter meant fresh pages for all of the model's elements every step on a CPU.
   int64_t largest = 0;
@@ -34,15 +53,18 @@ void AdamW::step(double lr) {
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i].second;
     if (!p.grad().defined()) continue;
-    auto g = p.grad().to(torch::kFloat);
-    exp_avg_[i].mul_(b1).add_(g, 1.0 - b1);
-    exp_avg_sq_[i].mul_(b2).addcmul_(g, g, 1.0 - b2);
+    // The gradient itself where it is fp32 (zero_grad drops it next): a skipped step's NaN
+    // must not reach the moments even times 0.
+    auto g = p.grad().to(torch::kFloat).masked_fill_(skip, 0.0);
+    exp_avg_[i].mul_(keep1).add_(g, 1.0 - b1);
+    exp_avg_sq_[i].mul_(keep2).addcmul_(g, g, 1.0 - b2);
     // The update in fp32, written back in the parameter's own dtype.
     auto master = p.to(torch::kFloat);
-    if (options_.weight_decay() > 0 && decays(p)) master.mul_(1.0 - lr * options_.weight_decay());
-    auto denom = scratch.narrow(0, 0, p.numel()).view(p.sizes()).copy_(exp_avg_sq_[i]);
-    denom.div_(bias2).sqrt_().add_(options_.eps());
-    master.addcdiv_(exp_avg_[i], denom, -lr / bias1);
+    if (options_.weight_decay() > 0 && decays(p)) master.mul_(decay);
+    auto update = scratch.narrow(0, 0, p.numel()).view(p.sizes()).copy_(exp_avg_sq_[i]);
+    update.div_(bias2).sqrt_().add_(options_.eps());
+    torch::div_out(update, exp_avg_[i], update);
+    master.addcmul_(update, step_size);
     p.copy_(master);
   }
 }
@@ -58,6 +80,9 @@ NamedTensors AdamW::state() const {
     out.emplace_back("exp_avg." + params_[i].first, exp_avg_[i]);
     out.emplace_back("exp_avg_sq." + params_[i].first, exp_avg_sq_[i]);
   }
+  const int64_t applied = device_steps_.item<int64_t>();
+  SY_CHECK(applied == steps_, "optimizer state: ", applied, " steps applied on the device, ",
+           steps_, " counted on the host (steps whose verdicts were not read yet)");
   out.emplace_back("step", torch::tensor(steps_, torch::kLong));
   return out;
 }
@@ -86,6 +111,7 @@ void AdamW::load_state(const NamedTensors& state) {
   auto it = by_name.find("step");
   SY_CHECK(it != by_name.end(), "optimizer state: no entry 'step'");
   steps_ = it->second.item<int64_t>();
+  device_steps_.fill_(steps_);
 }
 
 }  // namespace switchyard

@@ -21,6 +21,7 @@ using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
 ///   usage: AdamW opt(trainable_named_parameters(model), AdamWOptions().weight_decay(0.1));
 ///          loss.backward(); opt.step(lr); opt.zero_grad();
+///   or, decided on the device:  opt.step(lr_tensor, finite); ... opt.count_applied(n);
 class AdamW {
  public:
   /// Parameters with requires_grad only; moments are fp32 whatever the parameter's dtype.
@@ -28,12 +29,27 @@ class AdamW {
 
   /// One update with learning rate `lr`. Parameters without a gradient are left alone.
   void step(double lr);
+  /// The same update, decided on the device: `lr` is a 0-dim double and `apply` a 0-dim bool,
+  /// both on the parameters' device. Where `apply` is false nothing changes (parameters,
+  /// moments, the step count), whatever the gradients hold, NaN included; nothing is read back
+  /// to the host, so a GPU never waits for the verdict. steps() learns of these steps only
+  /// from count_applied().
+  void step(const torch::Tensor& lr, const torch::Tensor& apply);
+  /// The host's side of device-decided steps: `n` more of them were applied (the caller read
+  /// their verdicts).
+  void count_applied(int64_t n) { steps_ += n; }
   void zero_grad();
 
+  /// Applied steps as the host knows them (step(double) and count_applied()).
   int64_t steps() const { return steps_; }
+  /// Applied steps on the device (int64, 0-dim): the bias correction's count, which the
+  /// schedule's rate is indexed by without a read.
+  const torch::Tensor& device_steps() const { return device_steps_; }
   const NamedTensors& params() const { return params_; }
 
   /// "exp_avg.NAME" and "exp_avg_sq.NAME" for every parameter, and "step" (int64 scalar).
+  /// Reads the device's step count, and throws Error if steps() has not counted every applied
+  /// step yet (a checkpoint between unread steps would store the wrong step).
   NamedTensors state() const;
   /// `param`'s two moments (fp32, its shape), to move with it (live expert re-placement); empty
   /// when the optimizer does not hold it.
@@ -49,6 +65,7 @@ class AdamW {
   AdamWOptions options_;
   std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;
   int64_t steps_ = 0;
+  torch::Tensor device_steps_;
 };
 
 }  // namespace switchyard

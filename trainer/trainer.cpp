@@ -63,6 +63,7 @@ Trainer::Trainer(TaskModel model, ProcessGroups groups, config::TrainConfig trai
                                                       .eps(train_.adam_eps())
                                                       .weight_decay(train_.weight_decay()));
   build_gradient_sync();
+  build_rate_table();
 }
 
 void Trainer::build_gradient_sync() {
@@ -104,10 +105,11 @@ void Trainer::set_distillation_teachers(std::vector<torch::Tensor> gates) {
       ": must be below train.steps = ", train_.steps(), " (the rest fine-tunes on the task loss)");
   teachers_.clear();
   for (auto& gate : gates) teachers_.push_back(gate.to(model_.device()));  // read every step
+  build_rate_table();  // distillation has its own schedule
 }
 
 bool Trainer::distilling() const {
-  return optimizer_->steps() < distill_steps();
+  return projected_steps() < distill_steps();
 }
 
 void Trainer::prepare_routing() {
@@ -117,12 +119,19 @@ void Trainer::prepare_routing() {
     moe->set_distillation_teacher(distil ? teachers_[i++] : torch::Tensor());
 }
 
-double Trainer::learning_rate() const {
-  const int64_t step = optimizer_->steps(), distill = distill_steps();
+double Trainer::learning_rate(int64_t step) const {
+  const int64_t distill = distill_steps();
   if (distill == 0) return learning_rate_at(train_, step);
   config::TrainConfig phase = train_;
   phase.set_steps(int32_t(step < distill ? distill : train_.steps() - distill));
   return learning_rate_at(phase, step < distill ? step : step - distill);
+}
+
+void Trainer::build_rate_table() {
+  std::vector<double> rates;
+  for (int64_t step = 0; step <= std::max<int64_t>(0, train_.steps()); ++step)
+    rates.push_back(learning_rate(step));
+  rates_ = torch::tensor(rates, torch::kDouble).to(model_.device());
 }
 
 torch::Tensor Trainer::gradient_norm_squared() {
@@ -153,7 +162,8 @@ torch::Tensor Trainer::gradient_norm_squared() {
   return square_sum(replicated_) + experts;
 }
 
-void Trainer::update_expert_biases(const std::vector<torch::Tensor>& selections) {
+void Trainer::update_expert_biases(const std::vector<torch::Tensor>& selections,
+                                   const torch::Tensor& apply) {
   std::vector<torch::Tensor> parts;
   for (const auto& s : selections)
     if (s.defined()) parts.push_back(s);
@@ -162,16 +172,21 @@ void Trainer::update_expert_biases(const std::vector<torch::Tensor>& selections)
   // moves the biases alike.
   auto global = torch::stack(parts);
   if (groups_.world->size() > 1) groups_.world->all_reduce(global);
+  // A skipped step's loads are all zero: mean - load is 0 everywhere and no bias moves.
+  global = global * apply.to(global.scalar_type());
   size_t i = 0, l = 0;
   for (auto moe : model_.moe_blocks()) {  // a copy of the holder: non-const access
     if (selections[l++].defined()) moe->router->update_expert_bias(global[int64_t(i++)]);
   }
 }
 
-void Trainer::clip_gradients(double norm) {
-  if (train_.grad_clip() <= 0 || norm <= train_.grad_clip()) return;
+void Trainer::clip_gradients(const torch::Tensor& norm) {
+  if (train_.grad_clip() <= 0) return;
   torch::NoGradGuard no_grad;
-  const double scale = train_.grad_clip() / (norm + 1e-6);
+  // Decided on the device: a scale of exactly 1 below the limit, so those gradients keep their
+  // values. One pass over the gradients either way (a GPU must not wait for the norm).
+  const double clip = train_.grad_clip();
+  const auto scale = torch::where(norm > clip, clip / (norm + 1e-6), torch::ones_like(norm));
   for (auto& [name, p] : optimizer_->params())
     if (p.grad().defined()) p.grad().mul_(scale);
 }
@@ -194,6 +209,22 @@ std::string ranks_text(const std::vector<int>& ranks) {
 }  // namespace
 
 StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
+  SY_CHECK(pending_.empty(), "train: step() with ", pending_.size(),
+           " launched steps unresolved (resolve() them first)");
+  launch(micro_batches);
+  return resolve().front();
+}
+
+// A pending step's numbers on the device, one double each, in this order: task, router and
+// distillation losses, top-k agreement, rows, correct rows (all summed over the world), every
+// rank's verdict (1: non-finite loss, 2: non-finite gradients), the gradient norm's square,
+// this rank's tokens, the step's verdict (1: applied), then per MoE layer the aux losses, the z
+// losses and the routing entropies.
+namespace {
+constexpr int64_t kReducedScalars = 6;
+}
+
+void Trainer::launch(const std::vector<TaskBatch>& micro_batches) {
   SY_CHECK(!micro_batches.empty(), "train: a step needs at least one micro-batch");
   model_.module().train();
   StepMetrics m;
@@ -204,7 +235,7 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   const bool classifies = model_.task() == Task::kSequenceClassification;
   const auto device = model_.device();
   // Losses, counts and per-layer numbers are summed where they are computed, on the device, and
-  // read to the host once, after the gradient sync: a GPU never waits inside the step. The
+  // read to the host by resolve(): a GPU never waits inside the step or between steps. The
   // expert counts are already on the host (each dispatch reads its counts once).
   auto zero = [&] { return torch::zeros({}, torch::dtype(torch::kDouble).device(device)); };
   torch::Tensor task_sum = zero(), router_sum = zero(), distill_sum = zero(), tokens = zero(),
@@ -297,68 +328,95 @@ StepMetrics Trainer::step(const std::vector<TaskBatch>& micro_batches) {
   groups_.world->all_reduce(reduced);
   sync_->synchronize();
   enter_phase(StepPhase::kOptimizer);
-  const int64_t L = int64_t(aux.size());
-  std::vector<torch::Tensor> read{reduced, gradient_norm_squared().reshape({1}),
-                                  tokens.reshape({1})};
-  if (L > 0) read.insert(read.end(), {torch::stack(aux), torch::stack(z), torch::stack(entropy)});
-  // The step's one read to the host.
-  const std::vector<double> host = read_values_to_host(torch::cat(read));
-  const double* v = host.data();
-  enter_phase(StepPhase::kOther);
-  const double* layer = v + 6 + world + 2;
-  for (int64_t l = 0; l < L; ++l) {
-    m.layer_aux_loss.push_back(layer[l]);
-    m.layer_z_loss.push_back(layer[L + l]);
-    RoutingStats& s = layer_stats[size_t(l)];
-    s.token_entropy = s.num_tokens > 0 ? layer[2 * L + l] / double(s.num_tokens) : 0.0;
-    s.recompute_load_metrics();
-    m.layer_stats.push_back(s);
-  }
-  if (classifies) m.accuracy = v[5] / v[4];
-  m.task_loss = v[0] / world;
-  m.router_loss = v[1] / world;
-  m.distill_kl = v[2] / world;
-  m.topk_agreement = v[3] / world;
-  m.loss = m.distilling ? m.distill_kl : m.task_loss + m.router_loss;
-  m.tokens = int64_t(v[6 + world + 1]);
-  m.grad_norm = std::sqrt(v[6 + world]);
-  std::vector<int> bad_loss, bad_grads;
-  for (int r = 0; r < world; ++r) {
-    const int verdict = int(v[6 + r]);
-    if (verdict & 1) bad_loss.push_back(r);
-    if (verdict & 2) bad_grads.push_back(r);
-  }
-  if (!bad_loss.empty() || !bad_grads.empty() || !std::isfinite(m.grad_norm)) {
-    // Every rank reached the same verdict from the same reduced numbers: no one updates.
-    optimizer_->zero_grad();
-    m.skipped = true;
-    m.step = optimizer_->steps() + 1;
-    m.lr = learning_rate();
-    std::ostringstream why;
-    if (!bad_loss.empty())
-      why << "non-finite loss (" << m.loss << ") on rank(s) " << ranks_text(bad_loss);
-    else if (!bad_grads.empty())
-      why << "non-finite gradients on rank(s) " << ranks_text(bad_grads);
-    else
-      why << "non-finite gradient norm (" << m.grad_norm << ")";
-    m.skip_reason = why.str();
-    m.skip_rank = !bad_loss.empty()    ? bad_loss.front()
-                  : !bad_grads.empty() ? bad_grads.front()
-                                       : -1;
-    m.host_reads = host_reads() - reads_before;
-    return m;
-  }
-  enter_phase(StepPhase::kOptimizer);
-  clip_gradients(m.grad_norm);
-  m.lr = learning_rate();
-  optimizer_->step(m.lr);
+  // Every rank reaches the same verdict from the same reduced numbers and the same norm: all
+  // update, or none does (parameters, moments, the schedule's count and the expert biases).
+  const auto norm_squared = gradient_norm_squared();
+  const auto apply = reduced.narrow(0, kReducedScalars, world)
+                         .sum()
+                         .eq(0)
+                         .logical_and(torch::isfinite(norm_squared));
+  clip_gradients(norm_squared.sqrt());
+  const auto at = optimizer_->device_steps().clamp_max(rates_.size(0) - 1).reshape({1});
+  optimizer_->step(rates_.index_select(0, at.to(rates_.device())).reshape({}), apply);
   optimizer_->zero_grad();
   enter_phase(StepPhase::kOther);
-  m.step = optimizer_->steps();
   // While distilling, the teachers chose the experts: their loads say nothing about the routers.
-  if (!m.distilling) update_expert_biases(selections);
+  if (!m.distilling) update_expert_biases(selections, apply);
+  const int64_t L = int64_t(aux.size());
+  std::vector<torch::Tensor> numbers{reduced, norm_squared.reshape({1}), tokens.reshape({1}),
+                                     apply.to(torch::kDouble).reshape({1})};
+  if (L > 0)
+    numbers.insert(numbers.end(), {torch::stack(aux), torch::stack(z), torch::stack(entropy)});
+  m.layer_stats = std::move(layer_stats);
   m.host_reads = host_reads() - reads_before;
-  return m;
+  pending_.push_back({std::move(m), L, torch::cat(numbers)});
+}
+
+std::vector<StepMetrics> Trainer::resolve() {
+  if (pending_.empty()) return {};
+  const int64_t reads_before = host_reads();
+  std::vector<torch::Tensor> numbers;
+  for (const auto& p : pending_) numbers.push_back(p.numbers);
+  // The one read for every pending step.
+  const std::vector<double> host = read_values_to_host(torch::cat(numbers));
+  const int world = groups_.world->size();
+  const bool classifies = model_.task() == Task::kSequenceClassification;
+  std::vector<StepMetrics> out;
+  const double* v = host.data();
+  for (auto& p : pending_) {
+    StepMetrics m = std::move(p.host);
+    const int64_t L = p.layers;
+    const double* layer = v + kReducedScalars + world + 3;
+    std::vector<RoutingStats> counted;  // launch() left the dispatches' counts here
+    counted.swap(m.layer_stats);
+    for (int64_t l = 0; l < L; ++l) {
+      m.layer_aux_loss.push_back(layer[l]);
+      m.layer_z_loss.push_back(layer[L + l]);
+      RoutingStats& s = counted[size_t(l)];
+      s.token_entropy = s.num_tokens > 0 ? layer[2 * L + l] / double(s.num_tokens) : 0.0;
+      s.recompute_load_metrics();
+      m.layer_stats.push_back(s);
+    }
+    if (classifies) m.accuracy = v[5] / v[4];
+    m.task_loss = v[0] / world;
+    m.router_loss = v[1] / world;
+    m.distill_kl = v[2] / world;
+    m.topk_agreement = v[3] / world;
+    m.loss = m.distilling ? m.distill_kl : m.task_loss + m.router_loss;
+    m.grad_norm = std::sqrt(v[kReducedScalars + world]);
+    m.tokens = int64_t(v[kReducedScalars + world + 1]);
+    const bool applied = v[kReducedScalars + world + 2] != 0;
+    m.lr = learning_rate(optimizer_->steps());
+    if (applied) {
+      optimizer_->count_applied(1);
+      m.step = optimizer_->steps();
+    } else {
+      m.skipped = true;
+      m.step = optimizer_->steps() + 1;
+      std::vector<int> bad_loss, bad_grads;
+      for (int r = 0; r < world; ++r) {
+        const int verdict = int(v[kReducedScalars + r]);
+        if (verdict & 1) bad_loss.push_back(r);
+        if (verdict & 2) bad_grads.push_back(r);
+      }
+      std::ostringstream why;
+      if (!bad_loss.empty())
+        why << "non-finite loss (" << m.loss << ") on rank(s) " << ranks_text(bad_loss);
+      else if (!bad_grads.empty())
+        why << "non-finite gradients on rank(s) " << ranks_text(bad_grads);
+      else
+        why << "non-finite gradient norm (" << m.grad_norm << ")";
+      m.skip_reason = why.str();
+      m.skip_rank = !bad_loss.empty()    ? bad_loss.front()
+                    : !bad_grads.empty() ? bad_grads.front()
+                                         : -1;
+    }
+    out.push_back(std::move(m));
+    v += p.numbers.numel();
+  }
+  pending_.clear();
+  out.back().host_reads += host_reads() - reads_before;
+  return out;
 }
 
 }  // namespace switchyard

@@ -31,8 +31,9 @@ struct StepMetrics {
   double grad_norm = 0;  ///< before clipping, over every trainable parameter of the model
   double lr = 0;
   int64_t tokens = 0;  ///< real input tokens on this rank (the throughput's unit)
-  /// Reads from the model's device to the host this step made on this rank (common/host_reads.h):
-  /// one per dispatch (its counts) and the step's one read of its numbers.
+  /// Reads from the model's device to the host on this rank (common/host_reads.h) while the step
+  /// ran, one per dispatch (its counts), plus, on the last step read by a Trainer::resolve(),
+  /// that call's one read of every pending step's numbers.
   int64_t host_reads = 0;
   /// A profiled step (logging.phase_profile_interval): this rank's seconds per StepPhase
   /// (common/phase_clock.h), forward and backward together; empty for the other steps.
@@ -57,6 +58,9 @@ bool uses_bf16_autocast(const config::TrainConfig& train, torch::Device device);
 
 ///   usage: Trainer trainer(TaskModel::causal_lm(model), groups, config.train());
 ///          StepMetrics m = trainer.step({causal_lm_batch(block0), causal_lm_batch(block1)});
+///   or, reading the host once for several steps:
+///          trainer.launch(batches0); trainer.launch(batches1);
+///          for (const StepMetrics& m : trainer.resolve()) ...
 class Trainer {
  public:
   /// Freezes every parameter but the routers' when train.routers_only (quantized experts are
@@ -68,8 +72,22 @@ class Trainer {
   /// model's). The task loss is each micro-batch's mean over its targets, averaged over
   /// micro-batches and ranks. Forward passes run under bf16 autocast where train.precision says
   /// so (bf16_autocast()). A non-finite loss or gradient norm on any rank skips the update on
-  /// every rank (StepMetrics::skipped). Collective over the world.
+  /// every rank (StepMetrics::skipped). Collective over the world. launch() then resolve().
   StepMetrics step(const std::vector<TaskBatch>& micro_batches);
+
+  /// Runs a step without reading its numbers or its verdict: the non-finite guard, the clipping,
+  /// the schedule's rate and AdamW's update are decided on the device (AdamW::step with
+  /// `apply`), so a GPU keeps its queue full across steps. Until resolve(), the step is
+  /// pending: optimizer().steps() does not count it and distilling() assumes it applied.
+  /// Collective over the world.
+  void launch(const std::vector<TaskBatch>& micro_batches);
+  /// The pending steps' metrics in launch order, from one read to the host for all of them;
+  /// optimizer().steps() then counts the applied ones. Not collective.
+  std::vector<StepMetrics> resolve();
+  /// Steps launched and not resolved yet.
+  int64_t pending_steps() const { return int64_t(pending_.size()); }
+  /// The steps applied once the pending ones are, if none of them is skipped.
+  int64_t projected_steps() const { return optimizer_->steps() + pending_steps(); }
 
   /// Router warm start by distillation: `gates` holds each MoE layer's original linear gate
   /// [E, H] (layer order). For the first train.distill_steps steps every MoE block routes by its
@@ -77,7 +95,8 @@ class Trainer {
   /// their own warmup + cosine schedule; then they train on the language-model loss, the
   /// schedule starting again over the remaining steps.
   void set_distillation_teachers(std::vector<torch::Tensor> gates);
-  /// Whether the next step distils.
+  /// Whether the next step distils (counting pending steps as applied: callers resolve at
+  /// distill_steps(), so the phase never switches on a wrong count).
   bool distilling() const;
   /// Gives each MoE block its teacher gate when the next step distils and takes it away
   /// otherwise (step() does this itself; evaluation between steps calls it).
@@ -114,12 +133,29 @@ class Trainer {
  private:
   /// The global gradient norm's square before clipping, on the model's device (no host read).
   torch::Tensor gradient_norm_squared();
-  void clip_gradients(double norm);
-  double learning_rate() const;  ///< for the next step, within its phase
+  /// Scales the gradients to train.grad_clip where `norm` (0-dim, on the device) exceeds it.
+  void clip_gradients(const torch::Tensor& norm);
+  /// The rate of 0-based `step`, within its phase (distillation has its own schedule).
+  double learning_rate(int64_t step) const;
+  /// Every step's rate on the model's device, indexed by AdamW's device count (the last entry
+  /// is the floor the schedule holds after train.steps).
+  void build_rate_table();
   /// Aux-loss-free balancing: each MoE layer's expert choices of this step (`selections`, per
   /// layer [E] on the device; empty for layers without an expert bias), summed over the world,
-  /// move its router's bias. One all-reduce for all layers.
-  void update_expert_biases(const std::vector<torch::Tensor>& selections);
+  /// move its router's bias where `apply` (0-dim bool: the step's verdict). One all-reduce for
+  /// all layers.
+  void update_expert_biases(const std::vector<torch::Tensor>& selections,
+                            const torch::Tensor& apply);
+
+  /// A launched step: what is already on the host, and its numbers on the device in one
+  /// vector (resolve() reads every pending step's at once).
+  struct PendingStep {
+    StepMetrics host;  ///< the dispatches' counts, rows, distilling, host_reads so far
+    int64_t layers = 0;
+    torch::Tensor numbers;  ///< see launch() for the layout
+  };
+  std::vector<PendingStep> pending_;
+  torch::Tensor rates_;  ///< build_rate_table()
 
   TaskModel model_;
   ProcessGroups groups_;

@@ -270,25 +270,74 @@ void TrainingRun::skipped_in_a_row(const StepMetrics& m) {
       last ? "; the last checkpoint, " + *last + ", is untouched" : "; no checkpoint was written"));
 }
 
+bool TrainingRun::must_read_after(int64_t next, int64_t first_step) const {
+  const auto& t = config_.train();
+  const int64_t log_every = std::max(1, config_.logging().log_interval());
+  const int64_t profile_every = config_.logging().phase_profile_interval();
+  auto every = [next](int64_t interval) { return interval > 0 && next % interval == 0; };
+  return every(log_every) || next >= t.steps() || every(t.checkpoint_interval()) ||
+         every(t.eval_interval()) || next == trainer_->distill_steps() ||
+         (live_ && live_->due(next)) ||
+         (options_.stop_after > 0 && next - first_step >= options_.stop_after) ||
+         every(profile_every) || (profile_every > 0 && (next + 1) % profile_every == 0);
+}
+
+void TrainingRun::finish_step(const StepMetrics& m, double seconds, TrainingRunResult& result) {
+  const auto& t = config_.train();
+  if (m.skipped) {
+    skipped_in_a_row(m);
+    return;
+  }
+  consecutive_skips_ = 0;
+  const auto records = metrics_->write(m, seconds);
+  *rank_log_ << "step " << m.step << " loss " << m.loss << " tokens " << m.tokens << " seconds "
+             << seconds << std::endl;
+  if (live_) {
+    live_->record(m);
+    // Before the checkpoint of this step, which then keeps the new placement.
+    if (live_->due(m.step) && m.step < t.steps()) replace_experts(m.step);
+  }
+  const int64_t every = t.checkpoint_interval();
+  if (every > 0 && m.step % every == 0 && m.step < t.steps()) result.checkpoint = checkpoint();
+  if (model_.groups.world->rank() == 0) {
+    const double world_tokens_per_s = double(m.tokens) * model_.groups.world->size() / seconds;
+    const int64_t log_every = std::max(1, config_.logging().log_interval());
+    if (m.step % log_every == 0 || m.step == t.steps())
+      progress_->log(m, world_tokens_per_s, records);
+    else
+      progress_->update(m, world_tokens_per_s);
+  }
+  if (m.step == trainer_->distill_steps())
+    validate("after router distillation");
+  else if (t.eval_interval() > 0 && m.step % t.eval_interval() == 0 && m.step < t.steps())
+    validate("step " + std::to_string(m.step));
+}
+
 TrainingRunResult TrainingRun::run() {
   const auto& t = config_.train();
-  const int rank = model_.groups.world->rank(), world = model_.groups.world->size();
-  const int64_t log_every = std::max(1, config_.logging().log_interval());
   const int64_t first_step = trainer_->optimizer().steps();
   const int64_t vocab = model_.model->vocab_size();
   TrainingRunResult result;
   if (first_step == 0) validate(trainer_->distilling() ? "start, original gates routing" : "start");
+  // Steps are launched without reading their numbers and read together where the host must act
+  // (must_read_after), so a GPU's queue does not drain between steps. Every action then falls on
+  // the last step read: each read happens at an action's step, and a skipped step only moves the
+  // next read to the same step one launch later.
+  std::vector<std::vector<double>> phase_seconds;  ///< per pending step; empty unless profiled
+  auto window_start = std::chrono::steady_clock::now();
   while (trainer_->optimizer().steps() < t.steps()) {
-    if (options_.stop_after > 0 &&
-        trainer_->optimizer().steps() - first_step >= options_.stop_after) {
-      result.checkpoint = checkpoint();
-      print(detail::concat("stopped after ", options_.stop_after, " steps (--stop-after)"));
-      result.step = trainer_->optimizer().steps();
-      result.stopped_early = true;
-      result.validation = last_validation_;
-      return result;
+    if (trainer_->pending_steps() == 0) {
+      if (options_.stop_after > 0 &&
+          trainer_->optimizer().steps() - first_step >= options_.stop_after) {
+        result.checkpoint = checkpoint();
+        print(detail::concat("stopped after ", options_.stop_after, " steps (--stop-after)"));
+        result.step = trainer_->optimizer().steps();
+        result.stopped_early = true;
+        result.validation = last_validation_;
+        return result;
+      }
+      window_start = std::chrono::steady_clock::now();
     }
-    const auto start = std::chrono::steady_clock::now();
     std::vector<TaskBatch> micro;
     for (int i = 0; i < t.grad_accumulation(); ++i) {
       micro.push_back(data_->batch(sampler_->next()));
@@ -296,51 +345,34 @@ TrainingRunResult TrainingRun::run() {
       SY_CHECK(max_id < vocab, config_.data().train_path(), ": token id ", max_id,
                " is outside the model's vocabulary (", vocab, ")");
     }
+    const int64_t next = trainer_->projected_steps() + 1;
     const int64_t profile_every = config_.logging().phase_profile_interval();
-    const bool profiled =
-        profile_every > 0 && (trainer_->optimizer().steps() + 1) % profile_every == 0;
+    const bool profiled = profile_every > 0 && next % profile_every == 0;
     if (profiled) start_phase_clock(trainer_->model().device());
-    StepMetrics m;
     try {
-      m = trainer_->step(micro);
+      trainer_->launch(micro);
     } catch (...) {
       if (profiled) stop_phase_clock();  // the clock is process-wide: leave it stopped
       throw;
     }
+    phase_seconds.emplace_back();
     if (profiled) {
       const PhaseSeconds phases = stop_phase_clock().seconds;
-      m.phase_seconds.assign(phases.begin(), phases.end());
+      phase_seconds.back().assign(phases.begin(), phases.end());
     }
-    if (m.skipped) {
-      skipped_in_a_row(m);
-      continue;
-    }
-    consecutive_skips_ = 0;
+    if (!must_read_after(next, first_step)) continue;
+    std::vector<StepMetrics> steps = trainer_->resolve();
+    // The steps read together share their wall time (on a GPU no step's own end is seen).
     const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const auto records = metrics_->write(m, seconds);
-    *rank_log_ << "step " << m.step << " loss " << m.loss << " tokens " << m.tokens << " seconds "
-               << seconds << std::endl;
-    if (live_) {
-      live_->record(m);
-      // Before the checkpoint of this step, which then keeps the new placement.
-      if (live_->due(m.step) && m.step < t.steps()) replace_experts(m.step);
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count() /
+        double(steps.size());
+    for (size_t i = 0; i < steps.size(); ++i) {
+      steps[i].phase_seconds = std::move(phase_seconds[i]);
+      finish_step(steps[i], seconds, result);
     }
-    const int64_t every = t.checkpoint_interval();
-    if (every > 0 && m.step % every == 0 && m.step < t.steps()) result.checkpoint = checkpoint();
-    if (rank == 0) {
-      const double world_tokens_per_s = double(m.tokens) * world / seconds;
-      if (m.step % log_every == 0 || m.step == t.steps())
-        progress_->log(m, world_tokens_per_s, records);
-      else
-        progress_->update(m, world_tokens_per_s);
-    }
-    if (m.step == trainer_->distill_steps())
-      validate("after router distillation");
-    else if (t.eval_interval() > 0 && m.step % t.eval_interval() == 0 && m.step < t.steps())
-      validate("step " + std::to_string(m.step));
+    phase_seconds.clear();
   }
-  if (rank == 0) progress_->finish();
+  if (model_.groups.world->rank() == 0) progress_->finish();
   validate("end");
   result.checkpoint = checkpoint();
   if (!options_.export_hf.empty()) {

@@ -73,6 +73,13 @@ class TrainingRun {
   /// Logs a skipped step; throws Error after train.max_skipped_steps in a row.
   void skipped_in_a_row(const StepMetrics& m);
   std::string checkpoint();
+  /// Whether the host must see every pending step's numbers once step `next` is launched: a
+  /// log line, a checkpoint, a validation, the end of distillation, a re-placement,
+  /// --stop-after, the last step, or a profiled step (read alone, so its seconds are its own).
+  bool must_read_after(int64_t next, int64_t first_step) const;
+  /// What the loop does with one step's metrics once read: the skip guard, the logs, live
+  /// re-placement, checkpoints, progress and validation. `seconds`: its share of the wall time.
+  void finish_step(const StepMetrics& m, double seconds, TrainingRunResult& result);
   /// Live re-placement after step `step`: agree, move, log, print.
   void replace_experts(int64_t step);
   /// A resume under live re-placement continues with the checkpoint's placement (when it fits
