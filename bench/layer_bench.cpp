@@ -11,11 +11,13 @@
 //                 whole layer).
 #include <torch/cuda.h>
 
+#include <filesystem>
 #include <iostream>
 
 #include "bench/bench.h"
 #include "common/errors.h"
 #include "common/host_reads.h"
+#include "common/kernel_profile.h"
 #include "common/table.h"
 #include "models/moe_block.h"
 
@@ -62,6 +64,8 @@ torch::Tensor dense_layer_forward(MoeBlock& block, ExpertBank& dense, const torc
 struct Timings {
   double layer_us, dense_layer_us, experts_us, dense_us, loop_us;
   int64_t host_reads;  ///< counted reads to the host in one whole-layer pass (common/host_reads.h)
+  /// bench.profile_dir: one profiled pass each of the whole layer and of the dense chain
+  KernelProfile layer_profile, dense_layer_profile;
 };
 
 torch::Device bench_device(const config::BenchConfig& b) {
@@ -69,6 +73,10 @@ torch::Device bench_device(const config::BenchConfig& b) {
   if (!torch::cuda::is_available())
     throw ConfigError("bench.device=cuda but no GPU is visible", "bench.device");
   return torch::kCUDA;
+}
+
+std::string case_name(const LayerShape& s, torch::Dtype dtype, bool backward) {
+  return s.name + (dtype == torch::kFloat ? "_fp32" : "_bf16") + (backward ? "_fwdbwd" : "_fwd");
 }
 
 Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const RunConfig& cfg) {
@@ -99,22 +107,23 @@ Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const R
   auto rows = tokens.hidden.detach().requires_grad_(backward);
   auto dense_rows = rows.clone().detach().requires_grad_(backward);
 
+  auto pass = [&](const std::function<torch::Tensor()>& f) {
+    return [&, f] {
+      if (!backward) {
+        torch::NoGradGuard no_grad;
+        f();
+        if (device.is_cuda()) torch::cuda::synchronize();
+        return;
+      }
+      block->zero_grad();
+      dense->zero_grad();
+      f().sum().backward();
+      // GPU kernels run asynchronously: the clock stops when the work is done, not queued.
+      if (device.is_cuda()) torch::cuda::synchronize();
+    };
+  };
   auto run = [&](const std::function<torch::Tensor()>& f) {
-    return median_us(
-        [&] {
-          if (!backward) {
-            torch::NoGradGuard no_grad;
-            f();
-            if (device.is_cuda()) torch::cuda::synchronize();
-            return;
-          }
-          block->zero_grad();
-          dense->zero_grad();
-          f().sum().backward();
-          // GPU kernels run asynchronously: the clock stops when the work is done, not queued.
-          if (device.is_cuda()) torch::cuda::synchronize();
-        },
-        b.warmup(), b.layer_repeats());
+    return median_us(pass(f), b.warmup(), b.layer_repeats());
   };
   Timings t;
   const int64_t reads_before = host_reads();
@@ -128,7 +137,32 @@ Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const R
   t.experts_us = run([&] { return block->experts->forward(rows, tokens.tokens_per_expert); });
   t.dense_us = run([&] { return dense->forward_one(0, dense_rows); });
   t.loop_us = run([&] { return hf_loop_forward(block, x); });
+  if (!b.profile_dir().empty()) {
+    // After the timed runs: the profiled pass is warm, and the profiler's cost stays out of them.
+    const auto trace = [&](const std::string& what) {
+      return b.profile_dir() + "/" + case_name(s, dtype, backward) + "_" + what + ".json";
+    };
+    t.layer_profile =
+        profile_kernels(pass([&] { return block->forward(x).hidden; }), device, trace("layer"));
+    t.dense_layer_profile = profile_kernels(
+        pass([&] { return dense_layer_forward(block, dense, x); }), device, trace("dense_layer"));
+  }
   return t;
+}
+
+// The busiest kernels of each profiled pass: what limits the whole layer against the dense
+// chain, kernel by kernel.
+constexpr size_t kProfileRows = 12;
+
+void add_profile_rows(Table& table, const std::string& name, const std::string& pass,
+                      const KernelProfile& p) {
+  for (size_t i = 0; i < std::min(kProfileRows, p.kernels.size()); ++i) {
+    const KernelTime& k = p.kernels[i];
+    // CUDA kernels' template names run to hundreds of characters; the trace keeps them whole.
+    const std::string shown = k.name.size() > 72 ? k.name.substr(0, 69) + "..." : k.name;
+    table.add({name, pass, Cell(p.wall_us, 0), Cell(p.busy_us / p.wall_us, 3), shown, k.calls,
+               Cell(k.total_us, 1), Cell(k.total_us / p.wall_us, 3)});
+  }
 }
 
 void run_layer_bench(const BenchContext& ctx) {
@@ -136,6 +170,9 @@ void run_layer_bench(const BenchContext& ctx) {
                "dense_layer_tokens_per_s", "layer_vs_dense", "experts_tokens_per_s",
                "dense_tokens_per_s", "experts_vs_dense", "loop_tokens_per_s", "vs_loop"});
   const int64_t T = ctx.config.bench().layer_tokens();
+  const std::string& profile_dir = ctx.config.bench().profile_dir();
+  if (!profile_dir.empty()) std::filesystem::create_directories(profile_dir);
+  Table profiles({"case", "pass", "wall_us", "busy_share", "kernel", "calls", "us", "share"});
   for (const auto& s :
        layer_shapes(ctx.config.bench(), {kQwen15MoeLayer, {"small", 512, 16, 2, 512, 1024}})) {
     for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
@@ -147,12 +184,18 @@ void run_layer_bench(const BenchContext& ctx) {
                    Cell(t.dense_layer_us / t.layer_us, 3), per_s(t.experts_us), per_s(t.dense_us),
                    Cell(t.dense_us / t.experts_us, 3), per_s(t.loop_us),
                    Cell(t.loop_us / t.layer_us, 3)});
+        if (!profile_dir.empty()) {
+          add_profile_rows(profiles, case_name(s, dtype, backward), "layer", t.layer_profile);
+          add_profile_rows(profiles, case_name(s, dtype, backward), "dense_layer",
+                           t.dense_layer_profile);
+        }
         if (!ctx.json) std::cerr << "." << std::flush;
       }
     }
   }
   if (ctx.json) {
     table.print_json(ctx.out);
+    if (!profile_dir.empty()) profiles.print_json(ctx.out);
     return;
   }
   std::cerr << "\n";
@@ -169,6 +212,16 @@ void run_layer_bench(const BenchContext& ctx) {
              "loop: Hugging Face's per-expert loop (whole layer); vs_loop = loop time / layer "
              "time\nhost_reads: counts read back to the host in one whole-layer pass (each one "
              "a wait on a GPU)\n\n";
+  if (profile_dir.empty()) return;
+  ctx.out << "Profiled passes (one each, after the timed runs; Chrome traces in " << profile_dir
+          << "), the " << kProfileRows << " busiest "
+          << (b.device() == "cpu" ? "operators by self time" : "GPU kernels and copies")
+          << " of each\n";
+  profiles.print(ctx.out);
+  ctx.out << "wall_us: the pass; busy_share: the time with a "
+          << (b.device() == "cpu" ? "operator" : "kernel")
+          << " running / wall_us (the rest is launches, host work and waits); us: the kernel's "
+             "total over its calls; share: us / wall_us\n\n";
 }
 
 }  // namespace

@@ -63,6 +63,7 @@ set(SWITCHYARD_COMMON_SOURCES
   common/autocast.cpp
   common/crc32c.cpp
   common/host_reads.cpp
+  common/kernel_profile.cpp
   common/phase_clock.cpp
   common/table.cpp)
 set(SWITCHYARD_ROUTERS_SOURCES

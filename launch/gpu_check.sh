@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU pass, for a machine with a GPU and a PyTorch already installed but no network (so
 # launch/setup.sh cannot run there): a CUDA build against that PyTorch in build-gpu/, the GPU
-# unit tests, `bench layer` on the GPU, then the whole suite (GPU tests run instead of skipping).
+# unit tests, `bench layer` on the GPU (with its kernel-by-kernel profile and Chrome traces in
+# LOGDIR/profile), then the whole suite (GPU tests run instead of skipping).
 #   PYTHON=/opt/torch/.venv/bin/python3 ./launch/gpu_check.sh LOGDIR
 # The GPTQ reference imports AutoGPTQ's packer from the archive setup.sh keeps in .venv/sdists;
 # it is copied beside PYTHON's venv when present. Logs (configure, build, ctest, bench) go to
@@ -60,6 +61,7 @@ if [ "${BENCH:-1}" = 1 ]; then
 stamp "bench layer on the GPU"
 "$build/bin/switchyard" bench layer --set bench.device=cuda \
   --set bench.layer_tokens="${LAYER_TOKENS:-8192}" --set bench.layer_repeats=20 \
+  --set bench.profile_dir="$logs/profile" \
   2>"$logs/bench_layer.err" | tee "$logs/bench_layer.txt"
 fi
 

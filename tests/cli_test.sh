@@ -80,12 +80,26 @@ bench { warmup: 1 repeats: 3 layer_tokens: 32 layer_repeats: 2 alltoall_bytes: [
                        expert_intermediate_size: 16 shared_expert_intermediate_size: 24 } }
 PB
 mpirun_sh="$(dirname "$0")/../launch/mpirun.sh"
-if "$bin" bench layer --config "$tmp/layer.pbtxt" --json >"$tmp/layer.jsonl" 2>"$tmp/layer.err" &&
+if "$bin" bench layer --config "$tmp/layer.pbtxt" --json --set "bench.profile_dir=$tmp/profile" \
+     >"$tmp/layer.jsonl" 2>"$tmp/layer.err" &&
    "$mpirun_sh" -np 2 "$bin" bench alltoall --config "$tmp/layer.pbtxt" --json \
      >"$tmp/a2a.jsonl" 2>"$tmp/a2a.err"; then
-  if "$py" - "$tmp/layer.jsonl" "$tmp/a2a.jsonl" <<'PY'
-import json, sys
-layer = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+  if "$py" - "$tmp/layer.jsonl" "$tmp/a2a.jsonl" "$tmp/profile" <<'PY'
+import json, os, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+layer = [r for r in rows if "case" not in r]
+# bench.profile_dir: per case, the whole layer's and the dense chain's busiest CPU ops by self
+# time, each with its Chrome trace.
+profiled = [r for r in rows if "case" in r]
+cases = {f"tiny_{d}_{m}" for d in ("fp32", "bf16") for m in ("fwd", "fwdbwd")}
+assert {(r["case"], r["pass"]) for r in profiled} == {(c, p) for c in cases for p in ("layer", "dense_layer")}, profiled
+for r in profiled:
+    assert r["calls"] >= 1 and 0 <= r["us"] <= r["wall_us"] and 0 < r["busy_share"] <= 1.01, r
+for c in cases:
+    ops = [r["kernel"] for r in profiled if r["case"] == c and r["pass"] == "layer"]
+    assert any(o.startswith("aten::") for o in ops), ops
+    for p in ("layer", "dense_layer"):
+        assert "traceEvents" in json.load(open(f"{sys.argv[3]}/{c}_{p}.json")), (c, p)
 assert sorted((r["dtype"], r["mode"]) for r in layer) == sorted(
     (d, m) for d in ("fp32", "bf16") for m in ("fwd", "fwdbwd")), layer
 for r in layer:
@@ -101,7 +115,7 @@ for r in a2a:
         assert f in r, (f, r)
     assert r["ranks"] == 2 and r["ours_gbps"] > 0 and r["ratio"] > 0, r
 PY
-  then ok "bench layer / alltoall --json fields"; else fail "bench layer / alltoall --json fields"; fi
+  then ok "bench layer (and its kernel profile) / alltoall --json fields"; else fail "bench layer / alltoall --json fields"; fi
 else
   fail "bench layer / alltoall ran ($(head -c 300 "$tmp/layer.err" "$tmp/a2a.err"))"
 fi

@@ -43,13 +43,17 @@ void AdamW::step(const torch::Tensor& lr, const torch::Tensor& apply) {
   const auto decay = (1.0 - lr * options_.weight_decay() * on).to(torch::kFloat);
   const auto step_size = (-(lr / bias1) * on).to(torch::kFloat);
   const auto skip = apply.logical_not();
-  // One scratch for every parameter's denominator, as large as the largest: a fresh tensor per
-  // parameter meant fresh pages for all of the model's elements every step on a CPU.
+  // Two scratch slices reused for every parameter, chunk by chunk: a fresh tensor per parameter
+  // meant fresh pages for all of the model's elements every step on a CPU, and a scratch as
+  // large as the largest parameter (an embedding) is that much memory held.
+  constexpr int64_t kChunk = int64_t(1) << 20;
   int64_t largest = 0;
   for (const auto& [name, p] : params_)
     if (p.grad().defined()) largest = std::max(largest, p.numel());
   if (largest == 0) return;
-  auto scratch = torch::empty({largest}, params_.front().second.options().dtype(torch::kFloat));
+  const auto fp32 = params_.front().second.options().dtype(torch::kFloat);
+  auto denom_scratch = torch::empty({std::min(largest, kChunk)}, fp32);
+  auto update_scratch = torch::empty_like(denom_scratch);
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i].second;
     if (!p.grad().defined()) continue;
@@ -58,13 +62,19 @@ void AdamW::step(const torch::Tensor& lr, const torch::Tensor& apply) {
     auto g = p.grad().to(torch::kFloat).masked_fill_(skip, 0.0);
     exp_avg_[i].mul_(keep1).add_(g, 1.0 - b1);
     exp_avg_sq_[i].mul_(keep2).addcmul_(g, g, 1.0 - b2);
-    // The update in fp32, written back in the parameter's own dtype.
+    // The update in fp32, written back in the parameter's own dtype: master += (step_size *
+    // m) / (sqrt(v / bias2) + eps), rounded as addcdiv_ with a host scalar rounds it.
     auto master = p.to(torch::kFloat);
     if (options_.weight_decay() > 0 && decays(p)) master.mul_(decay);
-    auto update = scratch.narrow(0, 0, p.numel()).view(p.sizes()).copy_(exp_avg_sq_[i]);
-    update.div_(bias2).sqrt_().add_(options_.eps());
-    torch::div_out(update, exp_avg_[i], update);
-    master.addcmul_(update, step_size);
+    const auto m = exp_avg_[i].view(-1), v = exp_avg_sq_[i].view(-1), w = master.view(-1);
+    for (int64_t at = 0; at < p.numel(); at += kChunk) {
+      const int64_t n = std::min(kChunk, p.numel() - at);
+      auto denom = denom_scratch.narrow(0, 0, n).copy_(v.narrow(0, at, n));
+      denom.div_(bias2).sqrt_().add_(options_.eps());
+      auto update = update_scratch.narrow(0, 0, n);
+      torch::mul_out(update, m.narrow(0, at, n), step_size);
+      w.narrow(0, at, n).addcdiv_(update, denom);
+    }
     p.copy_(master);
   }
 }

@@ -1,0 +1,116 @@
+#include "common/kernel_profile.h"
+
+#include <torch/csrc/autograd/profiler_kineto.h>
+#include <torch/cuda.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "common/errors.h"
+
+namespace switchyard {
+namespace {
+
+struct Span {
+  uint64_t start, end;
+  std::string name;
+  uint64_t children = 0;  ///< ns spent in the ops it called (CPU)
+};
+
+// The length of the union of [start, end) intervals: overlapping kernels (streams) count once.
+double covered_us(std::vector<std::pair<uint64_t, uint64_t>> spans) {
+  std::sort(spans.begin(), spans.end());
+  uint64_t total = 0, reach = 0;
+  for (const auto& [start, end] : spans) {
+    const uint64_t from = std::max(start, reach);
+    if (end > from) total += end - from;
+    reach = std::max(reach, end);
+  }
+  return double(total) / 1e3;
+}
+
+}  // namespace
+
+KernelProfile profile_kernels(const std::function<void()>& pass, torch::Device device,
+                              const std::string& trace_path) {
+  namespace prof = torch::autograd::profiler;
+  const bool gpu = device.is_cuda();
+  const prof::ProfilerConfig config(prof::ProfilerState::KINETO);
+  std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
+  if (gpu) activities.insert(prof::ActivityType::CUDA);
+  if (gpu) torch::cuda::synchronize();
+  prof::prepareProfiler(config, activities);
+  prof::enableProfiler(config, activities);
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    pass();
+    if (gpu) torch::cuda::synchronize();
+  } catch (...) {
+    prof::disableProfiler();
+    throw;
+  }
+  KernelProfile out;
+  out.wall_us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+  const auto result = prof::disableProfiler();
+  out.device_kernels = gpu;
+
+  std::map<std::string, KernelTime> by_name;
+  auto add = [&](const std::string& name, double us) {
+    KernelTime& k = by_name[name];
+    k.name = name;
+    k.calls += 1;
+    k.total_us += us;
+  };
+  if (gpu) {
+    std::vector<std::pair<uint64_t, uint64_t>> spans;
+    for (const auto& e : result->events()) {
+      if (e.deviceType() != c10::DeviceType::CUDA) continue;
+      add(e.name(), double(e.durationNs()) / 1e3);
+      spans.emplace_back(e.startNs(), e.endNs());
+    }
+    out.busy_us = covered_us(std::move(spans));
+  } else {
+    // Self time: per thread, ops sorted by start (the outer first on a tie); each op's time goes
+    // to its parent's children, the innermost op still open when it starts.
+    std::map<uint64_t, std::vector<Span>> threads;
+    for (const auto& e : result->events())
+      if (e.deviceType() == c10::DeviceType::CPU && e.endNs() > e.startNs())
+        threads[e.startThreadId()].push_back({e.startNs(), e.endNs(), e.name()});
+    std::vector<std::pair<uint64_t, uint64_t>> outermost;
+    for (auto& [thread, spans] : threads) {
+      std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
+        return a.start != b.start ? a.start < b.start : a.end > b.end;
+      });
+      std::vector<Span*> open;
+      for (auto& s : spans) {
+        while (!open.empty() && open.back()->end <= s.start) open.pop_back();
+        if (open.empty())
+          outermost.emplace_back(s.start, s.end);
+        else
+          open.back()->children += s.end - s.start;
+        open.push_back(&s);
+      }
+      for (const auto& s : spans)
+        add(s.name, double(s.end - s.start - std::min(s.children, s.end - s.start)) / 1e3);
+    }
+    out.busy_us = covered_us(std::move(outermost));
+  }
+  for (auto& [name, k] : by_name) out.kernels.push_back(std::move(k));
+  std::sort(out.kernels.begin(), out.kernels.end(),
+            [](const KernelTime& a, const KernelTime& b) { return a.total_us > b.total_us; });
+
+  if (!trace_path.empty()) {
+    const std::string tmp = trace_path + ".tmp";
+    result->save(tmp);
+    std::error_code ec;
+    std::filesystem::rename(tmp, trace_path, ec);
+    SY_CHECK(!ec, trace_path, ": cannot write the trace (", ec.message(), ")");
+  }
+  return out;
+}
+
+}  // namespace switchyard
