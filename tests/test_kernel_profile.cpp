@@ -44,7 +44,9 @@ TEST(KernelProfile, CpuOpsBySelfTimeWithinTheWallTimeAndATrace) {
   ASSERT_NE(copy, nullptr);
   EXPECT_EQ(transpose->calls, 3);
   EXPECT_EQ(gemm->calls, 3);
-  EXPECT_EQ(p.kernels.front().name, "aten::addmm");  // 256 x 512 x 1024 GEMMs dominate
+  EXPECT_GT(gemm->total_us, 0);
+  for (size_t i = 1; i < p.kernels.size(); ++i)  // largest first
+    EXPECT_GE(p.kernels[i - 1].total_us, p.kernels[i].total_us);
   double self = 0;
   for (const auto& k : p.kernels) {
     EXPECT_GE(k.total_us, 0) << k.name;
