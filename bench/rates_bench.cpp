@@ -193,9 +193,9 @@ double optimizer_ns_per_param(const CommunicatorPtr& world, const config::BenchC
     std::vector<torch::Tensor> squares;
     for (auto& g : grads) squares.push_back(squared_sum_in_double(g));
     auto norm = torch::stack(squares).sum().sqrt();
-    const auto scale = torch::where(norm > 1e9, 1e9 / (norm + 1e-6), torch::ones_like(norm));
-    for (auto& g : grads) g.mul_(scale);  // clipping's pass, a scale of 1 as below the limit
-    adamw.step(lr, finite);               // decided on the device, as the trainer's step is
+    const auto scale = clipping_scale(norm, 1e9);  // 1: below the limit, the values stay
+    for (auto& g : grads) g.mul_(scale);           // clipping's pass
+    adamw.step(lr, finite);  // decided on the device, as the trainer's step is
     adamw.zero_grad();
     return finite.item<bool>() && norm.item<double>() > 0;
   };

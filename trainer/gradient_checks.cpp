@@ -23,4 +23,8 @@ torch::Tensor local_gradients_finite(const std::vector<torch::Tensor>& a,
   return torch::isfinite(torch::stack(parts).sum());
 }
 
+torch::Tensor clipping_scale(const torch::Tensor& norm, double clip) {
+  return torch::where(norm > clip, clip / (norm + 1e-6), torch::ones_like(norm));
+}
+
 }  // namespace switchyard

@@ -24,4 +24,10 @@ torch::Tensor squared_sum_in_double(const torch::Tensor& g);
 torch::Tensor local_gradients_finite(const std::vector<torch::Tensor>& a,
                                      const std::vector<torch::Tensor>& b, torch::Device device);
 
+/// The factor that clips gradients of global norm `norm` (0-dim, on the device) to `clip`:
+/// clip / (norm + 1e-6) above it, exactly 1 at or below it (so those gradients keep their
+/// values), decided on the device so that a GPU need not wait for the norm.
+///   usage: for (auto& g : grads) g.mul_(clipping_scale(norm, 1.0));
+torch::Tensor clipping_scale(const torch::Tensor& norm, double clip);
+
 }  // namespace switchyard

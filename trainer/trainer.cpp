@@ -183,10 +183,8 @@ void Trainer::update_expert_biases(const std::vector<torch::Tensor>& selections,
 void Trainer::clip_gradients(const torch::Tensor& norm) {
   if (train_.grad_clip() <= 0) return;
   torch::NoGradGuard no_grad;
-  // Decided on the device: a scale of exactly 1 below the limit, so those gradients keep their
-  // values. One pass over the gradients either way (a GPU must not wait for the norm).
-  const double clip = train_.grad_clip();
-  const auto scale = torch::where(norm > clip, clip / (norm + 1e-6), torch::ones_like(norm));
+  // One pass over the gradients either way: a GPU must not wait for the norm to skip it.
+  const auto scale = clipping_scale(norm, train_.grad_clip());
   for (auto& [name, p] : optimizer_->params())
     if (p.grad().defined()) p.grad().mul_(scale);
 }
