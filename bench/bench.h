@@ -2,6 +2,8 @@
 // timing rule (median of repeated runs after warm-up).
 #pragma once
 
+#include <torch/torch.h>
+
 #include <functional>
 #include <ostream>
 #include <string>
@@ -45,6 +47,9 @@ inline const LayerShape kQwen15MoeLayer{"qwen1.5-moe", 2048, 60, 4, 1408, 5632};
 /// The shapes bench.layer_shapes names, or `defaults` when it names none.
 std::vector<LayerShape> layer_shapes(const config::BenchConfig& b,
                                      std::vector<LayerShape> defaults);
+
+/// bench.device: the CPU, or the GPU ("cuda"; a ConfigError where none is visible).
+torch::Device bench_device(const config::BenchConfig& b);
 
 /// Median wall-clock microseconds of fn() over `repeats` runs after `warmup` untimed runs.
 double median_us(const std::function<void()>& fn, int warmup, int repeats);

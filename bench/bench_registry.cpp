@@ -2,7 +2,10 @@
 #include <algorithm>
 #include <chrono>
 
+#include <torch/cuda.h>
+
 #include "bench/router_bench.h"
+#include "common/errors.h"
 
 namespace switchyard {
 
@@ -38,6 +41,13 @@ std::vector<LayerShape> layer_shapes(const config::BenchConfig& b,
     out.push_back({s.name().empty() ? "custom" : s.name(), s.hidden_size(), s.num_experts(),
                    s.top_k(), s.expert_intermediate_size(), s.shared_expert_intermediate_size()});
   return out;
+}
+
+torch::Device bench_device(const config::BenchConfig& b) {
+  if (b.device() == "cpu") return torch::kCPU;
+  if (!torch::cuda::is_available())
+    throw ConfigError("bench.device=cuda but no GPU is visible", "bench.device");
+  return torch::kCUDA;
 }
 
 double median_us(const std::function<void()>& fn, int warmup, int repeats) {

@@ -68,13 +68,6 @@ struct Timings {
   KernelProfile layer_profile, dense_layer_profile;
 };
 
-torch::Device bench_device(const config::BenchConfig& b) {
-  if (b.device() == "cpu") return torch::kCPU;
-  if (!torch::cuda::is_available())
-    throw ConfigError("bench.device=cuda but no GPU is visible", "bench.device");
-  return torch::kCUDA;
-}
-
 std::string case_name(const LayerShape& s, torch::Dtype dtype, bool backward) {
   return s.name + (dtype == torch::kFloat ? "_fp32" : "_bf16") + (backward ? "_fwdbwd" : "_fwd");
 }

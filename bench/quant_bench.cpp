@@ -3,7 +3,9 @@
 // router) on a fixed token batch, each quantized variant against the unquantized model: logits
 // error, KL of the next-token distributions, top-1 agreement, and perplexity of tokens sampled
 // from the unquantized model. Speed: one expert bank at the Qwen1.5-MoE expert shape running
-// dispatched rows, quantized (dequantised per expert on the fly) against full precision.
+// dispatched rows on bench.device, quantized (dequantised on the fly) against full precision.
+#include <torch/cuda.h>
+
 #include <iostream>
 
 #include "bench/bench.h"
@@ -93,30 +95,70 @@ void accuracy_table(const BenchContext& ctx, Table& table) {
 }
 
 // One bank of SwiGLU experts per shape (bench.layer_shapes, default Qwen1.5-MoE's) on
-// T * top_k rows spread evenly, as after dispatch.
+// T * top_k rows spread evenly, as after dispatch, on bench.device: `fwd`, and `fwdbwd` with the
+// input gradient only (frozen experts, as router fine-tuning runs them). Where the bank's default
+// is the grouped GEMM (bf16 on a GPU), quantized banks also run the slice loop: one
+// dequantisation per bank and GEMM against one per expert. dequant_us: the bank's two weights
+// dequantised once (QuantizedWeight::dequantize_experts), whichever path the row took.
 void speed_table(const BenchContext& ctx, Table& table) {
   const auto& b = ctx.config.bench();
+  const torch::Device device = bench_device(b);
   const int64_t T = b.quant_tokens();
+  auto timed = [&](const std::function<void()>& f) {
+    return median_us(
+        [&] {
+          f();
+          if (device.is_cuda()) torch::cuda::synchronize();
+        },
+        b.warmup(), b.layer_repeats());
+  };
   for (const auto& s : layer_shapes(b, {kQwen15MoeLayer})) {
     const int64_t E = s.experts, rows = T * s.top_k;
     std::vector<int64_t> counts(E, rows / E);
     counts[0] += rows - (rows / E) * E;
     for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
-      double base_us = 0;
+      const bool grouped_by_default = device.is_cuda() && dtype == torch::kBFloat16;
+      double base_us[2] = {0, 0};  // the unquantized bank's, by mode
       for (const auto& v : kVariants) {
-        torch::manual_seed(ctx.config.train().seed());
-        ExpertBank bank(
-            ExpertBankOptions(s.hidden, s.intermediate, E).quant(quant_options(quant_config(v))));
-        bank->to(dtype);
-        auto x = torch::randn({rows, s.hidden}, dtype);
-        torch::NoGradGuard no_grad;
-        const double us =
-            median_us([&] { bank->forward(x, counts); }, b.warmup(), b.layer_repeats());
-        if (v.type == config::QUANT_NONE) base_us = us;
-        table.add({s.name, dtype == torch::kFloat ? "fp32" : "bf16", v.name, T, Cell(us, 1),
-                   Cell(double(T) / us * 1e6, 0), Cell(base_us / us, 3),
-                   Cell(double(bank->weight_bytes()) / double(bank->num_logical_parameters()), 3)});
-        if (!ctx.json) std::cerr << "." << std::flush;
+        const bool quantized = v.type != config::QUANT_NONE;
+        std::vector<GroupedGemm> paths{GroupedGemm::kAuto};
+        if (quantized && grouped_by_default) paths.push_back(GroupedGemm::kSliceLoop);
+        for (auto path : paths) {
+          torch::manual_seed(ctx.config.train().seed());
+          ExpertBank bank(ExpertBankOptions(s.hidden, s.intermediate, E)
+                              .gemm(path)
+                              .quant(quant_options(quant_config(v))));
+          bank->to(device, dtype);
+          for (auto& p : bank->parameters()) p.set_requires_grad(false);
+          double dequant_us = 0;
+          if (quantized)
+            dequant_us = timed([&] {
+              bank->quantized_in()->dequantize_experts(0, E, dtype);
+              bank->quantized_out()->dequantize_experts(0, E, dtype);
+            });
+          const bool grouped = path == GroupedGemm::kAuto && grouped_by_default;
+          for (bool backward : {false, true}) {
+            auto x = torch::randn({rows, s.hidden}, torch::dtype(dtype).device(device))
+                         .requires_grad_(backward);
+            const double us = timed([&] {
+              if (!backward) {
+                torch::NoGradGuard no_grad;
+                bank->forward(x, counts);
+                return;
+              }
+              x.mutable_grad() = torch::Tensor();
+              bank->forward(x, counts).sum().backward();
+            });
+            if (!quantized) base_us[backward] = us;
+            table.add(
+                {s.name, dtype == torch::kFloat ? "fp32" : "bf16", backward ? "fwdbwd" : "fwd",
+                 v.name, grouped ? "grouped" : "slice_loop", T, Cell(us, 1),
+                 Cell(double(T) / us * 1e6, 0), Cell(base_us[backward] / us, 3),
+                 Cell(dequant_us, 1),
+                 Cell(double(bank->weight_bytes()) / double(bank->num_logical_parameters()), 3)});
+            if (!ctx.json) std::cerr << "." << std::flush;
+          }
+        }
       }
     }
   }
@@ -126,8 +168,8 @@ void run_quant_bench(const BenchContext& ctx) {
   Table accuracy({"preset", "quant", "bytes_per_param", "max_logprob_err", "kl", "top1_agree",
                   "ppl", "ppl_change"});
   accuracy_table(ctx, accuracy);
-  Table speed({"shape", "dtype", "quant", "tokens", "fwd_us", "tokens_per_s", "vs_unquantized",
-               "bytes_per_param"});
+  Table speed({"shape", "dtype", "mode", "quant", "gemm", "tokens", "us", "tokens_per_s",
+               "vs_unquantized", "dequant_us", "bytes_per_param"});
   speed_table(ctx, speed);
   if (ctx.json) {
     accuracy.print_json(ctx.out);
@@ -140,10 +182,12 @@ void run_quant_bench(const BenchContext& ctx) {
           << ", random weights, " << b.quant_tokens()
           << " tokens; against the unquantized model (targets sampled from it)\n";
   accuracy.print(ctx.out);
-  ctx.out << "\nExpert quantization, speed: one bank of SwiGLU experts per shape, "
-          << b.quant_tokens() << " tokens x top-k rows, forward, median of " << b.layer_repeats()
-          << ", " << torch::get_num_threads()
-          << " threads; vs_unquantized = full-precision time / time\n";
+  ctx.out << "\nExpert quantization, speed: one bank of frozen SwiGLU experts per shape on "
+          << b.device() << ", " << b.quant_tokens()
+          << " tokens x top-k rows, forward (fwd) and with the input gradient (fwdbwd), median of "
+          << b.layer_repeats() << ", " << torch::get_num_threads()
+          << " CPU threads; vs_unquantized = full-precision time / time (default path); "
+             "dequant_us = the bank's two weights dequantised once\n";
   speed.print(ctx.out);
 }
 

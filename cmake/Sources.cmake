@@ -48,7 +48,7 @@ target_sources(switchyard_config PRIVATE ${SWITCHYARD_GEN_DIR}/configs/tensorboa
 
 # ---- CUDA kernels (no torch headers: nvcc stays fast) ------------------------------------------
 if(SWITCHYARD_CUDA)
-  add_library(switchyard_cuda STATIC routers/fwht_cuda.cu)
+  add_library(switchyard_cuda STATIC routers/fwht_cuda.cu models/dequant_cuda.cu)
   target_include_directories(switchyard_cuda PRIVATE ${CMAKE_SOURCE_DIR})
   set_target_properties(switchyard_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON
                                                    CUDA_SEPARABLE_COMPILATION OFF)

@@ -8,8 +8,10 @@
 # it is copied beside PYTHON's venv when present. Logs (configure, build, ctest, bench) go to
 # LOGDIR; the exit status is ctest's. After `bench layer` comes the full-size router fine-tune
 # against transformers (launch/full_size_check.sh, its table in LOGDIR/full_size/full_size.md).
+# Then `bench quant` on the GPU (int8/int4 banks, the grouped GEMM against the slice loop).
 # Knobs for a short device slot: TARGETS (what to build), BENCH=0 (no bench layer),
-# FULL_SIZE=0 (no full-size runs), FULL_SUITE=0 (no ctest), CTEST_ARGS (e.g. "-R train_gpu").
+# FULL_SIZE=0 (no full-size runs), QUANT=0 (no bench quant), FULL_SUITE=0 (no ctest),
+# CTEST_ARGS (e.g. "-R train_gpu").
 # Debian packages that machine lacks (its image has no Boost.Program_options) travel as .deb
 # files in .gpudeps/ (ignored by git), fetched here with
 #   (mkdir -p .gpudeps && cd .gpudeps && apt-get download libboost1.74-dev \
@@ -69,6 +71,16 @@ if [ "${FULL_SIZE:-1}" = 1 ]; then
   stamp "full-size Qwen1.5-MoE-A2.7B router fine-tuning against transformers"
   PYTHON="$py" "$repo/launch/full_size_check.sh" "$build/bin/switchyard" "$logs/full_size" ||
     stamp "full_size_check failed (its logs: $logs/full_size)"
+fi
+
+if [ "${QUANT:-1}" = 1 ]; then
+  # Quantized experts on the GPU: int8/int4 banks against bf16/fp32 ones, forward and with the
+  # input gradient; in bf16 the grouped GEMM (one dequantisation kernel per bank) against the
+  # slice loop (one per expert), and the dequantisation kernel alone (dequant_us).
+  stamp "bench quant on the GPU"
+  "$build/bin/switchyard" bench quant --set bench.device=cuda \
+    --set bench.quant_tokens="${QUANT_TOKENS:-4096}" --set bench.layer_repeats=10 \
+    2>"$logs/bench_quant.err" | tee "$logs/bench_quant.txt"
 fi
 
 [ "${FULL_SUITE:-1}" = 1 ] || { stamp "done (FULL_SUITE=0: no ctest)"; exit 0; }

@@ -217,11 +217,17 @@ torch::Tensor ExpertBankImpl::grouped_mm(const torch::Tensor& x,
   for (size_t e = 0; e < counts.size(); ++e) ends[e] = int32_t(running += counts[e]);
   auto offs = torch::tensor(ends, torch::dtype(torch::kInt).device(x.device()));
   // Autocast has no rule for _grouped_mm: under it the weights are cast here (x already is).
-  auto h = at::_grouped_mm(x, autocast_operand(w_in).transpose(1, 2), offs);
+  // A quantized bank dequantises all its experts for each GEMM, in one launch on a GPU.
+  auto gemm = [&](const torch::Tensor& a, const torch::Tensor& weight,
+                  const std::shared_ptr<QuantizedWeight>& quant) {
+    return quant ? quantized_grouped_linear(a, quant, offs)
+                 : at::_grouped_mm(a, autocast_operand(weight).transpose(1, 2), offs);
+  };
+  auto h = gemm(x, w_in, quant_in_);
   if (b_in.defined())
     h = h + autocast_operand(b_in).repeat_interleave(
                 torch::tensor(counts, offs.options().dtype(torch::kLong)), 0);
-  auto y = at::_grouped_mm(activate(h), autocast_operand(w_out).transpose(1, 2), offs);
+  auto y = gemm(activate(h), w_out, quant_out_);
   if (b_out.defined())
     y = y + autocast_operand(b_out).repeat_interleave(
                 torch::tensor(counts, offs.options().dtype(torch::kLong)), 0);
@@ -249,7 +255,7 @@ torch::Tensor ExpertBankImpl::forward(const torch::Tensor& x,
   const bool grouped = options_.gemm() == GroupedGemm::kGroupedMm ||
                        (options_.gemm() == GroupedGemm::kAuto && cast.is_cuda() &&
                         cast.scalar_type() == torch::kBFloat16);
-  if (grouped && rows > 0 && !quantized()) return grouped_mm(cast, tokens_per_expert);
+  if (grouped && rows > 0) return grouped_mm(cast, tokens_per_expert);
   return slice_loop(cast, tokens_per_expert);
 }
 

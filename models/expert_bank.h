@@ -18,7 +18,8 @@ enum class ExpertKind {
 
 /// How an expert bank multiplies its slices.
 enum class GroupedGemm {
-  kAuto,       ///< grouped GEMM (at::_grouped_mm) for bf16 on CUDA, slice loop elsewhere
+  kAuto,       ///< grouped GEMM (at::_grouped_mm) for bf16 on CUDA (quantized banks too: each
+               ///< GEMM dequantises the bank in one kernel), slice loop elsewhere
   kSliceLoop,  ///< one matmul per expert on its contiguous slice
   kGroupedMm,  ///< at::_grouped_mm everywhere it accepts the shapes (tests use it on CPU)
 };
@@ -82,8 +83,9 @@ class ExpertBankImpl : public torch::nn::Module {
     return forward_expert(e, per_expert().at(size_t(e)), x);
   }
 
-  /// Freezes the bank and replaces w_in/w_out by quantized codes (buffers), dequantised one
-  /// expert at a time in forward. Gradients still flow to the input (router fine-tuning).
+  /// Freezes the bank and replaces w_in/w_out by quantized codes (buffers), dequantised in
+  /// forward and again in backward: one expert at a time on the slice loop, the whole bank for a
+  /// grouped GEMM. Gradients still flow to the input (router fine-tuning).
   void quantize_(const QuantOptions& options);
   bool quantized() const { return quant_in_ != nullptr; }
   const QuantizedWeight* quantized_in() const { return quant_in_.get(); }

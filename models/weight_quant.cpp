@@ -6,6 +6,13 @@
 
 #include "common/errors.h"
 #include "models/cpu_linear.h"
+#include "models/dequant_cuda.h"
+#include "models/dequant_math.h"
+
+#ifdef SWITCHYARD_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 namespace switchyard {
 
@@ -169,7 +176,7 @@ struct ExpertCodes {
       at::parallel_for(begin, end, 16, [&](int64_t b, int64_t e) {
         for (int64_t o = b; o < e; ++o)
           for (int64_t i = 0; i < in; ++i)
-            out[(o - begin) * in + i] = T(float(q_all[o * in + i]) * s_all[o]);
+            out[(o - begin) * in + i] = T(dequant::int8_weight(q_all[o * in + i], s_all[o]));
       });
       return;
     }
@@ -179,11 +186,12 @@ struct ExpertCodes {
         const uint8_t* packed = q_all + o * (in / 2);
         T* row = out + (o - begin) * in;
         for (int64_t g = 0; g < groups; ++g) {
-          const float s = s_all[o * groups + g], z = z_all ? float(z_all[o * groups + g]) : 8.0f;
+          const float s = s_all[o * groups + g];
+          const float z = z_all ? float(z_all[o * groups + g]) : dequant::kSymmetricInt4Zero;
           for (int64_t i = g * group; i < (g + 1) * group; i += 2) {
-            const uint8_t byte = packed[i / 2];  // even column in the low nibble
-            row[i] = T((float(byte & 0x0F) - z) * s);
-            row[i + 1] = T((float(byte >> 4) - z) * s);
+            const uint32_t byte = packed[i / 2];  // even column in the low nibble
+            row[i] = T(dequant::int4_weight(byte & 0x0Fu, z, s));
+            row[i + 1] = T(dequant::int4_weight(byte >> 4, z, s));
           }
         }
       }
@@ -221,23 +229,93 @@ torch::Tensor quantized_matmul_cpu(const torch::Tensor& a, const QuantizedWeight
   return result.to(a.scalar_type()).view(sizes);
 }
 
+#ifdef SWITCHYARD_WITH_CUDA
+// Experts [begin, end) in one kernel launch, into a new [end - begin, out, in] tensor.
+torch::Tensor dequantize_cuda(const QuantizedWeight& w, int64_t begin, int64_t end,
+                              torch::ScalarType dtype) {
+  cuda::DequantDtype kind;
+  switch (dtype) {
+    case torch::kFloat:
+      kind = cuda::DequantDtype::kFloat32;
+      break;
+    case torch::kHalf:
+      kind = cuda::DequantDtype::kFloat16;
+      break;
+    default:
+      kind = cuda::DequantDtype::kBFloat16;
+  }
+  const c10::cuda::CUDAGuard guard(w.q.device());
+  const int64_t n = end - begin, out = w.shape[1], in = w.shape[2];
+  auto result = torch::empty({n, out, in}, w.q.options().dtype(dtype));
+  auto q = w.q.narrow(0, begin, n).contiguous();
+  auto scale = w.scale.narrow(0, begin, n).contiguous();
+  void* stream = c10::cuda::getCurrentCUDAStream(w.q.device().index()).stream();
+  const char* err = nullptr;
+  if (w.options.kind() == QuantKind::kInt8) {
+    err = cuda::dequantize_int8_launch(q.data_ptr<int8_t>(), scale.data_ptr<float>(),
+                                       result.data_ptr(), n * out, in, kind, stream);
+  } else {
+    auto zero = w.zero.defined() ? w.zero.narrow(0, begin, n).contiguous() : torch::Tensor();
+    err = cuda::dequantize_int4_launch(q.data_ptr<uint8_t>(), scale.data_ptr<float>(),
+                                       zero.defined() ? zero.data_ptr<uint8_t>() : nullptr,
+                                       result.data_ptr(), n * out, in, w.options.group_size(), kind,
+                                       stream);
+  }
+  SY_CHECK(err == nullptr, "dequantisation kernel failed: ", err);
+  return result;
+}
+#endif
+
+// Expert e with tensor ops: the route for devices without a kernel of ours.
+torch::Tensor dequantize_with_tensor_ops(const QuantizedWeight& w, int64_t e,
+                                         torch::ScalarType dtype) {
+  if (w.options.kind() == QuantKind::kInt8)
+    return (w.q[e].to(torch::kFloat) * w.scale[e].unsqueeze(-1)).to(dtype);
+  const int64_t out = w.shape[1], in = w.shape[2], g = w.options.group_size();
+  auto codes = unpack_int4(w.q[e]).to(torch::kFloat).view({out, in / g, g});
+  // Symmetric codes subtract a plain scalar: a 1-element CPU tensor would not mix with CUDA codes.
+  auto centred = w.zero.defined() ? codes - w.zero[e].to(torch::kFloat).unsqueeze(-1)
+                                  : codes - double(dequant::kSymmetricInt4Zero);
+  return (centred * w.scale[e].unsqueeze(-1)).view({out, in}).to(dtype);
+}
+
+bool has_dequant_kernel(const QuantizedWeight& w, torch::ScalarType dtype) {
+#ifdef SWITCHYARD_WITH_CUDA
+  return w.q.is_cuda() &&
+         (dtype == torch::kFloat || dtype == torch::kHalf || dtype == torch::kBFloat16);
+#else
+  (void)w, (void)dtype;
+  return false;
+#endif
+}
+
 }  // namespace
 
-torch::Tensor QuantizedWeight::dequantize(int64_t e, torch::ScalarType dtype) const {
+torch::Tensor QuantizedWeight::dequantize_experts(int64_t begin, int64_t end,
+                                                  torch::ScalarType dtype) const {
+  SY_CHECK(0 <= begin && begin <= end && end <= shape[0], "dequantize: experts [", begin, ", ", end,
+           ") out of ", shape[0]);
   if (q.device().is_cpu() && at::isFloatingType(dtype)) {
-    auto out = torch::empty({shape[1], shape[2]}, torch::dtype(dtype));
+    const int64_t out = shape[1], in = shape[2];
+    auto result = torch::empty({end - begin, out, in}, torch::dtype(dtype));
     AT_DISPATCH_FLOATING_TYPES_AND2(torch::kBFloat16, torch::kHalf, dtype, "dequantize", [&] {
-      ExpertCodes(*this, e).dequantize(0, shape[1], out.data_ptr<scalar_t>());
+      for (int64_t e = begin; e < end; ++e)
+        ExpertCodes(*this, e).dequantize(0, out, result[e - begin].data_ptr<scalar_t>());
     });
-    return out;
+    return result;
   }
-  if (options.kind() == QuantKind::kInt8)
-    return (q[e].to(torch::kFloat) * scale[e].unsqueeze(-1)).to(dtype);
-  const int64_t out = shape[1], in = shape[2], g = options.group_size();
-  auto codes = unpack_int4(q[e]).to(torch::kFloat).view({out, in / g, g});
-  // Symmetric codes subtract a plain scalar: a 1-element CPU tensor would not mix with CUDA codes.
-  auto centred = zero.defined() ? codes - zero[e].to(torch::kFloat).unsqueeze(-1) : codes - 8.0;
-  return (centred * scale[e].unsqueeze(-1)).view({out, in}).to(dtype);
+#ifdef SWITCHYARD_WITH_CUDA
+  if (has_dequant_kernel(*this, dtype)) return dequantize_cuda(*this, begin, end, dtype);
+#endif
+  std::vector<torch::Tensor> experts;
+  for (int64_t e = begin; e < end; ++e)
+    experts.push_back(dequantize_with_tensor_ops(*this, e, dtype));
+  return experts.empty() ? torch::empty({0, shape[1], shape[2]}, q.options().dtype(dtype))
+                         : torch::stack(experts);
+}
+
+torch::Tensor QuantizedWeight::dequantize(int64_t e, torch::ScalarType dtype) const {
+  return dequantize_experts(e, e + 1, dtype)[0];
 }
 
 namespace {
@@ -271,11 +349,45 @@ class QuantizedLinear : public torch::autograd::Function<QuantizedLinear> {
   }
 };
 
+// Every expert at once: the bank dequantised into one [E, out, in] weight for one grouped GEMM,
+// and again in backward. Only the codes are kept in between, so a forward through all layers
+// holds one bank's full-precision weight at a time, never every layer's.
+class QuantizedGroupedLinear : public torch::autograd::Function<QuantizedGroupedLinear> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const std::shared_ptr<const QuantizedWeight>& w,
+                               const torch::Tensor& offs) {
+    ctx->saved_data["weight"] =
+        c10::IValue::make_capsule(c10::make_intrusive<QuantizedWeightCapsule>(w));
+    ctx->saved_data["offs"] = offs;
+    const auto weight = w->dequantize_experts(0, w->shape[0], x.scalar_type());
+    return at::_grouped_mm(x, weight.transpose(1, 2), offs);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto capsule = ctx->saved_data["weight"].toCapsule();
+    const auto& w = static_cast<QuantizedWeightCapsule*>(capsule.get())->weight;
+    const auto offs = ctx->saved_data["offs"].toTensor();
+    // _grouped_mm refuses a gradient with zero strides (what `y.sum()` sends): a dense copy.
+    const auto g = grads[0].contiguous();
+    const auto weight = w->dequantize_experts(0, w->shape[0], g.scalar_type());
+    return {at::_grouped_mm(g, weight, offs), {}, {}};
+  }
+};
+
 }  // namespace
 
 torch::Tensor quantized_linear(const torch::Tensor& x, std::shared_ptr<const QuantizedWeight> w,
                                int64_t expert) {
   return QuantizedLinear::apply(x, std::move(w), expert);
+}
+
+torch::Tensor quantized_grouped_linear(const torch::Tensor& x,
+                                       std::shared_ptr<const QuantizedWeight> w,
+                                       const torch::Tensor& offs) {
+  SY_CHECK(x.dim() == 2 && x.size(1) == w->shape[2], "quantized_grouped_linear: rows ", x.sizes(),
+           " do not fit weights ", c10::IntArrayRef(w->shape));
+  return QuantizedGroupedLinear::apply(x, std::move(w), offs);
 }
 
 int64_t QuantizedWeight::nbytes() const {

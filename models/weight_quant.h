@@ -1,6 +1,7 @@
 // Weight-only quantization of stacked expert weights [E, out, in] for frozen experts: int8 per
-// output channel, int4 per group of input columns (symmetric or asymmetric), dequantised one
-// expert at a time on the fly, so full-precision copies never exist for all experts at once.
+// output channel, int4 per group of input columns (symmetric or asymmetric), dequantised on the
+// fly (one expert at a time, or one layer's bank for a grouped GEMM), so full-precision copies
+// never exist for every layer's experts at once.
 #pragma once
 
 #include <torch/torch.h>
@@ -43,6 +44,10 @@ struct QuantizedWeight {
 
   /// Expert e's weight [out, in] in `dtype`.
   torch::Tensor dequantize(int64_t expert, torch::ScalarType dtype) const;
+  /// Experts [begin, end) as one [end - begin, out, in] tensor in `dtype`, on the codes' device:
+  /// on a GPU one kernel launch (models/dequant_cuda.h), on the CPU a loop per expert; both
+  /// compute models/dequant_math.h's arithmetic, so they agree bit for bit.
+  torch::Tensor dequantize_experts(int64_t begin, int64_t end, torch::ScalarType dtype) const;
   /// Bytes held (codes, scales, zeros).
   int64_t nbytes() const;
 
@@ -63,6 +68,13 @@ struct QuantizedWeight {
 /// so a forward over all experts never holds every full-precision weight for backward.
 torch::Tensor quantized_linear(const torch::Tensor& x, std::shared_ptr<const QuantizedWeight> w,
                                int64_t expert);
+
+/// x [R, in], rows grouped by expert (offs: int32 running ends, as at::_grouped_mm takes them)
+/// -> [R, out], one grouped GEMM on the whole bank dequantised at once, in x's dtype. Autograd
+/// keeps only the codes, as quantized_linear does; backward dequantises the bank again.
+torch::Tensor quantized_grouped_linear(const torch::Tensor& x,
+                                       std::shared_ptr<const QuantizedWeight> w,
+                                       const torch::Tensor& offs);
 
 /// 4-bit codes [.., n] (values 0..15, n even) -> bytes [.., n / 2] and back.
 torch::Tensor pack_int4(const torch::Tensor& codes);

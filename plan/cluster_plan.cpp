@@ -165,14 +165,15 @@ void print_plans(std::ostream& os, const PlanRequest& r, const std::vector<Layou
   }
   os << "\nmemory per rank, GB\n";
   Table memory({"EP", "DP", "replicated", "experts", "grads", "AdamW", "activations", "exchange",
-                "logits", "runtime", "total", "loading", "capacity", "fits"});
+                "logits", "dequant", "runtime", "total", "loading", "capacity", "fits"});
   for (const auto& p : plans) {
     const auto& m = p.memory;
     const double miss = m.peak() - p.capacity_bytes;
     memory.add({p.ep, p.dp, Cell(gb(m.replicated_weights), 2), Cell(gb(m.expert_weights), 2),
                 Cell(gb(m.gradients), 2), Cell(gb(m.optimizer), 2), Cell(gb(m.activations), 2),
-                Cell(gb(m.exchange), 2), Cell(gb(m.logits), 2), Cell(gb(m.runtime), 2),
-                Cell(gb(m.total()), 2), Cell(gb(m.loading), 2), Cell(gb(p.capacity_bytes), 1),
+                Cell(gb(m.exchange), 2), Cell(gb(m.logits), 2), Cell(gb(m.dequantized), 2),
+                Cell(gb(m.runtime), 2), Cell(gb(m.total()), 2), Cell(gb(m.loading), 2),
+                Cell(gb(p.capacity_bytes), 1),
                 p.fits() ? std::string("yes")
                          : detail::concat("no (", Cell(gb(miss), 2).text, " GB over)")});
   }
@@ -216,6 +217,7 @@ nlohmann::ordered_json plans_json(const PlanRequest& r, const std::vector<Layout
            {"activations", m.activations},
            {"exchange", m.exchange},
            {"logits", m.logits},
+           {"dequantized", m.dequantized},
            {"runtime", m.runtime},
            {"total", m.total()},
            {"loading", m.loading},

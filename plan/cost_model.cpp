@@ -164,7 +164,7 @@ RankParameters rank_parameters(const PlanWorkload& w, int ep) {
 
 double MemoryEstimate::total() const {
   return replicated_weights + expert_weights + gradients + optimizer + activations + exchange +
-         logits + runtime;
+         logits + dequantized + runtime;
 }
 
 double MemoryEstimate::peak() const {
@@ -250,6 +250,11 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   // Logits kept for the loss's backward and their gradient, in the activations' dtype, plus the
   // loss's 16 MB fp32 chunk (models/lm_loss.h).
   m.logits = 2 * ab * double(T) * double(V) + 16e6;
+  // Quantized experts in bf16 on GPUs take the grouped GEMM: each GEMM dequantises the whole
+  // local bank (models/expert_bank.h), one bank-sized weight alive at a time.
+  const bool bank_dequantised = w.expert_quant.kind() != QuantKind::kNone &&
+                                !cluster.ranks_share_node && w.activation_bytes == 2;
+  if (bank_dequantised) m.dequantized = double(slots / ep) * 2 * double(I) * double(H) * ab;
   m.runtime = cluster.runtime_gb * 1e9;
   if (cluster.ranks_share_node && w.checkpoint_bytes > 0) {
     double read = double(p.replicated + p.experts) * double(w.checkpoint_bytes);
@@ -314,11 +319,13 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
             micro_batches;
   if (!head_measured) t.lm_head += 4 * m.logits / mem_rate * micro_batches;
   if (w.expert_quant.kind() != QuantKind::kNone) {
-    // Dequantising each local expert that gets rows, forward and backward (every MoE layer
-    // holds the same slots): at the measured rate of weights per second, or else as memory
-    // traffic: codes read, a full weight written and read back by the GEMM.
+    // Dequantising each local expert that gets rows (the slice loop; the grouped GEMM does them
+    // all), forward and backward (every MoE layer holds the same slots): at the measured rate of
+    // weights per second, or else as memory traffic: codes read, a full weight written and read
+    // back by the GEMM.
     double active_layers = 0;
-    for (int64_t l = 0; l < w.moe_layers(); ++l) active_layers += w.active_share(l);
+    for (int64_t l = 0; l < w.moe_layers(); ++l)
+      active_layers += bank_dequantised ? 1.0 : w.active_share(l);
     const double per_layer_weights = double(p.experts) / double(w.moe_layers());
     const double seconds_per_layer =
         cluster.dequant_gweights_per_s > 0

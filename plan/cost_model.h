@@ -73,7 +73,10 @@ struct MemoryEstimate {
   double activations = 0;  ///< kept for backward by the decoder layers, one micro-batch
   double exchange = 0;  ///< all-to-all send/receive buffers autograd keeps (in activations' sense)
   double logits = 0;    ///< LM-head logits and their gradient
-  double runtime = 0;   ///< ClusterSpec::runtime_gb
+  /// Quantized experts in bf16 on a GPU take the grouped GEMM, which dequantises a whole local
+  /// bank's weight per GEMM (models/expert_bank.h): one such weight, the larger (2I x H each).
+  double dequantized = 0;
+  double runtime = 0;  ///< ClusterSpec::runtime_gb
   /// Ranks that share a node's memory (CPUs) peak while loading too: the runtime, the model as
   /// stored and the checkpoint pages the rank read (memory-mapped safetensors, resident until the
   /// load ends). 0 on GPUs, whose device memory never holds the file.

@@ -144,7 +144,13 @@ speed = [r for r in rows if "vs_unquantized" in r]
 assert [r["quant"] for r in acc] == ["none", "int8", "int4-g128-sym", "int4-g64-asym"], acc
 assert acc[0]["kl"] == 0 and all(r["kl"] > 0 for r in acc[1:]), acc
 assert acc[1]["bytes_per_param"] < 1.1 and acc[2]["bytes_per_param"] < 0.6, acc
-assert len(speed) == 8 and all(r["tokens_per_s"] > 0 and r["shape"] == "small" for r in speed), speed
+assert len(speed) == 16 and all(r["tokens_per_s"] > 0 and r["shape"] == "small" for r in speed), speed
+# On the CPU every bank takes the slice loop, forward and with the input gradient; only quantized
+# banks have a dequantisation to time.
+assert all(r["gemm"] == "slice_loop" for r in speed), speed
+assert sorted({r["mode"] for r in speed}) == ["fwd", "fwdbwd"], speed
+assert all((r["dequant_us"] > 0) == (r["quant"] != "none") for r in speed), speed
+assert all(r["vs_unquantized"] == 1 for r in speed if r["quant"] == "none"), speed
 PY
 then ok "bench quant --json fields"; else fail "bench quant --json ($(head -c 300 "$tmp/quant.err"))"; fi
 expect_error "bench model unknown preset" "bench.model_preset = huge: expected" bench model --preset huge

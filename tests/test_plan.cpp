@@ -368,6 +368,34 @@ void expect_peak_within_ten_percent(PlanWorkload w, const std::vector<double>& i
   EXPECT_NEAR(predicted / measured_gb, 1.0, 0.10) << predicted << " GB predicted";
 }
 
+// Quantized experts in bf16 on a GPU take the grouped GEMM, which dequantises every local expert
+// into one bank-sized weight per GEMM: that weight's bytes count once (the larger, gate and up
+// rows), and the dequantisation time no longer shrinks with the share of experts that get rows.
+// In fp32 (the slice loop, one expert at a time) neither holds.
+TEST(PlanModel, QuantizedBf16ExpertsOnAGpuDequantiseTheWholeBank) {
+  PlanWorkload w = small_workload();
+  w.weight_bytes = w.activation_bytes = 2;
+  const ClusterSpec gpu = cluster_preset("8xh100");
+  const LayoutPlan at2 = plan_layout(w, gpu, 2);
+  EXPECT_DOUBLE_EQ(at2.memory.dequantized, 4 * 2 * 128 * 128 * 2);  // 8 experts / EP 2
+  EXPECT_NEAR(at2.memory.total() - plan_layout(w, gpu, 4).memory.total(),
+              at2.memory.expert_weights / 2 + 2 * 2 * 128 * 128 * 2, 1e-6);
+  const double all = at2.time.experts;
+  w.active_expert_share = {0.25, 0.5, 1.0, 0.25};
+  EXPECT_EQ(plan_layout(w, gpu, 2).time.experts, all);
+  w.weight_bytes = w.activation_bytes = 4;
+  const LayoutPlan fp32 = plan_layout(w, gpu, 2);
+  EXPECT_EQ(fp32.memory.dequantized, 0);
+  w.active_expert_share = {};
+  EXPECT_GT(plan_layout(w, gpu, 2).time.experts, fp32.time.experts);
+  w.weight_bytes = w.activation_bytes = 2;
+  w.expert_quant = QuantOptions();  // float experts: no dequantisation
+  EXPECT_EQ(plan_layout(w, gpu, 2).memory.dequantized, 0);
+  // The CPU's ranks run the slice loop in bf16 too.
+  w.expert_quant = QuantOptions().kind(QuantKind::kInt4).group_size(128);
+  EXPECT_EQ(plan_layout(w, cluster_preset("cpu"), 2).memory.dequantized, 0);
+}
+
 // An expert without rows costs nothing (the bank skips it), so a quantized bank dequantises only
 // the share of its experts that get rows: codes read, a weight written and read back by the
 // GEMM, forward and backward, per active expert.

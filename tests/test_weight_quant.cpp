@@ -6,6 +6,8 @@
 #include <torch/cuda.h>
 
 #include <cstdlib>
+#include <set>
+#include <string>
 
 #include "common/errors.h"
 #include "models/expert_bank.h"
@@ -123,6 +125,138 @@ TEST(WeightQuant, QuantizedBankEqualsAFullBankHoldingTheDequantizedWeights) {
   (y * probe).sum().backward();
   (yr * probe).sum().backward();
   EXPECT_TRUE(torch::allclose(x.grad(), xr.grad(), 1e-5, 1e-5));  // recomputed in backward
+}
+
+namespace {
+
+const std::vector<QuantOptions> kAllQuantKinds = {
+    QuantOptions().kind(QuantKind::kInt8), QuantOptions().kind(QuantKind::kInt4).group_size(16),
+    QuantOptions().kind(QuantKind::kInt4).group_size(16).symmetric(false)};
+
+// A second bank with the first one's codes, scales and float parameters.
+ExpertBank copy_of(const ExpertBank& from, ExpertBankOptions options) {
+  ExpertBank to(options);
+  to->quantize_(from->options().quant());
+  torch::NoGradGuard no_grad;
+  for (auto& b : to->named_buffers()) b.value().copy_(from->named_buffers()[b.key()]);
+  for (auto& p : to->named_parameters())
+    if (p.value().numel() > 0) p.value().copy_(from->named_parameters()[p.key()]);
+  return to;
+}
+
+// Whether y's autograd graph holds a node whose name contains `name`.
+bool graph_has(const torch::Tensor& y, const std::string& name) {
+  std::vector<torch::autograd::Node*> todo{y.grad_fn().get()};
+  std::set<torch::autograd::Node*> seen;
+  while (!todo.empty()) {
+    auto* node = todo.back();
+    todo.pop_back();
+    if (!node || !seen.insert(node).second) continue;
+    if (node->name().find(name) != std::string::npos) return true;
+    for (const auto& edge : node->next_edges()) todo.push_back(edge.function.get());
+  }
+  return false;
+}
+
+QuantizedWeight on_device(QuantizedWeight w, torch::Device device) {
+  for (auto* t : {&w.q, &w.scale, &w.zero})
+    if (t->defined()) *t = t->to(device);
+  return w;
+}
+
+}  // namespace
+
+TEST(WeightQuant, DequantizingExpertsTogetherEqualsOneByOne) {
+  torch::manual_seed(6);
+  auto w = torch::randn({3, 40, 32});
+  for (const auto& options : kAllQuantKinds) {
+    const auto qw = QuantizedWeight::quantize(w, options);
+    for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+      const auto all = qw.dequantize_experts(0, 3, dtype);
+      ASSERT_EQ(all.sizes(), (std::vector<int64_t>{3, 40, 32}));
+      EXPECT_EQ(all.scalar_type(), dtype);
+      for (int64_t e = 0; e < 3; ++e) EXPECT_TRUE(torch::equal(all[e], qw.dequantize(e, dtype)));
+      EXPECT_TRUE(torch::equal(qw.dequantize_experts(1, 3, dtype), all.narrow(0, 1, 2)));
+      EXPECT_EQ(qw.dequantize_experts(2, 2, dtype).size(0), 0);
+    }
+    EXPECT_THROW(qw.dequantize_experts(2, 4, torch::kFloat), Error);
+    EXPECT_THROW(qw.dequantize_experts(-1, 1, torch::kFloat), Error);
+  }
+}
+
+// The grouped GEMM on a quantized bank (the GPU's bf16 path, forced here on the CPU) dequantises
+// the whole bank per GEMM; the slice loop one expert at a time. Same codes, same outputs and
+// input gradients, also with an expert that gets no rows.
+TEST(WeightQuant, GroupedGemmOnAQuantizedBankEqualsTheSliceLoop) {
+  for (const auto& options : kAllQuantKinds) {
+    for (auto kind : {ExpertKind::kSwiGlu, ExpertKind::kGeluMlp}) {
+      torch::manual_seed(7);
+      ExpertBank loop(
+          ExpertBankOptions(32, 16, 4).kind(kind).gemm(GroupedGemm::kSliceLoop).quant(options));
+      auto grouped =
+          copy_of(loop, ExpertBankOptions(32, 16, 4).kind(kind).gemm(GroupedGemm::kGroupedMm));
+      const std::vector<int64_t> counts{5, 0, 9, 2};
+      auto x = torch::randn({16, 32});
+      auto xl = x.clone().requires_grad_(true), xg = x.clone().requires_grad_(true);
+      auto a = loop->forward(xl, counts), b = grouped->forward(xg, counts);
+      EXPECT_TRUE(graph_has(b, "QuantizedGroupedLinear"));
+      EXPECT_FALSE(graph_has(a, "QuantizedGroupedLinear"));
+      EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-5)) << quant_name(options.kind());
+      a.square().sum().backward();  // a non-uniform gradient into each expert's second GEMM
+      b.square().sum().backward();
+      EXPECT_TRUE(torch::allclose(xl.grad(), xg.grad(), 1e-5, 1e-5));
+      EXPECT_GT(xg.grad().abs().sum().item<double>(), 0);
+      // y.sum() sends _grouped_mm an expanded (zero-stride) gradient; the backward copies it.
+      auto xs = x.clone().requires_grad_(true);
+      grouped->forward(xs, counts).sum().backward();
+      EXPECT_TRUE(xs.grad().defined());
+    }
+  }
+}
+
+// The CUDA kernel computes models/dequant_math.h's arithmetic as the CPU loop does: the same bits
+// in every output dtype, for a whole bank and for a range of experts.
+TEST(WeightQuantGpu, CudaDequantKernelEqualsTheCpuLoopBitForBit) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU visible";
+  torch::manual_seed(8);
+  auto w = torch::randn({3, 300, 256});  // 300 x 128 bytes of codes per expert: many blocks
+  for (const auto& options : kAllQuantKinds) {
+    const auto cpu = QuantizedWeight::quantize(w, options);
+    const auto gpu = on_device(cpu, torch::kCUDA);
+    for (auto dtype : {torch::kFloat, torch::kBFloat16, torch::kHalf}) {
+      EXPECT_TRUE(torch::equal(gpu.dequantize_experts(0, 3, dtype).cpu(),
+                               cpu.dequantize_experts(0, 3, dtype)))
+          << quant_name(options.kind()) << " " << dtype;
+      EXPECT_TRUE(torch::equal(gpu.dequantize(2, dtype).cpu(), cpu.dequantize(2, dtype)));
+    }
+  }
+}
+
+// bf16 on a GPU takes the grouped GEMM also for quantized banks: against the slice loop on the
+// same codes, forward and input gradient agree to bf16 rounding.
+TEST(WeightQuantGpu, Bf16GroupedGemmOnAQuantizedBankMatchesTheSliceLoop) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU visible";
+  for (const auto& options : kAllQuantKinds) {
+    torch::manual_seed(9);
+    ExpertBank loop(ExpertBankOptions(256, 128, 4).gemm(GroupedGemm::kSliceLoop).quant(options));
+    auto grouped = copy_of(loop, ExpertBankOptions(256, 128, 4));  // kAuto: grouped on bf16 CUDA
+    loop->to(torch::kCUDA, torch::kBFloat16);
+    grouped->to(torch::kCUDA, torch::kBFloat16);
+    const std::vector<int64_t> counts{40, 0, 72, 16};
+    auto x = torch::randn({128, 256}, torch::dtype(torch::kBFloat16).device(torch::kCUDA));
+    auto xl = x.clone().requires_grad_(true), xg = x.clone().requires_grad_(true);
+    auto a = loop->forward(xl, counts), b = grouped->forward(xg, counts);
+    EXPECT_TRUE(graph_has(b, "QuantizedGroupedLinear"));
+    auto rel = [](const torch::Tensor& u, const torch::Tensor& v) {
+      return ((u.to(torch::kFloat) - v.to(torch::kFloat)).abs().max() /
+              v.to(torch::kFloat).abs().max())
+          .item<double>();
+    };
+    EXPECT_LT(rel(b, a), 1e-2) << quant_name(options.kind());
+    a.to(torch::kFloat).square().sum().backward();
+    b.to(torch::kFloat).square().sum().backward();
+    EXPECT_LT(rel(xg.grad(), xl.grad()), 2e-2) << quant_name(options.kind());
+  }
 }
 
 // Dequantise-on-the-fly on CUDA: the same bank moved to the GPU gives the CPU's outputs and input
