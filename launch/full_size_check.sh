@@ -29,11 +29,11 @@ status=0
 
 stamp "GPTQ-Int4 checkpoint ($layers layers) and random token ids"
 if [ ! -f "$work/gptq/config.json" ]; then
-  "$py" "$repo/scripts/random_gptq_checkpoint.py" "$work/gptq" --layers "$layers" \
+  "$py" "$repo/scripts/random_gptq_checkpoint.py" "$work/gptq" --layers "$layers" --device "$device" \
     >"$logs/checkpoint.log" 2>&1 || { tail -5 "$logs/checkpoint.log"; exit 1; }
 fi
 if [ ! -f "$work/bf16/config.json" ]; then
-  "$py" "$repo/scripts/random_gptq_checkpoint.py" "$work/bf16" --layers "$layers" --float \
+  "$py" "$repo/scripts/random_gptq_checkpoint.py" "$work/bf16" --layers "$layers" --float --device "$device" \
     >>"$logs/checkpoint.log" 2>&1 || { tail -5 "$logs/checkpoint.log"; exit 1; }
 fi
 PYTHONPATH="$repo/scripts" "$py" - "$work/random.tok" "$seq" <<'PY'

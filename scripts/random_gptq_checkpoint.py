@@ -4,6 +4,7 @@ and shapes by default, from random numbers: what a user's download would be, whe
 is possible (the GPU machine, the size planner's memory calibration).
 
   random_gptq_checkpoint.py OUT_DIR [--layers N] [--group-size 128] [--seed 0] [--float]
+                            [--device cpu|cuda]
 
 The model is transformers' Qwen2MoeConfig defaults (Qwen1.5-MoE-A2.7B: hidden 2048, 24 layers,
 60 experts top-4 of width 1408, shared expert 5632, vocabulary 151936). As in the hub checkpoint
@@ -22,6 +23,10 @@ model.safetensors.index.json, as the hub writes them.
 
 --float writes the same model unquantized instead, every weight bf16 (28.6 GB at full size):
 the bf16 side of a comparison with the int4 checkpoint.
+
+--device cuda draws the numbers on a GPU (other numbers than the CPU's for the same seed). On the
+CPU, drawing and casting take most of the time of a full-size checkpoint (the whole bf16 one took
+about 6 s per layer here, 2.5 min): minutes a lent GPU machine can spend elsewhere.
 """
 import argparse
 import json
@@ -36,9 +41,10 @@ SYM_ZEROS_WORD = 0x77777777  # eight nibbles of zero - 1 = 7
 
 def quantized(out: int, inp: int, group: int, g: torch.Generator) -> dict:
     groups = inp // group
-    qweight = torch.randint(-(2**31), 2**31, (inp // 8, out), generator=g, dtype=torch.int64)
+    qweight = torch.randint(-(2**31), 2**31, (inp // 8, out), generator=g, dtype=torch.int64,
+                            device=g.device)
     # Codes uniform in 0..15 minus zero 8 have a standard deviation of 4.6: scales near 0.0043.
-    scales = (torch.rand(groups, out, generator=g) * 0.003 + 0.003).half()
+    scales = (torch.rand(groups, out, generator=g, device=g.device) * 0.003 + 0.003).half()
     return {
         "qweight": qweight.to(torch.int32),
         "qzeros": torch.full((groups, out // 8), SYM_ZEROS_WORD, dtype=torch.int64).to(torch.int32),
@@ -48,7 +54,7 @@ def quantized(out: int, inp: int, group: int, g: torch.Generator) -> dict:
 
 
 def normal(*shape, g: torch.Generator, std: float = 0.02) -> torch.Tensor:
-    return (torch.randn(*shape, generator=g) * std).half()
+    return (torch.randn(*shape, generator=g, device=g.device) * std).half()
 
 
 def layer_tensors(c: Qwen2MoeConfig, l: int, group: int, g: torch.Generator):
@@ -87,11 +93,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shard-gb", type=float, default=2.0)
     ap.add_argument("--float", action="store_true", help="bf16 weights, no quantization")
+    ap.add_argument("--device", default="cpu", help="where the random numbers are drawn")
     a = ap.parse_args()
     c = Qwen2MoeConfig()
     if a.layers is not None:
         c.num_hidden_layers = a.layers
-    g = torch.Generator().manual_seed(a.seed)
+    g = torch.Generator(device=a.device).manual_seed(a.seed)
     os.makedirs(a.out, exist_ok=True)
 
     shard, shard_bytes, names, weight_map, total = {}, 0, [], {}, 0
@@ -113,7 +120,8 @@ def main() -> None:
         nonlocal shard_bytes, total
         if a.float and t.is_floating_point():
             t = t.to(torch.bfloat16)
-        shard[key] = t.contiguous()
+        t = t.contiguous().cpu()
+        shard[key] = t
         shard_bytes += t.numel() * t.element_size()
         total += t.numel() * t.element_size()
         if shard_bytes >= a.shard_gb * 1e9:
