@@ -1,6 +1,6 @@
 // Qwen2-MoE forward, written against transformers' modeling_qwen2_moe.py (v5): pre-norm
-// decoder layers, RMSNorm in fp32, rotate-half RoPE, eager attention with an additive mask of
-// the dtype's minimum, MoE or dense SwiGLU MLP, final norm, LM head.
+// decoder layers, RMSNorm in fp32, rotate-half RoPE, attention (eager on the CPU, SDPA on GPUs)
+// with an additive mask of the dtype's minimum, MoE or dense SwiGLU MLP, final norm, LM head.
 #include "models/qwen2_moe.h"
 
 #include <limits>
@@ -88,10 +88,11 @@ torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
 
 // ---- attention --------------------------------------------------------------------------------
 
-Qwen2MoeAttentionImpl::Qwen2MoeAttentionImpl(const Qwen2MoeConfig& c)
+Qwen2MoeAttentionImpl::Qwen2MoeAttentionImpl(const Qwen2MoeConfig& c, AttentionKernel kernel)
     : heads_(c.num_attention_heads),
       kv_heads_(c.num_key_value_heads),
-      head_dim_(c.attention_head_dim()) {
+      head_dim_(c.attention_head_dim()),
+      kernel_(kernel) {
   auto linear = [&](const char* name, int64_t in, int64_t out, bool bias) {
     return register_module(name, torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias)));
   };
@@ -101,8 +102,15 @@ Qwen2MoeAttentionImpl::Qwen2MoeAttentionImpl(const Qwen2MoeConfig& c)
   o_proj = linear("o_proj", heads_ * head_dim_, c.hidden_size, false);
 }
 
+AttentionKernel Qwen2MoeAttentionImpl::kernel_on(const torch::Device& device) const {
+  if (kernel_ != AttentionKernel::kAuto) return kernel_;
+  // The CPU keeps eager: its numbers are what the plan's CPU calibration measured.
+  return device.is_cuda() ? AttentionKernel::kSdpa : AttentionKernel::kEager;
+}
+
 torch::Tensor Qwen2MoeAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                             const torch::Tensor& sin, const torch::Tensor& mask) {
+                                             const torch::Tensor& sin, const torch::Tensor& mask,
+                                             bool causal_only) {
   const int64_t B = x.size(0), S = x.size(1);
   auto heads = [&](const torch::Tensor& t, int64_t n) {
     return t.view({B, S, n, head_dim_}).transpose(1, 2);  // [B, n, S, d]
@@ -116,19 +124,30 @@ torch::Tensor Qwen2MoeAttentionImpl::forward(const torch::Tensor& x, const torch
     k = k.repeat_interleave(heads_ / kv_heads_, 1);
     v = v.repeat_interleave(heads_ / kv_heads_, 1);
   }
-  auto scores = torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(double(head_dim_))) + mask;
-  auto probs = torch::softmax(scores, -1, torch::kFloat).to(q.scalar_type());
-  auto out = torch::matmul(probs, v).transpose(1, 2).reshape({B, S, heads_ * head_dim_});
-  return forward_linear(o_proj, out);
+  const double scale = 1.0 / std::sqrt(double(head_dim_));
+  torch::Tensor out;
+  if (kernel_on(x.device()) == AttentionKernel::kSdpa) {
+    // The causal flag, not a mask, where there is no padding: flash kernels take no mask. A
+    // padded batch passes the same additive mask eager adds (finite minimum: a fully masked
+    // row averages its values, as in eager, instead of becoming NaN).
+    out = at::scaled_dot_product_attention(
+        q, k, v, causal_only ? std::nullopt : std::optional(mask), 0.0, causal_only, scale);
+  } else {
+    auto scores = torch::matmul(q, k.transpose(2, 3)) * scale + mask;
+    auto probs = torch::softmax(scores, -1, torch::kFloat).to(q.scalar_type());
+    out = torch::matmul(probs, v);
+  }
+  return forward_linear(o_proj, out.transpose(1, 2).reshape({B, S, heads_ * head_dim_}));
 }
 
 // ---- the model --------------------------------------------------------------------------------
 
 Qwen2MoeDecoderLayerImpl::Qwen2MoeDecoderLayerImpl(const Qwen2MoeConfig& c, int64_t index,
                                                    MoeBlockOptions moe_options,
-                                                   const ProcessGroups& groups) {
+                                                   const ProcessGroups& groups,
+                                                   AttentionKernel attention) {
   input_layernorm = register_module("input_layernorm", RmsNorm(c.hidden_size, c.rms_norm_eps));
-  self_attn = register_module("self_attn", Qwen2MoeAttention(c));
+  self_attn = register_module("self_attn", Qwen2MoeAttention(c, attention));
   post_attention_layernorm =
       register_module("post_attention_layernorm", RmsNorm(c.hidden_size, c.rms_norm_eps));
   if (c.is_moe_layer(index))
@@ -165,7 +184,8 @@ Qwen2MoeForCausalLMImpl::Qwen2MoeForCausalLMImpl(Qwen2MoeOptions options)
       moe_options.placement(placement->layers[size_t(moe_index++)]);
     try {
       ScopedSeed seed(layer_seed(options_.seed(), i));
-      layers_.push_back(Qwen2MoeDecoderLayer(c, i, moe_options, options_.groups()));
+      layers_.push_back(
+          Qwen2MoeDecoderLayer(c, i, moe_options, options_.groups(), options_.attention()));
     } catch (const Error& e) {  // a quantization group size the widths do not fit: bad config
       if (options_.quant().experts() == config::QUANT_NONE) throw;
       throw ConfigError(detail::concat("model.quant.group_size = ", options_.quant().group_size(),
@@ -213,7 +233,7 @@ CausalLmOutput Qwen2MoeForCausalLMImpl::forward(const torch::Tensor& input_ids,
     // Phase boundaries (common/phase_clock.h) time a profiled step; otherwise they return x.
     auto a = l->self_attn(
         phase_boundary(l->input_layernorm(h), StepPhase::kOther, StepPhase::kAttention), cos, sin,
-        mask);
+        mask, !attention_mask.defined());
     h = h + phase_boundary(a, StepPhase::kAttention, StepPhase::kOther);
     auto x = l->post_attention_layernorm(h);
     if (l->moe) {

@@ -24,17 +24,31 @@ class RmsNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RmsNorm);
 
+/// How attention scores become outputs.
+enum class AttentionKernel {
+  kAuto,   ///< kSdpa on CUDA, kEager on the CPU
+  kEager,  ///< scores, fp32 softmax, probabilities: transformers' "eager" (keeps S x S per head)
+  /// at::scaled_dot_product_attention: flash / memory-efficient kernels on GPUs, which keep no
+  /// S x S probabilities for backward (a log-sum-exp per row instead); transformers' "sdpa"
+  kSdpa,
+};
+
 /// Causal self-attention with q/k/v biases, NeoX (rotate-half) RoPE and grouped kv heads.
 class Qwen2MoeAttentionImpl : public torch::nn::Module {
  public:
-  explicit Qwen2MoeAttentionImpl(const Qwen2MoeConfig& c);
-  /// x [B, S, H]; cos/sin [S, head_dim]; mask additive [B, 1, S, S] in x's dtype.
+  explicit Qwen2MoeAttentionImpl(const Qwen2MoeConfig& c,
+                                 AttentionKernel kernel = AttentionKernel::kAuto);
+  /// x [B, S, H]; cos/sin [S, head_dim]; mask additive [B, 1, S, S] in x's dtype; causal_only:
+  /// the mask is the causal one alone (no padding), which lets SDPA take its causal kernels.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask);
+                        const torch::Tensor& mask, bool causal_only = false);
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  /// The kernel a forward on `device` takes.
+  AttentionKernel kernel_on(const torch::Device& device) const;
 
  private:
   int64_t heads_, kv_heads_, head_dim_;
+  AttentionKernel kernel_;
 };
 TORCH_MODULE(Qwen2MoeAttention);
 
@@ -42,7 +56,8 @@ TORCH_MODULE(Qwen2MoeAttention);
 class Qwen2MoeDecoderLayerImpl : public torch::nn::Module {
  public:
   Qwen2MoeDecoderLayerImpl(const Qwen2MoeConfig& c, int64_t index, MoeBlockOptions moe_options,
-                           const ProcessGroups& groups);
+                           const ProcessGroups& groups,
+                           AttentionKernel attention = AttentionKernel::kAuto);
   RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Qwen2MoeAttention self_attn{nullptr};
   MoeBlock moe{nullptr};    ///< MoE layers
@@ -71,6 +86,7 @@ struct Qwen2MoeOptions {
   /// size and in every run.
   TORCH_ARG(uint64_t, seed) = 0;
   TORCH_ARG(GroupedGemm, gemm) = GroupedGemm::kAuto;
+  TORCH_ARG(AttentionKernel, attention) = AttentionKernel::kAuto;
   /// Experts quantized as each layer is built, so full-precision copies of all experts never
   /// exist at once; load_hf_weights then quantizes the checkpoint's experts one at a time.
   TORCH_ARG(config::QuantConfig, quant);

@@ -222,12 +222,14 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   m.optimizer = trainable * 8;  // AdamW: two fp32 moments
   // What autograd keeps per token and layer (bytes): each RMSNorm its fp32 input and fp32
   // normalised rows (plus the cast back when activations are narrower); attention q, k, v, their
-  // rotations, the output, and one row of fp32 softmax probabilities (and their cast) per head;
+  // rotations, the output, and per head either one row of fp32 softmax probabilities and their
+  // cast (eager attention, the CPU) or one fp32 log-sum-exp (SDPA, GPUs: models/qwen2_moe.h);
   // a dense SwiGLU its 2I hidden, silu and product rows.
+  const bool sdpa = !cluster.ranks_share_node;
   const double cast = ab < 4 ? ab : 0;
   const double norm = double(H) * (8 + cast);
-  const double attention =
-      ab * double(4 * Hq + 4 * Hkv) + double(c.num_attention_heads) * double(S) * (4 + cast);
+  const double attention = ab * double(4 * Hq + 4 * Hkv) +
+                           double(c.num_attention_heads) * (sdpa ? 4.0 : double(S) * (4 + cast));
   double per_token = 0, exchange_per_token = 0;
   int64_t moe_index = 0;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -275,7 +277,9 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   // Forward FLOPs per token. Backward computes every input gradient (about the forward again;
   // twice for the attention core) and the weight gradients of what trains.
   const double attn_proj = 2.0 * double(H) * double(Hq + 2 * Hkv) + 2.0 * double(Hq) * double(H);
-  const double attn_core = 4.0 * double(S) * double(Hq);  // QK^T and PV over all S (eager)
+  const double attn_core = 4.0 * double(S) * double(Hq);  // QK^T and PV over all S
+  // Eager's backward is twice its forward; SDPA's recomputes QK^T first (flash attention).
+  const double attn_core_passes = sdpa ? 3.5 : 3.0;
   const double expert_flops = 2.0 * double(k) * 3 * double(H) * double(I);
   const double shared_flops = 2.0 * 3 * double(H) * double(Is);
   const double router_flops = 2.0 * double(p.router) / double(w.moe_layers());
@@ -285,7 +289,7 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   moe_index = 0;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const double wgrad = w.routers_only ? 0.0 : 1.0;
-    attention_flops += attn_proj * (2 + wgrad) + attn_core * 3;
+    attention_flops += attn_proj * (2 + wgrad) + attn_core * attn_core_passes;
     if (!c.is_moe_layer(l)) {
       rest += dense_flops * (2 + wgrad);
       continue;

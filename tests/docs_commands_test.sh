@@ -190,9 +190,10 @@ if doc docs/planning.md plan_rf "$plan_base --dtype bfloat16 --set train.micro_b
    doc docs/planning.md plan_full "$plan_base --cluster-set nodes=4 --dtype bfloat16 --set train.routers_only=false --set train.micro_batch_size=1 --set train.seq_len=2048 --set train.grad_accumulation=4" &&
    (cd "$w" && eval "$plan_base --cluster-set nodes=4 --dtype bfloat16 --set train.routers_only=false --set train.micro_batch_size=1 --set train.seq_len=2048 --set train.grad_accumulation=4 --redundant 4") >"$tmp/plan_r4.out" &&
    awk '$1 ~ /^[0-9]+$/ && $2 ~ /^[0-9]+$/ { n++ } END { exit n != 6 }' "$tmp/plan_rf.out" &&
-   grep -qE '^ 4 +8 .* no \(2\.4[0-9] GB over\)' "$tmp/plan_full.out" &&
-   grep -qE '^ 8 +4 .* 64\.9[0-9] +0\.00 +80\.0 +yes' "$tmp/plan_r4.out"; then
-  ok "planning.md: router fine-tuning on 8 H100s, full training on 32 (EP 4 misses by 2.4 GB; EP 8 with 4 redundant slots fits at 65.0 GB)"
+   grep -qE '^ 2 +16 .* no \(30\.1[0-9] GB over\)' "$tmp/plan_full.out" &&
+   grep -qE '^ 4 +8 .* 72\.7[0-9] +0\.00 +80\.0 +yes' "$tmp/plan_full.out" &&
+   grep -qE '^ 8 +4 .* 55\.3[0-9] +0\.00 +80\.0 +yes' "$tmp/plan_r4.out"; then
+  ok "planning.md: router fine-tuning on 8 H100s, full training on 32 (EP 2 misses by 30.1 GB, EP 4 fits at 72.7 GB; EP 8 with 4 redundant slots at 55.3 GB)"
 else fail "planning.md commands ($(why plan_rf) $(why plan_full) $(head -c 600 "$tmp/plan_full.out" 2>/dev/null))"; fi
 
 echo "$passed passed, $failed failed"

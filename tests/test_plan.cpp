@@ -180,10 +180,22 @@ TEST(PlanModel, MemoryAndTimeOfASmallModelByHand) {
   EXPECT_DOUBLE_EQ(m.expert_weights, 384 * 4);
   EXPECT_DOUBLE_EQ(m.gradients, 64 * 4);
   EXPECT_DOUBLE_EQ(m.optimizer, 64 * 8);
-  // Per token and layer: two norms of 8*8 = 64; attention 4*(4*8 + 4*8) + 2 heads * 4 * 4 = 288;
-  // router 8*4 = 32, experts 1.5 * 2 * 4*4*4 = 192, shared 4*(4*8 + 1) = 132. 772 per layer,
-  // 1544 per token, 4 tokens, plus the embeddings' 4 * 8 * 4 = 128.
-  EXPECT_DOUBLE_EQ(m.activations, 1544 * 4 + 128);
+  // Per token and layer: two norms of 8*8 = 64; attention 4*(4*8 + 4*8) + 2 heads * 4 = 264 (on
+  // GPUs SDPA keeps one fp32 log-sum-exp per head); router 8*4 = 32, experts 1.5 * 2 * 4*4*4 =
+  // 192, shared 4*(4*8 + 1) = 132. 748 per layer, 1496 per token, 4 tokens, plus the
+  // embeddings' 4 * 8 * 4 = 128.
+  EXPECT_DOUBLE_EQ(m.activations, 1496 * 4 + 128);
+  // Attention per token and layer: projections 2*8*(8 + 2*8) + 2*8*8 = 512 FLOPs, forward and
+  // input gradient (routers only); the core 4 * 4 positions * 8 = 128, 3.5 times (SDPA's
+  // backward recomputes QK^T). 2 layers, 4 tokens at 1 MFLOP/s.
+  EXPECT_NEAR(p.time.attention, (2 * 512 + 3.5 * 128) * 2 * 4 / 1e6, 1e-12);
+  // Ranks sharing a node (CPUs) run eager attention: one fp32 row of 4 probabilities per head
+  // (2 * 4 * 4 = 32 bytes instead of 8), the core's backward twice its forward, at half the rate.
+  ClusterSpec cpu_like = two_devices();
+  cpu_like.ranks_share_node = true;
+  const LayoutPlan eager = plan_layout(hand_workload(), cpu_like, 2);
+  EXPECT_DOUBLE_EQ(eager.memory.activations, (1496 + 2 * 24) * 4 + 128);
+  EXPECT_NEAR(eager.time.attention, (2 * 512 + 3 * 128) * 2 * 4 / (1e6 / 2), 1e-12);
   // Rows of 8 fp32 values, 2 per token: sent and combined once, received and returned 1.5 times.
   EXPECT_DOUBLE_EQ(m.exchange, 2 * 4 * 2 * 8 * (2 + 3.0) * 4);
   EXPECT_DOUBLE_EQ(m.logits, 2 * 4 * 4 * 16 + 16e6);
@@ -235,12 +247,19 @@ TEST(PlanModel, MeasuredRatesAddLayerCostKeptTrafficAndOptimizerTime) {
   EXPECT_NEAR(base.time.lm_head - fast.time.lm_head, 4 * m.logits / 1e6 / 2, 1e-9 * m.logits);
   EXPECT_NEAR(p.time.optimizer, 64 * 1000e-9, 1e-15);  // the 64 router weights
   EXPECT_DOUBLE_EQ(p.time.experts, base.time.experts);
-  // Two ranks sharing the node: every rate halves, every per-rank time doubles.
-  ClusterSpec shared = measured;
-  shared.ranks_share_node = true;
+  // Two ranks sharing the node: every rate halves, every per-rank time doubles (the layer cost
+  // and the optimizer here; the kept bytes differ, since such ranks run eager attention).
+  ClusterSpec shared = measured, shared_base = two_devices();
+  shared.ranks_share_node = shared_base.ranks_share_node = true;
   const LayoutPlan s = plan_layout(hand_workload(), shared, 2);
-  EXPECT_NEAR(s.time.rest, 2 * p.time.rest, 1e-9 * p.time.rest);
+  const LayoutPlan sb = plan_layout(hand_workload(), shared_base, 2);
+  EXPECT_NEAR(s.time.rest - sb.time.rest, 2 * (p.time.rest - base.time.rest), 1e-12);
   EXPECT_NEAR(s.time.optimizer, 2 * p.time.optimizer, 1e-15);
+  ClusterSpec shared_fast = shared_base;
+  shared_fast.memory_bandwidth_gbs = 2e-3;
+  const double shared_traffic = 4 * (s.memory.activations + s.memory.exchange) / (1e6 / 2);
+  EXPECT_NEAR(sb.time.rest - plan_layout(hand_workload(), shared_fast, 2).time.rest,
+              shared_traffic / 2, 1e-9 * shared_traffic);
 }
 
 // The expert bank's measured efficiency divides the experts' GEMM time: forward and input

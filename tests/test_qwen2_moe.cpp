@@ -5,6 +5,12 @@
 #include <torch/cuda.h>
 
 #include <cstdlib>
+#include <functional>
+
+#ifdef SWITCHYARD_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 #include "common/errors.h"
 #include "models/load_model.h"
@@ -58,6 +64,26 @@ TEST_P(Qwen2MoeParity, LogitsMatchTransformers) {
 INSTANTIATE_TEST_SUITE_P(HfReference, Qwen2MoeParity,
                          ::testing::Values("base", "norm_topk", "no_shared", "sharded_tied",
                                            "fused"));
+
+// SDPA, forced on the CPU (where the default is eager), against the same transformers logits:
+// padded rows go through the additive mask, unpadded ones through the causal flag.
+TEST(HfReference, Qwen2MoeWithSdpaAttentionMatchesTransformers) {
+  const std::string dir = reference_case("qwen2_moe", "base");
+  if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
+  const Reference ref = load_reference(dir);
+  auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");
+  Qwen2MoeForCausalLM sdpa(
+      Qwen2MoeOptions(cfg, single_process_groups()).attention(AttentionKernel::kSdpa));
+  load_hf_weights(*sdpa, SafetensorsCheckpoint(dir));
+  sdpa->eval();
+  EXPECT_EQ(sdpa->layers()[0]->self_attn->kernel_on(torch::kCPU), AttentionKernel::kSdpa);
+  torch::NoGradGuard no_grad;
+  EXPECT_LE(relative_error(sdpa->forward(ref.input_ids, ref.attention_mask).logits, ref), 1e-4);
+  auto eager = load_model(dir);
+  EXPECT_EQ(eager->layers()[0]->self_attn->kernel_on(torch::kCPU), AttentionKernel::kEager);
+  auto a = eager->forward(ref.input_ids).logits, b = sdpa->forward(ref.input_ids).logits;
+  EXPECT_LE((a - b).abs().max().item<double>(), 1e-5 * std::max(1.0, a.abs().max().item<double>()));
+}
 
 // The whole decoder on the GPU (fp32): the same transformers logits, and int4 experts
 // dequantised on the GPU agree with the CPU's int4 model.
@@ -201,6 +227,106 @@ TEST(Qwen2MoeModel, RoutersNoCheckpointHoldsAreSeededPerLayerNotByTheProcess) {
   torch::manual_seed(3);
   Qwen2MoeForCausalLM(Qwen2MoeOptions(cfg, single_process_groups()).router(rc));
   EXPECT_TRUE(torch::equal(torch::rand({4}), expected)) << "the build moved the caller's stream";
+}
+
+namespace {
+
+// The tiny preset with grouped kv heads, built twice from the same draws: eager and SDPA.
+std::pair<Qwen2MoeForCausalLM, Qwen2MoeForCausalLM> eager_and_sdpa(torch::Device device) {
+  auto cfg = Qwen2MoeConfig::preset("tiny");
+  cfg.num_key_value_heads = 2;
+  auto build = [&](AttentionKernel kernel) {
+    torch::manual_seed(11);
+    Qwen2MoeForCausalLM m(Qwen2MoeOptions(cfg, single_process_groups()).attention(kernel));
+    m->to(device);
+    return m;
+  };
+  return {build(AttentionKernel::kEager), build(AttentionKernel::kSdpa)};
+}
+
+#ifdef SWITCHYARD_WITH_CUDA
+// Bytes the caching allocator handed out beyond what was allocated when f started, at its peak.
+int64_t extra_peak_gpu_bytes(const std::function<void()>& f) {
+  namespace alloc = c10::cuda::CUDACachingAllocator;
+  const auto device = c10::cuda::current_device();
+  torch::cuda::synchronize();
+  alloc::resetPeakStats(device);
+  const int64_t before = alloc::getDeviceStats(device).allocated_bytes[0].current;
+  f();
+  torch::cuda::synchronize();
+  return alloc::getDeviceStats(device).allocated_bytes[0].peak - before;
+}
+#endif
+
+double max_relative(const torch::Tensor& a, const torch::Tensor& b) {
+  return ((a.to(torch::kFloat) - b.to(torch::kFloat)).abs().max() /
+          b.to(torch::kFloat).abs().max().clamp_min(1e-12))
+      .item<double>();
+}
+
+}  // namespace
+
+// SDPA and eager attention compute the same function: logits (fully masked rows included) and
+// every gradient agree in fp32, unpadded (the causal flag) and left-padded (the additive mask).
+TEST(Qwen2MoeModel, SdpaAttentionEqualsEagerInLogitsAndGradients) {
+  auto [eager, sdpa] = eager_and_sdpa(torch::kCPU);
+  for (const auto& p : eager->named_parameters())
+    ASSERT_TRUE(torch::equal(p.value(), sdpa->named_parameters()[p.key()])) << p.key();
+  torch::manual_seed(12);
+  const auto ids = torch::randint(512, {2, 24});
+  auto padding = torch::ones({2, 24}, torch::kLong);
+  padding[1].narrow(0, 0, 5).zero_();  // row 1 left-padded by 5
+  for (const auto& mask : {torch::Tensor(), padding}) {
+    eager->zero_grad();
+    sdpa->zero_grad();
+    auto a = eager->forward(ids, mask).logits, b = sdpa->forward(ids, mask).logits;
+    EXPECT_LE(max_relative(b, a), 1e-5) << (mask.defined() ? "padded" : "causal");
+    // A loss over the positions that are not padding, as every loss here is: a fully masked row
+    // averages all values in both, but their derivatives there differ (eager backpropagates
+    // through scores the mask's minimum has absorbed).
+    const auto keep = (mask.defined() ? mask : torch::ones({2, 24})).unsqueeze(-1);
+    (a.square() * keep).mean().backward();
+    (b.square() * keep).mean().backward();
+    for (const auto& p : eager->named_parameters()) {
+      if (!p.value().grad().defined()) continue;
+      EXPECT_LE(max_relative(sdpa->named_parameters()[p.key()].grad(), p.value().grad()), 1e-4)
+          << p.key() << (mask.defined() ? " padded" : " causal");
+    }
+  }
+}
+
+// On a GPU, kAuto is SDPA: in bf16 it follows eager to bf16 rounding, and keeps no S x S
+// probabilities for backward (eager keeps fp32 and bf16 copies: 6 bytes per head and key pair).
+TEST(Qwen2MoeGpu, SdpaFollowsEagerInBf16AndKeepsNoAttentionProbabilities) {
+#ifndef SWITCHYARD_WITH_CUDA
+  GTEST_SKIP() << "built without CUDA";
+#else
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU visible";
+  const torch::Device cuda(torch::kCUDA, 0);
+  auto [eager, sdpa] = eager_and_sdpa(cuda);
+  Qwen2MoeForCausalLM automatic(
+      Qwen2MoeOptions(Qwen2MoeConfig::preset("tiny"), single_process_groups()));
+  EXPECT_EQ(automatic->layers()[0]->self_attn->kernel_on(cuda), AttentionKernel::kSdpa);
+  eager->to(torch::kBFloat16);
+  sdpa->to(torch::kBFloat16);
+  torch::manual_seed(13);
+  const int64_t B = 2, S = 1024;
+  const auto ids = torch::randint(512, {B, S}).to(cuda);
+  auto run = [&](Qwen2MoeForCausalLM& m, torch::Tensor& logits) {
+    return extra_peak_gpu_bytes([&] {
+      auto out = m->forward(ids).logits;
+      out.to(torch::kFloat).square().mean().backward();
+      logits = out.detach();
+    });
+  };
+  torch::Tensor a, b;
+  const int64_t eager_peak = run(eager, a), sdpa_peak = run(sdpa, b);
+  EXPECT_LE(max_relative(b, a), 3e-2);
+  // Two layers, 4 heads: eager keeps 2 x 4 x S x S x 6 bytes more (100 MB at S = 1024).
+  const double probabilities = 2.0 * B * 4 * double(S) * double(S) * 6;
+  EXPECT_GT(double(eager_peak - sdpa_peak), 0.5 * probabilities)
+      << eager_peak << " vs " << sdpa_peak << " bytes";
+#endif
 }
 
 TEST(Qwen2MoeConfigTest, ReadsHfFieldsAndRefusesWhatIsNotImplemented) {
