@@ -105,6 +105,7 @@ set(SWITCHYARD_MODELS_SOURCES
   models/gptq.cpp
   models/qwen2_moe_config.cpp
   models/qwen2_moe.cpp
+  models/layer_recompute.cpp
   models/qwen2_moe_checkpoint.cpp
   models/bert_config.cpp
   models/bert_moe.cpp

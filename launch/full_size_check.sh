@@ -15,8 +15,9 @@
 #   launch/full_size_check.sh BIN LOGDIR
 # Knobs (defaults: the issue's batch of 8 x 2048 tokens per step on the GPU): LAYERS (24),
 # MICRO_BATCH (2), SEQ_LEN (2048), ACCUM (4), STEPS (5), DEVICE (cuda), PYTHON (python3),
-# WORK (/tmp/full_size_check). A CPU dry run: LAYERS=2 SEQ_LEN=64 MICRO_BATCH=1 ACCUM=2
-# STEPS=2 DEVICE=cpu.
+# WORK (/tmp/full_size_check), RECOMPUTE (1: both Switchyard runs recompute their layers in
+# backward, train.recompute_layers; the plan puts int4 under half of bf16's memory only so).
+# A CPU dry run: LAYERS=2 SEQ_LEN=64 MICRO_BATCH=1 ACCUM=2 STEPS=2 DEVICE=cpu.
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="$1" logs="$2"
@@ -49,7 +50,8 @@ cat >"$work/train.pbtxt" <<EOF
 router { top_k: 4 aux_loss_coef: 0 linear { init_from_checkpoint: true } }
 parallel { expert_parallel: 1 device: "$device" }
 train { steps: $steps learning_rate: 1e-4 warmup_steps: 0 micro_batch_size: $mb seq_len: $seq
-        grad_accumulation: $accum routers_only: true eval_interval: 0 }
+        grad_accumulation: $accum routers_only: true eval_interval: 0
+        recompute_layers: $([ "${RECOMPUTE:-1}" = 1 ] && echo true || echo false) }
 data { train_path: "$work/random.tok" valid_path: "" }
 logging { log_interval: 1 tensorboard: false phase_profile_interval: $((steps > 2 ? steps - 1 : steps)) }
 EOF
@@ -112,8 +114,10 @@ if os.path.exists(f"{logs}/hf_bf16.json"):
                            peak_gpu_gb=h["peak_gb"] or 0.0, peak_rss_gb=float("nan"),
                            last_loss=h["losses"][-1], backend=h["experts_backend"],
                            host_reads=float("nan"))
+recompute = os.environ.get("RECOMPUTE", "1") == "1"
 print(f"Qwen1.5-MoE-A2.7B shapes, {layers} layers, routers only, {mb} x {seq} tokens x {accum} "
-      "micro-batches per step; median over the steps after the first\n")
+      "micro-batches per step; median over the steps after the first"
+      + ("; Switchyard recomputes its layers in backward" if recompute else "") + "\n")
 print("| run | tokens/s | step s | peak GPU GB | peak RSS GB | host reads / step | last loss |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for name, r in rows.items():

@@ -68,6 +68,10 @@ class BertMoeArchitecture final : public ModelArchitecture {
     if (model.quant().experts() != config::QUANT_NONE)
       throw ConfigError("model.quant.experts: quantized experts are not implemented for BERT_MOE",
                         "model.quant.experts");
+    if (config.train().recompute_layers())
+      throw ConfigError(
+          "train.recompute_layers: layer recomputation is not implemented for BERT_MOE",
+          "train.recompute_layers");
     if (model.moe_layer_step() < 0)
       throw ConfigError("model.moe_layer_step: must be >= 0", "model.moe_layer_step");
     const bool moe = model.moe_layer_step() > 0;

@@ -10,6 +10,7 @@
 #include "common/scoped_seed.h"
 #include "configs/run_config.h"
 #include "models/cpu_linear.h"
+#include "models/layer_recompute.h"
 
 namespace switchyard {
 namespace {
@@ -203,6 +204,28 @@ Qwen2MoeForCausalLMImpl::Qwen2MoeForCausalLMImpl(Qwen2MoeOptions options)
   inv_freq_ = 1.0 / torch::pow(c.rope_theta, torch::arange(0, d, 2, torch::kFloat) / double(d));
 }
 
+namespace {
+
+// One decoder layer on the residual stream h; an MoE layer's routing and load land in `moe`
+// (its hidden states dropped).
+torch::Tensor run_layer(Qwen2MoeDecoderLayerImpl& l, torch::Tensor h, const torch::Tensor& cos,
+                        const torch::Tensor& sin, const torch::Tensor& mask, bool causal_only,
+                        const torch::Tensor& input_ids, MoeOutput& moe) {
+  // Phase boundaries (common/phase_clock.h) time a profiled step; otherwise they return x.
+  auto a =
+      l.self_attn(phase_boundary(l.input_layernorm(h), StepPhase::kOther, StepPhase::kAttention),
+                  cos, sin, mask, causal_only);
+  h = h + phase_boundary(a, StepPhase::kAttention, StepPhase::kOther);
+  auto x = l.post_attention_layernorm(h);
+  if (!l.moe) return h + l.mlp->forward_one(0, x.reshape({-1, x.size(-1)})).view(x.sizes());
+  moe = l.moe(x, input_ids);
+  h = h + moe.hidden;
+  moe.hidden = torch::Tensor();
+  return h;
+}
+
+}  // namespace
+
 CausalLmOutput Qwen2MoeForCausalLMImpl::forward(const torch::Tensor& input_ids,
                                                 const torch::Tensor& attention_mask) {
   SY_CHECK(input_ids.dim() == 2, "Qwen2Moe: input_ids must be [batch, seq], got ",
@@ -229,21 +252,36 @@ CausalLmOutput Qwen2MoeForCausalLMImpl::forward(const torch::Tensor& input_ids,
 
   CausalLmOutput out;
   out.router_loss = torch::zeros({}, torch::dtype(torch::kFloat).device(device));
+  const bool causal_only = !attention_mask.defined();
+  const bool recompute = options_.recompute_layers() && torch::GradMode::is_enabled();
   for (auto& l : layers_) {
-    // Phase boundaries (common/phase_clock.h) time a profiled step; otherwise they return x.
-    auto a = l->self_attn(
-        phase_boundary(l->input_layernorm(h), StepPhase::kOther, StepPhase::kAttention), cos, sin,
-        mask, !attention_mask.defined());
-    h = h + phase_boundary(a, StepPhase::kAttention, StepPhase::kOther);
-    auto x = l->post_attention_layernorm(h);
+    if (!recompute) {
+      MoeOutput m;
+      h = run_layer(*l, h, cos, sin, mask, causal_only, input_ids, m);
+      if (l->moe) {
+        out.router_loss = out.router_loss + m.routing.loss;
+        out.moe.push_back(std::move(m));
+      }
+      continue;
+    }
+    // Only the layer's input is kept; backward runs the layer again (models/layer_recompute.h).
+    // Its router and distillation losses leave as outputs, so their gradients reach the router.
+    auto kept = std::make_shared<MoeOutput>();
+    auto outputs =
+        recompute_in_backward(h, [layer = l.ptr(), cos, sin, mask, causal_only, input_ids, kept](
+                                     const torch::Tensor& x, bool recomputing) {
+          MoeOutput m;
+          auto y = run_layer(*layer, x, cos, sin, mask, causal_only, input_ids, m);
+          std::vector<torch::Tensor> result{y, m.routing.loss, m.distill_loss};
+          if (!recomputing) *kept = std::move(m);
+          return result;
+        });
+    h = outputs[0];
     if (l->moe) {
-      MoeOutput m = l->moe(x, input_ids);
-      h = h + m.hidden;
-      out.router_loss = out.router_loss + m.routing.loss;
-      m.hidden = torch::Tensor();
-      out.moe.push_back(std::move(m));
-    } else {
-      h = h + l->mlp->forward_one(0, x.reshape({-1, x.size(-1)})).view(x.sizes());
+      kept->routing.loss = outputs[1];
+      kept->distill_loss = outputs[2];
+      out.router_loss = out.router_loss + kept->routing.loss;
+      out.moe.push_back(std::move(*kept));
     }
   }
   out.logits =

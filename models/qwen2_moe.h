@@ -87,6 +87,9 @@ struct Qwen2MoeOptions {
   TORCH_ARG(uint64_t, seed) = 0;
   TORCH_ARG(GroupedGemm, gemm) = GroupedGemm::kAuto;
   TORCH_ARG(AttentionKernel, attention) = AttentionKernel::kAuto;
+  /// train.recompute_layers: a training forward keeps each decoder layer's input only, and
+  /// backward runs the layer again (models/layer_recompute.h). Memory for one more forward.
+  TORCH_ARG(bool, recompute_layers) = false;
   /// Experts quantized as each layer is built, so full-precision copies of all experts never
   /// exist at once; load_hf_weights then quantizes the checkpoint's experts one at a time.
   TORCH_ARG(config::QuantConfig, quant);

@@ -60,6 +60,7 @@ class Qwen2MoeArchitecture final : public ModelArchitecture {
                                   .router(config.router())
                                   .seed(config.model().init_seed())
                                   .quant(config.model().quant())
+                                  .recompute_layers(config.train().recompute_layers())
                                   .placement(placement_from_config(config.parallel().placement())));
     // GPTQ checkpoints pick their own expert quant when none is asked: record what is held.
     *config.mutable_model()->mutable_quant() = model->options().quant();

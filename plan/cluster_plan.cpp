@@ -89,6 +89,7 @@ PlanWorkload plan_workload(const RunConfig& run, const Qwen2MoeConfig& model,
   w.quantize_shared_expert = quant.experts() != config::QUANT_NONE && quant.shared_expert();
   const auto& t = run.train();
   w.routers_only = t.routers_only();
+  w.recompute_layers = t.recompute_layers();
   w.micro_batch = t.micro_batch_size();
   w.seq_len = t.seq_len();
   w.accumulation = t.grad_accumulation();
@@ -140,7 +141,8 @@ void print_plans(std::ostream& os, const PlanRequest& r, const std::vector<Layou
   os << "model: " << w.model.num_hidden_layers << " layers (" << w.moe_layers() << " MoE), hidden "
      << w.model.hidden_size << ", " << w.model.num_experts << " experts top-" << w.top_k()
      << ", vocab " << w.model.vocab_size << "; experts " << quant_name(w.expert_quant.kind())
-     << (w.routers_only ? ", routers only" : ", full training") << "; micro-batch " << w.micro_batch
+     << (w.routers_only ? ", routers only" : ", full training")
+     << (w.recompute_layers ? ", layers recomputed" : "") << "; micro-batch " << w.micro_batch
      << " x " << w.seq_len << ", accumulation " << w.accumulation << "; weights "
      << w.weight_bytes * 8 << "-bit, activations " << w.activation_bytes * 8 << "-bit\n";
   os << "imbalance: "

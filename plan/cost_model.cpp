@@ -231,11 +231,14 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   const double attention = ab * double(4 * Hq + 4 * Hkv) +
                            double(c.num_attention_heads) * (sdpa ? 4.0 : double(S) * (4 + cast));
   double per_token = 0, exchange_per_token = 0;
+  double layer_most = 0, layer_exchange_most = 0;  // the largest layer's, for recomputation
   int64_t moe_index = 0;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const double before = per_token, exchange_before = exchange_per_token;
     per_token += 2 * norm + attention;
     if (!c.is_moe_layer(l)) {
       per_token += ab * 4 * double(c.intermediate_size);
+      layer_most = std::max(layer_most, per_token - before);
       continue;
     }
     const double imb = w.imbalance(moe_index++);
@@ -246,9 +249,20 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
                  ab * (4 * double(Is) + 1);
     // The exchange: rows sent and received on dispatch, returned and weighted on combine.
     exchange_per_token += ab * double(k) * double(H) * (2 + 2 * imb);
+    layer_most = std::max(layer_most, per_token - before);
+    layer_exchange_most = std::max(layer_exchange_most, exchange_per_token - exchange_before);
   }
   m.activations = per_token * double(T) + ab * double(H) * double(T);  // + the embeddings' output
   m.exchange = exchange_per_token * double(T);
+  // What the step writes and reads back, recomputed or not (the time's traffic term below).
+  const double kept_traffic = m.activations + m.exchange;
+  if (w.recompute_layers) {
+    // Each layer's input (the residual stream, in the weights' dtype), and one layer's
+    // activations and exchange buffers at a time while backward recomputes it.
+    m.activations = double(T) * (double(c.num_hidden_layers) * double(H) * wb + layer_most) +
+                    ab * double(H) * double(T);
+    m.exchange = layer_exchange_most * double(T);
+  }
   // Logits kept for the loss's backward and their gradient, in the activations' dtype, plus the
   // loss's 16 MB fp32 chunk (models/lm_loss.h).
   m.logits = 2 * ab * double(T) * double(V) + 16e6;
@@ -287,17 +301,19 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   const bool experts_train = p.trainable_experts > 0;
   double attention_flops = 0, rest = 0, experts = 0;
   moe_index = 0;
+  // Recomputation runs each layer's forward once more, in backward.
+  const double again = w.recompute_layers ? 1.0 : 0.0;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const double wgrad = w.routers_only ? 0.0 : 1.0;
-    attention_flops += attn_proj * (2 + wgrad) + attn_core * attn_core_passes;
+    attention_flops += attn_proj * (2 + wgrad + again) + attn_core * (attn_core_passes + again);
     if (!c.is_moe_layer(l)) {
-      rest += dense_flops * (2 + wgrad);
+      rest += dense_flops * (2 + wgrad + again);
       continue;
     }
     const double imb = w.imbalance(moe_index++);
-    rest += router_flops * 3 + shared_flops * (2 + (w.routers_only ? 0.0 : 1.0));
+    rest += router_flops * (3 + again) + shared_flops * (2 + (w.routers_only ? 0.0 : 1.0) + again);
     experts += imb * expert_flops *
-               (2 / cluster.expert_gemm_efficiency +
+               ((2 + again) / cluster.expert_gemm_efficiency +
                 (experts_train ? 1 / cluster.expert_wgrad_efficiency : 0.0));
   }
   const double lm_head = 2.0 * double(H) * double(V) * (2 + (w.routers_only ? 0.0 : 1.0));
@@ -318,9 +334,12 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   // the LM head. (Blocks above glibc's mmap threshold, 32 MiB at most, come as new pages at a
   // fraction of this rate on a CPU; in these models that is the experts' weight gradients,
   // which expert_wgrad_efficiency includes.)
-  t.rest += (double(c.num_hidden_layers) * cluster.layer_overhead_ms * 1e-3 * per_device +
-             4 * (m.activations + m.exchange) / mem_rate) *
-            micro_batches;
+  // Recomputation writes the activations once more and reads them back (2 more passes), and
+  // takes each layer's fixed cost twice.
+  t.rest +=
+      ((1 + again) * double(c.num_hidden_layers) * cluster.layer_overhead_ms * 1e-3 * per_device +
+       (4 + 2 * again) * kept_traffic / mem_rate) *
+      micro_batches;
   if (!head_measured) t.lm_head += 4 * m.logits / mem_rate * micro_batches;
   if (w.expert_quant.kind() != QuantKind::kNone) {
     // Dequantising each local expert that gets rows (the slice loop; the grouped GEMM does them
@@ -336,7 +355,7 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
             ? per_layer_weights / (cluster.dequant_gweights_per_s * 1e9 / per_device)
             : (double(p.expert_bytes) / double(w.moe_layers()) + 2.0 * ab * per_layer_weights) /
                   mem_rate;
-    t.experts += 2 * active_layers * seconds_per_layer * micro_batches;
+    t.experts += (2 + again) * active_layers * seconds_per_layer * micro_batches;
   }
   // All-to-all: four exchanges per MoE layer and micro-batch (dispatch and combine, forward and
   // backward), each rank sending tokens * k rows of H to the other EP ranks' experts; the
@@ -357,7 +376,7 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
       const double volume = sent * std::max(1.0, w.imbalance(moe_index++));
       const double intra = volume * (1 - off_node) / (cluster.intra_node_gbs * 1e9);
       const double inter = volume * off_node / (cluster.inter_node_gbs * 1e9);
-      seconds += 4 * (std::max(intra, inter) + latency_us * 1e-6);
+      seconds += (4 + 2 * again) * (std::max(intra, inter) + latency_us * 1e-6);
     }
     t.all_to_all = seconds * micro_batches;
   }

@@ -20,8 +20,9 @@ struct PlanWorkload {
   config::RouterConfig router;  ///< the router kind sets its parameter count
   QuantOptions expert_quant;    ///< routed experts (frozen when quantized)
   bool quantize_shared_expert = false;
-  bool routers_only = true;  ///< else every float parameter trains
-  int64_t micro_batch = 1;   ///< sequences per rank and micro-batch
+  bool routers_only = true;       ///< else every float parameter trains
+  bool recompute_layers = false;  ///< train.recompute_layers: layers run again in backward
+  int64_t micro_batch = 1;        ///< sequences per rank and micro-batch
   int64_t seq_len = 2048;
   int64_t accumulation = 1;      ///< micro-batches per optimizer step
   int64_t weight_bytes = 4;      ///< master weights and gradients (train --dtype)

@@ -224,6 +224,29 @@ TEST(PlanModel, MemoryAndTimeOfASmallModelByHand) {
   expect_error([&] { head.validate(); }, {"lm_head_tflops", "must not be negative"});
 }
 
+// train.recompute_layers, by hand on the small model: autograd keeps each layer's input (8 fp32
+// values per token and layer) and, while backward recomputes one, that layer's activations
+// (748 bytes per token) and exchange buffers (320); the layers' forward runs once more.
+TEST(PlanModel, RecomputedLayersKeepTheirInputsAndRunTheForwardAgain) {
+  PlanWorkload w = hand_workload();
+  const LayoutPlan plain = plan_layout(w, two_devices(), 2);
+  w.recompute_layers = true;
+  const LayoutPlan p = plan_layout(w, two_devices(), 2);
+  EXPECT_DOUBLE_EQ(p.memory.activations, (2 * 8 * 4 + 748) * 4 + 128);
+  EXPECT_DOUBLE_EQ(p.memory.exchange, 320 * 4);
+  // Attention: projections 512 and core 128 FLOPs per token and layer once more.
+  EXPECT_NEAR(p.time.attention - plain.time.attention, (512 + 128) * 2 * 4 / 1e6, 1e-12);
+  // Experts: 1.5 * 384 forward FLOPs per token and layer once more, 8 token-layers.
+  EXPECT_NEAR(p.time.experts - plain.time.experts, 1.5 * 384 * 8 / 1e6, 1e-12);
+  // Dispatch and combine forward again: 6 exchanges per layer instead of 4.
+  EXPECT_NEAR(p.time.all_to_all, 1.5 * plain.time.all_to_all, 1e-12);
+  // The router (3 passes -> 4) and the shared expert (2 -> 3), and the kept bytes written and
+  // read once more (the full activations', 2 of the 4 passes again).
+  const double kept = plain.memory.activations + plain.memory.exchange;
+  EXPECT_NEAR(p.time.rest - plain.time.rest, (64 + 384) * 2 * 4 / 1e6 + 2 * kept / 1e6, 1e-9);
+  EXPECT_EQ(p.time.lm_head, plain.time.lm_head);
+}
+
 // The rates `switchyard bench rates` measures: a fixed cost per decoder layer, the traffic of
 // what autograd keeps (written and read back, for the values and their gradients), and the
 // optimizer's time per trained parameter; all of them per rank, so ranks sharing a node take

@@ -36,10 +36,13 @@ std::vector<double> losses(const std::string& dir, ProcessGroups groups, bool ro
                            const std::vector<std::vector<torch::Tensor>>& steps,
                            const config::RouterConfig& router = strong_router_losses(),
                            std::vector<torch::Tensor>* biases = nullptr,
-                           PlacementPtr placement = nullptr) {
+                           PlacementPtr placement = nullptr, bool recompute_layers = false) {
   auto cfg = Qwen2MoeConfig::from_file(dir + "/config.json");
   cfg.dtype = torch::kFloat;
-  Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, groups).router(router).placement(placement));
+  Qwen2MoeForCausalLM model(Qwen2MoeOptions(cfg, groups)
+                                .router(router)
+                                .placement(placement)
+                                .recompute_layers(recompute_layers));
   load_hf_weights(*model, SafetensorsCheckpoint(dir));
   model->to(torch::kFloat);
   config::TrainConfig t;
@@ -107,6 +110,26 @@ TEST(TrainerExpertParallel, LossesEqualTheSingleProcessRunForEveryEpSize) {
       for (size_t s = 0; s < got.size(); ++s)
         EXPECT_NEAR(got[s], expected[s], 1e-5) << "step " << s;
       if (!routers_only) EXPECT_LT(got.back(), got.front());  // and it trains
+    }
+  }
+}
+
+// Recomputing each layer in backward runs its collectives again (the balancing loss's count
+// all-reduce, the dispatch's count exchange and both all-to-alls), in the same order on every
+// rank: the losses stay the single-process ones (no recomputation) at every EP size, with the
+// routers alone training (the first layer's input then needs no gradient) and with everything.
+TEST(TrainerExpertParallel, RecomputedLayersGiveTheSingleProcessLosses) {
+  const std::string dir = reference_qwen();
+  if (dir.empty()) GTEST_SKIP() << "SWITCHYARD_REF_DIR not set";
+  const SplitBatches batches = split_batches(3);
+  for (bool routers_only : {true, false}) {
+    const auto expected = losses(dir, single_process_groups(), routers_only, batches.all);
+    for (int ep : ep_sizes(dir)) {
+      SCOPED_TRACE("EP " + std::to_string(ep) + (routers_only ? ", routers only" : ", all"));
+      const auto got = losses(dir, make_process_groups(world(), ep), routers_only, batches.mine,
+                              strong_router_losses(), nullptr, nullptr, /*recompute_layers=*/true);
+      for (size_t s = 0; s < got.size(); ++s)
+        EXPECT_NEAR(got[s], expected[s], 1e-5) << "step " << s;
     }
   }
 }

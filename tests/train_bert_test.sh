@@ -157,6 +157,8 @@ expect_error "BERT-MoE distillation refused" "train.distill_steps: router distil
   train --config "$tmp/tune.pbtxt" --set train.distill_steps=2 --set parallel.expert_parallel=1
 expect_error "BERT-MoE export refused" "--export-hf: BERT-MoE has no Hugging Face layout" \
   train --config "$tmp/train.pbtxt" --export-hf "$tmp/x" --set parallel.expert_parallel=1
+expect_error "BERT-MoE layer recomputation refused" "train.recompute_layers: layer recomputation is not implemented for BERT_MOE" \
+  train --config "$tmp/train.pbtxt" --set train.recompute_layers=true --set parallel.expert_parallel=1
 expect_error "classifier on a token file" "a classifier evaluates labelled JSON Lines" \
   eval --model "$tmp/run" --data "$tmp/data/valid.tok"
 expect_error "data.max_len too small" "data.max_len = 1: must be at least 2" \

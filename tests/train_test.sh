@@ -158,6 +158,22 @@ then ok "resume equals the uninterrupted run (EP 4 -> EP 2, and EP 2 -> EP 2)"
   else fail "tensorboard events of a resumed run ($(tail -c 600 "$tmp/tb.out"))"; fi
 else fail "resume ($(tail -c 600 "$tmp/resume.err"))"; fi
 
+# train.recompute_layers: every decoder layer runs again in backward (its all-to-alls too); at
+# EP 2 with every parameter training, the losses are the uninterrupted run's.
+if run_train 2 2 "$tmp/recompute" --set train.recompute_layers=true &&
+   "$py" - "$tmp/whole" "$tmp/recompute" <<'PY'
+import json, sys
+def losses(run):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(run + "/metrics.jsonl"))
+            if r["kind"] == "loss" and r["rank"] == 0}
+whole, got = losses(sys.argv[1]), losses(sys.argv[2])
+assert sorted(got) == sorted(whole) == [1, 2, 3, 4, 5, 6], (got, whole)
+for step in got:
+    assert abs(got[step] - whole[step]) <= 1e-5, (step, got[step], whole[step])
+PY
+then ok "train.recompute_layers: the same losses at EP 2, every parameter training"
+else fail "recompute_layers ($(tail -c 600 "$tmp/resume.err"))"; fi
+
 # Live re-placement (parallel.rebalance_interval 2, any gain): at EP 4 from the contiguous split,
 # and at EP 2 from the placement with replicas, experts move after steps 2 and 4 and the losses
 # stay the uninterrupted contiguous run's; a run stopped at step 3 and resumed at EP 4 continues
