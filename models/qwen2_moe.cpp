@@ -255,33 +255,31 @@ CausalLmOutput Qwen2MoeForCausalLMImpl::forward(const torch::Tensor& input_ids,
   const bool causal_only = !attention_mask.defined();
   const bool recompute = options_.recompute_layers() && torch::GradMode::is_enabled();
   for (auto& l : layers_) {
+    MoeOutput m;
     if (!recompute) {
-      MoeOutput m;
       h = run_layer(*l, h, cos, sin, mask, causal_only, input_ids, m);
-      if (l->moe) {
-        out.router_loss = out.router_loss + m.routing.loss;
-        out.moe.push_back(std::move(m));
-      }
-      continue;
+    } else {
+      // Only the layer's input is kept; backward runs the layer again
+      // (models/layer_recompute.h). Its router and distillation losses leave as outputs, so
+      // their gradients reach the router.
+      auto kept = std::make_shared<MoeOutput>();
+      auto outputs =
+          recompute_in_backward(h, [layer = l.ptr(), cos, sin, mask, causal_only, input_ids, kept](
+                                       const torch::Tensor& x, bool recomputing) {
+            MoeOutput first;
+            auto y = run_layer(*layer, x, cos, sin, mask, causal_only, input_ids, first);
+            std::vector<torch::Tensor> result{y, first.routing.loss, first.distill_loss};
+            if (!recomputing) *kept = std::move(first);
+            return result;
+          });
+      h = outputs[0];
+      m = std::move(*kept);
+      m.routing.loss = outputs[1];
+      m.distill_loss = outputs[2];
     }
-    // Only the layer's input is kept; backward runs the layer again (models/layer_recompute.h).
-    // Its router and distillation losses leave as outputs, so their gradients reach the router.
-    auto kept = std::make_shared<MoeOutput>();
-    auto outputs =
-        recompute_in_backward(h, [layer = l.ptr(), cos, sin, mask, causal_only, input_ids, kept](
-                                     const torch::Tensor& x, bool recomputing) {
-          MoeOutput m;
-          auto y = run_layer(*layer, x, cos, sin, mask, causal_only, input_ids, m);
-          std::vector<torch::Tensor> result{y, m.routing.loss, m.distill_loss};
-          if (!recomputing) *kept = std::move(m);
-          return result;
-        });
-    h = outputs[0];
     if (l->moe) {
-      kept->routing.loss = outputs[1];
-      kept->distill_loss = outputs[2];
-      out.router_loss = out.router_loss + kept->routing.loss;
-      out.moe.push_back(std::move(*kept));
+      out.router_loss = out.router_loss + m.routing.loss;
+      out.moe.push_back(std::move(m));
     }
   }
   out.logits =

@@ -279,16 +279,6 @@ torch::Tensor dequantize_with_tensor_ops(const QuantizedWeight& w, int64_t e,
   return (centred * w.scale[e].unsqueeze(-1)).view({out, in}).to(dtype);
 }
 
-bool has_dequant_kernel(const QuantizedWeight& w, torch::ScalarType dtype) {
-#ifdef SWITCHYARD_WITH_CUDA
-  return w.q.is_cuda() &&
-         (dtype == torch::kFloat || dtype == torch::kHalf || dtype == torch::kBFloat16);
-#else
-  (void)w, (void)dtype;
-  return false;
-#endif
-}
-
 }  // namespace
 
 torch::Tensor QuantizedWeight::dequantize_experts(int64_t begin, int64_t end,
@@ -305,7 +295,8 @@ torch::Tensor QuantizedWeight::dequantize_experts(int64_t begin, int64_t end,
     return result;
   }
 #ifdef SWITCHYARD_WITH_CUDA
-  if (has_dequant_kernel(*this, dtype)) return dequantize_cuda(*this, begin, end, dtype);
+  if (q.is_cuda() && (dtype == torch::kFloat || dtype == torch::kHalf || dtype == torch::kBFloat16))
+    return dequantize_cuda(*this, begin, end, dtype);
 #endif
   std::vector<torch::Tensor> experts;
   for (int64_t e = begin; e < end; ++e)

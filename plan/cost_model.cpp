@@ -225,7 +225,10 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   // rotations, the output, and per head either one row of fp32 softmax probabilities and their
   // cast (eager attention, the CPU) or one fp32 log-sum-exp (SDPA, GPUs: models/qwen2_moe.h);
   // a dense SwiGLU its 2I hidden, silu and product rows.
-  const bool sdpa = !cluster.ranks_share_node;
+  // Ranks sharing a node are CPU ranks; the other presets are GPUs, whose attention is SDPA and
+  // whose quantized bf16 experts take the grouped GEMM.
+  const bool on_gpus = !cluster.ranks_share_node;
+  const bool sdpa = on_gpus;
   const double cast = ab < 4 ? ab : 0;
   const double norm = double(H) * (8 + cast);
   const double attention = ab * double(4 * Hq + 4 * Hkv) +
@@ -268,8 +271,8 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   m.logits = 2 * ab * double(T) * double(V) + 16e6;
   // Quantized experts in bf16 on GPUs take the grouped GEMM: each GEMM dequantises the whole
   // local bank (models/expert_bank.h), one bank-sized weight alive at a time.
-  const bool bank_dequantised = w.expert_quant.kind() != QuantKind::kNone &&
-                                !cluster.ranks_share_node && w.activation_bytes == 2;
+  const bool bank_dequantised =
+      w.expert_quant.kind() != QuantKind::kNone && on_gpus && w.activation_bytes == 2;
   if (bank_dequantised) m.dequantized = double(slots / ep) * 2 * double(I) * double(H) * ab;
   m.runtime = cluster.runtime_gb * 1e9;
   if (cluster.ranks_share_node && w.checkpoint_bytes > 0) {
@@ -311,7 +314,7 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
       continue;
     }
     const double imb = w.imbalance(moe_index++);
-    rest += router_flops * (3 + again) + shared_flops * (2 + (w.routers_only ? 0.0 : 1.0) + again);
+    rest += router_flops * (3 + again) + shared_flops * (2 + wgrad + again);
     experts += imb * expert_flops *
                ((2 + again) / cluster.expert_gemm_efficiency +
                 (experts_train ? 1 / cluster.expert_wgrad_efficiency : 0.0));
