@@ -10,12 +10,26 @@
 namespace switchyard {
 namespace {
 
+// How many recomputations this thread is inside (a recomputed layer could recompute a part).
+thread_local int recomputation_depth = 0;
+
+struct RecomputationScope {
+  RecomputationScope() { ++recomputation_depth; }
+  ~RecomputationScope() { --recomputation_depth; }
+  RecomputationScope(const RecomputationScope&) = delete;
+  RecomputationScope& operator=(const RecomputationScope&) = delete;
+};
+
 // What backward needs to run fn again: fn, the autocast state it ran under, and which of its
 // outputs were undefined (returned as zeros, since an autograd function's outputs are tensors).
 struct Recompute : torch::CustomClassHolder {
   RecomputedFn fn;
   torch::Device device = torch::kCPU;
   bool autocast = false;
+  // Whether the caller's input required a gradient. A frozen input (the embedding's output in
+  // router fine-tuning) is made to require one only so that autograd calls backward at all; the
+  // recomputation then leaves it out, so backward computes no input gradient nobody reads.
+  bool input_requires_grad = true;
   at::ScalarType autocast_dtype = at::kBFloat16;
   std::vector<bool> defined;
 };
@@ -40,13 +54,17 @@ class RecomputeFunction : public torch::autograd::Function<RecomputeFunction> {
                                                  torch::autograd::variable_list grads) {
     auto capsule = ctx->saved_data["recompute"].toCapsule();
     auto* r = static_cast<Recompute*>(capsule.get());
-    auto input = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    auto input = ctx->get_saved_variables()[0].detach().requires_grad_(r->input_requires_grad);
     std::vector<torch::Tensor> outputs, output_grads;
     {
       // The engine runs backward with gradients on and without the forward's autocast.
       torch::AutoGradMode grad_on(true);
       AutocastScope amp(r->device, r->autocast, r->autocast_dtype);
-      auto again = r->fn(input, /*recomputing=*/true);
+      std::vector<torch::Tensor> again;
+      {
+        RecomputationScope recomputing;
+        again = r->fn(input, /*recomputing=*/true);
+      }
       SY_CHECK(again.size() == grads.size(), "recompute: ", again.size(), " outputs, ",
                grads.size(), " the first time");
       for (size_t i = 0; i < again.size(); ++i) {
@@ -56,11 +74,15 @@ class RecomputeFunction : public torch::autograd::Function<RecomputeFunction> {
       }
     }
     if (!outputs.empty()) torch::autograd::backward(outputs, output_grads);
-    return {input.grad(), torch::Tensor()};
+    return {r->input_requires_grad ? input.grad() : torch::Tensor(), torch::Tensor()};
   }
 };
 
 }  // namespace
+
+bool forward_is_recomputation() {
+  return recomputation_depth > 0;
+}
 
 std::vector<torch::Tensor> recompute_in_backward(const torch::Tensor& input, RecomputedFn fn) {
   auto r = c10::make_intrusive<Recompute>();
@@ -69,6 +91,7 @@ std::vector<torch::Tensor> recompute_in_backward(const torch::Tensor& input, Rec
   const auto type = input.device().type();
   r->autocast = at::autocast::is_autocast_enabled(type);
   r->autocast_dtype = at::autocast::get_autocast_dtype(type);
+  r->input_requires_grad = input.requires_grad();
   const auto x = input.requires_grad() ? input : input.detach().requires_grad_(true);
   auto outputs = RecomputeFunction::apply(x, r);
   for (size_t i = 0; i < outputs.size(); ++i)

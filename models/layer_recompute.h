@@ -18,12 +18,19 @@ using RecomputedFn =
     std::function<std::vector<torch::Tensor>(const torch::Tensor& input, bool recomputing)>;
 
 /// fn's outputs, whose backward recomputes fn under the autocast state of this call and
-/// backpropagates through it: parameters get their gradients then, the input its. The input is
-/// made to require a gradient when it does not (a frozen embedding's output), so that the
-/// parameters inside still get theirs. fn must be deterministic (no random draws), and every
-/// collective inside it runs again in backward, in the same order on every rank.
+/// backpropagates through it: parameters get their gradients then, the input its. An input
+/// that requires no gradient (a frozen embedding's output) is made to require one, so that
+/// autograd runs this backward and the parameters inside still get theirs; the recomputation
+/// leaves it out, so no input gradient is computed for it. fn must be deterministic (no random
+/// draws), and every collective inside it runs again in backward, in the same order on every rank.
 ///   usage: auto outs = recompute_in_backward(h, [&](const torch::Tensor& x, bool again) {
 ///            return std::vector<torch::Tensor>{layer(x)}; });
 std::vector<torch::Tensor> recompute_in_backward(const torch::Tensor& input, RecomputedFn fn);
+
+/// True on this thread while a forward runs again inside backward (recompute_in_backward's
+/// second call of fn). Its graph is consumed as soon as it is built, so what an op keeps for its
+/// backward then lives for one layer, not the whole forward: quantized experts keep the weights
+/// they dequantised instead of dequantising them a third time (models/weight_quant.h).
+bool forward_is_recomputation();
 
 }  // namespace switchyard

@@ -4,10 +4,13 @@
 
 #include <torch/custom_class.h>
 
+#include <atomic>
+
 #include "common/errors.h"
 #include "models/cpu_linear.h"
 #include "models/dequant_cuda.h"
 #include "models/dequant_math.h"
+#include "models/layer_recompute.h"
 
 #ifdef SWITCHYARD_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -15,6 +18,14 @@
 #endif
 
 namespace switchyard {
+namespace {
+// Experts dequantised in this process (all threads), see experts_dequantized().
+std::atomic<int64_t> dequantized_count{0};
+}  // namespace
+
+int64_t experts_dequantized() {
+  return dequantized_count.load();
+}
 
 std::string quant_name(QuantKind kind) {
   switch (kind) {
@@ -211,6 +222,7 @@ torch::Tensor quantized_matmul_cpu(const torch::Tensor& a, const QuantizedWeight
   const int64_t out = w.shape[1], in = w.shape[2];
   const int64_t step = std::max<int64_t>(1, kDequantChunkElements / in);
   const ExpertCodes codes(w, e);
+  ++dequantized_count;
   auto a32 = a.reshape({-1, a.size(-1)}).to(torch::kFloat);
   auto buffer = torch::empty({std::min(step, out), in}, torch::kFloat);
   torch::Tensor result = transposed ? torch::empty({a32.size(0), out}, a.options())
@@ -285,6 +297,7 @@ torch::Tensor QuantizedWeight::dequantize_experts(int64_t begin, int64_t end,
                                                   torch::ScalarType dtype) const {
   SY_CHECK(0 <= begin && begin <= end && end <= shape[0], "dequantize: experts [", begin, ", ", end,
            ") out of ", shape[0]);
+  dequantized_count += end - begin;
   if (q.device().is_cpu() && at::isFloatingType(dtype)) {
     const int64_t out = shape[1], in = shape[2];
     auto result = torch::empty({end - begin, out, in}, torch::dtype(dtype));
@@ -317,6 +330,22 @@ struct QuantizedWeightCapsule : torch::CustomClassHolder {
   std::shared_ptr<const QuantizedWeight> weight;
 };
 
+// Autograd keeps only the codes, and backward dequantises again, except in a forward that
+// recomputes a layer inside backward (models/layer_recompute.h): its backward follows at once,
+// so keeping the weight costs one layer's bank for that long, and saves the step's third
+// dequantisation (forward, recomputed forward, backward) of every quantized weight.
+void keep_when_recomputing(torch::autograd::AutogradContext* ctx, const torch::Tensor& weight) {
+  if (forward_is_recomputation()) ctx->save_for_backward({weight});
+}
+
+template <typename Dequantize>
+torch::Tensor kept_or_dequantized(torch::autograd::AutogradContext* ctx, torch::ScalarType dtype,
+                                  Dequantize dequantize) {
+  const auto saved = ctx->get_saved_variables();
+  if (!saved.empty() && saved[0].defined() && saved[0].scalar_type() == dtype) return saved[0];
+  return dequantize(dtype);
+}
+
 class QuantizedLinear : public torch::autograd::Function<QuantizedLinear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
@@ -326,7 +355,9 @@ class QuantizedLinear : public torch::autograd::Function<QuantizedLinear> {
     ctx->saved_data["expert"] = e;
     // CPU bf16/fp16: GEMMs in fp32 (bf16 ones are slow there, models/cpu_linear.cpp).
     if (gemm_in_fp32_on_cpu(x)) return quantized_matmul_cpu(x, *w, e, /*transposed=*/true);
-    return torch::matmul(x, w->dequantize(e, x.scalar_type()).t());
+    const auto weight = w->dequantize(e, x.scalar_type());
+    keep_when_recomputing(ctx, weight);
+    return torch::matmul(x, weight.t());
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -336,7 +367,11 @@ class QuantizedLinear : public torch::autograd::Function<QuantizedLinear> {
     const int64_t e = ctx->saved_data["expert"].toInt();
     if (gemm_in_fp32_on_cpu(g))
       return {quantized_matmul_cpu(g, *w, e, /*transposed=*/false), {}, {}};
-    return {torch::matmul(g, w->dequantize(e, g.scalar_type())), {}, {}};
+    return {torch::matmul(
+                g, kept_or_dequantized(ctx, g.scalar_type(),
+                                       [&](torch::ScalarType t) { return w->dequantize(e, t); })),
+            {},
+            {}};
   }
 };
 
@@ -352,6 +387,7 @@ class QuantizedGroupedLinear : public torch::autograd::Function<QuantizedGrouped
         c10::IValue::make_capsule(c10::make_intrusive<QuantizedWeightCapsule>(w));
     ctx->saved_data["offs"] = offs;
     const auto weight = w->dequantize_experts(0, w->shape[0], x.scalar_type());
+    keep_when_recomputing(ctx, weight);
     return at::_grouped_mm(x, weight.transpose(1, 2), offs);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -361,7 +397,9 @@ class QuantizedGroupedLinear : public torch::autograd::Function<QuantizedGrouped
     const auto offs = ctx->saved_data["offs"].toTensor();
     // _grouped_mm refuses a gradient with zero strides (what `y.sum()` sends): a dense copy.
     const auto g = grads[0].contiguous();
-    const auto weight = w->dequantize_experts(0, w->shape[0], g.scalar_type());
+    const auto weight = kept_or_dequantized(ctx, g.scalar_type(), [&](torch::ScalarType t) {
+      return w->dequantize_experts(0, w->shape[0], t);
+    });
     return {at::_grouped_mm(g, weight, offs), {}, {}};
   }
 };

@@ -65,16 +65,24 @@ struct QuantizedWeight {
 
 /// x [R, in] -> x @ W_e^T with W_e dequantised from `w`. Autograd keeps only the codes: backward
 /// dequantises again for the input gradient (no weight gradient: quantized weights are frozen),
-/// so a forward over all experts never holds every full-precision weight for backward.
+/// so a forward over all experts never holds every full-precision weight for backward. A forward
+/// that recomputes a layer in backward (forward_is_recomputation()) keeps W_e for its backward,
+/// which follows at once (except on the CPU in bf16, whose GEMMs dequantise 1 MB at a time).
 torch::Tensor quantized_linear(const torch::Tensor& x, std::shared_ptr<const QuantizedWeight> w,
                                int64_t expert);
 
 /// x [R, in], rows grouped by expert (offs: int32 running ends, as at::_grouped_mm takes them)
 /// -> [R, out], one grouped GEMM on the whole bank dequantised at once, in x's dtype. Autograd
-/// keeps only the codes, as quantized_linear does; backward dequantises the bank again.
+/// keeps only the codes, as quantized_linear does; backward dequantises the bank again, except
+/// after a recomputed forward, which keeps the bank for it.
 torch::Tensor quantized_grouped_linear(const torch::Tensor& x,
                                        std::shared_ptr<const QuantizedWeight> w,
                                        const torch::Tensor& offs);
+
+/// Experts dequantised so far in this process (all threads): each expert of a
+/// dequantize_experts call, and each expert a CPU bf16 GEMM dequantises in chunks. A process-wide
+/// counter on purpose, as host_reads() is: tests and benchmarks compare it around a step.
+int64_t experts_dequantized();
 
 /// 4-bit codes [.., n] (values 0..15, n even) -> bytes [.., n / 2] and back.
 torch::Tensor pack_int4(const torch::Tensor& codes);

@@ -270,10 +270,19 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   // loss's 16 MB fp32 chunk (models/lm_loss.h).
   m.logits = 2 * ab * double(T) * double(V) + 16e6;
   // Quantized experts in bf16 on GPUs take the grouped GEMM: each GEMM dequantises the whole
-  // local bank (models/expert_bank.h), one bank-sized weight alive at a time.
-  const bool bank_dequantised =
-      w.expert_quant.kind() != QuantKind::kNone && on_gpus && w.activation_bytes == 2;
-  if (bank_dequantised) m.dequantized = double(slots / ep) * 2 * double(I) * double(H) * ab;
+  // local bank (models/expert_bank.h), one bank-sized weight alive at a time. A recomputed layer
+  // keeps its dequantised weights (all of its local experts' at most) from its recomputed
+  // forward to its backward (models/weight_quant.h); the CPU's bf16 GEMMs keep nothing.
+  const bool quantized = w.expert_quant.kind() != QuantKind::kNone;
+  const bool bank_dequantised = quantized && on_gpus && w.activation_bytes == 2;
+  const bool keeps_recomputed =
+      quantized && w.recompute_layers && (on_gpus || w.activation_bytes == 4);
+  const double layer_expert_weights =
+      double(p.experts) / double(std::max<int64_t>(1, w.moe_layers()));
+  if (keeps_recomputed)
+    m.dequantized = layer_expert_weights * ab;
+  else if (bank_dequantised)
+    m.dequantized = double(slots / ep) * 2 * double(I) * double(H) * ab;
   m.runtime = cluster.runtime_gb * 1e9;
   if (cluster.ranks_share_node && w.checkpoint_bytes > 0) {
     double read = double(p.replicated + p.experts) * double(w.checkpoint_bytes);
@@ -344,21 +353,22 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
        (4 + 2 * again) * kept_traffic / mem_rate) *
       micro_batches;
   if (!head_measured) t.lm_head += 4 * m.logits / mem_rate * micro_batches;
-  if (w.expert_quant.kind() != QuantKind::kNone) {
+  if (quantized) {
     // Dequantising each local expert that gets rows (the slice loop; the grouped GEMM does them
     // all), forward and backward (every MoE layer holds the same slots): at the measured rate of
     // weights per second, or else as memory traffic: codes read, a full weight written and read
-    // back by the GEMM.
+    // back by the GEMM. A recomputed forward dequantises once more, unless it keeps the weights
+    // for its backward.
     double active_layers = 0;
     for (int64_t l = 0; l < w.moe_layers(); ++l)
       active_layers += bank_dequantised ? 1.0 : w.active_share(l);
-    const double per_layer_weights = double(p.experts) / double(w.moe_layers());
     const double seconds_per_layer =
         cluster.dequant_gweights_per_s > 0
-            ? per_layer_weights / (cluster.dequant_gweights_per_s * 1e9 / per_device)
-            : (double(p.expert_bytes) / double(w.moe_layers()) + 2.0 * ab * per_layer_weights) /
+            ? layer_expert_weights / (cluster.dequant_gweights_per_s * 1e9 / per_device)
+            : (double(p.expert_bytes) / double(w.moe_layers()) + 2.0 * ab * layer_expert_weights) /
                   mem_rate;
-    t.experts += (2 + again) * active_layers * seconds_per_layer * micro_batches;
+    const double passes = 2 + (keeps_recomputed ? 0.0 : again);
+    t.experts += passes * active_layers * seconds_per_layer * micro_batches;
   }
   // All-to-all: four exchanges per MoE layer and micro-batch (dispatch and combine, forward and
   // backward), each rank sending tokens * k rows of H to the other EP ranks' experts; the

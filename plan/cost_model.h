@@ -76,6 +76,8 @@ struct MemoryEstimate {
   double logits = 0;    ///< LM-head logits and their gradient
   /// Quantized experts in bf16 on a GPU take the grouped GEMM, which dequantises a whole local
   /// bank's weight per GEMM (models/expert_bank.h): one such weight, the larger (2I x H each).
+  /// With recomputed layers (not the CPU's bf16 GEMMs), a layer's dequantised weights, all of
+  /// its local experts' at most, are kept from its recomputed forward to its backward.
   double dequantized = 0;
   double runtime = 0;  ///< ClusterSpec::runtime_gb
   /// Ranks that share a node's memory (CPUs) peak while loading too: the runtime, the model as

@@ -438,6 +438,34 @@ TEST(PlanModel, QuantizedBf16ExpertsOnAGpuDequantiseTheWholeBank) {
   EXPECT_EQ(plan_layout(w, cluster_preset("cpu"), 2).memory.dequantized, 0);
 }
 
+// A recomputed layer keeps the weights its recomputed forward dequantised until its backward
+// (models/weight_quant.h): all of its local experts' weights (3 I x H each, SwiGLU) at once, and
+// as many dequantisations per step as without recomputation. The CPU's bf16 GEMMs dequantise in
+// chunks and keep nothing: one more pass there, nothing kept.
+TEST(PlanModel, RecomputedQuantizedLayersKeepTheirDequantisedWeights) {
+  PlanWorkload w = small_workload();
+  auto dequant_time = [&](const ClusterSpec& cluster, bool recompute) {
+    w.recompute_layers = recompute;
+    const double quantized = plan_layout(w, cluster, 2).time.experts;
+    PlanWorkload plain = w;
+    plain.expert_quant = QuantOptions();
+    return quantized - plan_layout(plain, cluster, 2).time.experts;
+  };
+  for (int bytes : {2, 4}) {
+    SCOPED_TRACE(bytes == 2 ? "bf16" : "fp32");
+    w.weight_bytes = w.activation_bytes = bytes;
+    const ClusterSpec gpu = cluster_preset("8xh100"), cpu = cluster_preset("cpu");
+    const double gpu_plain = dequant_time(gpu, false), gpu_kept = dequant_time(gpu, true);
+    EXPECT_GT(gpu_plain, 0);
+    EXPECT_NEAR(gpu_kept, gpu_plain, 1e-9 * gpu_plain);
+    EXPECT_DOUBLE_EQ(plan_layout(w, gpu, 2).memory.dequantized, 4.0 * 3 * 128 * 128 * bytes);
+    const double cpu_plain = dequant_time(cpu, false), cpu_again = dequant_time(cpu, true);
+    EXPECT_NEAR(cpu_again, bytes == 2 ? 1.5 * cpu_plain : cpu_plain, 1e-9 * cpu_plain);
+    EXPECT_DOUBLE_EQ(plan_layout(w, cpu, 2).memory.dequantized,
+                     bytes == 2 ? 0.0 : 4.0 * 3 * 128 * 128 * bytes);
+  }
+}
+
 // An expert without rows costs nothing (the bank skips it), so a quantized bank dequantises only
 // the share of its experts that get rows: codes read, a weight written and read back by the
 // GEMM, forward and backward, per active expert.

@@ -17,6 +17,7 @@
 #include "common/host_reads.h"
 #include "models/load_model.h"
 #include "models/qwen2_moe.h"
+#include "models/weight_quant.h"
 #include "routers/router_registry.h"
 #include "tests/test_support.h"
 
@@ -350,6 +351,68 @@ TEST(Qwen2MoeModel, RecomputedLayersGiveTheSameLossAndGradients) {
     const int64_t before = host_reads();
     again->forward(ids);
     EXPECT_EQ(host_reads() - before, 3);
+  }
+}
+
+// Quantized experts under recomputation: the recomputed forward keeps the weights it dequantised
+// for the backward that follows, so a step dequantises each weight twice (forward, recomputed
+// forward), not three times; the plain run dequantises in forward and backward. The losses and
+// router gradients are those of the plain run. Both expert paths: the grouped GEMM (the GPU's,
+// here forced on the CPU) dequantises whole banks, the slice loop each expert with rows.
+TEST(Qwen2MoeModel, RecomputedQuantizedLayersDequantiseEachWeightTwicePerStep) {
+  auto cfg = Qwen2MoeConfig::preset("tiny");
+  cfg.num_hidden_layers = 3;
+  config::QuantConfig int4;
+  int4.set_experts(config::INT4);
+  int4.set_group_size(32);
+  torch::manual_seed(23);
+  const auto ids = torch::randint(512, {2, 16});
+  for (auto gemm : {GroupedGemm::kGroupedMm, GroupedGemm::kSliceLoop}) {
+    SCOPED_TRACE(gemm == GroupedGemm::kGroupedMm ? "grouped GEMM" : "slice loop");
+    auto build = [&](bool recompute) {
+      torch::manual_seed(24);
+      Qwen2MoeForCausalLM m(Qwen2MoeOptions(cfg, single_process_groups())
+                                .quant(int4)
+                                .gemm(gemm)
+                                .recompute_layers(recompute));
+      for (auto& p : m->named_parameters())
+        p.value().set_requires_grad(p.key().find(".router.") != std::string::npos);
+      return m;
+    };
+    auto plain = build(false), again = build(true);
+    int64_t one_pass = experts_dequantized();
+    {
+      torch::NoGradGuard no_grad;
+      plain->forward(ids);
+    }
+    one_pass = experts_dequantized() - one_pass;
+    if (gemm == GroupedGemm::kGroupedMm) EXPECT_EQ(one_pass, 3 * 2 * cfg.num_experts);
+    EXPECT_GT(one_pass, 0);
+    auto step = [&](Qwen2MoeForCausalLM& m, int64_t& dequantized) {
+      const int64_t before = experts_dequantized();
+      auto out = m->forward(ids);
+      auto loss = out.logits.square().mean() + out.router_loss;
+      loss.backward();
+      dequantized = experts_dequantized() - before;
+      return loss.item<double>();
+    };
+    int64_t plain_count = 0, again_count = 0;
+    EXPECT_EQ(step(plain, plain_count), step(again, again_count));
+    // The plain backward dequantises each layer's weights but the first's: the first layer's
+    // input is the frozen embedding's output, so its experts' input gradient reaches nothing
+    // trainable. The recomputed backward dequantises none.
+    if (gemm == GroupedGemm::kGroupedMm) EXPECT_EQ(plain_count, one_pass + 2 * 2 * cfg.num_experts);
+    EXPECT_GT(plain_count, one_pass);
+    EXPECT_EQ(again_count, 2 * one_pass);
+    int checked = 0;
+    for (const auto& p : plain->named_parameters()) {
+      if (!p.value().grad().defined()) continue;
+      const auto& h = again->named_parameters()[p.key()].grad();
+      ASSERT_TRUE(h.defined()) << p.key();
+      EXPECT_TRUE(torch::allclose(h, p.value().grad(), 1e-6, 1e-9)) << p.key();
+      ++checked;
+    }
+    EXPECT_EQ(checked, 3);
   }
 }
 
