@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Router fine-tuning of the full Qwen1.5-MoE-A2.7B on one GPU (issue 18 §3), three runs side by
+# Router fine-tuning of the full Qwen1.5-MoE-A2.7B on one GPU (issue 18 §3), four runs side by
 # side on random token ids, the same batch and optimizer (AdamW on the routers alone):
 #   sy_int4      switchyard train on a GPTQ-Int4 checkpoint in the hub layout, built from random
 #                numbers by scripts/random_gptq_checkpoint.py (no download is possible there)
 #                and loaded as a user loads the real one: bf16 non-expert weights, int4 experts
 #   sy_bf16      switchyard train on a bf16 checkpoint of the same shapes (the same script's
 #                --float: random bf16 weights), bf16 experts
+#   sy_bf16_plain  sy_bf16 without recomputation, as transformers runs (left out when RECOMPUTE=0,
+#                since sy_bf16 is that run then)
 #   hf_bf16      transformers' Qwen2MoeForCausalLM (scripts/hf_router_anchor.py), bf16, its
 #                grouped_mm experts where offered
 # and prints tokens/s, step time, peak GPU memory (the caching allocator's), Switchyard's reads to
@@ -15,8 +17,9 @@
 #   launch/full_size_check.sh BIN LOGDIR
 # Knobs (defaults: the issue's batch of 8 x 2048 tokens per step on the GPU): LAYERS (24),
 # MICRO_BATCH (2), SEQ_LEN (2048), ACCUM (4), STEPS (5), DEVICE (cuda), PYTHON (python3),
-# WORK (/tmp/full_size_check), RECOMPUTE (1: both Switchyard runs recompute their layers in
-# backward, train.recompute_layers; the plan puts int4 under half of bf16's memory only so).
+# WORK (/tmp/full_size_check), RECOMPUTE (1: sy_int4 and sy_bf16 recompute their layers in
+# backward, train.recompute_layers; the plan puts int4 under half of bf16's memory only so. The
+# int4 targets compare those two; the target against transformers takes sy_bf16_plain).
 # A CPU dry run: LAYERS=2 SEQ_LEN=64 MICRO_BATCH=1 ACCUM=2 STEPS=2 DEVICE=cpu.
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -58,14 +61,20 @@ EOF
 sy_run() {  # NAME ARGS...
   local name="$1"; shift
   stamp "$name"
-  rm -rf "$work/$name"
+  rm -rf "${work:?}/${name:?}"
   "$bin" train --config "$work/train.pbtxt" --run-dir "$work/$name" --dtype bfloat16 \
     --progress lines "$@" >"$logs/$name.out" 2>&1 ||
     { status=1; tail -5 "$logs/$name.out"; return 1; }
   cp "$work/$name/metrics.jsonl" "$logs/$name.metrics.jsonl"
 }
-sy_run sy_int4 --set "model.checkpoint=$work/gptq"
-sy_run sy_bf16 --set "model.checkpoint=$work/bf16"
+# NAME CHECKPOINT [--set ...]: the Switchyard runs, for `switchyard train` and `switchyard plan`.
+runs=("sy_int4 gptq" "sy_bf16 bf16")
+[ "${RECOMPUTE:-1}" = 1 ] && runs+=("sy_bf16_plain bf16 --set train.recompute_layers=false")
+for run in "${runs[@]}"; do
+  read -r name ckpt extra <<<"$run"
+  # shellcheck disable=SC2086  # extra is a list of arguments
+  sy_run "$name" --set "model.checkpoint=$work/$ckpt" $extra
+done
 
 # What `switchyard plan` predicts for the same two runs on one device (issue 19 §2): the preset
 # of the GPU at hand with one device per node (PLAN_CLUSTER overrides; on a CPU dry run, `cpu`
@@ -76,9 +85,11 @@ if [ -z "$cluster" ]; then
     *H200*) cluster=8xh200 ;; *H100*) cluster=8xh100 ;; *) cluster=cpu ;;
   esac
 fi
-for pair in sy_int4=gptq sy_bf16=bf16; do
-  name="${pair%%=*}" ckpt="$work/${pair#*=}"
-  "$bin" plan --model "$ckpt" --config "$work/train.pbtxt" --set "model.checkpoint=$ckpt" \
+for run in "${runs[@]}"; do
+  read -r name ckpt extra <<<"$run"
+  ckpt="$work/$ckpt"
+  # shellcheck disable=SC2086  # extra is a list of arguments
+  "$bin" plan --model "$ckpt" --config "$work/train.pbtxt" --set "model.checkpoint=$ckpt" $extra \
     --dtype bfloat16 --cluster "$cluster" --cluster-set nodes=1 --cluster-set devices_per_node=1 \
     --ep 1 --json >"$logs/$name.plan.json" 2>"$logs/$name.plan.err" ||
     [ -s "$logs/$name.plan.json" ] || { status=1; tail -2 "$logs/$name.plan.err"; }
@@ -93,7 +104,7 @@ stamp "hf_bf16 (transformers)"
 import json, os, statistics, sys
 logs, mb, seq, accum, layers = sys.argv[1], *map(int, sys.argv[2:])
 rows = {}
-for name in ("sy_int4", "sy_bf16"):
+for name in ("sy_int4", "sy_bf16", "sy_bf16_plain"):
     path = f"{logs}/{name}.metrics.jsonl"
     if not os.path.exists(path):
         continue
@@ -117,7 +128,8 @@ if os.path.exists(f"{logs}/hf_bf16.json"):
 recompute = os.environ.get("RECOMPUTE", "1") == "1"
 print(f"Qwen1.5-MoE-A2.7B shapes, {layers} layers, routers only, {mb} x {seq} tokens x {accum} "
       "micro-batches per step; median over the steps after the first"
-      + ("; Switchyard recomputes its layers in backward" if recompute else "") + "\n")
+      + ("; sy_int4 and sy_bf16 recompute their layers in backward, sy_bf16_plain and transformers "
+         "do not" if recompute else "; nothing recomputed") + "\n")
 print("| run | tokens/s | step s | peak GPU GB | peak RSS GB | host reads / step | last loss |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for name, r in rows.items():
@@ -128,7 +140,10 @@ def ratio(a, b, key, what):
     if a in rows and b in rows and rows[b][key]:
         print(f"- {what}: {rows[a][key] / rows[b][key]:.2f}")
 print()
-ratio("sy_bf16", "hf_bf16", "tokens_per_s", "Switchyard bf16 / transformers bf16, tokens/s (target >= 2)")
+like = "sy_bf16_plain" if "sy_bf16_plain" in rows else "sy_bf16"
+ratio(like, "hf_bf16", "tokens_per_s",
+      f"Switchyard bf16 ({like}) / transformers bf16, tokens/s (target >= 2)")
+ratio("sy_bf16", "sy_bf16_plain", "step_s", "sy_bf16 / sy_bf16_plain, step time (the cost of recomputation)")
 ratio("sy_bf16", "sy_int4", "tokens_per_s", "Switchyard bf16 / int4 experts, tokens/s (target <= 1.3)")
 ratio("sy_int4", "sy_bf16", "peak_gpu_gb", "int4 / bf16 experts, peak GPU memory (target < 0.5)")
 planned = {name: r for name, r in rows.items() if r.get("plan")}
