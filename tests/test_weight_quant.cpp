@@ -216,20 +216,29 @@ TEST(WeightQuant, GroupedGemmOnAQuantizedBankEqualsTheSliceLoop) {
 
 // The CUDA kernel computes models/dequant_math.h's arithmetic as the CPU loop does: the same bits
 // in every output dtype, for a whole bank and for a range of experts.
+// Both kernel layouts: rows of 256 columns in groups of 16 take the row kernels (8 weights a
+// thread, 16-byte stores), rows of 12 columns in groups of 4 the element kernels.
 TEST(WeightQuantGpu, CudaDequantKernelEqualsTheCpuLoopBitForBit) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU visible";
   torch::manual_seed(8);
-  auto w = torch::randn({3, 300, 256});  // 300 x 128 bytes of codes per expert: many blocks
-  for (const auto& options : kAllQuantKinds) {
-    const auto cpu = QuantizedWeight::quantize(w, options);
-    const auto gpu = on_device(cpu, torch::kCUDA);
-    for (auto dtype : {torch::kFloat, torch::kBFloat16, torch::kHalf}) {
-      EXPECT_TRUE(torch::equal(gpu.dequantize_experts(0, 3, dtype).cpu(),
-                               cpu.dequantize_experts(0, 3, dtype)))
-          << quant_name(options.kind()) << " " << dtype;
-      EXPECT_TRUE(torch::equal(gpu.dequantize(2, dtype).cpu(), cpu.dequantize(2, dtype)));
+  const std::vector<std::pair<torch::Tensor, std::vector<QuantOptions>>> cases = {
+      {torch::randn({3, 300, 256}), kAllQuantKinds},  // 300 rows per expert: many blocks
+      {torch::randn({3, 5, 12}),
+       {QuantOptions().kind(QuantKind::kInt8), QuantOptions().kind(QuantKind::kInt4).group_size(4),
+        QuantOptions().kind(QuantKind::kInt4).group_size(4).symmetric(false)}}};
+  for (const auto& [w, kinds] : cases)
+    for (const auto& options : kinds) {
+      const auto cpu = QuantizedWeight::quantize(w, options);
+      const auto gpu = on_device(cpu, torch::kCUDA);
+      for (auto dtype : {torch::kFloat, torch::kBFloat16, torch::kHalf}) {
+        EXPECT_TRUE(torch::equal(gpu.dequantize_experts(0, 3, dtype).cpu(),
+                                 cpu.dequantize_experts(0, 3, dtype)))
+            << quant_name(options.kind()) << " " << dtype << " " << w.sizes();
+        EXPECT_TRUE(torch::equal(gpu.dequantize(2, dtype).cpu(), cpu.dequantize(2, dtype)));
+        EXPECT_TRUE(torch::equal(gpu.dequantize_experts(1, 3, dtype).cpu(),
+                                 cpu.dequantize_experts(1, 3, dtype)));
+      }
     }
-  }
 }
 
 // bf16 on a GPU takes the grouped GEMM also for quantized banks: against the slice loop on the
