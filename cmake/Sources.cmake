@@ -90,6 +90,7 @@ set(SWITCHYARD_PARALLEL_SOURCES
   parallel/process_groups.cpp
   parallel/all_to_all.cpp
   parallel/all_to_all_dispatcher.cpp
+  parallel/token_rows.cpp
   parallel/gradient_sync.cpp
   parallel/placement.cpp
   parallel/expert_migration.cpp)

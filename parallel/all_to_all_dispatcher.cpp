@@ -79,7 +79,6 @@ std::pair<DispatchedTokens, DispatchHandle> AllToAllDispatcher::dispatch(
   auto device = hidden.device();
 
   DispatchHandle h;
-  h.num_tokens = hidden.size(0);
 
   // ---- local permutation: assignments stably sorted by the global slot they go to -----------
   // Everything here stays on the device: no count is read back until the one read below, so a
@@ -137,11 +136,10 @@ std::pair<DispatchedTokens, DispatchHandle> AllToAllDispatcher::dispatch(
   for (int64_t c : per_slot) kept += c;
   h.num_dropped = flat_ids.numel() - kept;
 
-  auto assignment = order.narrow(0, 0, kept);
-  h.token_of_row = assignment.div(k, "floor");
+  h.rows = TokenRows::from_order(order, k, kept);
   h.weight_of_row = routing.topk_weights.reshape(-1).index_select(
-      0, assignment.to(routing.topk_weights.device()));
-  auto permuted = hidden.index_select(0, h.token_of_row);
+      0, order.narrow(0, 0, kept).to(routing.topk_weights.device()));
+  auto permuted = copy_tokens_to_rows(hidden, h.rows);
 
   DispatchedTokens out;
   if (ep == 1) {
@@ -181,12 +179,11 @@ torch::Tensor AllToAllDispatcher::combine(const torch::Tensor& expert_output,
     auto source_major = expert_output.index_select(0, h.rows_to_source_order);
     back = all_to_all_v_with_grad(ep_, source_major, h.recv_counts, h.send_counts);
   }
-  SY_CHECK(back.size(0) == h.token_of_row.size(0), "combine: ", back.size(0),
-           " rows came back for ", h.token_of_row.size(0), " assignments");
+  SY_CHECK(back.size(0) == h.rows.token_of_row.size(0), "combine: ", back.size(0),
+           " rows came back for ", h.rows.token_of_row.size(0), " assignments");
   // Weights are cast to the activations' dtype, as Hugging Face's Qwen2MoeSparseMoeBlock does.
   auto weighted = back * h.weight_of_row.to(back.scalar_type()).unsqueeze(1);
-  return torch::zeros({h.num_tokens, back.size(1)}, back.options())
-      .index_add(0, h.token_of_row, weighted);
+  return sum_rows_to_tokens(weighted, h.rows);
 }
 
 }  // namespace switchyard

@@ -9,6 +9,7 @@
 
 #include "parallel/communicator.h"
 #include "parallel/placement.h"
+#include "parallel/token_rows.h"
 #include "routers/gating.h"
 
 namespace switchyard {
@@ -22,12 +23,11 @@ struct DispatchedTokens {
 
 /// Everything combine needs to undo a dispatch (the DeepEP handle). Counts live on the host.
 struct DispatchHandle {
-  int64_t num_tokens = 0;
-  torch::Tensor token_of_row;        ///< [N] source token of each kept assignment, in expert order
-  torch::Tensor weight_of_row;       ///< [N] its combine weight (carries the router's gradient)
-  std::vector<int64_t> send_counts;  ///< rows sent to each EP peer
-  std::vector<int64_t> recv_counts;  ///< rows received from each EP peer
-  torch::Tensor rows_to_source_order;      ///< [R] expert-major -> source-major (EP > 1 only)
+  TokenRows rows;                      ///< each kept assignment's token, in expert order, and back
+  torch::Tensor weight_of_row;         ///< [N] its combine weight (carries the router's gradient)
+  std::vector<int64_t> send_counts;    ///< rows sent to each EP peer
+  std::vector<int64_t> recv_counts;    ///< rows received from each EP peer
+  torch::Tensor rows_to_source_order;  ///< [R] expert-major -> source-major (EP > 1 only)
   std::vector<int64_t> routed_per_expert;  ///< [E] assignments this rank sent to each expert
   int64_t num_dropped = 0;                 ///< assignments capacity dropped on this rank
 };
