@@ -153,8 +153,8 @@ void add_profile_rows(Table& table, const std::string& name, const std::string& 
     const KernelTime& k = p.kernels[i];
     // CUDA kernels' template names run to hundreds of characters; the trace keeps them whole.
     const std::string shown = k.name.size() > 72 ? k.name.substr(0, 69) + "..." : k.name;
-    table.add({name, pass, Cell(p.wall_us, 0), Cell(p.busy_us / p.wall_us, 3), shown, k.calls,
-               Cell(k.total_us, 1), Cell(k.total_us / p.wall_us, 3)});
+    table.add({name, pass, Cell(p.wall_us, 0), Cell(p.busy_us / p.wall_us, 3), p.host_syncs, shown,
+               k.calls, Cell(k.total_us, 1), Cell(k.total_us / p.wall_us, 3)});
   }
 }
 
@@ -165,7 +165,8 @@ void run_layer_bench(const BenchContext& ctx) {
   const int64_t T = ctx.config.bench().layer_tokens();
   const std::string& profile_dir = ctx.config.bench().profile_dir();
   if (!profile_dir.empty()) std::filesystem::create_directories(profile_dir);
-  Table profiles({"case", "pass", "wall_us", "busy_share", "kernel", "calls", "us", "share"});
+  Table profiles(
+      {"case", "pass", "wall_us", "busy_share", "host_syncs", "kernel", "calls", "us", "share"});
   for (const auto& s :
        layer_shapes(ctx.config.bench(), {kQwen15MoeLayer, {"small", 512, 16, 2, 512, 1024}})) {
     for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
@@ -213,8 +214,9 @@ void run_layer_bench(const BenchContext& ctx) {
   profiles.print(ctx.out);
   ctx.out << "wall_us: the pass; busy_share: the time with a "
           << (b.device() == "cpu" ? "operator" : "kernel")
-          << " running / wall_us (the rest is launches, host work and waits); us: the kernel's "
-             "total over its calls; share: us / wall_us\n\n";
+          << " running / wall_us (the rest is launches, host work and waits); host_syncs: CUDA "
+             "calls in the pass that made the host wait for the device (0 on a CPU); us: the "
+             "kernel's total over its calls; share: us / wall_us\n\n";
 }
 
 }  // namespace

@@ -21,6 +21,11 @@ std::vector<double> read_values_to_host(const torch::Tensor& t) {
   return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
 }
 
+torch::Tensor to_device_without_sync(const torch::Tensor& host, torch::Device device) {
+  if (!device.is_cuda()) return host.to(device);
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
 int64_t host_reads() {
   return reads.load(std::memory_order_relaxed);
 }

@@ -32,6 +32,23 @@ double covered_us(std::vector<std::pair<uint64_t, uint64_t>> spans) {
   return double(total) / 1e3;
 }
 
+// A CUDA runtime or driver call that returns only once the device has caught up (CUPTI may name
+// it with a version suffix, "cudaStreamSynchronize_v3020"). Asynchronous copies and launches
+// are not among them; a synchronous copy is (a copy to a GPU from pageable memory included).
+bool is_host_sync(std::string name) {
+  if (const auto v = name.rfind("_v");
+      v != std::string::npos && v + 2 < name.size() &&
+      name.find_first_not_of("0123456789", v + 2) == std::string::npos)
+    name.resize(v);
+  static const std::set<std::string> syncs = {"cudaStreamSynchronize", "cudaDeviceSynchronize",
+                                              "cudaEventSynchronize",  "cudaMemcpy",
+                                              "cudaMemcpy2D",          "cudaFree",
+                                              "cuStreamSynchronize",   "cuCtxSynchronize",
+                                              "cuEventSynchronize",    "cuMemcpyDtoH",
+                                              "cuMemcpyHtoD",          "cuMemFree"};
+  return syncs.count(name) > 0;
+}
+
 }  // namespace
 
 KernelProfile profile_kernels(const std::function<void()>& pass, torch::Device device,
@@ -68,11 +85,13 @@ KernelProfile profile_kernels(const std::function<void()>& pass, torch::Device d
   if (gpu) {
     std::vector<std::pair<uint64_t, uint64_t>> spans;
     for (const auto& e : result->events()) {
+      if (is_host_sync(e.name())) ++out.host_syncs;
       if (e.deviceType() != c10::DeviceType::CUDA) continue;
       add(e.name(), double(e.durationNs()) / 1e3);
       spans.emplace_back(e.startNs(), e.endNs());
     }
     out.busy_us = covered_us(std::move(spans));
+    out.host_syncs = std::max<int64_t>(0, out.host_syncs - 1);  // the synchronize above
   } else {
     // Self time: per thread, ops sorted by start (the outer first on a tie); each op's time goes
     // to its parent's children, the innermost op still open when it starts.

@@ -26,6 +26,12 @@ struct KernelProfile {
   /// The pass's wall time (the device finished), and the time with any kernel (GPU) or any
   /// operator (CPU, outermost ones) running: the rest is launch overhead, host work and waits.
   double wall_us = 0, busy_us = 0;
+  /// GPU: CUDA runtime calls in the pass that make the host wait for the device (stream,
+  /// device and event synchronisation, synchronous copies, frees), on any thread (autograd's
+  /// device threads too), the profiler's own closing synchronisation left out. What every
+  /// read to the host costs, and also the waits no counter of ours sees (a blocking copy to the
+  /// device, an op reading a size back). 0 on a CPU.
+  int64_t host_syncs = 0;
 };
 
 /// Runs `pass` once under the profiler, on `device` (CPU ops always, CUDA kernels on a GPU).

@@ -7,6 +7,7 @@
 
 #include "common/autocast.h"
 #include "common/errors.h"
+#include "common/host_reads.h"
 #include "models/cpu_linear.h"
 
 namespace switchyard {
@@ -215,7 +216,7 @@ torch::Tensor ExpertBankImpl::grouped_mm(const torch::Tensor& x,
   std::vector<int32_t> ends(counts.size());
   int64_t running = 0;
   for (size_t e = 0; e < counts.size(); ++e) ends[e] = int32_t(running += counts[e]);
-  auto offs = torch::tensor(ends, torch::dtype(torch::kInt).device(x.device()));
+  auto offs = to_device_without_sync(torch::tensor(ends, torch::kInt), x.device());
   // Autocast has no rule for _grouped_mm: under it the weights are cast here (x already is).
   // A quantized bank dequantises all its experts for each GEMM, in one launch on a GPU.
   auto gemm = [&](const torch::Tensor& a, const torch::Tensor& weight,
@@ -223,14 +224,18 @@ torch::Tensor ExpertBankImpl::grouped_mm(const torch::Tensor& x,
     return quant ? quantized_grouped_linear(a, quant, offs)
                  : at::_grouped_mm(a, autocast_operand(weight).transpose(1, 2), offs);
   };
+  // Biases (GELU banks) repeated over each expert's rows; the row total is given, so
+  // repeat_interleave does not read it back from the device.
+  torch::Tensor repeats;
+  auto per_row = [&](const torch::Tensor& bias) {
+    if (!repeats.defined())
+      repeats = to_device_without_sync(torch::tensor(counts, torch::kLong), x.device());
+    return autocast_operand(bias).repeat_interleave(repeats, 0, running);
+  };
   auto h = gemm(x, w_in, quant_in_);
-  if (b_in.defined())
-    h = h + autocast_operand(b_in).repeat_interleave(
-                torch::tensor(counts, offs.options().dtype(torch::kLong)), 0);
+  if (b_in.defined()) h = h + per_row(b_in);
   auto y = gemm(activate(h), w_out, quant_out_);
-  if (b_out.defined())
-    y = y + autocast_operand(b_out).repeat_interleave(
-                torch::tensor(counts, offs.options().dtype(torch::kLong)), 0);
+  if (b_out.defined()) y = y + per_row(b_out);
   // _grouped_mm's backward refuses a gradient with zero strides, which is what `y.sum()` sends
   // (an expanded scalar; seen on an H100 with torch 2.11): hand it a dense copy instead.
   if (y.requires_grad()) y.register_hook([](const torch::Tensor& g) { return g.contiguous(); });

@@ -124,8 +124,11 @@ MoeOutput MoeBlockImpl::forward(const torch::Tensor& hidden, const torch::Tensor
     torch::Tensor teacher_logits;
     {
       torch::NoGradGuard no_grad;
-      teacher_logits = torch::matmul(x.detach().to(torch::kFloat), teacher_.to(x.device()).t())
-                           .to(x.scalar_type());
+      // The teacher moves to the activations' device once, not in every forward (a copy to a
+      // GPU from pageable memory waits for the device's queue).
+      if (teacher_.device() != x.device()) teacher_ = teacher_.to(x.device());
+      teacher_logits =
+          torch::matmul(x.detach().to(torch::kFloat), teacher_.t()).to(x.scalar_type());
     }
     out.routing = gate(teacher_logits, router->gating());
     distillation_terms(out.routing, student, out);

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "common/errors.h"
+#include "common/host_reads.h"
 #include "common/phase_clock.h"
 #include "common/scoped_seed.h"
 #include "configs/run_config.h"
@@ -236,7 +237,8 @@ CausalLmOutput Qwen2MoeForCausalLMImpl::forward(const torch::Tensor& input_ids,
   const auto device = h.device();
 
   // Positions 0..S-1 for every row, padded or not (what transformers uses without a cache).
-  auto freqs = torch::outer(torch::arange(S, torch::kFloat), inv_freq_).to(device);
+  auto freqs =
+      to_device_without_sync(torch::outer(torch::arange(S, torch::kFloat), inv_freq_), device);
   auto emb = torch::cat({freqs, freqs}, -1);
   auto cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);
 

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "common/errors.h"
+#include "common/host_reads.h"
 #include "parallel/communicator.h"
 #include "parallel/nccl_communicator.h"
 
@@ -121,7 +122,7 @@ class NcclCommunicator : public Communicator {
   std::vector<int64_t> exchange_counts(const std::vector<int64_t>& send) override {
     check_peer_counts(*this, send, "send_counts");
     auto opts = torch::TensorOptions().dtype(torch::kLong).device(torch::kCUDA, device_);
-    auto counts = torch::tensor(send, torch::kLong).to(opts.device());
+    auto counts = to_device_without_sync(torch::tensor(send, torch::kLong), opts.device());
     std::vector<int64_t> ones(size_, 1);
     auto recv = all_to_all_v(counts, ones, ones).cpu();  // the host needs them: one sync
     return {recv.data_ptr<int64_t>(), recv.data_ptr<int64_t>() + size_};

@@ -95,6 +95,7 @@ cases = {f"tiny_{d}_{m}" for d in ("fp32", "bf16") for m in ("fwd", "fwdbwd")}
 assert {(r["case"], r["pass"]) for r in profiled} == {(c, p) for c in cases for p in ("layer", "dense_layer")}, profiled
 for r in profiled:
     assert r["calls"] >= 1 and 0 <= r["us"] <= r["wall_us"] and 0 < r["busy_share"] <= 1.01, r
+    assert r["host_syncs"] == 0, r  # CUDA waits: none on a CPU
 for c in cases:
     ops = [r["kernel"] for r in profiled if r["case"] == c and r["pass"] == "layer"]
     assert any(o.startswith("aten::") for o in ops), ops

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include "common/errors.h"
+#include "common/host_reads.h"
+#include "common/kernel_profile.h"
 #include "models/moe_block.h"
 #include "parallel/all_to_all.h"
 #include "parallel/gradient_sync.h"
@@ -179,6 +181,27 @@ TEST(MoeBlockNccl, Bf16GroupedGemmOnGpuMatchesSliceLoop) {
   EXPECT_TRUE(close(xa.grad(), xb.grad()));
   EXPECT_TRUE(close(loop->w_in.grad(), grouped->w_in.grad()));
   EXPECT_TRUE(close(loop->w_out.grad(), grouped->w_out.grad()));
+}
+
+// A whole bf16 layer on a GPU (grouped GEMM) makes the host wait for the device once per forward,
+// for the dispatch's counts, and never in backward: every synchronising CUDA call the profiler
+// sees counts, on any thread, not only our counted reads (a blocking copy of the GEMM's offsets
+// to the device was a second wait per forward until it was queued from pinned memory).
+TEST(MoeBlockGpu, WholeLayerWaitsForTheDeviceOnceInForwardAndNeverInBackward) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU visible";
+  torch::manual_seed(6);
+  MoeBlock block(qwen_like(4, false), single_process_groups());
+  block->to(torch::kCUDA, torch::kBFloat16);
+  const auto x = torch::randn({64, kH}, torch::dtype(torch::kBFloat16).device(torch::kCUDA));
+  auto pass = [&] {
+    auto y = block->forward(x.clone().requires_grad_(true)).hidden;
+    y.to(torch::kFloat).square().sum().backward();
+  };
+  pass();  // warm: the allocators' first blocks, cuBLAS's handle
+  const int64_t reads = host_reads();
+  const KernelProfile p = profile_kernels(pass, torch::Device(torch::kCUDA, 0));
+  EXPECT_EQ(host_reads() - reads, 1);
+  EXPECT_EQ(p.host_syncs, 1);
 }
 #else
 TEST(MoeBlockNccl, NotBuilt) {
