@@ -15,6 +15,7 @@
 #include "common/autocast.h"
 #include "common/errors.h"
 #include "common/host_reads.h"
+#include "common/kernel_profile.h"
 #include "models/load_model.h"
 #include "models/qwen2_moe.h"
 #include "models/weight_quant.h"
@@ -488,6 +489,45 @@ TEST(Qwen2MoeGpu, RecomputedLayersPeakLessThanHalfWithTheSameLoss) {
   EXPECT_LT(double(again_peak), 0.5 * double(plain_peak))
       << again_peak << " vs " << plain_peak << " bytes";
 #endif
+}
+
+// The whole model on a GPU under bf16 autocast, int4 experts and recomputed layers too: the host
+// waits for the device once per MoE layer and forward (the dispatch's counts), nothing else, in
+// forward or backward, on any thread (every synchronising CUDA call the profiler sees).
+TEST(Qwen2MoeGpu, ForwardAndBackwardWaitForTheDeviceOncePerMoeLayerForward) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU visible";
+  const torch::Device cuda(torch::kCUDA, 0);
+  auto cfg = Qwen2MoeConfig::preset("tiny");
+  cfg.num_hidden_layers = 3;
+  config::QuantConfig int4;
+  int4.set_experts(config::INT4);
+  int4.set_group_size(32);
+  for (bool recompute : {false, true}) {
+    SCOPED_TRACE(recompute ? "recomputed, int4 experts" : "bf16 experts");
+    torch::manual_seed(25);
+    Qwen2MoeForCausalLM m(Qwen2MoeOptions(cfg, single_process_groups())
+                              .quant(recompute ? int4 : config::QuantConfig())
+                              .recompute_layers(recompute));
+    m->to(cuda);
+    for (auto& p : m->named_parameters())
+      p.value().set_requires_grad(p.key().find(".router.") != std::string::npos);
+    const auto ids = torch::randint(512, {2, 256}).to(cuda);
+    auto step = [&] {
+      torch::Tensor loss;
+      {
+        AutocastScope amp(cuda, true);
+        auto out = m->forward(ids);
+        loss = out.logits.to(torch::kFloat).square().mean() + out.router_loss;
+      }
+      loss.backward();
+    };
+    step();  // warm
+    const int64_t reads = host_reads();
+    const KernelProfile p = profile_kernels(step, cuda);
+    const int64_t forwards = recompute ? 2 : 1;
+    EXPECT_EQ(host_reads() - reads, 3 * forwards);
+    EXPECT_EQ(p.host_syncs, 3 * forwards);
+  }
 }
 
 TEST(Qwen2MoeConfigTest, ReadsHfFieldsAndRefusesWhatIsNotImplemented) {
