@@ -9,9 +9,12 @@
 # LOGDIR; the exit status is ctest's. After `bench layer` comes the full-size router fine-tune
 # against transformers (launch/full_size_check.sh, its table in LOGDIR/full_size/full_size.md).
 # Then `bench quant` on the GPU (int8/int4 banks, the grouped GEMM against the slice loop).
-# Knobs for a short device slot: TARGETS (what to build), BENCH=0 (no bench layer),
-# FULL_SIZE=0 (no full-size runs), QUANT=0 (no bench quant), FULL_SUITE=0 (no ctest),
-# CTEST_ARGS (e.g. "-R train_gpu").
+# Knobs for a short device slot: TARGETS (what to build), GPU_TESTS=0 (no GPU unit tests),
+# BENCH=0 (no bench layer), LAYER_TOKENS (its token counts, default "8192 32768", issue 18 §2's
+# two), FULL_SIZE=0 (no full-size runs), QUANT=0 (no bench quant), FULL_SUITE=0 (no ctest),
+# CTEST_ARGS (e.g. "-R train_gpu"). A slot of 15 minutes takes two calls on the same warm
+# machine (docs/gpus.md): FULL_SUITE=0 first, then GPU_TESTS=0 BENCH=0 FULL_SIZE=0 QUANT=0,
+# which reuses build-gpu/.
 # Debian packages that machine lacks (its image has no Boost.Program_options) travel as .deb
 # files in .gpudeps/ (ignored by git), fetched here with
 #   (mkdir -p .gpudeps && cd .gpudeps && apt-get download libboost1.74-dev \
@@ -53,18 +56,22 @@ stamp "build"
 cmake --build "$build" -j "$(nproc)" --target ${TARGETS:-switchyard switchyard_tests switchyard_mpi_tests} \
   >"$logs/build.log" 2>&1 || { grep -E 'error|FAILED' "$logs/build.log" | head -40; exit 1; }
 
-stamp "GPU unit tests (with the transformers references they compare against)"
-"$py" "$repo/scripts/hf_qwen2_moe_reference.py" "$build/refs/qwen2_moe" >"$logs/refs.log" 2>&1
-SWITCHYARD_REF_DIR="$build/refs" "$build/bin/switchyard_tests" \
-  --gtest_filter='*Gpu*:*Nccl*:*Cuda*' 2>&1 | tee "$logs/gpu_tests.log" |
-  grep -E '^\[ +(OK|FAILED|SKIPPED|PASSED) +\]|Failure|error'
+if [ "${GPU_TESTS:-1}" = 1 ]; then
+  stamp "GPU unit tests (with the transformers references they compare against)"
+  "$py" "$repo/scripts/hf_qwen2_moe_reference.py" "$build/refs/qwen2_moe" >"$logs/refs.log" 2>&1
+  SWITCHYARD_REF_DIR="$build/refs" "$build/bin/switchyard_tests" \
+    --gtest_filter='*Gpu*:*Nccl*:*Cuda*' 2>&1 | tee "$logs/gpu_tests.log" |
+    grep -E '^\[ +(OK|FAILED|SKIPPED|PASSED) +\]|Failure|error'
+fi
 
 if [ "${BENCH:-1}" = 1 ]; then
-stamp "bench layer on the GPU"
-"$build/bin/switchyard" bench layer --set bench.device=cuda \
-  --set bench.layer_tokens="${LAYER_TOKENS:-8192}" --set bench.layer_repeats=20 \
-  --set bench.profile_dir="$logs/profile" \
-  2>"$logs/bench_layer.err" | tee "$logs/bench_layer.txt"
+  for tokens in ${LAYER_TOKENS:-8192 32768}; do
+    stamp "bench layer on the GPU, $tokens tokens"
+    "$build/bin/switchyard" bench layer --set bench.device=cuda \
+      --set bench.layer_tokens="$tokens" --set bench.layer_repeats=20 \
+      --set bench.profile_dir="$logs/profile_$tokens" \
+      2>"$logs/bench_layer_$tokens.err" | tee "$logs/bench_layer_$tokens.txt"
+  done
 fi
 
 if [ "${FULL_SIZE:-1}" = 1 ]; then
