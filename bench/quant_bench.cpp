@@ -99,7 +99,9 @@ void accuracy_table(const BenchContext& ctx, Table& table) {
 // input gradient only (frozen experts, as router fine-tuning runs them). Where the bank's default
 // is the grouped GEMM (bf16 on a GPU), quantized banks also run the slice loop: one
 // dequantisation per bank and GEMM against one per expert. dequant_us: the bank's two weights
-// dequantised once (QuantizedWeight::dequantize_experts), whichever path the row took.
+// dequantised once (QuantizedWeight::dequantize_experts), whichever path the row took;
+// dequant_gbs: the bytes that moves (codes, scales and zeros read, full weights written) per
+// second, to set beside the memory's rate.
 void speed_table(const BenchContext& ctx, Table& table) {
   const auto& b = ctx.config.bench();
   const torch::Device device = bench_device(b);
@@ -131,6 +133,9 @@ void speed_table(const BenchContext& ctx, Table& table) {
           bank->to(device, dtype);
           for (auto& p : bank->parameters()) p.set_requires_grad(false);
           double dequant_us = 0;
+          const double dequant_bytes =
+              double(bank->weight_bytes()) +
+              double(bank->num_logical_parameters()) * double(torch::elementSize(dtype));
           if (quantized)
             dequant_us = timed([&] {
               bank->quantized_in()->dequantize_experts(0, E, dtype);
@@ -155,6 +160,7 @@ void speed_table(const BenchContext& ctx, Table& table) {
                  v.name, grouped ? "grouped" : "slice_loop", T, Cell(us, 1),
                  Cell(double(T) / us * 1e6, 0), Cell(base_us[backward] / us, 3),
                  Cell(dequant_us, 1),
+                 Cell(dequant_us > 0 ? dequant_bytes / dequant_us / 1e3 : 0.0, 1),
                  Cell(double(bank->weight_bytes()) / double(bank->num_logical_parameters()), 3)});
             if (!ctx.json) std::cerr << "." << std::flush;
           }
@@ -169,7 +175,7 @@ void run_quant_bench(const BenchContext& ctx) {
                   "ppl", "ppl_change"});
   accuracy_table(ctx, accuracy);
   Table speed({"shape", "dtype", "mode", "quant", "gemm", "tokens", "us", "tokens_per_s",
-               "vs_unquantized", "dequant_us", "bytes_per_param"});
+               "vs_unquantized", "dequant_us", "dequant_gbs", "bytes_per_param"});
   speed_table(ctx, speed);
   if (ctx.json) {
     accuracy.print_json(ctx.out);
@@ -187,7 +193,8 @@ void run_quant_bench(const BenchContext& ctx) {
           << " tokens x top-k rows, forward (fwd) and with the input gradient (fwdbwd), median of "
           << b.layer_repeats() << ", " << torch::get_num_threads()
           << " CPU threads; vs_unquantized = full-precision time / time (default path); "
-             "dequant_us = the bank's two weights dequantised once\n";
+             "dequant_us = the bank's two weights dequantised once; dequant_gbs = its bytes "
+             "(codes, scales, zeros read; weights written) / dequant_us\n";
   speed.print(ctx.out);
 }
 

@@ -151,6 +151,7 @@ assert len(speed) == 16 and all(r["tokens_per_s"] > 0 and r["shape"] == "small" 
 assert all(r["gemm"] == "slice_loop" for r in speed), speed
 assert sorted({r["mode"] for r in speed}) == ["fwd", "fwdbwd"], speed
 assert all((r["dequant_us"] > 0) == (r["quant"] != "none") for r in speed), speed
+assert all((r["dequant_gbs"] > 0) == (r["quant"] != "none") for r in speed), speed
 assert all(r["vs_unquantized"] == 1 for r in speed if r["quant"] == "none"), speed
 PY
 then ok "bench quant --json fields"; else fail "bench quant --json ($(head -c 300 "$tmp/quant.err"))"; fi
