@@ -57,37 +57,29 @@ bool aligned(const void* p, uintptr_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0;
 }
 
-// Eight weights rounded as from_float<T> does, written at `out` (16-byte aligned) with 16-byte
-// stores (st.global.cg.v4: the weight is read next by the GEMM, from L2 at best). The 16-bit
-// types are packed by hand into one uint4; a plain store through a cast pointer came out of
-// nvcc as four 4-byte stores.
+// Eight weights rounded by from_float<T>, written at `out` (16-byte aligned) with 16-byte stores
+// (st.global.cg.v4: the weight is read next by the GEMM, from L2 at best). 16-bit types are
+// packed by hand into one uint4; a plain store through a cast pointer came out of nvcc as four
+// 4-byte stores.
+__device__ inline uint16_t bits_of(__half v) {
+  return __half_as_ushort(v);
+}
+__device__ inline uint16_t bits_of(__nv_bfloat16 v) {
+  return __bfloat16_as_ushort(v);
+}
 template <typename T>
-__device__ inline void store8(T* out, const float (&w)[8]);
+__device__ inline void store8(T* out, const float (&w)[8]) {
+  uint32_t p[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k)
+    p[k] = uint32_t(bits_of(from_float<T>(w[2 * k]))) |
+           (uint32_t(bits_of(from_float<T>(w[2 * k + 1]))) << 16);
+  __stcg(reinterpret_cast<uint4*>(out), make_uint4(p[0], p[1], p[2], p[3]));
+}
 template <>
 __device__ inline void store8<float>(float* out, const float (&w)[8]) {
   __stcg(reinterpret_cast<float4*>(out), make_float4(w[0], w[1], w[2], w[3]));
   __stcg(reinterpret_cast<float4*>(out) + 1, make_float4(w[4], w[5], w[6], w[7]));
-}
-__device__ inline uint32_t pack16(uint16_t low, uint16_t high) {
-  return uint32_t(low) | (uint32_t(high) << 16);
-}
-template <>
-__device__ inline void store8<__half>(__half* out, const float (&w)[8]) {
-  uint32_t p[4];
-#pragma unroll
-  for (int k = 0; k < 4; ++k)
-    p[k] = pack16(__half_as_ushort(__float2half_rn(w[2 * k])),
-                  __half_as_ushort(__float2half_rn(w[2 * k + 1])));
-  __stcg(reinterpret_cast<uint4*>(out), make_uint4(p[0], p[1], p[2], p[3]));
-}
-template <>
-__device__ inline void store8<__nv_bfloat16>(__nv_bfloat16* out, const float (&w)[8]) {
-  uint32_t p[4];
-#pragma unroll
-  for (int k = 0; k < 4; ++k)
-    p[k] = pack16(__bfloat16_as_ushort(__float2bfloat16_rn(w[2 * k])),
-                  __bfloat16_as_ushort(__float2bfloat16_rn(w[2 * k + 1])));
-  __stcg(reinterpret_cast<uint4*>(out), make_uint4(p[0], p[1], p[2], p[3]));
 }
 
 // int4, `in` % 8 == 0 and `group` % 8 == 0: word w of a row holds columns 8w..8w+7 (byte b's low
