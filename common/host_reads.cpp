@@ -22,7 +22,7 @@ std::vector<double> read_values_to_host(const torch::Tensor& t) {
 }
 
 torch::Tensor to_device_without_sync(const torch::Tensor& host, torch::Device device) {
-  if (!device.is_cuda()) return host.to(device);
+  if (!device.is_cuda() || !host.is_cpu()) return host.to(device);
   return host.pin_memory().to(device, /*non_blocking=*/true);
 }
 

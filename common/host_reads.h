@@ -22,7 +22,7 @@ std::vector<double> read_values_to_host(const torch::Tensor& t);
 /// `host` (a CPU tensor) on `device` without making the host wait. A plain copy to a GPU from
 /// pageable memory synchronises the stream first, a wait like a read's; this one is queued on
 /// the current stream from pinned memory (the caching host allocator keeps that buffer until the
-/// copy has run). Elsewhere a plain copy.
+/// copy has run). Elsewhere (to a CPU, or from a device) a plain copy.
 ///   usage: auto offs = to_device_without_sync(torch::tensor(ends, torch::kInt), x.device());
 torch::Tensor to_device_without_sync(const torch::Tensor& host, torch::Device device);
 

@@ -33,7 +33,12 @@ TaskBatch TaskBatch::to(torch::Device device) const {
     same.num_targets = counted;
     return same;
   }
-  return {input_ids.to(device), attention_mask.to(device), targets.to(device), counted};
+  // Queued from pinned memory: a micro-batch's tensors reach the GPU while the previous
+  // micro-batch's backward still runs there, instead of waiting for it.
+  auto move = [&](const torch::Tensor& t) {
+    return t.defined() ? to_device_without_sync(t, device) : t;
+  };
+  return {move(input_ids), move(attention_mask), move(targets), counted};
 }
 
 TaskOutput TaskModel::forward(const TaskBatch& batch) const {
