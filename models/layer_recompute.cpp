@@ -26,12 +26,12 @@ struct Recompute : torch::CustomClassHolder {
   RecomputedFn fn;
   torch::Device device = torch::kCPU;
   bool autocast = false;
+  at::ScalarType autocast_dtype = at::kBFloat16;
+  std::vector<bool> defined;
   // Whether the caller's input required a gradient. A frozen input (the embedding's output in
   // router fine-tuning) is made to require one only so that autograd calls backward at all; the
   // recomputation then leaves it out, so backward computes no input gradient nobody reads.
   bool input_requires_grad = true;
-  at::ScalarType autocast_dtype = at::kBFloat16;
-  std::vector<bool> defined;
 };
 
 class RecomputeFunction : public torch::autograd::Function<RecomputeFunction> {

@@ -13,8 +13,9 @@ struct TokenRowsHolder : torch::CustomClassHolder {
   TokenRows map;
 };
 
-const TokenRows& map_of(torch::autograd::AutogradContext* ctx) {
-  return static_cast<TokenRowsHolder*>(ctx->saved_data["map"].toCapsule().get())->map;
+// The map forward saved: backward hands the same holder to the other move.
+c10::intrusive_ptr<TokenRowsHolder> map_of(torch::autograd::AutogradContext* ctx) {
+  return c10::static_intrusive_pointer_cast<TokenRowsHolder>(ctx->saved_data["map"].toCapsule());
 }
 
 // One gather of every token's rows, [k, T, H], then one sum over k: in fp32 for bf16 rows,
@@ -48,15 +49,13 @@ class SumRowsToTokens : public torch::autograd::Function<SumRowsToTokens> {
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto holder = c10::make_intrusive<TokenRowsHolder>(map_of(ctx));
-    return {CopyTokensToRows::apply(grads[0].contiguous(), holder), torch::Tensor()};
+    return {CopyTokensToRows::apply(grads[0].contiguous(), map_of(ctx)), torch::Tensor()};
   }
 };
 
 torch::autograd::variable_list CopyTokensToRows::backward(torch::autograd::AutogradContext* ctx,
                                                           torch::autograd::variable_list grads) {
-  auto holder = c10::make_intrusive<TokenRowsHolder>(map_of(ctx));
-  return {SumRowsToTokens::apply(grads[0].contiguous(), holder), torch::Tensor()};
+  return {SumRowsToTokens::apply(grads[0].contiguous(), map_of(ctx)), torch::Tensor()};
 }
 
 }  // namespace

@@ -28,6 +28,12 @@ namespace {
 
 using namespace switchyard::test;
 
+// Router fine-tuning's freezing: every parameter but the routers' stops taking gradients.
+void train_only_routers(Qwen2MoeForCausalLM& m) {
+  for (auto& p : m->named_parameters())
+    p.value().set_requires_grad(p.key().find(".router.") != std::string::npos);
+}
+
 struct Reference {
   torch::Tensor input_ids, attention_mask, logits;
 };
@@ -314,9 +320,7 @@ TEST(Qwen2MoeModel, RecomputedLayersGiveTheSameLossAndGradients) {
     torch::manual_seed(21);
     Qwen2MoeForCausalLM m(
         Qwen2MoeOptions(cfg, single_process_groups()).router(router).recompute_layers(recompute));
-    if (routers_only)
-      for (auto& p : m->named_parameters())
-        p.value().set_requires_grad(p.key().find(".router.") != std::string::npos);
+    if (routers_only) train_only_routers(m);
     return m;
   };
   torch::manual_seed(22);
@@ -376,8 +380,7 @@ TEST(Qwen2MoeModel, RecomputedQuantizedLayersDequantiseEachWeightTwicePerStep) {
                                 .quant(int4)
                                 .gemm(gemm)
                                 .recompute_layers(recompute));
-      for (auto& p : m->named_parameters())
-        p.value().set_requires_grad(p.key().find(".router.") != std::string::npos);
+      train_only_routers(m);
       return m;
     };
     auto plain = build(false), again = build(true);
@@ -509,8 +512,7 @@ TEST(Qwen2MoeGpu, ForwardAndBackwardWaitForTheDeviceOncePerMoeLayerForward) {
                               .quant(recompute ? int4 : config::QuantConfig())
                               .recompute_layers(recompute));
     m->to(cuda);
-    for (auto& p : m->named_parameters())
-      p.value().set_requires_grad(p.key().find(".router.") != std::string::npos);
+    train_only_routers(m);
     const auto ids = torch::randint(512, {2, 256}).to(cuda);
     auto step = [&] {
       torch::Tensor loss;
