@@ -3,6 +3,11 @@
 #include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/cuda.h>
 
+#ifdef SWITCHYARD_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -130,6 +135,44 @@ KernelProfile profile_kernels(const std::function<void()>& pass, torch::Device d
     SY_CHECK(!ec, trace_path, ": cannot write the trace (", ec.message(), ")");
   }
   return out;
+}
+
+int64_t peak_extra_bytes(const std::function<void()>& pass, torch::Device device) {
+#ifdef SWITCHYARD_WITH_CUDA
+  if (device.is_cuda()) {  // the caching allocator keeps the peak itself
+    namespace alloc = c10::cuda::CUDACachingAllocator;
+    const auto index = device.has_index() ? device.index() : c10::cuda::current_device();
+    torch::cuda::synchronize();
+    alloc::resetPeakStats(index);
+    const int64_t before = alloc::getDeviceStats(index).allocated_bytes[0].current;
+    pass();
+    torch::cuda::synchronize();
+    return alloc::getDeviceStats(index).allocated_bytes[0].peak - before;
+  }
+#endif
+  SY_CHECK(!device.is_cuda(), "peak_extra_bytes: this build has no CUDA");
+  namespace prof = torch::autograd::profiler;
+  const prof::ProfilerConfig config(prof::ProfilerState::KINETO, /*report_input_shapes=*/false,
+                                    /*profile_memory=*/true);
+  const std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
+  prof::prepareProfiler(config, activities);
+  prof::enableProfiler(config, activities);
+  try {
+    pass();
+  } catch (...) {
+    prof::disableProfiler();
+    throw;
+  }
+  const auto result = prof::disableProfiler();
+  std::vector<std::pair<uint64_t, int64_t>> changes;  // (time, bytes: + allocated, - freed)
+  for (const auto& e : result->events())
+    if (e.name() == "[memory]" && e.deviceType() == c10::DeviceType::CPU)
+      changes.emplace_back(e.startNs(), e.nBytes());
+  std::stable_sort(changes.begin(), changes.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  int64_t now = 0, peak = 0;
+  for (const auto& [time, bytes] : changes) peak = std::max(peak, now += bytes);
+  return peak;
 }
 
 }  // namespace switchyard

@@ -2,7 +2,8 @@
 // its events summed by name. On a GPU the device's kernels and copies, which do not nest; on a
 // CPU the operators' self time (an op's time minus that of the ops it called on the same
 // thread), so that nothing counts twice. `bench layer --set bench.profile_dir=DIR` prints these
-// for the whole MoE layer and for the dense chain it is compared with.
+// for the whole MoE layer and for the dense chain it is compared with. Also how much memory a
+// pass takes at its peak (peak_extra_bytes), for the tests' memory claims.
 #pragma once
 
 #include <torch/torch.h>
@@ -40,5 +41,12 @@ struct KernelProfile {
 ///   usage: auto p = profile_kernels([&] { layer->forward(x); }, x.device(), "layer.json");
 KernelProfile profile_kernels(const std::function<void()>& pass, torch::Device device,
                               const std::string& trace_path = "");
+
+/// Bytes `pass` allocated on `device` beyond what was allocated when it started, at their
+/// highest. A GPU: its caching allocator's peak statistic. The CPU: the running sum of the
+/// profiler's memory events in time order, frees of memory allocated before the pass counting
+/// as negative (a pass that only frees peaks at 0).
+///   usage: int64_t extra = peak_extra_bytes([&] { loss.backward(); }, torch::kCPU);
+int64_t peak_extra_bytes(const std::function<void()>& pass, torch::Device device);
 
 }  // namespace switchyard

@@ -4,6 +4,7 @@
 
 #include "common/errors.h"
 #include "common/host_reads.h"
+#include "models/lm_loss.h"
 
 namespace switchyard {
 
@@ -55,21 +56,14 @@ TaskModel TaskModel::causal_lm(Qwen2MoeForCausalLM model) {
     if (layers[i]->moe) t.blocks_.push_back(layers[i]->moe), t.layers_.push_back(int64_t(i));
   t.forward_ = [model](const TaskBatch& b) mutable {
     CausalLmOutput out = model->forward(b.input_ids, b.attention_mask);
-    auto has_target = b.targets.ge(0);
-    // Only the positions that predict something go through the fp32 cross-entropy; training
-    // blocks predict everywhere and skip the gather (and its scatter in backward), and the
-    // count came from the host, so a training step reads nothing back here.
+    // The count came from the host for training blocks, so a training step reads nothing back
+    // here; the loss (chunked fp32, models/lm_loss.h) skips rows without a target itself.
     const int64_t predicted =
-        b.num_targets >= 0 ? b.num_targets : read_counts_to_host(has_target.sum())[0];
-    const bool everywhere = predicted == b.targets.numel();
-    auto logits =
-        everywhere ? out.logits.reshape({-1, out.logits.size(-1)}) : out.logits.index({has_target});
-    auto targets = everywhere ? b.targets.reshape({-1}) : b.targets.index({has_target});
+        b.num_targets >= 0 ? b.num_targets : read_counts_to_host(b.targets.ge(0).sum())[0];
+    const int64_t vocab = out.logits.size(-1);
     TaskOutput r;
-    r.loss_sum = torch::nn::functional::cross_entropy(
-        logits.to(torch::kFloat), targets,
-        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-    r.num_targets = logits.size(0);
+    r.loss_sum = cross_entropy_sum(out.logits.reshape({-1, vocab}), b.targets.reshape({-1}));
+    r.num_targets = predicted;
     r.router_loss = out.router_loss;
     r.moe = std::move(out.moe);
     return r;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "common/errors.h"
+#include "models/lm_loss.h"
 #include "routers/router_registry.h"
 
 namespace switchyard {
@@ -267,8 +268,10 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
     m.exchange = layer_exchange_most * double(T);
   }
   // Logits kept for the loss's backward and their gradient, in the activations' dtype, plus the
-  // loss's 16 MB fp32 chunk (models/lm_loss.h).
-  m.logits = 2 * ab * double(T) * double(V) + 16e6;
+  // loss's fp32 chunk (models/lm_loss.h: 256 MiB on GPUs, 16 MiB on CPUs, whose bf16 softmax
+  // converts the chunk first: two), no larger than all the rows in fp32.
+  const double chunk = std::min(double(loss_chunk_bytes(on_gpus)), 4 * double(T) * double(V));
+  m.logits = 2 * ab * double(T) * double(V) + (!on_gpus && ab == 2 ? 2 : 1) * chunk;
   // Quantized experts in bf16 on GPUs take the grouped GEMM: each GEMM dequantises the whole
   // local bank (models/expert_bank.h), one bank-sized weight alive at a time. A recomputed layer
   // keeps its dequantised weights (all of its local experts' at most) from its recomputed

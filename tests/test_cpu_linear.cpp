@@ -1,11 +1,10 @@
 // The CPU bf16/fp16 paths that run their GEMMs in fp32 (models/cpu_linear.h, the quantized
-// experts' chunked dequantisation, the chunked next-token loss) against fp32 references built
+// experts' chunked dequantisation) against fp32 references built
 // from the same bf16 values: outputs and gradients must agree to about one bf16 rounding.
 #include <gtest/gtest.h>
 
 #include "models/cpu_linear.h"
 #include "models/expert_bank.h"
-#include "models/lm_loss.h"
 #include "models/weight_quant.h"
 
 using namespace switchyard;
@@ -160,28 +159,4 @@ TEST(CpuDequantize, Bf16QuantizedExpertsMatchFp32ReferenceWithInputGradients) {
   // As for the bf16 bank: intermediate bf16 roundings (measured 5e-3 of the scale at most).
   EXPECT_TRUE(close(y, y32, 2.0 / 128, 1e-2));
   EXPECT_TRUE(close(x.grad(), x32.grad(), 2.0 / 128, 1e-2));
-}
-
-TEST(NextTokenLoss, MatchesCrossEntropyAndItsGradient) {
-  torch::manual_seed(5);
-  const int64_t B = 2, S = 7, V = 50;
-  auto ids = torch::randint(0, V, {B, S}, torch::kLong);
-  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
-    auto logits = leaf(torch::randn({B, S, V}).mul(3).to(dtype));
-    auto loss = next_token_loss(logits, ids, /*chunk_rows=*/3);  // 14 rows: chunks 3,3,3,3,2
-    ASSERT_EQ(loss.scalar_type(), torch::kFloat);
-    (loss * 2).backward();
-
-    auto ref_logits = leaf(logits.detach().to(torch::kFloat));
-    auto ref = torch::cross_entropy_loss(ref_logits.narrow(1, 0, S - 1).reshape({-1, V}),
-                                         ids.narrow(1, 1, S - 1).reshape(-1));
-    (ref * 2).backward();
-    EXPECT_NEAR(loss.item<double>(), ref.item<double>(), 1e-5) << dtype;
-    EXPECT_EQ(logits.grad().scalar_type(), dtype);
-    EXPECT_TRUE(
-        close(logits.grad(), ref_logits.grad(), dtype == torch::kFloat ? 1e-5 : 1.0 / 128, 1e-5))
-        << dtype;
-    // The last position predicts nothing: its gradient is exactly zero.
-    EXPECT_EQ(logits.grad().select(1, S - 1).abs().max().item<double>(), 0.0);
-  }
 }

@@ -198,7 +198,8 @@ TEST(PlanModel, MemoryAndTimeOfASmallModelByHand) {
   EXPECT_NEAR(eager.time.attention, (2 * 512 + 3 * 128) * 2 * 4 / (1e6 / 2), 1e-12);
   // Rows of 8 fp32 values, 2 per token: sent and combined once, received and returned 1.5 times.
   EXPECT_DOUBLE_EQ(m.exchange, 2 * 4 * 2 * 8 * (2 + 3.0) * 4);
-  EXPECT_DOUBLE_EQ(m.logits, 2 * 4 * 4 * 16 + 16e6);
+  // The logits and their gradient, and the loss's fp32 chunk: here all 4 rows of 16 values.
+  EXPECT_DOUBLE_EQ(m.logits, 2 * 4 * 4 * 16 + 4 * 4 * 16);
   // One exchange sends half of 4 tokens * 2 rows * 32 bytes (the other half stays).
   EXPECT_DOUBLE_EQ(p.time.all_to_all_bytes_per_layer, 128);
   // Four exchanges per layer, two layers, 1.5 * 128 bytes at 1 kB/s each.

@@ -7,11 +7,6 @@
 #include <cstdlib>
 #include <functional>
 
-#ifdef SWITCHYARD_WITH_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#include <c10/cuda/CUDAFunctions.h>
-#endif
-
 #include "common/autocast.h"
 #include "common/errors.h"
 #include "common/host_reads.h"
@@ -254,20 +249,6 @@ std::pair<Qwen2MoeForCausalLM, Qwen2MoeForCausalLM> eager_and_sdpa(torch::Device
   return {build(AttentionKernel::kEager), build(AttentionKernel::kSdpa)};
 }
 
-#ifdef SWITCHYARD_WITH_CUDA
-// Bytes the caching allocator handed out beyond what was allocated when f started, at its peak.
-int64_t extra_peak_gpu_bytes(const std::function<void()>& f) {
-  namespace alloc = c10::cuda::CUDACachingAllocator;
-  const auto device = c10::cuda::current_device();
-  torch::cuda::synchronize();
-  alloc::resetPeakStats(device);
-  const int64_t before = alloc::getDeviceStats(device).allocated_bytes[0].current;
-  f();
-  torch::cuda::synchronize();
-  return alloc::getDeviceStats(device).allocated_bytes[0].peak - before;
-}
-#endif
-
 double max_relative(const torch::Tensor& a, const torch::Tensor& b) {
   return ((a.to(torch::kFloat) - b.to(torch::kFloat)).abs().max() /
           b.to(torch::kFloat).abs().max().clamp_min(1e-12))
@@ -438,11 +419,13 @@ TEST(Qwen2MoeGpu, SdpaFollowsEagerInBf16AndKeepsNoAttentionProbabilities) {
   const int64_t B = 2, S = 1024;
   const auto ids = torch::randint(512, {B, S}).to(cuda);
   auto run = [&](Qwen2MoeForCausalLM& m, torch::Tensor& logits) {
-    return extra_peak_gpu_bytes([&] {
-      auto out = m->forward(ids).logits;
-      out.to(torch::kFloat).square().mean().backward();
-      logits = out.detach();
-    });
+    return peak_extra_bytes(
+        [&] {
+          auto out = m->forward(ids).logits;
+          out.to(torch::kFloat).square().mean().backward();
+          logits = out.detach();
+        },
+        cuda);
   };
   torch::Tensor a, b;
   const int64_t eager_peak = run(eager, a), sdpa_peak = run(sdpa, b);
@@ -476,15 +459,17 @@ TEST(Qwen2MoeGpu, RecomputedLayersPeakLessThanHalfWithTheSameLoss) {
   torch::manual_seed(24);
   const auto ids = torch::randint(512, {4, 512}).to(cuda);
   auto run = [&](Qwen2MoeForCausalLM& m, double& loss) {
-    return extra_peak_gpu_bytes([&] {
-      torch::Tensor l;
-      {
-        AutocastScope amp(cuda, true);
-        l = m->forward(ids).logits.to(torch::kFloat).square().mean();
-      }
-      l.backward();
-      loss = l.item<double>();
-    });
+    return peak_extra_bytes(
+        [&] {
+          torch::Tensor l;
+          {
+            AutocastScope amp(cuda, true);
+            l = m->forward(ids).logits.to(torch::kFloat).square().mean();
+          }
+          l.backward();
+          loss = l.item<double>();
+        },
+        cuda);
   };
   double a = 0, b = 0;
   const int64_t plain_peak = run(plain, a), again_peak = run(again, b);

@@ -371,9 +371,16 @@ TEST(TrainerExpertParallel, LiveReplacementMovesWeightsAndMomentsWithTheirExpert
           const auto m = got.trainer->optimizer().moments(mine[i]);
           const auto r = ref.trainer->optimizer().moments(theirs[i]);
           ASSERT_EQ(m.size(), 2u);
-          for (size_t k = 0; k < 2; ++k)
-            EXPECT_TRUE(torch::allclose(m[k], r[k].index_select(0, rows), 1e-3, 1e-9))
-                << "layer " << l << ", moment " << k;
+          // Relative 1e-3 as for the weights, and where a moment is a sum that cancels to near
+          // zero, 1e-5 of the largest moment: the reduction order leaves ~1e-6 of it there
+          // (measured 2.5e-9 against 2.4e-3), a wrong expert's moments differ by their scale.
+          for (size_t k = 0; k < 2; ++k) {
+            const auto want_k = r[k].index_select(0, rows);
+            const double atol = 1e-5 * r[k].abs().max().item<double>();
+            EXPECT_TRUE(torch::allclose(m[k], want_k, 1e-3, atol))
+                << "layer " << l << ", moment " << k << ": max |diff| "
+                << (m[k] - want_k).abs().max().item<double>() << ", atol " << atol;
+          }
         }
       }
     }
