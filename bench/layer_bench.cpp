@@ -6,6 +6,8 @@
 //                 the T tokens, with no routing at all;
 //   experts only (experts_vs_dense) — our grouped experts on rows already dispatched against one
 //                 SwiGLU expert on the same T*k rows: the ceiling for the expert compute alone;
+// beside the experts only, the same experts by our slice loop (experts_vs_slice_loop: what the
+//                 grouped GEMM buys where it is the default);
 // and the per-expert loop — Hugging Face's Qwen2MoeSparseMoeBlock: one-hot mask, per expert a
 //                 where(), a gather, the expert and an index_add_ (vs_loop, whole layer against
 //                 whole layer).
@@ -62,7 +64,7 @@ torch::Tensor dense_layer_forward(MoeBlock& block, ExpertBank& dense, const torc
 }
 
 struct Timings {
-  double layer_us, dense_layer_us, experts_us, dense_us, loop_us;
+  double layer_us, dense_layer_us, experts_us, dense_us, loop_us, slice_loop_us;
   int64_t host_reads;  ///< counted reads to the host in one whole-layer pass (common/host_reads.h)
   /// bench.profile_dir: one profiled pass each of the whole layer and of the dense chain
   KernelProfile layer_profile, dense_layer_profile;
@@ -99,6 +101,17 @@ Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const R
   }
   auto rows = tokens.hidden.detach().requires_grad_(backward);
   auto dense_rows = rows.clone().detach().requires_grad_(backward);
+  // The same experts by the slice loop (one GEMM pair per expert on its rows): what the default
+  // path (the grouped GEMM in bf16 on GPUs and in fp32 on the CPU) is chosen over.
+  ExpertBank slices(
+      ExpertBankOptions(s.hidden, s.intermediate, s.experts).gemm(GroupedGemm::kSliceLoop));
+  slices->to(device, dtype);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : slices->named_parameters())
+      p.value().copy_(block->experts->named_parameters()[p.key()]);
+  }
+  auto slice_rows = rows.clone().detach().requires_grad_(backward);
 
   auto pass = [&](const std::function<torch::Tensor()>& f) {
     return [&, f] {
@@ -110,6 +123,7 @@ Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const R
       }
       block->zero_grad();
       dense->zero_grad();
+      slices->zero_grad();
       f().sum().backward();
       // GPU kernels run asynchronously: the clock stops when the work is done, not queued.
       if (device.is_cuda()) torch::cuda::synchronize();
@@ -129,6 +143,7 @@ Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const R
   t.dense_layer_us = run([&] { return dense_layer_forward(block, dense, x); });
   t.experts_us = run([&] { return block->experts->forward(rows, tokens.tokens_per_expert); });
   t.dense_us = run([&] { return dense->forward_one(0, dense_rows); });
+  t.slice_loop_us = run([&] { return slices->forward(slice_rows, tokens.tokens_per_expert); });
   t.loop_us = run([&] { return hf_loop_forward(block, x); });
   if (!b.profile_dir().empty()) {
     // After the timed runs: the profiled pass is warm, and the profiler's cost stays out of them.
@@ -161,7 +176,8 @@ void add_profile_rows(Table& table, const std::string& name, const std::string& 
 void run_layer_bench(const BenchContext& ctx) {
   Table table({"shape", "dtype", "mode", "tokens", "host_reads", "tokens_per_s",
                "dense_layer_tokens_per_s", "layer_vs_dense", "experts_tokens_per_s",
-               "dense_tokens_per_s", "experts_vs_dense", "loop_tokens_per_s", "vs_loop"});
+               "dense_tokens_per_s", "experts_vs_dense", "slice_loop_tokens_per_s",
+               "experts_vs_slice_loop", "loop_tokens_per_s", "vs_loop"});
   const int64_t T = ctx.config.bench().layer_tokens();
   const std::string& profile_dir = ctx.config.bench().profile_dir();
   if (!profile_dir.empty()) std::filesystem::create_directories(profile_dir);
@@ -176,7 +192,8 @@ void run_layer_bench(const BenchContext& ctx) {
         table.add({s.name, dtype == torch::kFloat ? "fp32" : "bf16", backward ? "fwdbwd" : "fwd", T,
                    t.host_reads, per_s(t.layer_us), per_s(t.dense_layer_us),
                    Cell(t.dense_layer_us / t.layer_us, 3), per_s(t.experts_us), per_s(t.dense_us),
-                   Cell(t.dense_us / t.experts_us, 3), per_s(t.loop_us),
+                   Cell(t.dense_us / t.experts_us, 3), per_s(t.slice_loop_us),
+                   Cell(t.slice_loop_us / t.experts_us, 3), per_s(t.loop_us),
                    Cell(t.loop_us / t.layer_us, 3)});
         if (!profile_dir.empty()) {
           add_profile_rows(profiles, case_name(s, dtype, backward), "layer", t.layer_profile);
@@ -203,6 +220,9 @@ void run_layer_bench(const BenchContext& ctx) {
              "layer_vs_dense = dense_layer time / layer time\n"
              "experts only: experts (grouped, on dispatched rows) vs dense (one expert on the same "
              "T*k rows); experts_vs_dense = dense time / experts time\n"
+             "slice loop: the same experts, one GEMM pair per expert (what the grouped GEMM, "
+             "the default in bf16 on GPUs and fp32 on CPUs, replaces); experts_vs_slice_loop = "
+             "slice-loop time / experts time\n"
              "loop: Hugging Face's per-expert loop (whole layer); vs_loop = loop time / layer "
              "time\nhost_reads: counts read back to the host in one whole-layer pass (each one "
              "a wait on a GPU)\n\n";

@@ -257,9 +257,16 @@ torch::Tensor ExpertBankImpl::forward(const torch::Tensor& x,
   // goes back over the exchange, whose senders and receivers must agree on its dtype (a rank
   // without rows answering in fp32 corrupted a 4-rank bf16 run).
   const auto cast = autocast_operand(x);
+  // kAuto takes torch's grouped GEMM where it pays: its kernel for bf16 on CUDA, and on the CPU
+  // for fp32 weights and rows, where it runs the same per-expert GEMMs as the slice loop (the
+  // same bits) but its backward writes each expert's weight gradient straight into the bank's
+  // instead of the unbind's stacking per-expert copies. CPU bf16 keeps the slice loop's
+  // fp32-chunked GEMMs (models/cpu_linear.h), quantized CPU banks its per-expert dequantisation.
+  const bool cpu_fp32 = cast.is_cpu() && cast.scalar_type() == torch::kFloat && !quantized() &&
+                        w_in.scalar_type() == torch::kFloat;
   const bool grouped = options_.gemm() == GroupedGemm::kGroupedMm ||
-                       (options_.gemm() == GroupedGemm::kAuto && cast.is_cuda() &&
-                        cast.scalar_type() == torch::kBFloat16);
+                       (options_.gemm() == GroupedGemm::kAuto &&
+                        ((cast.is_cuda() && cast.scalar_type() == torch::kBFloat16) || cpu_fp32));
   if (grouped && rows > 0) return grouped_mm(cast, tokens_per_expert);
   return slice_loop(cast, tokens_per_expert);
 }

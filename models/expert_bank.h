@@ -19,7 +19,8 @@ enum class ExpertKind {
 /// How an expert bank multiplies its slices.
 enum class GroupedGemm {
   kAuto,       ///< grouped GEMM (at::_grouped_mm) for bf16 on CUDA (quantized banks too: each
-               ///< GEMM dequantises the bank in one kernel), slice loop elsewhere
+               ///< GEMM dequantises the bank in one kernel) and for fp32 banks on the CPU,
+               ///< slice loop elsewhere
   kSliceLoop,  ///< one matmul per expert on its contiguous slice
   kGroupedMm,  ///< at::_grouped_mm everywhere it accepts the shapes (tests use it on CPU)
 };

@@ -105,7 +105,7 @@ assert sorted((r["dtype"], r["mode"]) for r in layer) == sorted(
     (d, m) for d in ("fp32", "bf16") for m in ("fwd", "fwdbwd")), layer
 for r in layer:
     for f in ("shape", "dtype", "mode", "tokens_per_s", "layer_vs_dense", "experts_vs_dense",
-              "vs_loop"):
+              "experts_vs_slice_loop", "vs_loop"):
         assert f in r, (f, r)
     assert r["shape"] == "tiny" and r["tokens_per_s"] > 0 and r["layer_vs_dense"] > 0 and r["experts_vs_dense"] > 0, r
     assert r["host_reads"] == 1, r  # the dispatch's one read of the counts, nothing in backward

@@ -94,13 +94,26 @@ TEST(ExpertBank, GroupedMmMatchesSliceLoopForwardAndBackward) {
     const std::vector<int64_t> counts{5, 0, 9, 2};  // an expert with no rows, too
     auto x = torch::randn({16, kH});
     auto a = loop->forward(x, counts), b = grouped->forward(x, counts);
-    EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-5));
+    // fp32 on the CPU: torch's grouped GEMM runs the slice loop's per-expert GEMMs, so outputs
+    // and weight gradients are the same bits; the GELU bank's bias gradients are sums over
+    // rows in another order.
+    EXPECT_TRUE(torch::equal(a, b));
     a.square().sum().backward();
     b.square().sum().backward();
-    for (auto& p : loop->named_parameters())
-      EXPECT_TRUE(torch::allclose(p.value().grad(), grouped->named_parameters()[p.key()].grad(),
-                                  1e-4, 1e-5))
-          << p.key();
+    for (auto& p : loop->named_parameters()) {
+      const auto& want = p.value().grad();
+      const auto& got = grouped->named_parameters()[p.key()].grad();
+      if (p.key().rfind("w_", 0) == 0)
+        EXPECT_TRUE(torch::equal(got, want)) << p.key();
+      else
+        EXPECT_TRUE(torch::allclose(got, want, 1e-5, 1e-6)) << p.key();
+    }
+    // The default takes the grouped GEMM for fp32 banks on the CPU (its backward writes the
+    // weight gradients straight into the bank's, no per-expert copies to stack).
+    ExpertBank automatic(ExpertBankOptions(kH, kI, 4).kind(kind));
+    if (kind == ExpertKind::kSwiGlu)
+      EXPECT_NE(automatic->forward(x, counts).grad_fn()->name().find("GroupedMm"),
+                std::string::npos);
     EXPECT_THROW(loop->forward(x, {5, 0, 9}), Error);
     EXPECT_THROW(loop->forward(x, {5, 0, 9, 3}), Error);
   }
