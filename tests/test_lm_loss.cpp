@@ -9,6 +9,7 @@
 #include "models/lm_loss.h"
 #include "models/task_model.h"
 #include "parallel/process_groups.h"
+#include "tests/test_support.h"
 
 using namespace switchyard;
 namespace F = torch::nn::functional;
@@ -130,18 +131,7 @@ TEST(CrossEntropySum, HoldsTheGradientAndAChunkWhereCrossEntropyHoldsThreeLogitS
 // target (-1: none) and their count, against torch's cross_entropy on the model's logits.
 TEST(CausalLmTask, SumsTheLossOverTargetedPositionsOnly) {
   torch::manual_seed(7);
-  Qwen2MoeConfig c;
-  c.vocab_size = 64;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.moe_intermediate_size = 16;
-  c.shared_expert_intermediate_size = 32;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.num_experts = 4;
-  c.num_experts_per_tok = 2;
-  c.dtype = torch::kFloat;
+  const auto c = Qwen2MoeConfig::from_json(test::kTinyQwen, "kTinyQwen");
   Qwen2MoeForCausalLM model(Qwen2MoeOptions(c, single_process_groups()));
   const TaskModel task = TaskModel::causal_lm(model);
   auto ids = torch::randint(0, c.vocab_size, {2, 6}, torch::kLong);
