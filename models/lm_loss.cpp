@@ -18,27 +18,37 @@ using torch::autograd::variable_list;
 class CrossEntropySum : public torch::autograd::Function<CrossEntropySum> {
  public:
   // logits [N, V]; targets [N] int64, negative where a row predicts nothing.
+  //
+  // Each chunk's one fp32 temporary is made by a subtraction that reads the logits in their
+  // dtype and writes fp32, then worked on in place: torch's log_softmax(x, dtype=float) would
+  // convert a bf16 chunk into a second fp32 copy first (its fused conversion is for fp16 on
+  // CUDA only), doubling the loss's memory.
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits,
                                const torch::Tensor& targets, int64_t step) {
     const int64_t N = logits.size(0);
     auto safe_targets = targets.clamp_min(0).unsqueeze(1);
-    // Each row's log-probability of its target, gathered chunk by chunk into one buffer: per
-    // chunk one log-softmax (on a GPU straight from bf16 to fp32) and one small gather.
-    auto picked = torch::empty({N, 1}, logits.options().dtype(torch::kFloat));
+    auto fp32 = logits.options().dtype(torch::kFloat);
+    // Per row: lse = max + log(sum(exp(x - max))), kept for backward; and the target's logit.
+    auto lse = torch::empty({N, 1}, fp32), picked = torch::empty({N, 1}, fp32);
     for (int64_t s = 0; s < N; s += step) {
       const int64_t n = std::min(step, N - s);
-      auto log_probs = torch::log_softmax(logits.narrow(0, s, n), 1, torch::kFloat);
+      const auto rows = logits.narrow(0, s, n);
+      auto row_max = rows.amax(1, /*keepdim=*/true).to(torch::kFloat);
+      auto shifted = torch::sub(rows, row_max).exp_();  // the chunk's one fp32 temporary
+      auto part = lse.narrow(0, s, n);
+      torch::sum_out(part, shifted, torch::IntArrayRef{1}, /*keepdim=*/true);
+      part.log_().add_(row_max);
       auto out = picked.narrow(0, s, n);
-      torch::gather_out(out, log_probs, 1, safe_targets.narrow(0, s, n));
+      out.copy_(rows.gather(1, safe_targets.narrow(0, s, n)));
     }
-    ctx->save_for_backward({logits, targets});
+    ctx->save_for_backward({logits, targets, lse});
     ctx->saved_data["step"] = step;
-    return -(picked.squeeze(1) * targets.ge(0)).sum();
+    return ((lse - picked).squeeze(1) * targets.ge(0)).sum();
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto &logits = saved[0], &targets = saved[1];
+    const auto &logits = saved[0], &targets = saved[1], &lse = saved[2];
     const int64_t N = logits.size(0), step = ctx->saved_data["step"].toInt();
     // d loss_sum / d logits = softmax - onehot(target) on rows that predict a token, 0 elsewhere;
     // each row's factor (0 or the incoming gradient) stays on the device.
@@ -48,7 +58,7 @@ class CrossEntropySum : public torch::autograd::Function<CrossEntropySum> {
     auto grad = torch::empty_like(logits, torch::MemoryFormat::Contiguous);
     for (int64_t s = 0; s < N; s += step) {
       const int64_t n = std::min(step, N - s);
-      auto p = torch::softmax(logits.narrow(0, s, n), 1, torch::kFloat);
+      auto p = torch::sub(logits.narrow(0, s, n), lse.narrow(0, s, n)).exp_();  // softmax, fp32
       p.scatter_add_(1, safe_targets.narrow(0, s, n), minus_one.narrow(0, 0, n));
       auto out = grad.narrow(0, s, n);
       torch::mul_out(out, p, factor.narrow(0, s, n));  // rounded once, to the logits' dtype

@@ -18,9 +18,10 @@ int64_t loss_chunk_bytes(bool on_gpu);
 /// Sum over the rows r with targets[r] >= 0 of -log softmax(logits[r])[targets[r]], in fp32
 /// whatever the logits' dtype: what cross_entropy(logits.float(), targets, sum) gives with
 /// negative targets ignored. logits [N, V], targets [N] int64 on the logits' device. Reads
-/// nothing back to the host. Forward keeps nothing but its inputs; backward writes the logits'
-/// gradient in their dtype (zero on rows without a target), chunk by chunk. chunk_rows: rows
-/// per fp32 chunk (0: loss_chunk_bytes of the logits' device; tests pass small values).
+/// nothing back to the host. One fp32 chunk at a time, whatever the logits' dtype and device;
+/// forward keeps one log-sum-exp per row, backward writes the logits' gradient in their dtype
+/// (zero on rows without a target). chunk_rows: rows per fp32 chunk (0: loss_chunk_bytes of
+/// the logits' device; tests pass small values).
 ///   usage: auto loss_sum = cross_entropy_sum(logits.view({-1, V}), targets.view(-1));
 torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& targets,
                                 int64_t chunk_rows = 0);

@@ -268,8 +268,8 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
     m.exchange = layer_exchange_most * double(T);
   }
   // Logits kept for the loss's backward and their gradient, in the activations' dtype, plus the
-  // loss's fp32 chunk (models/lm_loss.h: 256 MiB on GPUs, 16 MiB on CPUs, whose bf16 softmax
-  // converts the chunk first: two), no larger than all the rows in fp32.
+  // loss's fp32 chunk (models/lm_loss.h: 256 MiB on GPUs, 16 MiB on CPUs, where bf16 logits
+  // are converted into a second one first), no larger than all the rows in fp32.
   const double chunk = std::min(double(loss_chunk_bytes(on_gpus)), 4 * double(T) * double(V));
   m.logits = 2 * ab * double(T) * double(V) + (!on_gpus && ab == 2 ? 2 : 1) * chunk;
   // Quantized experts in bf16 on GPUs take the grouped GEMM: each GEMM dequantises the whole
