@@ -19,6 +19,23 @@
 namespace switchyard {
 namespace {
 
+namespace prof = torch::autograd::profiler;
+
+// Runs `pass` under the Kineto profiler, which is switched off again also when `pass` throws.
+std::unique_ptr<prof::ProfilerResult> run_profiled(const prof::ProfilerConfig& config,
+                                                   const std::set<prof::ActivityType>& activities,
+                                                   const std::function<void()>& pass) {
+  prof::prepareProfiler(config, activities);
+  prof::enableProfiler(config, activities);
+  try {
+    pass();
+  } catch (...) {
+    prof::disableProfiler();
+    throw;
+  }
+  return prof::disableProfiler();
+}
+
 struct Span {
   uint64_t start, end;
   std::string name;
@@ -58,26 +75,20 @@ bool is_host_sync(std::string name) {
 
 KernelProfile profile_kernels(const std::function<void()>& pass, torch::Device device,
                               const std::string& trace_path) {
-  namespace prof = torch::autograd::profiler;
   const bool gpu = device.is_cuda();
-  const prof::ProfilerConfig config(prof::ProfilerState::KINETO);
   std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
   if (gpu) activities.insert(prof::ActivityType::CUDA);
   if (gpu) torch::cuda::synchronize();
-  prof::prepareProfiler(config, activities);
-  prof::enableProfiler(config, activities);
-  const auto start = std::chrono::steady_clock::now();
-  try {
-    pass();
-    if (gpu) torch::cuda::synchronize();
-  } catch (...) {
-    prof::disableProfiler();
-    throw;
-  }
   KernelProfile out;
-  out.wall_us =
-      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
-  const auto result = prof::disableProfiler();
+  const auto result =
+      run_profiled(prof::ProfilerConfig(prof::ProfilerState::KINETO), activities, [&] {
+        const auto start = std::chrono::steady_clock::now();
+        pass();
+        if (gpu) torch::cuda::synchronize();
+        out.wall_us =
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+                .count();
+      });
   out.device_kernels = gpu;
 
   std::map<std::string, KernelTime> by_name;
@@ -151,19 +162,10 @@ int64_t peak_extra_bytes(const std::function<void()>& pass, torch::Device device
   }
 #endif
   SY_CHECK(!device.is_cuda(), "peak_extra_bytes: this build has no CUDA");
-  namespace prof = torch::autograd::profiler;
-  const prof::ProfilerConfig config(prof::ProfilerState::KINETO, /*report_input_shapes=*/false,
-                                    /*profile_memory=*/true);
-  const std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
-  prof::prepareProfiler(config, activities);
-  prof::enableProfiler(config, activities);
-  try {
-    pass();
-  } catch (...) {
-    prof::disableProfiler();
-    throw;
-  }
-  const auto result = prof::disableProfiler();
+  const auto result =
+      run_profiled(prof::ProfilerConfig(prof::ProfilerState::KINETO, /*report_input_shapes=*/false,
+                                        /*profile_memory=*/true),
+                   {prof::ActivityType::CPU}, pass);
   std::vector<std::pair<uint64_t, int64_t>> changes;  // (time, bytes: + allocated, - freed)
   for (const auto& e : result->events())
     if (e.name() == "[memory]" && e.deviceType() == c10::DeviceType::CPU)
