@@ -46,7 +46,7 @@ BpeTokenizer BpeTokenizer::from_json(std::string_view json_text, const std::stri
   json j;
   try {
     j = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // a syntax error, or a number out of double's range
     throw ConfigError(what + ": not JSON: " + e.what());
   }
   try {

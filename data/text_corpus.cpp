@@ -80,7 +80,7 @@ std::vector<TextRecord> read_jsonl(const std::string& path, const JsonlOptions& 
     json j;
     try {
       j = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // a syntax error, or a number out of double's range
       throw fail(std::string("not JSON: ") + e.what());
     }
     if (!j.is_object()) throw fail("not a JSON object");

@@ -223,4 +223,7 @@ TEST(TextCorpus, JsonLinesWithOptionalLabels) {
   const std::string not_json = error("{\"text\": ");
   EXPECT_EQ(not_json.rfind(bad + ":2: not JSON", 0), 0u) << not_json;
   EXPECT_EQ(not_json.find('\n'), std::string::npos);
+  // A number beyond double's range is a JSON error of another kind (out_of_range): one line too.
+  const std::string too_big = error("{\"text\": \"x\", \"n\": 1e999}");
+  EXPECT_EQ(too_big.rfind(bad + ":2: not JSON", 0), 0u) << too_big;
 }

@@ -267,15 +267,20 @@ TEST(BpeTokenizer, RefusesWhatItWouldReadDifferently) {
             std::string::npos);
   EXPECT_NE(with([](json& j) { j["model"]["vocab"]["a"] = "x"; }).find("unexpected structure"),
             std::string::npos);
-  const std::string not_json = [] {
+  auto refusal = [](const std::string& text) {
     try {
-      BpeTokenizer::from_json("{oops", "broken.json");
+      BpeTokenizer::from_json(text, "broken.json");
     } catch (const ConfigError& e) {
       return std::string(e.what());
     }
     return std::string();
-  }();
+  };
+  const std::string not_json = refusal("{oops");
   EXPECT_EQ(not_json.rfind("broken.json: not JSON", 0), 0u) << not_json;
+  // A number beyond double's range (found by fuzz_tokenizer: it escaped as an uncaught
+  // out_of_range): the same one-line refusal.
+  const std::string too_big = refusal("{\"model\": {\"dropout\": 412e490}}");
+  EXPECT_EQ(too_big.rfind("broken.json: not JSON", 0), 0u) << too_big;
   for (const std::string& message : {not_json, with([](json& j) { j["normalizer"] = 1; })})
     EXPECT_EQ(message.find('\n'), std::string::npos) << message;
   EXPECT_THROW(BpeTokenizer::from_file("/no/such/tokenizer.json"), ConfigError);
