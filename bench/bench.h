@@ -36,6 +36,7 @@ BenchEntry model_bench_entry();
 BenchEntry quant_bench_entry();
 BenchEntry rates_bench_entry();
 BenchEntry linear_bench_entry();
+BenchEntry head_bench_entry();
 
 /// One MoE layer's shape (`bench layer`, and the speed table of `bench quant`).
 struct LayerShape {

@@ -23,6 +23,7 @@ const std::vector<BenchEntry>& bench_registry() {
       quant_bench_entry(),
       rates_bench_entry(),
       linear_bench_entry(),
+      head_bench_entry(),
   };
   return entries;
 }

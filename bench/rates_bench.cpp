@@ -11,7 +11,6 @@
 
 #include "bench/bench.h"
 #include "common/table.h"
-#include "models/cpu_linear.h"
 #include "models/expert_bank.h"
 #include "models/lm_loss.h"
 #include "models/qwen2_moe.h"
@@ -115,22 +114,20 @@ double dequant_gweights_per_s(const CommunicatorPtr& world, const LayerShape& s,
   return weights / std::max(us[1] - us[0], 0.01 * us[1]) / 1e3;
 }
 
-// The LM head and the loss, as a step runs them: T tokens' logits over a vocabulary of V and
-// the next-token loss (models/lm_loss.h), forward and input gradient with the weight frozen, in
-// the run's dtype, through forward_linear as the model's head runs (bf16: fp32 chunks on a CPU).
-// Returned as a rate over the head's 4*T*H*V FLOPs. The loss's softmax passes over the logits, and
-// an output this wide, run at their own speed: in a small model they are most of the head's time,
-// which the expert-shaped GEMM probe does not show.
+// The LM head and the loss, as a step runs them: T tokens over a vocabulary of V through
+// linear_cross_entropy_sum (models/lm_loss.h), forward and input gradient with the weight frozen,
+// in the run's dtype, by the kernel a step takes on the CPU (the logits, bf16 through
+// cpu_linear's fp32 chunks). Returned as a rate over the head's 4*T*H*V FLOPs. The loss's
+// softmax passes over the logits, and an output this wide, run at their own speed: in a small
+// model they are most of the head's time, which the expert-shaped GEMM probe does not show.
 double lm_head_tflops(const CommunicatorPtr& world, int64_t H, int64_t V, int64_t T, bool bf16,
                       const config::BenchConfig& b) {
   const auto dtype = bf16 ? torch::kBFloat16 : torch::kFloat;
   auto x = torch::randn({T, H}).to(dtype).requires_grad_();
-  torch::nn::Linear head(torch::nn::LinearOptions(H, V).bias(false));
-  head->to(dtype);
-  head->weight.requires_grad_(false);
-  auto ids = torch::randint(0, V, {1, T}, torch::kLong);
+  const auto w = torch::randn({V, H}).mul_(0.02).to(dtype);
+  auto targets = torch::randint(0, V, {T}, torch::kLong);
   auto pass = [&] {
-    next_token_loss(forward_linear(head, x).view({1, T, V}), ids).backward();
+    linear_cross_entropy_sum(x, w, targets).backward();
     x.mutable_grad() = torch::Tensor();
   };
   const double us = median_max_us(world, {pass}, b.warmup(), b.repeats())[0];

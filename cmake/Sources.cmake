@@ -173,7 +173,8 @@ set(SWITCHYARD_BENCH_SOURCES
   bench/model_bench.cpp
   bench/quant_bench.cpp
   bench/rates_bench.cpp
-  bench/linear_bench.cpp)
+  bench/linear_bench.cpp
+  bench/head_bench.cpp)
 set(SWITCHYARD_LAUNCH_SOURCES
   launch/main.cpp
   launch/cli.cpp

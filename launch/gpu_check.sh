@@ -2,7 +2,8 @@
 # The GPU pass, for a machine with a GPU and a PyTorch already installed but no network (so
 # launch/setup.sh cannot run there): a CUDA build against that PyTorch in build-gpu/, the GPU
 # unit tests, `bench layer` on the GPU (with its kernel-by-kernel profile and Chrome traces in
-# LOGDIR/profile), then the whole suite (GPU tests run instead of skipping).
+# LOGDIR/profile) and `bench head` (the fused LM head and loss against the unfused), then the
+# whole suite (GPU tests run instead of skipping).
 #   PYTHON=/opt/torch/.venv/bin/python3 ./launch/gpu_check.sh LOGDIR
 # The GPTQ reference imports AutoGPTQ's packer from the archive setup.sh keeps in .venv/sdists;
 # it is copied beside PYTHON's venv when present. Logs (configure, build, ctest, bench) go to
@@ -10,7 +11,7 @@
 # against transformers (launch/full_size_check.sh, its table in LOGDIR/full_size/full_size.md).
 # Then `bench quant` on the GPU (int8/int4 banks, the grouped GEMM against the slice loop).
 # Knobs for a short device slot: TARGETS (what to build), GPU_TESTS=0 (no GPU unit tests),
-# BENCH=0 (no bench layer), LAYER_TOKENS (its token counts, default "8192 32768", issue 18 §2's
+# BENCH=0 (no bench layer or head), LAYER_TOKENS (its token counts, default "8192 32768", issue 18 §2's
 # two), FULL_SIZE=0 (no full-size runs), QUANT=0 (no bench quant), FULL_SUITE=0 (no ctest),
 # CTEST_ARGS (e.g. "-R train_gpu"). A slot of 15 minutes takes two calls on the same warm
 # machine (docs/gpus.md): FULL_SUITE=0 first, then GPU_TESTS=0 BENCH=0 FULL_SIZE=0 QUANT=0,
@@ -72,6 +73,11 @@ if [ "${BENCH:-1}" = 1 ]; then
       --set bench.profile_dir="$logs/profile_$tokens" \
       2>"$logs/bench_layer_$tokens.err" | tee "$logs/bench_layer_$tokens.txt"
   done
+  # The LM head and loss at the full-size run's micro-batch: the fused head (what a routers-only
+  # step takes on a GPU) against the logits then the loss, time and memory side by side.
+  stamp "bench head on the GPU, 4096 tokens"
+  "$build/bin/switchyard" bench head --set bench.device=cuda --set bench.tokens=4096 \
+    --set bench.repeats=10 2>"$logs/bench_head.err" | tee "$logs/bench_head.txt"
 fi
 
 if [ "${FULL_SIZE:-1}" = 1 ]; then

@@ -2,12 +2,15 @@
 // cross_entropy(logits.narrow(...).float(), targets) holds bf16 logits (78 MB), their fp32 copy,
 // the saved log-softmax, and in backward two fp32 gradients plus a zero-padded bf16 one: most of
 // a router backward's peak (bench/RESULTS.md, "Measurements behind the code"). Here the extra
-// memory is the gradient in the logits' dtype and one fp32 chunk.
+// memory is the gradient in the logits' dtype and one fp32 chunk; with the head fused in, a
+// chunk of the logits themselves and the input's gradient.
 #include "models/lm_loss.h"
 
 #include <algorithm>
 
+#include "common/autocast.h"
 #include "common/errors.h"
+#include "models/cpu_linear.h"
 
 namespace switchyard {
 namespace {
@@ -15,31 +18,44 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// One chunk of rows [n, V] in any dtype: lse[r] = log sum_v exp rows[r, v] and
+// picked[r] = rows[r, target[r]], written into fp32 [n, 1] views.
+//
+// The chunk's one fp32 temporary is made by a subtraction that reads the rows in their dtype and
+// writes fp32, then worked on in place: torch's log_softmax(x, dtype=float) would convert a bf16
+// chunk into a second fp32 copy first (its fused conversion is for fp16 on CUDA only), doubling
+// the loss's memory.
+void log_sum_exp_and_target(const torch::Tensor& rows, const torch::Tensor& safe_targets,
+                            torch::Tensor lse, torch::Tensor picked) {
+  auto row_max = rows.amax(1, /*keepdim=*/true).to(torch::kFloat);
+  auto shifted = torch::sub(rows, row_max).exp_();
+  torch::sum_out(lse, shifted, torch::IntArrayRef{1}, /*keepdim=*/true);
+  lse.log_().add_(row_max);
+  picked.copy_(rows.gather(1, safe_targets));
+}
+
+// d(lse - picked) / d rows = softmax(rows) - onehot(target), fp32, for one chunk. in_place: the
+// rows are an fp32 chunk this loss made and needs no more, and become the result.
+torch::Tensor softmax_minus_target(torch::Tensor rows, const torch::Tensor& lse,
+                                   const torch::Tensor& safe_targets,
+                                   const torch::Tensor& minus_one, bool in_place) {
+  auto p = in_place ? rows.sub_(lse).exp_() : torch::sub(rows, lse).exp_();
+  return p.scatter_add_(1, safe_targets, minus_one.narrow(0, 0, rows.size(0)));
+}
+
 class CrossEntropySum : public torch::autograd::Function<CrossEntropySum> {
  public:
   // logits [N, V]; targets [N] int64, negative where a row predicts nothing.
-  //
-  // Each chunk's one fp32 temporary is made by a subtraction that reads the logits in their
-  // dtype and writes fp32, then worked on in place: torch's log_softmax(x, dtype=float) would
-  // convert a bf16 chunk into a second fp32 copy first (its fused conversion is for fp16 on
-  // CUDA only), doubling the loss's memory.
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits,
                                const torch::Tensor& targets, int64_t step) {
     const int64_t N = logits.size(0);
     auto safe_targets = targets.clamp_min(0).unsqueeze(1);
     auto fp32 = logits.options().dtype(torch::kFloat);
-    // Per row: lse = max + log(sum(exp(x - max))), kept for backward; and the target's logit.
     auto lse = torch::empty({N, 1}, fp32), picked = torch::empty({N, 1}, fp32);
     for (int64_t s = 0; s < N; s += step) {
       const int64_t n = std::min(step, N - s);
-      const auto rows = logits.narrow(0, s, n);
-      auto row_max = rows.amax(1, /*keepdim=*/true).to(torch::kFloat);
-      auto shifted = torch::sub(rows, row_max).exp_();  // the chunk's one fp32 temporary
-      auto part = lse.narrow(0, s, n);
-      torch::sum_out(part, shifted, torch::IntArrayRef{1}, /*keepdim=*/true);
-      part.log_().add_(row_max);
-      auto out = picked.narrow(0, s, n);
-      out.copy_(rows.gather(1, safe_targets.narrow(0, s, n)));
+      log_sum_exp_and_target(logits.narrow(0, s, n), safe_targets.narrow(0, s, n),
+                             lse.narrow(0, s, n), picked.narrow(0, s, n));
     }
     ctx->save_for_backward({logits, targets, lse});
     ctx->saved_data["step"] = step;
@@ -58,14 +74,69 @@ class CrossEntropySum : public torch::autograd::Function<CrossEntropySum> {
     auto grad = torch::empty_like(logits, torch::MemoryFormat::Contiguous);
     for (int64_t s = 0; s < N; s += step) {
       const int64_t n = std::min(step, N - s);
-      auto p = torch::sub(logits.narrow(0, s, n), lse.narrow(0, s, n)).exp_();  // softmax, fp32
-      p.scatter_add_(1, safe_targets.narrow(0, s, n), minus_one.narrow(0, 0, n));
+      auto p = softmax_minus_target(logits.narrow(0, s, n), lse.narrow(0, s, n),
+                                    safe_targets.narrow(0, s, n), minus_one, /*in_place=*/false);
       auto out = grad.narrow(0, s, n);
       torch::mul_out(out, p, factor.narrow(0, s, n));  // rounded once, to the logits' dtype
     }
     return {grad, {}, {}};
   }
 };
+
+// The LM head and the loss in one, for a frozen head weight (routers-only fine-tuning): the
+// logits of one chunk of rows exist at a time, never all [N, V] of them nor their gradient.
+// While a chunk's logits exist, forward also takes the input's gradient for them,
+// (softmax - onehot) @ W, into [N, H]; backward scales it by the incoming gradient. The same
+// GEMMs as an unfused head (forward, input gradient) and no recomputation; a frozen weight
+// needs no gradient of its own.
+class LinearCrossEntropySum : public torch::autograd::Function<LinearCrossEntropySum> {
+ public:
+  // hidden [N, H], weight [V, H] in one dtype; targets [N] int64, negative: no target.
+  // with_grad: hidden's gradient will be asked for (decided outside: forward runs without
+  // grad mode).
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& hidden,
+                               const torch::Tensor& weight, const torch::Tensor& targets,
+                               int64_t step, bool with_grad) {
+    const int64_t N = hidden.size(0);
+    auto safe_targets = targets.clamp_min(0).unsqueeze(1);
+    auto fp32 = hidden.options().dtype(torch::kFloat);
+    auto lse = torch::empty({N, 1}, fp32), picked = torch::empty({N, 1}, fp32);
+    auto minus_one = torch::full({std::min(step, N), 1}, -1.0f, fp32);
+    auto grad =
+        with_grad ? torch::empty_like(hidden, torch::MemoryFormat::Contiguous) : torch::Tensor();
+    for (int64_t s = 0; s < N; s += step) {
+      const int64_t n = std::min(step, N - s);
+      auto rows = torch::mm(hidden.narrow(0, s, n), weight.t());  // [n, V], in the GEMM's dtype
+      auto chunk_lse = lse.narrow(0, s, n), chunk_targets = safe_targets.narrow(0, s, n);
+      log_sum_exp_and_target(rows, chunk_targets, chunk_lse, picked.narrow(0, s, n));
+      if (!with_grad) continue;
+      const bool fp32_rows = rows.scalar_type() == torch::kFloat;
+      auto p = softmax_minus_target(rows, chunk_lse, chunk_targets, minus_one, fp32_rows);
+      // The GEMM's operand in the weight's dtype goes into the logits' chunk, freeing the fp32.
+      if (!fp32_rows) rows.copy_(p), p = rows;
+      grad.narrow(0, s, n).copy_(torch::mm(p, weight));
+    }
+    ctx->save_for_backward({grad, targets});
+    return ((lse - picked).squeeze(1) * targets.ge(0)).sum();
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &grad = saved[0], &targets = saved[1];
+    SY_CHECK(grad.defined(), "linear_cross_entropy_sum: backward of a forward without gradient");
+    auto factor = (targets.ge(0).to(torch::kFloat) * grads[0].to(torch::kFloat)).unsqueeze(1);
+    auto scaled = torch::empty_like(grad);
+    torch::mul_out(scaled, grad, factor);  // in fp32, rounded once to the input's dtype
+    return {scaled, {}, {}, {}, {}};
+  }
+};
+
+// Rows of [N, V] logits per fp32 chunk: chunk_rows, or what fits in loss_chunk_bytes.
+int64_t rows_per_chunk(int64_t V, int64_t chunk_rows, bool on_gpu) {
+  if (chunk_rows > 0) return chunk_rows;
+  const int64_t fp32_row_bytes = std::max<int64_t>(1, V) * int64_t(sizeof(float));
+  return std::max<int64_t>(1, loss_chunk_bytes(on_gpu) / fp32_row_bytes);
+}
 
 }  // namespace
 
@@ -78,12 +149,33 @@ torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor
   SY_CHECK(logits.dim() == 2 && targets.dim() == 1 && targets.size(0) == logits.size(0),
            "cross_entropy_sum: logits ", logits.sizes(), " do not fit targets ", targets.sizes());
   SY_CHECK(chunk_rows >= 0, "cross_entropy_sum: chunk_rows ", chunk_rows, " is negative");
-  const int64_t V = std::max<int64_t>(1, logits.size(1));
-  const int64_t fp32_row_bytes = V * int64_t(sizeof(float));
-  const int64_t step =
-      chunk_rows > 0 ? chunk_rows
-                     : std::max<int64_t>(1, loss_chunk_bytes(logits.is_cuda()) / fp32_row_bytes);
+  const int64_t step = rows_per_chunk(logits.size(1), chunk_rows, logits.is_cuda());
   return CrossEntropySum::apply(logits, targets.to(logits.device(), torch::kLong), step);
+}
+
+torch::Tensor linear_cross_entropy_sum(const torch::Tensor& hidden, const torch::Tensor& weight,
+                                       const torch::Tensor& targets, HeadLossKernel kernel,
+                                       int64_t chunk_rows) {
+  SY_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1) &&
+               targets.dim() == 1 && targets.size(0) == hidden.size(0),
+           "linear_cross_entropy_sum: hidden ", hidden.sizes(), ", weight ", weight.sizes(),
+           " and targets ", targets.sizes(), " do not fit");
+  SY_CHECK(chunk_rows >= 0, "linear_cross_entropy_sum: chunk_rows ", chunk_rows, " is negative");
+  SY_CHECK(kernel != HeadLossKernel::kFused || !weight.requires_grad(),
+           "linear_cross_entropy_sum: the fused head needs a frozen weight");
+  // Under autocast, both operands in its dtype once, not the big weight once per chunk.
+  const auto x = autocast_operand(hidden), w = autocast_operand(weight);
+  const auto ids = targets.to(x.device(), torch::kLong);
+  if (kernel == HeadLossKernel::kAuto)
+    kernel =
+        x.is_cuda() && !weight.requires_grad() ? HeadLossKernel::kFused : HeadLossKernel::kLogits;
+  if (kernel == HeadLossKernel::kLogits) {
+    auto logits = gemm_in_fp32_on_cpu(x, w) ? cpu_linear(x, w) : torch::linear(x, w);
+    return cross_entropy_sum(logits, ids, chunk_rows);
+  }
+  const bool with_grad = torch::GradMode::is_enabled() && hidden.requires_grad();
+  return LinearCrossEntropySum::apply(x, w, ids, rows_per_chunk(w.size(0), chunk_rows, x.is_cuda()),
+                                      with_grad);
 }
 
 torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& input_ids,

@@ -1,5 +1,6 @@
 // Cross-entropy over a large vocabulary computed a chunk of rows at a time, so a 151936-word
-// vocabulary never has fp32 copies of all logits or of their gradient: the training loss of
+// vocabulary never has fp32 copies of all logits or of their gradient, and the LM head fused
+// with it, which holds no more than a chunk of the logits themselves: the training loss of
 // causal LMs (models/task_model.cpp) and the benches' next-token loss.
 #pragma once
 
@@ -25,6 +26,33 @@ int64_t loss_chunk_bytes(bool on_gpu);
 ///   usage: auto loss_sum = cross_entropy_sum(logits.view({-1, V}), targets.view(-1));
 torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& targets,
                                 int64_t chunk_rows = 0);
+
+/// How linear_cross_entropy_sum applies the head.
+enum class HeadLossKernel {
+  /// kFused on a GPU with a frozen weight, else kLogits. On the CPU, in fp32, the fused head's
+  /// GEMMs of 16 MiB chunks each read the whole weight: twice the unfused time at 128 tokens
+  /// (`switchyard bench head`, bench/RESULTS.md); in bf16 they are torch's CPU bf16 GEMMs, whose
+  /// speed depends on the CPU's bf16 instructions (what cpu_linear avoids).
+  kAuto,
+  /// One chunk of rows at a time: the chunk's logits (in the GEMM's dtype, beside the loss's fp32
+  /// chunk) are all that exists of them, and the input's gradient [N, H] is taken in forward
+  /// while they do, so neither the logits [N, V] nor their gradient is ever held (2 x 1.2 GB at
+  /// 4096 tokens of Qwen's vocabulary in bf16). The same GEMMs as kLogits with a frozen weight,
+  /// no recomputation. Needs a frozen weight: a trained one's gradient sums over all rows, and
+  /// chunked each chunk would write all of [V, H].
+  kFused,
+  /// The head's logits [N, V] (through cpu_linear for bf16 on the CPU), then cross_entropy_sum.
+  kLogits,
+};
+
+/// cross_entropy_sum(hidden @ weight^T, targets): an LM head without bias and its loss, in the
+/// autocast dtype where autocast is on. hidden [N, H], weight [V, H], targets [N] (negative: no
+/// target). chunk_rows as for cross_entropy_sum.
+///   usage: auto loss_sum = linear_cross_entropy_sum(h.view({-1, H}), lm_head->weight, t.view(-1));
+torch::Tensor linear_cross_entropy_sum(const torch::Tensor& hidden, const torch::Tensor& weight,
+                                       const torch::Tensor& targets,
+                                       HeadLossKernel kernel = HeadLossKernel::kAuto,
+                                       int64_t chunk_rows = 0);
 
 /// Mean over B * (S - 1) positions of -log softmax(logits[b, s])[input_ids[b, s + 1]], what
 /// cross_entropy(logits[:, :-1].float(), input_ids[:, 1:]) gives. logits [B, S, V],

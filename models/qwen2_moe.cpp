@@ -229,6 +229,14 @@ torch::Tensor run_layer(Qwen2MoeDecoderLayerImpl& l, torch::Tensor h, const torc
 
 CausalLmOutput Qwen2MoeForCausalLMImpl::forward(const torch::Tensor& input_ids,
                                                 const torch::Tensor& attention_mask) {
+  CausalLmOutput out = forward_hidden_states(input_ids, attention_mask);
+  out.logits = forward_linear(lm_head, out.hidden_states);
+  out.hidden_states = torch::Tensor();
+  return out;
+}
+
+CausalLmOutput Qwen2MoeForCausalLMImpl::forward_hidden_states(const torch::Tensor& input_ids,
+                                                              const torch::Tensor& attention_mask) {
   SY_CHECK(input_ids.dim() == 2, "Qwen2Moe: input_ids must be [batch, seq], got ",
            input_ids.sizes());
   const int64_t B = input_ids.size(0), S = input_ids.size(1);
@@ -284,8 +292,7 @@ CausalLmOutput Qwen2MoeForCausalLMImpl::forward(const torch::Tensor& input_ids,
       out.moe.push_back(std::move(m));
     }
   }
-  out.logits =
-      forward_linear(lm_head, phase_boundary(norm(h), StepPhase::kOther, StepPhase::kHead));
+  out.hidden_states = phase_boundary(norm(h), StepPhase::kOther, StepPhase::kHead);
   return out;
 }
 

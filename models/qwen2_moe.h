@@ -68,7 +68,8 @@ TORCH_MODULE(Qwen2MoeDecoderLayer);
 /// What a forward returns besides logits: each MoE layer's routing and load, and the summed
 /// router losses (aux and z, already weighted by their coefficients).
 struct CausalLmOutput {
-  torch::Tensor logits;  ///< [B, S, V]
+  torch::Tensor logits;         ///< [B, S, V] (forward)
+  torch::Tensor hidden_states;  ///< [B, S, H]: the final norm's output (forward_hidden_states)
   torch::Tensor router_loss;
   std::vector<MoeOutput> moe;  ///< one per MoE layer, in layer order (hidden states dropped)
 };
@@ -107,6 +108,10 @@ class Qwen2MoeForCausalLMImpl : public torch::nn::Module {
 
   /// input_ids [B, S] int64; attention_mask [B, S] (1 keep, 0 padding) or undefined.
   CausalLmOutput forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {});
+  /// The same forward up to the LM head: hidden_states instead of logits, for a loss that
+  /// applies the head itself a chunk of rows at a time (models/lm_loss.h).
+  CausalLmOutput forward_hidden_states(const torch::Tensor& input_ids,
+                                       const torch::Tensor& attention_mask = {});
 
   const Qwen2MoeOptions& options() const { return options_; }
   const std::vector<Qwen2MoeDecoderLayer>& layers() const { return layers_; }

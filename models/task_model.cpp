@@ -55,14 +55,16 @@ TaskModel TaskModel::causal_lm(Qwen2MoeForCausalLM model) {
   for (size_t i = 0; i < layers.size(); ++i)
     if (layers[i]->moe) t.blocks_.push_back(layers[i]->moe), t.layers_.push_back(int64_t(i));
   t.forward_ = [model](const TaskBatch& b) mutable {
-    CausalLmOutput out = model->forward(b.input_ids, b.attention_mask);
+    CausalLmOutput out = model->forward_hidden_states(b.input_ids, b.attention_mask);
     // The count came from the host for training blocks, so a training step reads nothing back
-    // here; the loss (chunked fp32, models/lm_loss.h) skips rows without a target itself.
+    // here; the loss (models/lm_loss.h) skips rows without a target itself, and applies the
+    // LM head a chunk of rows at a time where the head is frozen.
     const int64_t predicted =
         b.num_targets >= 0 ? b.num_targets : read_counts_to_host(b.targets.ge(0).sum())[0];
-    const int64_t vocab = out.logits.size(-1);
+    const int64_t hidden = out.hidden_states.size(-1);
     TaskOutput r;
-    r.loss_sum = cross_entropy_sum(out.logits.reshape({-1, vocab}), b.targets.reshape({-1}));
+    r.loss_sum = linear_cross_entropy_sum(out.hidden_states.reshape({-1, hidden}),
+                                          model->lm_head->weight, b.targets.reshape({-1}));
     r.num_targets = predicted;
     r.router_loss = out.router_loss;
     r.moe = std::move(out.moe);

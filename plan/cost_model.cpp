@@ -267,11 +267,16 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
                     ab * double(H) * double(T);
     m.exchange = layer_exchange_most * double(T);
   }
-  // Logits kept for the loss's backward and their gradient, in the activations' dtype, plus the
-  // loss's fp32 chunk (models/lm_loss.h: 256 MiB on GPUs, 16 MiB on CPUs, where bf16 logits
-  // are converted into a second one first), no larger than all the rows in fp32.
+  // The LM head and loss (models/lm_loss.h), by the kernel a step takes. Unfused: the logits kept
+  // for the loss's backward and their gradient, in the activations' dtype, plus the loss's fp32
+  // chunk (256 MiB on GPUs, 16 MiB on CPUs, where bf16 logits are converted into a second one
+  // first), no larger than all the rows in fp32. Fused (a frozen head on GPUs): one chunk of
+  // rows' logits in the activations' dtype beside its fp32 chunk, and the input's gradient.
   const double chunk = std::min(double(loss_chunk_bytes(on_gpus)), 4 * double(T) * double(V));
-  m.logits = 2 * ab * double(T) * double(V) + (!on_gpus && ab == 2 ? 2 : 1) * chunk;
+  const double logits_traffic =
+      2 * ab * double(T) * double(V) + (!on_gpus && ab == 2 ? 2 : 1) * chunk;
+  const bool fused_head = on_gpus && w.routers_only;
+  m.logits = fused_head ? chunk * (1 + ab / 4) + ab * double(T) * double(H) : logits_traffic;
   // Quantized experts in bf16 on GPUs take the grouped GEMM: each GEMM dequantises the whole
   // local bank (models/expert_bank.h), one bank-sized weight alive at a time. A recomputed layer
   // keeps its dequantised weights (all of its local experts' at most) from its recomputed
@@ -355,7 +360,8 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
       ((1 + again) * double(c.num_hidden_layers) * cluster.layer_overhead_ms * 1e-3 * per_device +
        (4 + 2 * again) * kept_traffic / mem_rate) *
       micro_batches;
-  if (!head_measured) t.lm_head += 4 * m.logits / mem_rate * micro_batches;
+  // The fused head makes the same passes over the logits, a chunk at a time.
+  if (!head_measured) t.lm_head += 4 * logits_traffic / mem_rate * micro_batches;
   if (quantized) {
     // Dequantising each local expert that gets rows (the slice loop; the grouped GEMM does them
     // all), forward and backward (every MoE layer holds the same slots): at the measured rate of

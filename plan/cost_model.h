@@ -73,7 +73,7 @@ struct MemoryEstimate {
   double replicated_weights = 0, expert_weights = 0, gradients = 0, optimizer = 0;
   double activations = 0;  ///< kept for backward by the decoder layers, one micro-batch
   double exchange = 0;  ///< all-to-all send/receive buffers autograd keeps (in activations' sense)
-  double logits = 0;    ///< LM-head logits and their gradient
+  double logits = 0;    ///< LM-head logits and their gradient (fused head: a chunk of them)
   /// Quantized experts in bf16 on a GPU take the grouped GEMM, which dequantises a whole local
   /// bank's weight per GEMM (models/expert_bank.h): one such weight, the larger (2I x H each).
   /// With recomputed layers (not the CPU's bf16 GEMMs), a layer's dequantised weights, all of

@@ -209,6 +209,14 @@ if "$bin" bench --name linear --set bench.repeats=1 --set bench.warmup=0 --set b
 then ok "bench linear times the four linears"
 else fail "bench linear ($(head -c 300 "$tmp/linear.err") $(head -c 300 "$tmp/linear.jsonl"))"; fi
 
+# bench head: the fused LM head against the logits, fp32 and bf16; the CPU's step keeps the logits.
+if "$bin" bench --name head --set bench.repeats=1 --set bench.warmup=0 --set bench.tokens=8 \
+     --set bench.vocab_size=1000 --json >"$tmp/head.jsonl" 2>"$tmp/head.err" &&
+   [ "$(grep -c '"fused_vs_logits"' "$tmp/head.jsonl")" -eq 2 ] &&
+   [ "$(grep -c '"auto":"logits"' "$tmp/head.jsonl")" -eq 2 ]
+then ok "bench head times both heads in both dtypes"
+else fail "bench head ($(head -c 300 "$tmp/head.err") $(head -c 300 "$tmp/head.jsonl"))"; fi
+
 # plan: tables, JSON whose numbers add up, a layout that does not fit (exit 1, one line), refusals.
 if "$bin" plan --model qwen1.5-moe-a2.7b --cluster 8xh100 >"$tmp/plan.txt" 2>"$tmp/plan.err" &&
    grep -q "memory per rank" "$tmp/plan.txt" && grep -q "all-to-all share" "$tmp/plan.txt"

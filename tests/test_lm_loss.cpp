@@ -1,10 +1,11 @@
-// The chunked cross-entropy (models/lm_loss.h) against torch's cross_entropy on fp32 logits:
-// values, gradients, ignored rows, chunk boundaries; what it holds in memory beyond the logits,
-// measured by the profiler's memory events; and the causal-LM task loss that training and
-// evaluation take from it.
+// The chunked cross-entropy and the fused LM head + loss (models/lm_loss.h) against torch's
+// cross_entropy on fp32 logits: values, gradients, ignored rows, chunk boundaries; what they
+// hold in memory beyond their inputs, measured by the profiler's memory events; and the
+// causal-LM task loss that training and evaluation take from them.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include "common/autocast.h"
 #include "common/kernel_profile.h"
 #include "models/lm_loss.h"
 #include "models/task_model.h"
@@ -129,6 +130,99 @@ TEST(CrossEntropySum, HoldsTheGradientAndAChunkWhereCrossEntropyHoldsThreeLogitS
   }
 }
 
+// Both heads against the head's logits, then torch's cross_entropy: the loss and the input's
+// gradient in every chunking, the fused head (frozen weight) and the logits (frozen or trained
+// weight, whose gradient is checked too); without grad mode nothing is kept.
+TEST(LinearCrossEntropySum, EqualsTheHeadThenCrossEntropyWithTheInputsGradient) {
+  torch::manual_seed(9);
+  const int64_t N = 13, H = 8, V = 50;
+  auto targets = torch::randint(0, V, {N}, torch::kLong);
+  targets.index_put_({torch::tensor({0, 4, 5, 12})}, -1);
+  const auto ignored = targets.lt(0);
+  const std::vector<std::pair<HeadLossKernel, bool>> cases = {{HeadLossKernel::kFused, false},
+                                                              {HeadLossKernel::kLogits, false},
+                                                              {HeadLossKernel::kAuto, true}};
+  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    const auto x_values = torch::randn({N, H}).to(dtype);
+    const auto w_values = torch::randn({V, H}).mul(0.7).to(dtype);
+    for (const auto& [kernel, train_weight] : cases) {
+      auto ref_x = leaf(x_values.to(torch::kFloat)), ref_w = leaf(w_values.to(torch::kFloat));
+      // The logits as the head's GEMM gives them: rounded to the inputs' dtype.
+      auto ref = reference_sum(torch::linear(ref_x, ref_w).to(dtype).to(torch::kFloat), targets);
+      (ref * 0.5).backward();
+      for (int64_t chunk_rows : {4, 0, 100}) {
+        const std::string where = std::string(c10::toString(dtype)) + " kernel " +
+                                  std::to_string(int(kernel)) + " chunk " +
+                                  std::to_string(chunk_rows);
+        auto x = leaf(x_values), w = w_values.clone().requires_grad_(train_weight);
+        auto sum = linear_cross_entropy_sum(x, w, targets, kernel, chunk_rows);
+        ASSERT_EQ(sum.scalar_type(), torch::kFloat);
+        (sum * 0.5).backward();
+        EXPECT_NEAR(sum.item<double>(), ref.item<double>(), 1e-5 * ref.item<double>()) << where;
+        ASSERT_EQ(x.grad().scalar_type(), dtype) << where;
+        // bf16: the logits' gradient is rounded to bf16 before its GEMMs, and their sums again.
+        const double rtol = dtype == torch::kFloat ? 1e-5 : 1.0 / 64;
+        const double atol = dtype == torch::kFloat ? 1e-6 : 1.0 / 128;
+        EXPECT_TRUE(close(x.grad(), ref_x.grad(), rtol, atol)) << where;
+        if (train_weight) EXPECT_TRUE(close(w.grad(), ref_w.grad(), rtol, atol)) << where;
+      }
+    }
+    torch::NoGradGuard no_grad;
+    auto sum = linear_cross_entropy_sum(leaf(x_values), w_values, targets, HeadLossKernel::kFused);
+    EXPECT_FALSE(sum.requires_grad());
+    EXPECT_NEAR(
+        sum.item<double>(),
+        reference_sum(torch::linear(x_values, w_values).to(torch::kFloat), targets).item<double>(),
+        1e-5 * sum.item<double>());
+  }
+  // A row without a target contributes no gradient to its input.
+  auto x = leaf(torch::randn({N, H}));
+  linear_cross_entropy_sum(x, torch::randn({V, H}), targets, HeadLossKernel::kFused, 4).backward();
+  EXPECT_EQ(x.grad().index({ignored}).abs().max().item<double>(), 0.0);
+  EXPECT_GT(x.grad().index({ignored.logical_not()}).abs().min().item<double>(), 0.0);
+  EXPECT_THROW(linear_cross_entropy_sum(torch::randn({N, H}), torch::randn({V, H + 1}), targets),
+               std::exception);
+  EXPECT_THROW(linear_cross_entropy_sum(torch::randn({N, H}), leaf(torch::randn({V, H})), targets,
+                                        HeadLossKernel::kFused),
+               std::exception);
+}
+
+// Qwen's vocabulary at 512 rows of hidden size 256, fp32 on the CPU, frozen head: the logits
+// would be 311 MB and their gradient as much again; the fused head holds one 16 MiB chunk of
+// logits (the loss's fp32 temporaries are made in place or freed before the next), the input's
+// gradient [N, H] and its scaled copy.
+TEST(LinearCrossEntropySum, HoldsAChunkOfLogitsWhereTheUnfusedHeadHoldsThemAndTheirGradient) {
+  torch::manual_seed(10);
+  const int64_t N = 512, H = 256, V = 151936;
+  auto targets = torch::randint(0, V, {N}, torch::kLong);
+  const auto w = torch::randn({V, H}).mul(0.05);
+  const auto values = torch::randn({N, H});
+  const double logits_bytes = double(N) * double(V) * 4, hidden_bytes = double(values.nbytes());
+  const double chunk = double(loss_chunk_bytes(/*on_gpu=*/false));
+  auto fused_x = leaf(values);
+  torch::Tensor fused_sum;
+  const int64_t fused_peak = peak_extra_bytes(
+      [&] {
+        fused_sum = linear_cross_entropy_sum(fused_x, w, targets, HeadLossKernel::kFused);
+        fused_sum.backward();
+      },
+      torch::kCPU);
+  auto plain_x = leaf(values);
+  torch::Tensor plain_sum;
+  const int64_t plain_peak = peak_extra_bytes(
+      [&] {
+        plain_sum = linear_cross_entropy_sum(plain_x, w, targets, HeadLossKernel::kLogits);
+        plain_sum.backward();
+      },
+      torch::kCPU);
+  std::printf("fused head: %.1f MB, head then chunked loss %.1f MB, logits %.1f MB\n",
+              fused_peak / 1e6, plain_peak / 1e6, logits_bytes / 1e6);
+  EXPECT_LE(double(fused_peak), 2 * chunk + 3 * hidden_bytes + (1 << 20)) << fused_peak << " bytes";
+  EXPECT_GE(double(plain_peak), 2 * logits_bytes) << plain_peak << " bytes";
+  EXPECT_NEAR(fused_sum.item<double>(), plain_sum.item<double>(), 1e-5 * plain_sum.item<double>());
+  EXPECT_TRUE(close(fused_x.grad(), plain_x.grad(), 1e-4, 1e-5));
+}
+
 // What training and evaluation compute for a causal LM: the summed loss over positions with a
 // target (-1: none) and their count, against torch's cross_entropy on the model's logits.
 TEST(CausalLmTask, SumsTheLossOverTargetedPositionsOnly) {
@@ -139,13 +233,25 @@ TEST(CausalLmTask, SumsTheLossOverTargetedPositionsOnly) {
   auto ids = torch::randint(0, c.vocab_size, {2, 6}, torch::kLong);
   auto targets = torch::randint(0, c.vocab_size, {2, 6}, torch::kLong);
   targets.index_put_({1, torch::indexing::Slice(3, torch::indexing::None)}, -1);
-  for (int64_t counted : {int64_t(-1), int64_t(9)}) {  // counted here, or by the caller
-    const TaskOutput out = task.forward({ids, torch::ones_like(ids), targets, counted});
-    EXPECT_EQ(out.num_targets, 9);
-    torch::NoGradGuard no_grad;
-    auto logits = model->forward(ids).logits.reshape({-1, c.vocab_size});
-    const double want = reference_sum(logits, targets.reshape(-1)).item<double>();
-    EXPECT_NEAR(out.loss_sum.item<double>(), want, 1e-5 * want);
+  const torch::Tensor router = model->layers()[0]->moe->router->parameters().front();
+  // A trained head (its logits, then the loss) and a frozen one (the fused head), each
+  // against torch's cross_entropy on the model's logits, in value and in a router's gradient.
+  for (bool frozen_head : {false, true}) {
+    model->lm_head->weight.set_requires_grad(!frozen_head);
+    for (int64_t counted : {int64_t(-1), int64_t(9)}) {  // counted here, or by the caller
+      model->zero_grad();
+      const TaskOutput out = task.forward({ids, torch::ones_like(ids), targets, counted});
+      EXPECT_EQ(out.num_targets, 9);
+      out.loss_sum.backward();
+      const auto grad = router.grad().clone();
+      model->zero_grad();
+      auto logits = model->forward(ids).logits.reshape({-1, c.vocab_size});
+      auto want = reference_sum(logits, targets.reshape(-1));
+      want.backward();
+      EXPECT_NEAR(out.loss_sum.item<double>(), want.item<double>(), 1e-5 * want.item<double>())
+          << frozen_head;
+      EXPECT_TRUE(close(grad, router.grad(), 1e-4, 1e-5)) << frozen_head;
+    }
   }
 }
 
@@ -185,4 +291,62 @@ TEST(LmLossGpu, FollowsCrossEntropyWithoutWaitsInOneChunkBeyondTheGradient) {
   EXPECT_NEAR(sum.item<double>(), ref.item<double>(), 1e-5 * ref.item<double>());
   EXPECT_TRUE(close(logits.grad(), ref_logits.grad(), 1.0 / 128, 1e-6));
   EXPECT_TRUE(torch::equal(logits.grad(), again.grad()));  // and the same bits every time
+}
+
+// The fused head on a GPU at issue 18's micro-batch (4096 tokens, Qwen's hidden size and
+// vocabulary, bf16, frozen head): the loss and the input's gradient follow the head's bf16
+// logits then the chunked loss, the same bits every time, with no wait for the device; it holds
+// one chunk's logits (bf16 beside the loss's fp32) and the input's gradient twice, where the
+// unfused head holds the logits and their gradient (2.5 GB). Under autocast the fp32 weight is
+// cast once, and the gradient comes back in fp32.
+TEST(LmLossGpu, FusedHeadFollowsTheHeadThenTheLossInAChunkOfLogits) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU visible";
+  const torch::Device cuda(torch::kCUDA, 0);
+  torch::manual_seed(11);
+  const int64_t N = 4096, H = 2048, V = 151936;
+  const auto bf16 = torch::TensorOptions(cuda).dtype(torch::kBFloat16);
+  auto targets = torch::randint(0, V, {N}, torch::kLong).to(cuda);
+  targets.narrow(0, 100, 7).fill_(-1);
+  const auto w = torch::randn({V, H}, bf16).mul_(0.02);
+  const auto values = torch::randn({N, H}, bf16);
+  torch::mm(values, values.narrow(0, 0, 64).t());  // cuBLAS's workspace, before the count
+
+  auto x = leaf(values);
+  torch::Tensor sum;
+  const int64_t peak = peak_extra_bytes(
+      [&] {
+        sum = linear_cross_entropy_sum(x, w, targets);
+        sum.backward();
+      },
+      cuda);
+  const int64_t rows = loss_chunk_bytes(true) / (V * 4);
+  const double chunk_logits = double(rows) * double(V) * (2 + 4);
+  std::printf("fused head: %.2f GB beyond its inputs (bf16 logits would be %.2f GB)\n", peak / 1e9,
+              double(N) * double(V) * 2 / 1e9);
+  EXPECT_LE(double(peak), chunk_logits + 3 * double(values.nbytes()) + (16 << 20))
+      << peak << " bytes";
+
+  auto again = leaf(values);
+  const KernelProfile p =
+      profile_kernels([&] { linear_cross_entropy_sum(again, w, targets).backward(); }, cuda);
+  EXPECT_EQ(p.host_syncs, 0);
+  EXPECT_TRUE(torch::equal(x.grad(), again.grad()));
+
+  auto plain_x = leaf(values);
+  auto plain = cross_entropy_sum(torch::linear(plain_x, w), targets);
+  plain.backward();
+  EXPECT_NEAR(sum.item<double>(), plain.item<double>(), 1e-5 * plain.item<double>());
+  EXPECT_TRUE(close(x.grad(), plain_x.grad(), 1.0 / 64, 1e-3));
+
+  // fp32 weight and input under bf16 autocast: the same bf16 GEMMs, the gradient in fp32.
+  auto x32 = leaf(values.to(torch::kFloat));
+  torch::Tensor autocast_sum;
+  {
+    AutocastScope amp(cuda, true);
+    autocast_sum = linear_cross_entropy_sum(x32, w.to(torch::kFloat), targets);
+  }
+  autocast_sum.backward();
+  EXPECT_EQ(x32.grad().scalar_type(), torch::kFloat);
+  EXPECT_NEAR(autocast_sum.item<double>(), sum.item<double>(), 1e-5 * sum.item<double>());
+  EXPECT_TRUE(close(x32.grad(), x.grad().to(torch::kFloat), 1.0 / 64, 1e-3));
 }

@@ -198,8 +198,15 @@ TEST(PlanModel, MemoryAndTimeOfASmallModelByHand) {
   EXPECT_NEAR(eager.time.attention, (2 * 512 + 3 * 128) * 2 * 4 / (1e6 / 2), 1e-12);
   // Rows of 8 fp32 values, 2 per token: sent and combined once, received and returned 1.5 times.
   EXPECT_DOUBLE_EQ(m.exchange, 2 * 4 * 2 * 8 * (2 + 3.0) * 4);
-  // The logits and their gradient, and the loss's fp32 chunk: here all 4 rows of 16 values.
-  EXPECT_DOUBLE_EQ(m.logits, 2 * 4 * 4 * 16 + 4 * 4 * 16);
+  // A frozen head on GPUs is fused (models/lm_loss.h): a chunk of rows' logits in the
+  // activations' dtype beside the loss's fp32 chunk, here all 4 rows of 16 values, and the
+  // input's gradient, 4 x 8 fp32.
+  EXPECT_DOUBLE_EQ(m.logits, 2 * 4 * 4 * 16 + 4 * 4 * 8);
+  // A trained head keeps the logits and their gradient, beside the loss's fp32 chunk.
+  PlanWorkload trained = hand_workload();
+  trained.routers_only = false;
+  const double logits_and_chunk = 2 * 4 * 4 * 16 + 4 * 4 * 16;
+  EXPECT_DOUBLE_EQ(plan_layout(trained, two_devices(), 2).memory.logits, logits_and_chunk);
   // One exchange sends half of 4 tokens * 2 rows * 32 bytes (the other half stays).
   EXPECT_DOUBLE_EQ(p.time.all_to_all_bytes_per_layer, 128);
   // Four exchanges per layer, two layers, 1.5 * 128 bytes at 1 kB/s each.
@@ -208,8 +215,8 @@ TEST(PlanModel, MemoryAndTimeOfASmallModelByHand) {
   // layers, at 1 MFLOP/s.
   EXPECT_NEAR(p.time.experts, 2 * 1.5 * 384 * 8 / 1e6, 1e-12);
   // LM head: 2 * 8 * 16 FLOPs per token, forward and input gradient, 4 tokens; and the logits
-  // written and read back, and so is their gradient, at 1 MB/s.
-  EXPECT_NEAR(p.time.lm_head, 2 * 256 * 4 / 1e6 + 4 * m.logits / 1e6, 1e-9);
+  // written and read back, and so is their gradient, at 1 MB/s (fused, a chunk at a time).
+  EXPECT_NEAR(p.time.lm_head, 2 * 256 * 4 / 1e6 + 4 * logits_and_chunk / 1e6, 1e-9);
   // AdamW on 64 router weights: 3 * 4 + 16 bytes each at 1 MB/s.
   EXPECT_NEAR(p.time.optimizer, 64 * 28 / 1e6, 1e-12);
   // The routers' 256 bytes of gradients over the world of 2 (ring: 2 * 1/2 of them cross).
@@ -268,7 +275,8 @@ TEST(PlanModel, MeasuredRatesAddLayerCostKeptTrafficAndOptimizerTime) {
   const double traffic = 4 * kept / 1e6;
   const LayoutPlan fast = plan_layout(hand_workload(), faster, 2);
   EXPECT_NEAR(base.time.rest - fast.time.rest, traffic / 2, 1e-9 * traffic);
-  EXPECT_NEAR(base.time.lm_head - fast.time.lm_head, 4 * m.logits / 1e6 / 2, 1e-9 * m.logits);
+  const double logits_traffic = 4 * (2 * 4 * 4 * 16 + 4 * 4 * 16) / 1e6;  // as in the test above
+  EXPECT_NEAR(base.time.lm_head - fast.time.lm_head, logits_traffic / 2, 1e-9 * logits_traffic);
   EXPECT_NEAR(p.time.optimizer, 64 * 1000e-9, 1e-15);  // the 64 router weights
   EXPECT_DOUBLE_EQ(p.time.experts, base.time.experts);
   // Two ranks sharing the node: every rate halves, every per-rank time doubles (the layer cost
