@@ -6,32 +6,11 @@
 #include "models/cpu_linear.h"
 #include "models/expert_bank.h"
 #include "models/weight_quant.h"
+#include "tests/test_support.h"
 
 using namespace switchyard;
-
-namespace {
-
-// |a - b| <= rtol |b| + atol max|b| everywhere; rtol one bf16 step (2^-7) unless told.
-::testing::AssertionResult close(const torch::Tensor& a, const torch::Tensor& b,
-                                 double rtol = 1.0 / 128, double atol = 1e-4) {
-  if (!a.defined() || !b.defined()) return ::testing::AssertionFailure() << "undefined tensor";
-  if (a.sizes() != b.sizes())
-    return ::testing::AssertionFailure() << "sizes " << a.sizes() << " vs " << b.sizes();
-  auto a32 = a.to(torch::kFloat), b32 = b.to(torch::kFloat);
-  const double scale = b32.abs().max().item<double>();
-  auto excess = (a32 - b32).abs() - (rtol * b32.abs() + atol * scale);
-  const double worst = excess.max().item<double>();
-  if (worst <= 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << "exceeds the tolerance by " << worst << " (scale " << scale << ", max |a - b| "
-         << (a32 - b32).abs().max().item<double>() << ")";
-}
-
-torch::Tensor leaf(const torch::Tensor& t) {
-  return t.detach().clone().requires_grad_(true);
-}
-
-}  // namespace
+using test::close;
+using test::leaf;
 
 TEST(CpuLinear, OutputAndAllGradientsMatchAnFp32Reference) {
   for (auto dtype : {torch::kBFloat16, torch::kHalf}) {

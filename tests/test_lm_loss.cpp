@@ -13,25 +13,11 @@
 #include "tests/test_support.h"
 
 using namespace switchyard;
+using test::close;
+using test::leaf;
 namespace F = torch::nn::functional;
 
 namespace {
-
-torch::Tensor leaf(const torch::Tensor& t) {
-  return t.detach().clone().requires_grad_(true);
-}
-
-// |a - b| <= rtol |b| + atol max|b| everywhere.
-::testing::AssertionResult close(const torch::Tensor& a, const torch::Tensor& b, double rtol,
-                                 double atol) {
-  if (a.sizes() != b.sizes())
-    return ::testing::AssertionFailure() << "sizes " << a.sizes() << " vs " << b.sizes();
-  auto a32 = a.to(torch::kFloat), b32 = b.to(torch::kFloat);
-  const double scale = b32.abs().max().item<double>();
-  const double worst = ((a32 - b32).abs() - (rtol * b32.abs() + atol * scale)).max().item<double>();
-  if (worst <= 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "exceeds the tolerance by " << worst;
-}
 
 torch::Tensor reference_sum(const torch::Tensor& logits32, const torch::Tensor& targets) {
   return F::cross_entropy(logits32, targets,

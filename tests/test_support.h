@@ -1,9 +1,10 @@
 // What many test files share: the MPI world of the multi-rank binary, the reference data that
-// ctest's Python fixtures write, a fresh temporary folder per test, and the message of an
-// expected error.
+// ctest's Python fixtures write, a fresh temporary folder per test, the message of an expected
+// error, and tensor comparisons with a relative and a scale-relative tolerance.
 #pragma once
 
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -74,6 +75,29 @@ inline void expect_error(const std::function<void()>& f, const std::vector<std::
     for (const auto& want : wants)
       EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
   }
+}
+
+/// |a - b| <= rtol |b| + atol max|b| everywhere, in fp32; rtol one bf16 step (2^-7) unless
+/// told. On failure: by how much, the scale and the largest difference.
+///   usage: EXPECT_TRUE(test::close(x.grad(), reference.grad(), 1e-5, 1e-6));
+inline ::testing::AssertionResult close(const torch::Tensor& a, const torch::Tensor& b,
+                                        double rtol = 1.0 / 128, double atol = 1e-4) {
+  if (!a.defined() || !b.defined()) return ::testing::AssertionFailure() << "undefined tensor";
+  if (a.sizes() != b.sizes())
+    return ::testing::AssertionFailure() << "sizes " << a.sizes() << " vs " << b.sizes();
+  auto a32 = a.to(torch::kFloat), b32 = b.to(torch::kFloat);
+  const double scale = b32.abs().max().item<double>();
+  auto excess = (a32 - b32).abs() - (rtol * b32.abs() + atol * scale);
+  const double worst = excess.max().item<double>();
+  if (worst <= 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << "exceeds the tolerance by " << worst << " (scale " << scale << ", max |a - b| "
+         << (a32 - b32).abs().max().item<double>() << ")";
+}
+
+/// A copy of t that autograd treats as a leaf to take gradients of.
+inline torch::Tensor leaf(const torch::Tensor& t) {
+  return t.detach().clone().requires_grad_(true);
 }
 
 }  // namespace switchyard::test
