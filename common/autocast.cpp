@@ -32,7 +32,8 @@ DefaultDtypeScope::~DefaultDtypeScope() {
 }
 
 torch::Tensor autocast_operand(const torch::Tensor& t) {
-  if (!t.defined() || !t.is_floating_point()) return t;
+  // As torch's autocast: fp64 stays fp64.
+  if (!t.defined() || !t.is_floating_point() || t.scalar_type() == torch::kDouble) return t;
   const auto type = t.device().type();
   if (!at::autocast::is_autocast_enabled(type)) return t;
   const auto dtype = at::autocast::get_autocast_dtype(type);

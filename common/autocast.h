@@ -42,7 +42,8 @@ class DefaultDtypeScope {
 };
 
 /// `t` in autocast's lower-precision dtype when autocast is on for its device and `t` is a
-/// floating-point tensor of another dtype; else `t` itself. For inputs of ops autocast skips.
+/// floating-point tensor of another dtype, fp64 excepted (as torch's autocast); else `t` itself.
+/// For inputs of ops autocast skips.
 torch::Tensor autocast_operand(const torch::Tensor& t);
 
 }  // namespace switchyard

@@ -39,8 +39,8 @@ void log_sum_exp_and_target(const torch::Tensor& rows, const torch::Tensor& safe
 torch::Tensor softmax_minus_target(torch::Tensor rows, const torch::Tensor& lse,
                                    const torch::Tensor& safe_targets,
                                    const torch::Tensor& minus_one, bool in_place) {
-  auto p = in_place ? rows.sub_(lse).exp_() : torch::sub(rows, lse).exp_();
-  return p.scatter_add_(1, safe_targets, minus_one.narrow(0, 0, rows.size(0)));
+  auto p = in_place ? rows.sub_(lse).exp_() : torch::sub(rows, lse).exp_();  // fp64 rows: fp64
+  return p.scatter_add_(1, safe_targets, minus_one.narrow(0, 0, rows.size(0)).to(p.dtype()));
 }
 
 class CrossEntropySum : public torch::autograd::Function<CrossEntropySum> {
@@ -124,6 +124,9 @@ class LinearCrossEntropySum : public torch::autograd::Function<LinearCrossEntrop
     auto saved = ctx->get_saved_variables();
     const auto &grad = saved[0], &targets = saved[1];
     SY_CHECK(grad.defined(), "linear_cross_entropy_sum: backward of a forward without gradient");
+    // The input's gradient was taken in forward, outside autograd: it has no graph of its own.
+    SY_CHECK(!torch::GradMode::is_enabled(),
+             "linear_cross_entropy_sum: the fused head has no second derivative (create_graph)");
     auto factor = (targets.ge(0).to(torch::kFloat) * grads[0].to(torch::kFloat)).unsqueeze(1);
     auto scaled = torch::empty_like(grad);
     torch::mul_out(scaled, grad, factor);  // in fp32, rounded once to the input's dtype
@@ -139,6 +142,12 @@ int64_t rows_per_chunk(int64_t V, int64_t chunk_rows, bool on_gpu) {
 }
 
 }  // namespace
+
+HeadLossKernel resolve_head_loss_kernel(HeadLossKernel kernel, torch::Device device,
+                                        bool weight_trains) {
+  if (kernel != HeadLossKernel::kAuto) return kernel;
+  return device.is_cuda() && !weight_trains ? HeadLossKernel::kFused : HeadLossKernel::kLogits;
+}
 
 int64_t loss_chunk_bytes(bool on_gpu) {
   return on_gpu ? int64_t(256) << 20 : int64_t(16) << 20;
@@ -161,14 +170,13 @@ torch::Tensor linear_cross_entropy_sum(const torch::Tensor& hidden, const torch:
            "linear_cross_entropy_sum: hidden ", hidden.sizes(), ", weight ", weight.sizes(),
            " and targets ", targets.sizes(), " do not fit");
   SY_CHECK(chunk_rows >= 0, "linear_cross_entropy_sum: chunk_rows ", chunk_rows, " is negative");
-  SY_CHECK(kernel != HeadLossKernel::kFused || !weight.requires_grad(),
+  const bool weight_trains = weight.requires_grad() && torch::GradMode::is_enabled();
+  SY_CHECK(kernel != HeadLossKernel::kFused || !weight_trains,
            "linear_cross_entropy_sum: the fused head needs a frozen weight");
   // Under autocast, both operands in its dtype once, not the big weight once per chunk.
   const auto x = autocast_operand(hidden), w = autocast_operand(weight);
   const auto ids = targets.to(x.device(), torch::kLong);
-  if (kernel == HeadLossKernel::kAuto)
-    kernel =
-        x.is_cuda() && !weight.requires_grad() ? HeadLossKernel::kFused : HeadLossKernel::kLogits;
+  kernel = resolve_head_loss_kernel(kernel, x.device(), weight_trains);
   if (kernel == HeadLossKernel::kLogits) {
     auto logits = gemm_in_fp32_on_cpu(x, w) ? cpu_linear(x, w) : torch::linear(x, w);
     return cross_entropy_sum(logits, ids, chunk_rows);

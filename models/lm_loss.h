@@ -45,6 +45,11 @@ enum class HeadLossKernel {
   kLogits,
 };
 
+/// The kernel `kernel` means on `device`: kAuto resolved (a weight trains when it requires grad
+/// and grad mode is on); the others as given.
+HeadLossKernel resolve_head_loss_kernel(HeadLossKernel kernel, torch::Device device,
+                                        bool weight_trains);
+
 /// cross_entropy_sum(hidden @ weight^T, targets): an LM head without bias and its loss, in the
 /// autocast dtype where autocast is on. hidden [N, H], weight [V, H], targets [N] (negative: no
 /// target). chunk_rows as for cross_entropy_sum.

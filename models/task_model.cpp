@@ -42,8 +42,8 @@ TaskBatch TaskBatch::to(torch::Device device) const {
   return {move(input_ids), move(attention_mask), move(targets), counted};
 }
 
-TaskOutput TaskModel::forward(const TaskBatch& batch) const {
-  return forward_(batch.to(device()));
+TaskOutput TaskModel::forward(const TaskBatch& batch, bool loss_trains) const {
+  return forward_(batch.to(device()), loss_trains);
 }
 
 TaskModel TaskModel::causal_lm(Qwen2MoeForCausalLM model) {
@@ -54,17 +54,19 @@ TaskModel TaskModel::causal_lm(Qwen2MoeForCausalLM model) {
   const auto& layers = model->layers();
   for (size_t i = 0; i < layers.size(); ++i)
     if (layers[i]->moe) t.blocks_.push_back(layers[i]->moe), t.layers_.push_back(int64_t(i));
-  t.forward_ = [model](const TaskBatch& b) mutable {
+  t.forward_ = [model](const TaskBatch& b, bool loss_trains) mutable {
     CausalLmOutput out = model->forward_hidden_states(b.input_ids, b.attention_mask);
     // The count came from the host for training blocks, so a training step reads nothing back
     // here; the loss (models/lm_loss.h) skips rows without a target itself, and applies the
     // LM head a chunk of rows at a time where the head is frozen.
     const int64_t predicted =
         b.num_targets >= 0 ? b.num_targets : read_counts_to_host(b.targets.ge(0).sum())[0];
-    const int64_t hidden = out.hidden_states.size(-1);
+    const int64_t width = out.hidden_states.size(-1);
+    auto hidden = out.hidden_states.reshape({-1, width});
+    // A loss that is only logged needs no gradient: the fused head would take one in forward.
+    if (!loss_trains) hidden = hidden.detach();
     TaskOutput r;
-    r.loss_sum = linear_cross_entropy_sum(out.hidden_states.reshape({-1, hidden}),
-                                          model->lm_head->weight, b.targets.reshape({-1}));
+    r.loss_sum = linear_cross_entropy_sum(hidden, model->lm_head->weight, b.targets.reshape({-1}));
     r.num_targets = predicted;
     r.router_loss = out.router_loss;
     r.moe = std::move(out.moe);
@@ -82,7 +84,7 @@ TaskModel TaskModel::sequence_classification(BertMoeForSequenceClassification mo
   const auto& layers = model->bert->layers();
   for (size_t i = 0; i < layers.size(); ++i)
     if (layers[i]->moe) t.blocks_.push_back(layers[i]->moe), t.layers_.push_back(int64_t(i));
-  t.forward_ = [model](const TaskBatch& b) mutable {
+  t.forward_ = [model](const TaskBatch& b, bool /*loss_trains: a small head*/) mutable {
     BertMoeOutput out = model->forward(b.input_ids, b.attention_mask);
     auto logits = out.logits.to(torch::kFloat);
     TaskOutput r;

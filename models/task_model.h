@@ -63,8 +63,9 @@ class TaskModel {
   int64_t num_labels() const { return num_labels_; }
   torch::Device device() const;
   /// Collective over the EP group (MoE layers). The batch may be on any device; it is copied
-  /// to the model's.
-  TaskOutput forward(const TaskBatch& batch) const;
+  /// to the model's. loss_trains false: the task loss will not be back-propagated (it is only
+  /// logged, as while distilling routers), so a causal LM's head takes no gradient for it.
+  TaskOutput forward(const TaskBatch& batch, bool loss_trains = true) const;
 
  private:
   Task task_ = Task::kCausalLm;
@@ -75,7 +76,7 @@ class TaskModel {
   std::vector<MoeBlock> blocks_;
   std::vector<int64_t> layers_;
   int64_t num_labels_ = 0;
-  std::function<TaskOutput(const TaskBatch&)> forward_;
+  std::function<TaskOutput(const TaskBatch&, bool loss_trains)> forward_;
 };
 
 /// A causal-LM batch from packed token blocks [b, S + 1]: inputs [:, :-1], targets [:, 1:],

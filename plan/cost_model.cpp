@@ -276,7 +276,11 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   const double logits_traffic =
       2 * ab * double(T) * double(V) + (!on_gpus && ab == 2 ? 2 : 1) * chunk;
   const bool fused_head = on_gpus && w.routers_only;
-  m.logits = fused_head ? chunk * (1 + ab / 4) + ab * double(T) * double(H) : logits_traffic;
+  // Under autocast (weights wider than the activations) either head also holds its weight cast
+  // to the activations' dtype at the end of the forward, the peak.
+  const double head_cast = wb != ab ? ab * double(V) * double(H) : 0;
+  m.logits =
+      (fused_head ? chunk * (1 + ab / 4) + ab * double(T) * double(H) : logits_traffic) + head_cast;
   // Quantized experts in bf16 on GPUs take the grouped GEMM: each GEMM dequantises the whole
   // local bank (models/expert_bank.h), one bank-sized weight alive at a time. A recomputed layer
   // keeps its dequantised weights (all of its local experts' at most) from its recomputed

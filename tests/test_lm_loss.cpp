@@ -173,6 +173,36 @@ TEST(LinearCrossEntropySum, EqualsTheHeadThenCrossEntropyWithTheInputsGradient) 
                std::exception);
 }
 
+// kAuto fuses a frozen head on GPUs only (the CPU's GEMMs of a chunk read the whole weight again,
+// bench head); a trained head always keeps its logits; the other kernels are taken as given.
+// Resolving needs a device type, not a GPU. The fused head also refuses a second derivative
+// (its input gradient has no graph) and runs in fp64.
+TEST(LinearCrossEntropySum, AutoFusesAFrozenHeadOnGpusOnly) {
+  const torch::Device cuda(torch::kCUDA, 0), cpu(torch::kCPU);
+  EXPECT_EQ(resolve_head_loss_kernel(HeadLossKernel::kAuto, cuda, false), HeadLossKernel::kFused);
+  EXPECT_EQ(resolve_head_loss_kernel(HeadLossKernel::kAuto, cuda, true), HeadLossKernel::kLogits);
+  EXPECT_EQ(resolve_head_loss_kernel(HeadLossKernel::kAuto, cpu, false), HeadLossKernel::kLogits);
+  EXPECT_EQ(resolve_head_loss_kernel(HeadLossKernel::kFused, cpu, false), HeadLossKernel::kFused);
+  EXPECT_EQ(resolve_head_loss_kernel(HeadLossKernel::kLogits, cuda, false),
+            HeadLossKernel::kLogits);
+
+  torch::manual_seed(12);
+  const int64_t N = 6, H = 4, V = 9;
+  auto targets = torch::randint(0, V, {N}, torch::kLong);
+  auto x = leaf(torch::randn({N, H}, torch::kDouble));
+  const auto w = torch::randn({V, H}, torch::kDouble);
+  auto sum = linear_cross_entropy_sum(x, w, targets, HeadLossKernel::kFused, 4);
+  EXPECT_NEAR(sum.item<double>(), reference_sum(torch::linear(x, w), targets).item<double>(),
+              1e-5 * sum.item<double>());
+  EXPECT_THROW(torch::autograd::backward({sum}, {}, /*retain_graph=*/true, /*create_graph=*/true),
+               std::exception);
+  sum.backward();
+  EXPECT_EQ(x.grad().scalar_type(), torch::kDouble);
+  // A trained weight may still take the fused head where nothing trains (no grad mode).
+  torch::NoGradGuard no_grad;
+  EXPECT_NO_THROW(linear_cross_entropy_sum(x, leaf(w), targets, HeadLossKernel::kFused));
+}
+
 // Qwen's vocabulary at 512 rows of hidden size 256, fp32 on the CPU, frozen head: the logits
 // would be 311 MB and their gradient as much again; the fused head holds one 16 MiB chunk of
 // logits (the loss's fp32 temporaries are made in place or freed before the next), the input's
@@ -238,6 +268,17 @@ TEST(CausalLmTask, SumsTheLossOverTargetedPositionsOnly) {
           << frozen_head;
       EXPECT_TRUE(close(grad, router.grad(), 1e-4, 1e-5)) << frozen_head;
     }
+    // A loss that is only logged (distillation): the same value, and no gradient taken for it
+    // through the hidden states.
+    const TaskOutput logged = task.forward({ids, torch::ones_like(ids), targets, 9}, false);
+    auto want = torch::Tensor();
+    {
+      torch::NoGradGuard no_grad;
+      want = reference_sum(model->forward(ids).logits.reshape({-1, c.vocab_size}),
+                           targets.reshape(-1));
+    }
+    EXPECT_NEAR(logged.loss_sum.item<double>(), want.item<double>(), 1e-5 * want.item<double>());
+    EXPECT_EQ(logged.loss_sum.requires_grad(), !frozen_head);
   }
 }
 

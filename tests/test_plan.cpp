@@ -207,6 +207,13 @@ TEST(PlanModel, MemoryAndTimeOfASmallModelByHand) {
   trained.routers_only = false;
   const double logits_and_chunk = 2 * 4 * 4 * 16 + 4 * 4 * 16;
   EXPECT_DOUBLE_EQ(plan_layout(trained, two_devices(), 2).memory.logits, logits_and_chunk);
+  // Under bf16 autocast (fp32 weights, 2-byte activations) either head also holds its weight
+  // cast to bf16, 16 x 8 x 2 bytes: the fused one beside a chunk of 4 rows in bf16 and fp32
+  // and the input's gradient in bf16.
+  PlanWorkload autocast = hand_workload();
+  autocast.activation_bytes = 2;
+  EXPECT_DOUBLE_EQ(plan_layout(autocast, two_devices(), 2).memory.logits,
+                   4 * 4 * 16 * (1 + 0.5) + 2 * 4 * 8 + 16 * 8 * 2);
   // One exchange sends half of 4 tokens * 2 rows * 32 bytes (the other half stays).
   EXPECT_DOUBLE_EQ(p.time.all_to_all_bytes_per_layer, 128);
   // Four exchanges per layer, two layers, 1.5 * 128 bytes at 1 kB/s each.

@@ -247,7 +247,7 @@ void Trainer::launch(const std::vector<TaskBatch>& micro_batches) {
     TaskOutput out;
     {
       AutocastScope amp(device, autocast_);  // forward only: backward replays its casts
-      out = model_.forward(batch);
+      out = model_.forward(batch, /*loss_trains=*/!m.distilling);
     }
     SY_CHECK(out.num_targets > 0, "train: a micro-batch without targets");
     auto task = out.loss_sum / double(out.num_targets);
