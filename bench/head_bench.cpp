@@ -2,7 +2,8 @@
 // weight frozen; forward and the input's gradient) at Qwen1.5-MoE's head (hidden 2048, a
 // vocabulary of bench.vocab_size), bench.tokens rows on bench.device, fp32 and bf16: the fused
 // head (one chunk of logits at a time, models/lm_loss.h) against the head's logits then the
-// chunked loss. Time, the two alternating, and what each allocates beyond its inputs at its peak.
+// chunked loss. Time, the two alternating, and what each allocates beyond its inputs at its peak
+// beside what switchyard plan counts for it.
 // `auto` says which one a training step takes there (HeadLossKernel::kAuto).
 #include <torch/cuda.h>
 
@@ -54,14 +55,22 @@ void run_head_bench(const BenchContext& ctx) {
   const int64_t chunk_rows = std::max<int64_t>(1, loss_chunk_bytes(device.is_cuda()) / (4 * V));
   const char* picked = device.is_cuda() ? "fused" : "logits";  // kAuto, frozen weight
   Table table({"device", "dtype", "tokens", "hidden", "vocab", "chunk_rows", "fused_ms",
-               "logits_ms", "fused_vs_logits", "fused_mb", "logits_mb", "auto"});
+               "logits_ms", "fused_vs_logits", "fused_mb", "fused_plan_mb", "logits_mb",
+               "logits_plan_mb", "auto"});
   for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
     const HeadMeasure m = measure_head(world, device, dtype, T, V, b);
+    // What switchyard plan counts for each (models/lm_loss.h).
+    auto plan_mb = [&](HeadLossKernel kernel) {
+      return Cell(head_loss_bytes(kernel, T, kQwenHidden, V, dtype == torch::kFloat ? 4 : 2,
+                                  device.is_cuda()) /
+                      1e6,
+                  1);
+    };
     table.add({device.is_cuda() ? "cuda" : "cpu", dtype == torch::kFloat ? "fp32" : "bf16", T,
                kQwenHidden, V, std::min(chunk_rows, T), Cell(m.fused_us / 1e3, 2),
                Cell(m.logits_us / 1e3, 2), Cell(m.fused_us / m.logits_us, 3),
-               Cell(double(m.fused_bytes) / 1e6, 1), Cell(double(m.logits_bytes) / 1e6, 1),
-               picked});
+               Cell(double(m.fused_bytes) / 1e6, 1), plan_mb(HeadLossKernel::kFused),
+               Cell(double(m.logits_bytes) / 1e6, 1), plan_mb(HeadLossKernel::kLogits), picked});
   }
   if (ctx.json) {
     table.print_json(ctx.out);
@@ -70,7 +79,8 @@ void run_head_bench(const BenchContext& ctx) {
   ctx.out << "LM head + loss, forward and input gradient with the weight frozen: fused (a chunk "
              "of rows' logits at a time) against the logits then the chunked loss; median of "
           << b.repeats() << " runs, the two alternating; _mb: allocated beyond the inputs at the "
-          << "peak; auto: what a training step takes here\n";
+          << "peak, _plan_mb: what switchyard plan counts; auto: what a training step takes "
+             "here\n";
   table.print(ctx.out);
 }
 

@@ -153,6 +153,18 @@ int64_t loss_chunk_bytes(bool on_gpu) {
   return on_gpu ? int64_t(256) << 20 : int64_t(16) << 20;
 }
 
+double head_loss_bytes(HeadLossKernel kernel, int64_t N, int64_t H, int64_t V, int64_t dtype_bytes,
+                       bool on_gpu) {
+  SY_CHECK(kernel != HeadLossKernel::kAuto, "head_loss_bytes: resolve kAuto first");
+  const double a = double(dtype_bytes), rows = double(N),
+               chunk_rows = double(std::min(rows_per_chunk(V, 0, on_gpu), N));
+  const double fp32_chunk = 4 * chunk_rows * double(V);
+  const double converted = !on_gpu && dtype_bytes == 2 ? fp32_chunk : 0;  // the CPU's temporary
+  if (kernel == HeadLossKernel::kLogits) return 2 * a * rows * double(V) + fp32_chunk + converted;
+  const double input_grad = a * rows * double(H);
+  return std::max(a * chunk_rows * double(V) + fp32_chunk + converted + input_grad, 2 * input_grad);
+}
+
 torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& targets,
                                 int64_t chunk_rows) {
   SY_CHECK(logits.dim() == 2 && targets.dim() == 1 && targets.size(0) == logits.size(0),

@@ -50,6 +50,16 @@ enum class HeadLossKernel {
 HeadLossKernel resolve_head_loss_kernel(HeadLossKernel kernel, torch::Device device,
                                         bool weight_trains);
 
+/// Bytes `kernel` (kFused or kLogits) allocates beyond its inputs at its peak, forward and
+/// backward, for N rows of hidden size H over a vocabulary of V, the logits `dtype_bytes` wide,
+/// on a GPU or a CPU: what switchyard plan counts for the head and loss (a cast of the weight
+/// under autocast aside). kLogits: the logits and their gradient, and the loss's fp32 chunk C
+/// (two on a CPU for 2-byte logits, which it converts into a temporary first). kFused: a chunk's
+/// logits beside C (and that conversion) and the input's gradient, or in backward that
+/// gradient and its scaled copy.
+double head_loss_bytes(HeadLossKernel kernel, int64_t N, int64_t H, int64_t V, int64_t dtype_bytes,
+                       bool on_gpu);
+
 /// cross_entropy_sum(hidden @ weight^T, targets): an LM head without bias and its loss, in the
 /// autocast dtype where autocast is on. hidden [N, H], weight [V, H], targets [N] (negative: no
 /// target). chunk_rows as for cross_entropy_sum.

@@ -267,20 +267,18 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
                     ab * double(H) * double(T);
     m.exchange = layer_exchange_most * double(T);
   }
-  // The LM head and loss (models/lm_loss.h), by the kernel a step takes. Unfused: the logits kept
-  // for the loss's backward and their gradient, in the activations' dtype, plus the loss's fp32
-  // chunk (256 MiB on GPUs, 16 MiB on CPUs, where bf16 logits are converted into a second one
-  // first), no larger than all the rows in fp32. Fused (a frozen head on GPUs): one chunk of
-  // rows' logits in the activations' dtype beside its fp32 chunk, and the input's gradient.
-  const double chunk = std::min(double(loss_chunk_bytes(on_gpus)), 4 * double(T) * double(V));
-  const double logits_traffic =
-      2 * ab * double(T) * double(V) + (!on_gpus && ab == 2 ? 2 : 1) * chunk;
-  const bool fused_head = on_gpus && w.routers_only;
-  // Under autocast (weights wider than the activations) either head also holds its weight cast
-  // to the activations' dtype at the end of the forward, the peak.
+  // The LM head and loss by the kernel a step takes (models/lm_loss.h: a frozen head on GPUs is
+  // fused and holds a chunk of the logits; else the logits and their gradient and the loss's
+  // chunk). Under autocast (weights wider than the activations) either also holds its weight
+  // cast to the activations' dtype at the end of the forward, the peak.
+  const auto head_kernel = resolve_head_loss_kernel(
+      HeadLossKernel::kAuto, on_gpus ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU),
+      /*weight_trains=*/!w.routers_only);
   const double head_cast = wb != ab ? ab * double(V) * double(H) : 0;
-  m.logits =
-      (fused_head ? chunk * (1 + ab / 4) + ab * double(T) * double(H) : logits_traffic) + head_cast;
+  m.logits = head_loss_bytes(head_kernel, T, H, V, w.activation_bytes, on_gpus) + head_cast;
+  // Its passes over the logits, fused or not (the fused head makes them a chunk at a time).
+  const double logits_traffic =
+      head_loss_bytes(HeadLossKernel::kLogits, T, H, V, w.activation_bytes, on_gpus);
   // Quantized experts in bf16 on GPUs take the grouped GEMM: each GEMM dequantises the whole
   // local bank (models/expert_bank.h), one bank-sized weight alive at a time. A recomputed layer
   // keeps its dequantised weights (all of its local experts' at most) from its recomputed
@@ -364,7 +362,6 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
       ((1 + again) * double(c.num_hidden_layers) * cluster.layer_overhead_ms * 1e-3 * per_device +
        (4 + 2 * again) * kept_traffic / mem_rate) *
       micro_batches;
-  // The fused head makes the same passes over the logits, a chunk at a time.
   if (!head_measured) t.lm_head += 4 * logits_traffic / mem_rate * micro_batches;
   if (quantized) {
     // Dequantising each local expert that gets rows (the slice loop; the grouped GEMM does them

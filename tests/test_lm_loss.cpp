@@ -203,38 +203,49 @@ TEST(LinearCrossEntropySum, AutoFusesAFrozenHeadOnGpusOnly) {
   EXPECT_NO_THROW(linear_cross_entropy_sum(x, leaf(w), targets, HeadLossKernel::kFused));
 }
 
-// Qwen's vocabulary at 512 rows of hidden size 256, fp32 on the CPU, frozen head: the logits
-// would be 311 MB and their gradient as much again; the fused head holds one 16 MiB chunk of
-// logits (the loss's fp32 temporaries are made in place or freed before the next), the input's
-// gradient [N, H] and its scaled copy.
+// Qwen's vocabulary at 512 rows of hidden size 256 on the CPU, frozen head: the logits are 311 MB
+// in fp32 and their gradient as much again; the fused head holds one 16 MiB chunk's logits
+// beside the loss's fp32 temporary (bf16: and the CPU's fp32 conversion of the chunk), and the
+// input's gradient. Each stays within what switchyard plan counts for it (head_loss_bytes)
+// + 1 MiB, and the two give the same loss and input gradient.
 TEST(LinearCrossEntropySum, HoldsAChunkOfLogitsWhereTheUnfusedHeadHoldsThemAndTheirGradient) {
   torch::manual_seed(10);
   const int64_t N = 512, H = 256, V = 151936;
   auto targets = torch::randint(0, V, {N}, torch::kLong);
-  const auto w = torch::randn({V, H}).mul(0.05);
-  const auto values = torch::randn({N, H});
-  const double logits_bytes = double(N) * double(V) * 4, hidden_bytes = double(values.nbytes());
-  const double chunk = double(loss_chunk_bytes(/*on_gpu=*/false));
-  // The extra peak of one forward and backward by `kernel`; its loss and input gradient.
-  auto measure = [&](HeadLossKernel kernel) {
-    auto x = leaf(values);
-    torch::Tensor sum;
-    const int64_t peak = peak_extra_bytes(
-        [&] {
-          sum = linear_cross_entropy_sum(x, w, targets, kernel);
-          sum.backward();
-        },
-        torch::kCPU);
-    return std::make_tuple(peak, sum, x.grad());
-  };
-  const auto [fused_peak, fused_sum, fused_grad] = measure(HeadLossKernel::kFused);
-  const auto [plain_peak, plain_sum, plain_grad] = measure(HeadLossKernel::kLogits);
-  std::printf("fused head: %.1f MB, head then chunked loss %.1f MB, logits %.1f MB\n",
-              fused_peak / 1e6, plain_peak / 1e6, logits_bytes / 1e6);
-  EXPECT_LE(double(fused_peak), 2 * chunk + 3 * hidden_bytes + (1 << 20)) << fused_peak << " bytes";
-  EXPECT_GE(double(plain_peak), 2 * logits_bytes) << plain_peak << " bytes";
-  EXPECT_NEAR(fused_sum.item<double>(), plain_sum.item<double>(), 1e-5 * plain_sum.item<double>());
-  EXPECT_TRUE(close(fused_grad, plain_grad, 1e-4, 1e-5));
+  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    const auto w = torch::randn({V, H}).mul(0.05).to(dtype);
+    const auto values = torch::randn({N, H}).to(dtype);
+    const int64_t a = dtype == torch::kFloat ? 4 : 2;
+    // The extra peak of one forward and backward by `kernel`; its loss and input gradient.
+    auto measure = [&](HeadLossKernel kernel) {
+      auto x = leaf(values);
+      torch::Tensor sum;
+      const int64_t peak = peak_extra_bytes(
+          [&] {
+            sum = linear_cross_entropy_sum(x, w, targets, kernel);
+            sum.backward();
+          },
+          torch::kCPU);
+      return std::make_tuple(peak, sum, x.grad());
+    };
+    const auto [fused_peak, fused_sum, fused_grad] = measure(HeadLossKernel::kFused);
+    const auto [plain_peak, plain_sum, plain_grad] = measure(HeadLossKernel::kLogits);
+    const double fused_plan = head_loss_bytes(HeadLossKernel::kFused, N, H, V, a, false);
+    const double plain_plan = head_loss_bytes(HeadLossKernel::kLogits, N, H, V, a, false);
+    std::printf("%s: fused head %.1f MB (plan %.1f), logits then loss %.1f MB (plan %.1f)\n",
+                c10::toString(dtype), fused_peak / 1e6, fused_plan / 1e6, plain_peak / 1e6,
+                plain_plan / 1e6);
+    EXPECT_LE(double(fused_peak), fused_plan + (1 << 20)) << dtype << ": " << fused_peak;
+    EXPECT_LE(double(plain_peak), plain_plan + (1 << 20)) << dtype << ": " << plain_peak;
+    EXPECT_GE(double(plain_peak), 2.0 * double(a) * double(N) * double(V)) << dtype;
+    EXPECT_LT(double(fused_peak), 0.25 * double(plain_peak)) << dtype;
+    EXPECT_NEAR(fused_sum.item<double>(), plain_sum.item<double>(), 1e-5 * plain_sum.item<double>())
+        << dtype;
+    // bf16: the same rounded logits; the fused head rounds its input gradient once more.
+    EXPECT_TRUE(close(fused_grad, plain_grad, dtype == torch::kFloat ? 1e-4 : 1.0 / 64,
+                      dtype == torch::kFloat ? 1e-5 : 1.0 / 128))
+        << dtype;
+  }
 }
 
 // What training and evaluation compute for a causal LM: the summed loss over positions with a
@@ -344,12 +355,11 @@ TEST(LmLossGpu, FusedHeadFollowsTheHeadThenTheLossInAChunkOfLogits) {
         sum.backward();
       },
       cuda);
-  const int64_t rows = loss_chunk_bytes(true) / (V * 4);
-  const double chunk_logits = double(rows) * double(V) * (2 + 4);
-  std::printf("fused head: %.2f GB beyond its inputs (bf16 logits would be %.2f GB)\n", peak / 1e9,
-              double(N) * double(V) * 2 / 1e9);
-  EXPECT_LE(double(peak), chunk_logits + 3 * double(values.nbytes()) + (16 << 20))
-      << peak << " bytes";
+  // What switchyard plan counts: a chunk's bf16 and fp32 logits and the input's gradient.
+  const double plan = head_loss_bytes(HeadLossKernel::kFused, N, H, V, 2, /*on_gpu=*/true);
+  std::printf("fused head: %.3f GB beyond its inputs, plan %.3f GB (bf16 logits: %.2f GB)\n",
+              peak / 1e9, plan / 1e9, double(N) * double(V) * 2 / 1e9);
+  EXPECT_LE(double(peak), plan + 2 * double(values.nbytes()) + (16 << 20)) << peak << " bytes";
 
   auto again = leaf(values);
   const KernelProfile p =
