@@ -52,8 +52,10 @@ void run_head_bench(const BenchContext& ctx) {
   const auto& b = ctx.config.bench();
   const auto device = bench_device(b);
   const int64_t T = b.tokens(), V = b.vocab_size();
-  const int64_t chunk_rows = std::max<int64_t>(1, loss_chunk_bytes(device.is_cuda()) / (4 * V));
-  const char* picked = device.is_cuda() ? "fused" : "logits";  // kAuto, frozen weight
+  const int64_t chunk_rows = std::min(loss_chunk_rows(V, device.is_cuda()), T);
+  const bool fused_by_default =
+      resolve_head_loss_kernel(HeadLossKernel::kAuto, device,
+                               /*weight_trains=*/false) == HeadLossKernel::kFused;
   Table table({"device", "dtype", "tokens", "hidden", "vocab", "chunk_rows", "fused_ms",
                "logits_ms", "fused_vs_logits", "fused_mb", "fused_plan_mb", "logits_mb",
                "logits_plan_mb", "auto"});
@@ -67,10 +69,10 @@ void run_head_bench(const BenchContext& ctx) {
                   1);
     };
     table.add({device.is_cuda() ? "cuda" : "cpu", dtype == torch::kFloat ? "fp32" : "bf16", T,
-               kQwenHidden, V, std::min(chunk_rows, T), Cell(m.fused_us / 1e3, 2),
-               Cell(m.logits_us / 1e3, 2), Cell(m.fused_us / m.logits_us, 3),
-               Cell(double(m.fused_bytes) / 1e6, 1), plan_mb(HeadLossKernel::kFused),
-               Cell(double(m.logits_bytes) / 1e6, 1), plan_mb(HeadLossKernel::kLogits), picked});
+               kQwenHidden, V, chunk_rows, Cell(m.fused_us / 1e3, 2), Cell(m.logits_us / 1e3, 2),
+               Cell(m.fused_us / m.logits_us, 3), Cell(double(m.fused_bytes) / 1e6, 1),
+               plan_mb(HeadLossKernel::kFused), Cell(double(m.logits_bytes) / 1e6, 1),
+               plan_mb(HeadLossKernel::kLogits), fused_by_default ? "fused" : "logits"});
   }
   if (ctx.json) {
     table.print_json(ctx.out);

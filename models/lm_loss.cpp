@@ -134,11 +134,9 @@ class LinearCrossEntropySum : public torch::autograd::Function<LinearCrossEntrop
   }
 };
 
-// Rows of [N, V] logits per fp32 chunk: chunk_rows, or what fits in loss_chunk_bytes.
+// Rows of [N, V] logits per fp32 chunk: chunk_rows, or loss_chunk_rows.
 int64_t rows_per_chunk(int64_t V, int64_t chunk_rows, bool on_gpu) {
-  if (chunk_rows > 0) return chunk_rows;
-  const int64_t fp32_row_bytes = std::max<int64_t>(1, V) * int64_t(sizeof(float));
-  return std::max<int64_t>(1, loss_chunk_bytes(on_gpu) / fp32_row_bytes);
+  return chunk_rows > 0 ? chunk_rows : loss_chunk_rows(V, on_gpu);
 }
 
 }  // namespace
@@ -153,11 +151,16 @@ int64_t loss_chunk_bytes(bool on_gpu) {
   return on_gpu ? int64_t(256) << 20 : int64_t(16) << 20;
 }
 
+int64_t loss_chunk_rows(int64_t V, bool on_gpu) {
+  const int64_t fp32_row_bytes = std::max<int64_t>(1, V) * int64_t(sizeof(float));
+  return std::max<int64_t>(1, loss_chunk_bytes(on_gpu) / fp32_row_bytes);
+}
+
 double head_loss_bytes(HeadLossKernel kernel, int64_t N, int64_t H, int64_t V, int64_t dtype_bytes,
                        bool on_gpu) {
   SY_CHECK(kernel != HeadLossKernel::kAuto, "head_loss_bytes: resolve kAuto first");
   const double a = double(dtype_bytes), rows = double(N),
-               chunk_rows = double(std::min(rows_per_chunk(V, 0, on_gpu), N));
+               chunk_rows = double(std::min(loss_chunk_rows(V, on_gpu), N));
   const double fp32_chunk = 4 * chunk_rows * double(V);
   const double converted = !on_gpu && dtype_bytes == 2 ? fp32_chunk : 0;  // the CPU's temporary
   if (kernel == HeadLossKernel::kLogits) return 2 * a * rows * double(V) + fp32_chunk + converted;
