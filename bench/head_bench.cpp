@@ -3,7 +3,7 @@
 // vocabulary of bench.vocab_size), bench.tokens rows on bench.device, fp32 and bf16: the fused
 // head (one chunk of logits at a time, models/lm_loss.h) against the head's logits then the
 // chunked loss. Time, the two alternating, and what each allocates beyond its inputs at its peak
-// beside what switchyard plan counts for it.
+// beside what switchyard plan counts for it, at each of bench.head_chunk_rows (rows per chunk).
 // `auto` says which one a training step takes there (HeadLossKernel::kAuto).
 #include <torch/cuda.h>
 
@@ -23,7 +23,7 @@ struct HeadMeasure {
 };
 
 HeadMeasure measure_head(const CommunicatorPtr& world, torch::Device device, torch::Dtype dtype,
-                         int64_t T, int64_t V, const config::BenchConfig& b) {
+                         int64_t T, int64_t V, int64_t chunk_rows, const config::BenchConfig& b) {
   torch::manual_seed(0);
   const auto on = torch::TensorOptions(device);
   const auto w = torch::randn({V, kQwenHidden}, on).mul_(0.02).to(dtype);
@@ -31,7 +31,7 @@ HeadMeasure measure_head(const CommunicatorPtr& world, torch::Device device, tor
   const auto targets = torch::randint(0, V, {T}, on.dtype(torch::kLong));
   auto pass = [&](HeadLossKernel kernel) {
     return [&, kernel] {
-      linear_cross_entropy_sum(x, w, targets, kernel).backward();
+      linear_cross_entropy_sum(x, w, targets, kernel, chunk_rows).backward();
       x.mutable_grad() = torch::Tensor();
       // GPU kernels run asynchronously: the clock stops when the work is done, not queued.
       if (device.is_cuda()) torch::cuda::synchronize();
@@ -52,7 +52,9 @@ void run_head_bench(const BenchContext& ctx) {
   const auto& b = ctx.config.bench();
   const auto device = bench_device(b);
   const int64_t T = b.tokens(), V = b.vocab_size();
-  const int64_t chunk_rows = std::min(loss_chunk_rows(V, device.is_cuda()), T);
+  // Each chunk size asked for (0: the default), the default alone if none.
+  std::vector<int64_t> chunk_rows(b.head_chunk_rows().begin(), b.head_chunk_rows().end());
+  if (chunk_rows.empty()) chunk_rows.push_back(0);
   const bool fused_by_default =
       resolve_head_loss_kernel(HeadLossKernel::kAuto, device,
                                /*weight_trains=*/false) == HeadLossKernel::kFused;
@@ -60,19 +62,23 @@ void run_head_bench(const BenchContext& ctx) {
                "logits_ms", "fused_vs_logits", "fused_mb", "fused_plan_mb", "logits_mb",
                "logits_plan_mb", "auto"});
   for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
-    const HeadMeasure m = measure_head(world, device, dtype, T, V, b);
-    // What switchyard plan counts for each (models/lm_loss.h).
-    auto plan_mb = [&](HeadLossKernel kernel) {
-      return Cell(head_loss_bytes(kernel, T, kQwenHidden, V, dtype == torch::kFloat ? 4 : 2,
-                                  device.is_cuda()) /
-                      1e6,
-                  1);
-    };
-    table.add({device.is_cuda() ? "cuda" : "cpu", dtype == torch::kFloat ? "fp32" : "bf16", T,
-               kQwenHidden, V, chunk_rows, Cell(m.fused_us / 1e3, 2), Cell(m.logits_us / 1e3, 2),
-               Cell(m.fused_us / m.logits_us, 3), Cell(double(m.fused_bytes) / 1e6, 1),
-               plan_mb(HeadLossKernel::kFused), Cell(double(m.logits_bytes) / 1e6, 1),
-               plan_mb(HeadLossKernel::kLogits), fused_by_default ? "fused" : "logits"});
+    for (const int64_t rows : chunk_rows) {
+      const HeadMeasure m = measure_head(world, device, dtype, T, V, rows, b);
+      // What switchyard plan counts for each (models/lm_loss.h).
+      auto plan_mb = [&](HeadLossKernel kernel) {
+        return Cell(head_loss_bytes(kernel, T, kQwenHidden, V, dtype == torch::kFloat ? 4 : 2,
+                                    device.is_cuda(), rows) /
+                        1e6,
+                    1);
+      };
+      const int64_t rows_taken =
+          std::min(rows > 0 ? rows : loss_chunk_rows(V, device.is_cuda()), T);
+      table.add({device.is_cuda() ? "cuda" : "cpu", dtype == torch::kFloat ? "fp32" : "bf16", T,
+                 kQwenHidden, V, rows_taken, Cell(m.fused_us / 1e3, 2), Cell(m.logits_us / 1e3, 2),
+                 Cell(m.fused_us / m.logits_us, 3), Cell(double(m.fused_bytes) / 1e6, 1),
+                 plan_mb(HeadLossKernel::kFused), Cell(double(m.logits_bytes) / 1e6, 1),
+                 plan_mb(HeadLossKernel::kLogits), fused_by_default ? "fused" : "logits"});
+    }
   }
   if (ctx.json) {
     table.print_json(ctx.out);

@@ -124,6 +124,9 @@ void validate_bench(const config::BenchConfig& b, const config::RouterConfig& r)
               b.expert_active_share() <= 1,
           "bench.expert_active_share", b.expert_active_share(), "must be in (0, 1]");
   require_positive(b.vocab_size(), "bench.vocab_size");
+  for (int i = 0; i < b.head_chunk_rows_size(); ++i)
+    require(b.head_chunk_rows(i) >= 0, detail::concat("bench.head_chunk_rows[", i, "]"),
+            b.head_chunk_rows(i), "must be >= 0 (0: the default)");
   for (int i = 0; i < b.layer_shapes_size(); ++i) {
     const auto& s = b.layer_shapes(i);
     const std::string at = detail::concat("bench.layer_shapes[", i, "]");

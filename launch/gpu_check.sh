@@ -74,10 +74,12 @@ if [ "${BENCH:-1}" = 1 ]; then
       2>"$logs/bench_layer_$tokens.err" | tee "$logs/bench_layer_$tokens.txt"
   done
   # The LM head and loss at the full-size run's micro-batch: the fused head (what a routers-only
-  # step takes on a GPU) against the logits then the loss, time and memory side by side.
+  # step takes on a GPU) against the logits then the loss, time and memory side by side, at the
+  # default chunk (441 rows of Qwen's vocabulary, not a multiple of a GEMM tile) and around it.
   stamp "bench head on the GPU, 4096 tokens"
   "$build/bin/switchyard" bench head --set bench.device=cuda --set bench.tokens=4096 \
-    --set bench.repeats=10 2>"$logs/bench_head.err" | tee "$logs/bench_head.txt"
+    --set bench.repeats=10 --set bench.head_chunk_rows="${HEAD_CHUNK_ROWS:-0,256,384,512,1024}" \
+    2>"$logs/bench_head.err" | tee "$logs/bench_head.txt"
 fi
 
 if [ "${FULL_SIZE:-1}" = 1 ]; then

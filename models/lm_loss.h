@@ -60,9 +60,9 @@ HeadLossKernel resolve_head_loss_kernel(HeadLossKernel kernel, torch::Device dev
 /// under autocast aside). kLogits: the logits and their gradient, and the loss's fp32 chunk C
 /// (two on a CPU for 2-byte logits, which it converts into a temporary first). kFused: a chunk's
 /// logits beside C (and that conversion) and the input's gradient, or in backward that
-/// gradient and its scaled copy.
+/// gradient and its scaled copy. chunk_rows as for linear_cross_entropy_sum.
 double head_loss_bytes(HeadLossKernel kernel, int64_t N, int64_t H, int64_t V, int64_t dtype_bytes,
-                       bool on_gpu);
+                       bool on_gpu, int64_t chunk_rows = 0);
 
 /// cross_entropy_sum(hidden @ weight^T, targets): an LM head without bias and its loss, in the
 /// autocast dtype where autocast is on. hidden [N, H], weight [V, H], targets [N] (negative: no

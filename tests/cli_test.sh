@@ -209,12 +209,17 @@ if "$bin" bench --name linear --set bench.repeats=1 --set bench.warmup=0 --set b
 then ok "bench linear times the four linears"
 else fail "bench linear ($(head -c 300 "$tmp/linear.err") $(head -c 300 "$tmp/linear.jsonl"))"; fi
 
-# bench head: the fused LM head against the logits, fp32 and bf16; the CPU's step keeps the logits.
+# bench head: the fused LM head against the logits, fp32 and bf16, at each chunk size asked for
+# (0: the default, 4096 rows of a 1000-word vocabulary on a CPU, so all 8); the CPU's step keeps
+# the logits.
 if "$bin" bench --name head --set bench.repeats=1 --set bench.warmup=0 --set bench.tokens=8 \
-     --set bench.vocab_size=1000 --json >"$tmp/head.jsonl" 2>"$tmp/head.err" &&
-   [ "$(grep -c '"fused_vs_logits"' "$tmp/head.jsonl")" -eq 2 ] &&
-   [ "$(grep -c '"auto":"logits"' "$tmp/head.jsonl")" -eq 2 ]
-then ok "bench head times both heads in both dtypes"
+     --set bench.vocab_size=1000 --set bench.head_chunk_rows=0,3 --json >"$tmp/head.jsonl" \
+     2>"$tmp/head.err" &&
+   [ "$(grep -c '"fused_vs_logits"' "$tmp/head.jsonl")" -eq 4 ] &&
+   [ "$(grep -c '"chunk_rows":8,' "$tmp/head.jsonl")" -eq 2 ] &&
+   [ "$(grep -c '"chunk_rows":3,' "$tmp/head.jsonl")" -eq 2 ] &&
+   [ "$(grep -c '"auto":"logits"' "$tmp/head.jsonl")" -eq 4 ]
+then ok "bench head times both heads in both dtypes at each chunk size"
 else fail "bench head ($(head -c 300 "$tmp/head.err") $(head -c 300 "$tmp/head.jsonl"))"; fi
 
 # plan: tables, JSON whose numbers add up, a layout that does not fit (exit 1, one line), refusals.

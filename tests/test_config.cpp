@@ -110,6 +110,8 @@ TEST(Config, ValidationNamesTheField) {
             std::string::npos);
   EXPECT_NE(config_error([] { with({"bench.fwht_widths=100"}); }).find("bench.fwht_widths[0]"),
             std::string::npos);
+  EXPECT_EQ(config_error([] { with({"bench.head_chunk_rows=0,-1"}); }),
+            "bench.head_chunk_rows[1] = -1: must be >= 0 (0: the default)");
 }
 
 TEST(Config, ValidationErrorPointsAtTheLineThatSetTheField) {
