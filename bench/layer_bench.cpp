@@ -113,20 +113,21 @@ Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const R
   }
   auto slice_rows = rows.clone().detach().requires_grad_(backward);
 
-  auto pass = [&](const std::function<torch::Tensor()>& f) {
-    return [&, f] {
+  // wait: a timed pass waits for the device at its end; a profiled one does not, because
+  // profile_kernels waits itself and leaves that one wait out of its host_syncs.
+  auto pass = [&](const std::function<torch::Tensor()>& f, bool wait = true) {
+    return [&, f, wait] {
       if (!backward) {
         torch::NoGradGuard no_grad;
         f();
-        if (device.is_cuda()) torch::cuda::synchronize();
-        return;
+      } else {
+        block->zero_grad();
+        dense->zero_grad();
+        slices->zero_grad();
+        f().sum().backward();
       }
-      block->zero_grad();
-      dense->zero_grad();
-      slices->zero_grad();
-      f().sum().backward();
       // GPU kernels run asynchronously: the clock stops when the work is done, not queued.
-      if (device.is_cuda()) torch::cuda::synchronize();
+      if (wait && device.is_cuda()) torch::cuda::synchronize();
     };
   };
   auto run = [&](const std::function<torch::Tensor()>& f) {
@@ -150,10 +151,11 @@ Timings time_one(const LayerShape& s, torch::Dtype dtype, bool backward, const R
     const auto trace = [&](const std::string& what) {
       return b.profile_dir() + "/" + case_name(s, dtype, backward) + "_" + what + ".json";
     };
-    t.layer_profile =
-        profile_kernels(pass([&] { return block->forward(x).hidden; }), device, trace("layer"));
-    t.dense_layer_profile = profile_kernels(
-        pass([&] { return dense_layer_forward(block, dense, x); }), device, trace("dense_layer"));
+    t.layer_profile = profile_kernels(pass([&] { return block->forward(x).hidden; }, false), device,
+                                      trace("layer"));
+    t.dense_layer_profile =
+        profile_kernels(pass([&] { return dense_layer_forward(block, dense, x); }, false), device,
+                        trace("dense_layer"));
   }
   return t;
 }

@@ -23,7 +23,10 @@ std::vector<double> read_values_to_host(const torch::Tensor& t) {
 
 torch::Tensor to_device_without_sync(const torch::Tensor& host, torch::Device device) {
   if (!device.is_cuda() || !host.is_cpu()) return host.to(device);
-  return host.pin_memory().to(device, /*non_blocking=*/true);
+  // Contiguous first: pinning keeps a view's strides, and a strided copy to the device goes
+  // through a contiguous temporary in pageable memory, whose copy the host waits for (training
+  // blocks' inputs and targets are such views, narrows of [batch, seq_len + 1]).
+  return host.contiguous().pin_memory().to(device, /*non_blocking=*/true);
 }
 
 int64_t host_reads() {

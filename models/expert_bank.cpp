@@ -3,6 +3,7 @@
 #include "models/expert_bank.h"
 
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 
 #include "common/autocast.h"
@@ -264,10 +265,27 @@ torch::Tensor ExpertBankImpl::forward(const torch::Tensor& x,
   // fp32-chunked GEMMs (models/cpu_linear.h), quantized CPU banks its per-expert dequantisation.
   const bool cpu_fp32 = cast.is_cpu() && cast.scalar_type() == torch::kFloat && !quantized() &&
                         w_in.scalar_type() == torch::kFloat;
+  // torch's grouped GEMM refuses operands whose rows do not start on 16-byte boundaries (its
+  // kernels load 16 bytes at a time): widths of 12 bf16 values fail on a GPU, where the CPU's
+  // fp32 took them.
+  const int64_t row_align = 16 / int64_t(cast.element_size());
+  const bool shapes_fit = options_.hidden_size() % row_align == 0 &&
+                          options_.intermediate_size() % row_align == 0 &&
+                          reinterpret_cast<uintptr_t>(cast.data_ptr()) % 16 == 0;
   const bool grouped = options_.gemm() == GroupedGemm::kGroupedMm ||
-                       (options_.gemm() == GroupedGemm::kAuto &&
+                       (options_.gemm() == GroupedGemm::kAuto && shapes_fit &&
                         ((cast.is_cuda() && cast.scalar_type() == torch::kBFloat16) || cpu_fp32));
-  if (grouped && rows > 0) return grouped_mm(cast, tokens_per_expert);
+  if (grouped && rows > 0) {
+    SY_CHECK(shapes_fit,
+             "ExpertBank: the grouped GEMM takes hidden and intermediate widths that "
+             "are multiples of ",
+             row_align, " ", cast.scalar_type(),
+             " values, rows starting on "
+             "16 bytes; got hidden ",
+             options_.hidden_size(), ", intermediate ", options_.intermediate_size(),
+             " (GroupedGemm::kSliceLoop or kAuto take any)");
+    return grouped_mm(cast, tokens_per_expert);
+  }
   return slice_loop(cast, tokens_per_expert);
 }
 

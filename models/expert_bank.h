@@ -20,9 +20,11 @@ enum class ExpertKind {
 enum class GroupedGemm {
   kAuto,       ///< grouped GEMM (at::_grouped_mm) for bf16 on CUDA (quantized banks too: each
                ///< GEMM dequantises the bank in one kernel) and for fp32 banks on the CPU,
-               ///< slice loop elsewhere
+               ///< where it takes the shapes (below); slice loop elsewhere
   kSliceLoop,  ///< one matmul per expert on its contiguous slice
-  kGroupedMm,  ///< at::_grouped_mm everywhere it accepts the shapes (tests use it on CPU)
+  kGroupedMm,  ///< at::_grouped_mm everywhere (tests use it on CPU); shapes it does not take
+               ///< are a one-line error. It takes rows that start on 16-byte boundaries: the
+               ///< hidden and intermediate widths a multiple of 16 bytes (8 bf16, 4 fp32)
 };
 
 struct ExpertBankOptions {

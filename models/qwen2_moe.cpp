@@ -132,8 +132,13 @@ torch::Tensor Qwen2MoeAttentionImpl::forward(const torch::Tensor& x, const torch
     // The causal flag, not a mask, where there is no padding: flash kernels take no mask. A
     // padded batch passes the same additive mask eager adds (finite minimum: a fully masked
     // row averages its values, as in eager, instead of becoming NaN).
-    out = at::scaled_dot_product_attention(
-        q, k, v, causal_only ? std::nullopt : std::optional(mask), 0.0, causal_only, scale);
+    // Under autocast q is bf16 while the mask was made in the weights' dtype: SDPA would cast
+    // fp32's minimum to bf16's -inf, and a fully masked row (left padding) could come out NaN.
+    auto m = mask;
+    if (!causal_only && mask.scalar_type() != q.scalar_type())
+      m = mask.to(q.scalar_type()).clamp_min(dtype_min(q.scalar_type()));
+    out = at::scaled_dot_product_attention(q, k, v, causal_only ? std::nullopt : std::optional(m),
+                                           0.0, causal_only, scale);
   } else {
     auto scores = torch::matmul(q, k.transpose(2, 3)) * scale + mask;
     auto probs = torch::softmax(scores, -1, torch::kFloat).to(q.scalar_type());

@@ -26,20 +26,22 @@ TaskBatch causal_lm_batch(const torch::Tensor& blocks) {
 }
 
 TaskBatch TaskBatch::to(torch::Device device) const {
-  int64_t counted = num_targets;
-  if (counted < 0 && targets.defined() && targets.is_cpu())
-    counted = targets.ge(0).sum().item<int64_t>();  // on the host: no device wait
-  if (input_ids.device() == device) {
-    TaskBatch same = *this;
-    same.num_targets = counted;
-    return same;
-  }
+  TaskBatch out = *this;
+  // On the host: no device wait.
+  if (out.num_targets < 0 && targets.defined() && targets.is_cpu())
+    out.num_targets = targets.ge(0).sum().item<int64_t>();
+  if (!out.unpadded && attention_mask.defined() && attention_mask.is_cpu())
+    out.unpadded = attention_mask.all().item<bool>();
+  if (input_ids.device() == device) return out;
   // Queued from pinned memory: a micro-batch's tensors reach the GPU while the previous
   // micro-batch's backward still runs there, instead of waiting for it.
   auto move = [&](const torch::Tensor& t) {
     return t.defined() ? to_device_without_sync(t, device) : t;
   };
-  return {move(input_ids), move(attention_mask), move(targets), counted};
+  out.input_ids = move(input_ids);
+  out.attention_mask = move(attention_mask);
+  out.targets = move(targets);
+  return out;
 }
 
 TaskOutput TaskModel::forward(const TaskBatch& batch, bool loss_trains) const {
@@ -55,7 +57,9 @@ TaskModel TaskModel::causal_lm(Qwen2MoeForCausalLM model) {
   for (size_t i = 0; i < layers.size(); ++i)
     if (layers[i]->moe) t.blocks_.push_back(layers[i]->moe), t.layers_.push_back(int64_t(i));
   t.forward_ = [model](const TaskBatch& b, bool loss_trains) mutable {
-    CausalLmOutput out = model->forward_hidden_states(b.input_ids, b.attention_mask);
+    // Without padding, no mask: the causal flag alone lets SDPA take flash attention on a GPU.
+    CausalLmOutput out =
+        model->forward_hidden_states(b.input_ids, b.unpadded ? torch::Tensor() : b.attention_mask);
     // The count came from the host for training blocks, so a training step reads nothing back
     // here; the loss (models/lm_loss.h) skips rows without a target itself, and applies the
     // LM head a chunk of rows at a time where the head is frozen.

@@ -27,8 +27,13 @@ struct TaskBatch {
   /// Targets to predict (those >= 0), counted while they are still on the host so that the
   /// forward needs no read from a GPU; -1: not counted yet (to() counts host targets).
   int64_t num_targets = -1;
+  /// Every position is a real token (the mask all ones, seen while it was still on the host):
+  /// a causal LM then attends with the causal flag alone, which flash attention kernels need
+  /// (they take no mask). false: not known; the mask is applied.
+  bool unpadded = false;
 
-  /// The same batch on `device` (itself where it already is there).
+  /// The same batch on `device` (itself where it already is there); counts the targets and
+  /// checks for padding where they are still on the host.
   TaskBatch to(torch::Device device) const;
 };
 

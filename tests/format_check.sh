@@ -7,7 +7,13 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-command -v clang-format >/dev/null || { echo "clang-format not found (launch/setup.sh installs it)"; exit 1; }
+if ! command -v clang-format >/dev/null; then
+  echo "clang-format not found (launch/setup.sh installs it)"
+  # A machine that cannot install it (the GPU machine: no network) says so; the sources'
+  # format does not depend on the machine, and CI checks it.
+  [ "${SWITCHYARD_FORMAT_OPTIONAL:-0}" = 1 ] && { echo "skipped: SWITCHYARD_FORMAT_OPTIONAL=1"; exit 77; }
+  exit 1
+fi
 clang-format --version
 mapfile -t files < <(find bench common configs data eval launch models parallel plan routers tests trainer \
                        -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) | sort)

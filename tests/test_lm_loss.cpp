@@ -291,6 +291,52 @@ TEST(CausalLmTask, SumsTheLossOverTargetedPositionsOnly) {
   }
 }
 
+// A batch whose mask the host saw all ones is attended with the causal flag alone (what flash
+// attention needs on a GPU); one with padding keeps its mask. Both give what the model gives
+// with the mask applied.
+TEST(CausalLmTask, AttendsWithTheCausalFlagAloneWhereTheHostSawNoPadding) {
+  torch::manual_seed(8);
+  const auto c = Qwen2MoeConfig::from_json(test::kTinyQwen, "kTinyQwen");
+  Qwen2MoeForCausalLM model(Qwen2MoeOptions(c, single_process_groups()));
+  const TaskModel task = TaskModel::causal_lm(model);
+  const auto blocks = torch::randint(0, c.vocab_size, {2, 7}, torch::kLong);
+  const TaskBatch full = causal_lm_batch(blocks);
+  EXPECT_FALSE(full.unpadded);  // not looked at yet
+  EXPECT_TRUE(full.to(torch::kCPU).unpadded);
+  TaskBatch padded = full;
+  padded.attention_mask = full.attention_mask.clone();
+  padded.attention_mask[1][5] = 0;
+  EXPECT_FALSE(padded.to(torch::kCPU).unpadded);
+  torch::NoGradGuard no_grad;
+  for (const TaskBatch& b : {full, padded}) {
+    auto logits = model->forward(b.input_ids, b.attention_mask).logits.reshape({-1, c.vocab_size});
+    const double want = reference_sum(logits, b.targets.reshape(-1)).item<double>();
+    EXPECT_NEAR(task.forward(b).loss_sum.item<double>(), want, 1e-6 * want);
+  }
+}
+
+// Unpadded training blocks on a GPU take flash attention (no mask), forward and backward.
+TEST(CausalLmTaskGpu, UnpaddedBlocksTakeFlashAttention) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU visible";
+  const torch::Device cuda(torch::kCUDA, 0);
+  auto c = Qwen2MoeConfig::from_json(test::kTinyQwen, "kTinyQwen");
+  c.hidden_size = 64;  // head dim 16
+  torch::manual_seed(8);
+  Qwen2MoeForCausalLM model(Qwen2MoeOptions(c, single_process_groups()));
+  model->to(cuda, torch::kBFloat16);
+  const TaskModel task = TaskModel::causal_lm(model);
+  const TaskBatch batch = causal_lm_batch(torch::randint(0, c.vocab_size, {2, 129}, torch::kLong));
+  auto pass = [&] { task.forward(batch).loss_sum.backward(); };
+  pass();  // warm
+  const KernelProfile p = profile_kernels(pass, cuda);
+  ASSERT_FALSE(p.kernels.empty()) << "the profiler saw no kernels";
+  int64_t flash = 0;
+  for (const auto& k : p.kernels)
+    if (k.name.find("flash") != std::string::npos) flash += k.calls;
+  EXPECT_GE(flash, 2 * c.num_hidden_layers)
+      << "no flash attention kernel among " << p.kernels.size();
+}
+
 // On a GPU, at issue 18's micro-batch (2 x 2048 tokens) and Qwen's vocabulary in bf16: the loss
 // follows torch's fp32 cross-entropy, waits for the device nowhere in forward and backward, and
 // holds the gradient and one 256 MiB chunk beyond the logits (torch's: three fp32 copies).
@@ -319,6 +365,7 @@ TEST(LmLossGpu, FollowsCrossEntropyWithoutWaitsInOneChunkBeyondTheGradient) {
   auto again = leaf(values);
   const KernelProfile p =
       profile_kernels([&] { cross_entropy_sum(again, targets).backward(); }, cuda);
+  ASSERT_FALSE(p.kernels.empty()) << "the profiler saw no kernels: no waits to count";
   EXPECT_EQ(p.host_syncs, 0);
 
   auto ref_logits = leaf(values.to(torch::kFloat));
@@ -364,6 +411,7 @@ TEST(LmLossGpu, FusedHeadFollowsTheHeadThenTheLossInAChunkOfLogits) {
   auto again = leaf(values);
   const KernelProfile p =
       profile_kernels([&] { linear_cross_entropy_sum(again, w, targets).backward(); }, cuda);
+  ASSERT_FALSE(p.kernels.empty()) << "the profiler saw no kernels: no waits to count";
   EXPECT_EQ(p.host_syncs, 0);
   EXPECT_TRUE(torch::equal(x.grad(), again.grad()));
 

@@ -11,6 +11,7 @@
 #include "parallel/all_to_all.h"
 #include "parallel/gradient_sync.h"
 #include "routers/router_registry.h"
+#include "tests/test_support.h"
 #ifdef SWITCHYARD_WITH_CUDA
 #include "parallel/nccl_communicator.h"
 #endif
@@ -117,6 +118,19 @@ TEST(ExpertBank, GroupedMmMatchesSliceLoopForwardAndBackward) {
     EXPECT_THROW(loop->forward(x, {5, 0, 9}), Error);
     EXPECT_THROW(loop->forward(x, {5, 0, 9, 3}), Error);
   }
+  // Widths the grouped GEMM does not take (rows not starting on 16 bytes: 10 fp32 values): the
+  // default takes the slice loop; asking for the grouped GEMM is a one-line error, not torch's.
+  torch::manual_seed(5);
+  ExpertBank odd(ExpertBankOptions(kH, 10, 4));
+  const auto x = torch::randn({16, kH});
+  const auto y = odd->forward(x, {5, 0, 9, 2});
+  EXPECT_EQ(y.grad_fn()->name().find("GroupedMm"), std::string::npos) << y.grad_fn()->name();
+  ExpertBank odd_grouped(ExpertBankOptions(kH, 10, 4).gemm(GroupedGemm::kGroupedMm));
+  EXPECT_NE(
+      test::error_of([&] {
+        odd_grouped->forward(x, {5, 0, 9, 2});
+      }).find("the grouped GEMM takes hidden and intermediate widths that are multiples of 4"),
+      std::string::npos);
 }
 
 TEST(GradientSync, BucketsOnlyTrainableParametersAndKeepsGradients) {
@@ -203,7 +217,10 @@ TEST(MoeBlockNccl, Bf16GroupedGemmOnGpuMatchesSliceLoop) {
 TEST(MoeBlockGpu, WholeLayerWaitsForTheDeviceOnceInForwardAndNeverInBackward) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU visible";
   torch::manual_seed(6);
-  MoeBlock block(qwen_like(4, false), single_process_groups());
+  // Widths of 16 and 24 bf16 values: rows on 16-byte boundaries, which the grouped GEMM needs.
+  MoeBlock block(
+      qwen_like(4, false).expert_intermediate_size(16).shared_expert_intermediate_size(24),
+      single_process_groups());
   block->to(torch::kCUDA, torch::kBFloat16);
   const auto x = torch::randn({64, kH}, torch::dtype(torch::kBFloat16).device(torch::kCUDA));
   auto pass = [&] {
@@ -213,6 +230,7 @@ TEST(MoeBlockGpu, WholeLayerWaitsForTheDeviceOnceInForwardAndNeverInBackward) {
   pass();  // warm: the allocators' first blocks, cuBLAS's handle
   const int64_t reads = host_reads();
   const KernelProfile p = profile_kernels(pass, torch::Device(torch::kCUDA, 0));
+  ASSERT_FALSE(p.kernels.empty()) << "the profiler saw no kernels: no waits to count";
   EXPECT_EQ(host_reads() - reads, 1);
   EXPECT_EQ(p.host_syncs, 1);
 }
