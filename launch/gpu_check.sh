@@ -29,8 +29,8 @@
 # and are unpacked into a private prefix that CMake searches first.
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# An absolute path (a venv's link kept, not resolved): CMake takes a bare `python3` or a relative
-# path given to -D for a file in the build folder.
+# An absolute path (a venv's link kept, not resolved): CMake turns a bare `python3` or a relative
+# path given to -D for a FILEPATH into one under the current folder, where there is none.
 py="$(command -v "${PYTHON:-python3}")" || { echo "gpu_check: no ${PYTHON:-python3}"; exit 1; }
 py="$(realpath -s "$py")"
 logs="${1:-$repo/build-gpu/logs}"
