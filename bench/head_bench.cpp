@@ -71,8 +71,7 @@ void run_head_bench(const BenchContext& ctx) {
                         1e6,
                     1);
       };
-      const int64_t rows_taken =
-          std::min(rows > 0 ? rows : loss_chunk_rows(V, device.is_cuda()), T);
+      const int64_t rows_taken = std::min(loss_chunk_rows(V, device.is_cuda(), rows), T);
       table.add({device.is_cuda() ? "cuda" : "cpu", dtype == torch::kFloat ? "fp32" : "bf16", T,
                  kQwenHidden, V, rows_taken, Cell(m.fused_us / 1e3, 2), Cell(m.logits_us / 1e3, 2),
                  Cell(m.fused_us / m.logits_us, 3), Cell(double(m.fused_bytes) / 1e6, 1),

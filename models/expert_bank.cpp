@@ -276,14 +276,10 @@ torch::Tensor ExpertBankImpl::forward(const torch::Tensor& x,
                        (options_.gemm() == GroupedGemm::kAuto && shapes_fit &&
                         ((cast.is_cuda() && cast.scalar_type() == torch::kBFloat16) || cpu_fp32));
   if (grouped && rows > 0) {
-    SY_CHECK(shapes_fit,
-             "ExpertBank: the grouped GEMM takes hidden and intermediate widths that "
-             "are multiples of ",
-             row_align, " ", cast.scalar_type(),
-             " values, rows starting on "
-             "16 bytes; got hidden ",
-             options_.hidden_size(), ", intermediate ", options_.intermediate_size(),
-             " (GroupedGemm::kSliceLoop or kAuto take any)");
+    SY_CHECK(shapes_fit, "ExpertBank: the grouped GEMM takes hidden and intermediate widths that ",
+             "are multiples of ", row_align, " ", cast.scalar_type(), " values, rows starting ",
+             "on 16 bytes; got hidden ", options_.hidden_size(), ", intermediate ",
+             options_.intermediate_size(), " (GroupedGemm::kSliceLoop or kAuto take any)");
     return grouped_mm(cast, tokens_per_expert);
   }
   return slice_loop(cast, tokens_per_expert);

@@ -147,11 +147,6 @@ class LinearCrossEntropySum : public torch::autograd::Function<LinearCrossEntrop
   }
 };
 
-// Rows of [N, V] logits per fp32 chunk: chunk_rows, or loss_chunk_rows.
-int64_t rows_per_chunk(int64_t V, int64_t chunk_rows, bool on_gpu) {
-  return chunk_rows > 0 ? chunk_rows : loss_chunk_rows(V, on_gpu);
-}
-
 }  // namespace
 
 HeadLossKernel resolve_head_loss_kernel(HeadLossKernel kernel, torch::Device device,
@@ -164,7 +159,8 @@ int64_t loss_chunk_bytes(bool on_gpu) {
   return on_gpu ? int64_t(256) << 20 : int64_t(16) << 20;
 }
 
-int64_t loss_chunk_rows(int64_t V, bool on_gpu) {
+int64_t loss_chunk_rows(int64_t V, bool on_gpu, int64_t asked) {
+  if (asked > 0) return asked;
   const int64_t fp32_row_bytes = std::max<int64_t>(1, V) * int64_t(sizeof(float));
   return std::max<int64_t>(1, loss_chunk_bytes(on_gpu) / fp32_row_bytes);
 }
@@ -173,7 +169,7 @@ double head_loss_bytes(HeadLossKernel kernel, int64_t N, int64_t H, int64_t V, i
                        bool on_gpu, int64_t chunk_rows_or_0) {
   SY_CHECK(kernel != HeadLossKernel::kAuto, "head_loss_bytes: resolve kAuto first");
   const double a = double(dtype_bytes), rows = double(N),
-               chunk_rows = double(std::min(rows_per_chunk(V, chunk_rows_or_0, on_gpu), N));
+               chunk_rows = double(std::min(loss_chunk_rows(V, on_gpu, chunk_rows_or_0), N));
   const double fp32_chunk = 4 * chunk_rows * double(V);
   const double converted = !on_gpu && dtype_bytes == 2 ? fp32_chunk : 0;  // the CPU's temporary
   if (kernel == HeadLossKernel::kLogits) return 2 * a * rows * double(V) + fp32_chunk + converted;
@@ -186,7 +182,7 @@ torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor
   SY_CHECK(logits.dim() == 2 && targets.dim() == 1 && targets.size(0) == logits.size(0),
            "cross_entropy_sum: logits ", logits.sizes(), " do not fit targets ", targets.sizes());
   SY_CHECK(chunk_rows >= 0, "cross_entropy_sum: chunk_rows ", chunk_rows, " is negative");
-  const int64_t step = rows_per_chunk(logits.size(1), chunk_rows, logits.is_cuda());
+  const int64_t step = loss_chunk_rows(logits.size(1), logits.is_cuda(), chunk_rows);
   return CrossEntropySum::apply(logits, targets.to(logits.device(), torch::kLong), step);
 }
 
@@ -210,8 +206,8 @@ torch::Tensor linear_cross_entropy_sum(const torch::Tensor& hidden, const torch:
     return cross_entropy_sum(logits, ids, chunk_rows);
   }
   const bool with_grad = torch::GradMode::is_enabled() && hidden.requires_grad();
-  return LinearCrossEntropySum::apply(x, w, ids, rows_per_chunk(w.size(0), chunk_rows, x.is_cuda()),
-                                      with_grad);
+  return LinearCrossEntropySum::apply(
+      x, w, ids, loss_chunk_rows(w.size(0), x.is_cuda(), chunk_rows), with_grad);
 }
 
 torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& input_ids,

@@ -16,9 +16,10 @@ namespace switchyard {
 /// these bytes in its `logits` column).
 int64_t loss_chunk_bytes(bool on_gpu);
 
-/// Rows of a V-wide fp32 chunk within loss_chunk_bytes (at least one): how many rows of logits
-/// the loss, and the fused head, take at a time.
-int64_t loss_chunk_rows(int64_t V, bool on_gpu);
+/// Rows of logits the loss, and the fused head, take at a time: `asked` where positive (the
+/// chunk_rows arguments below), else those of a V-wide fp32 chunk within loss_chunk_bytes (at
+/// least one).
+int64_t loss_chunk_rows(int64_t V, bool on_gpu, int64_t asked = 0);
 
 /// Sum over the rows r with targets[r] >= 0 of -log softmax(logits[r])[targets[r]], in fp32
 /// whatever the logits' dtype: what cross_entropy(logits.float(), targets, sum) gives with
