@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
@@ -43,7 +44,39 @@ inline std::string reference_case(const std::string& set, const std::string& nam
   return std::string(d) + "/" + set + (name.empty() ? "" : "/" + name);
 }
 
-/// An empty folder of its own for this process and test (`tag` tells folders of one test apart).
+/// Removes the folders temp_dir made for a test when that test passes; a failed test's stay for a
+/// look, each named in one line. Without it every run of the suite left its training runs
+/// behind in the temporary folder (tens of MB a run).
+class TempDirSweeper : public ::testing::EmptyTestEventListener {
+ public:
+  /// The one sweeper, listening from the first temp_dir on (GoogleTest owns it).
+  static TempDirSweeper& instance() {
+    static TempDirSweeper* sweeper = [] {
+      auto* s = new TempDirSweeper();
+      ::testing::UnitTest::GetInstance()->listeners().Append(s);
+      return s;
+    }();
+    return *sweeper;
+  }
+  void keep_until_test_ends(const std::filesystem::path& dir) { made_.push_back(dir); }
+  void OnTestEnd(const ::testing::TestInfo& info) override {
+    for (const auto& dir : made_) {
+      std::error_code ec;
+      if (info.result()->Passed())
+        std::filesystem::remove_all(dir, ec);
+      else if (std::filesystem::exists(dir, ec))
+        std::fprintf(stderr, "%s.%s failed: its folder %s is kept\n", info.test_suite_name(),
+                     info.name(), dir.c_str());
+    }
+    made_.clear();
+  }
+
+ private:
+  std::vector<std::filesystem::path> made_;
+};
+
+/// An empty folder of its own for this process and test (`tag` tells folders of one test apart),
+/// removed when the test ends if it passed.
 inline std::filesystem::path temp_dir(const std::string& tag = "") {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   std::string name = "sy_" + std::to_string(::getpid()) + "_" +
@@ -53,6 +86,8 @@ inline std::filesystem::path temp_dir(const std::string& tag = "") {
   const auto dir = std::filesystem::temp_directory_path() / name;
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  // A folder made outside a test (no test running) is left to its maker.
+  if (info) TempDirSweeper::instance().keep_until_test_ends(dir);
   return dir;
 }
 
