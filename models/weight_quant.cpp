@@ -133,28 +133,31 @@ void QuantizedWeight::set_expert_codes(int64_t e, const Int4Codes& c) {
            ": 4-bit codes need an int4 bank with zero points, this one is ",
            quant_name(options.kind()), options.symmetric() ? " symmetric" : "");
   const int64_t groups = in / options.group_size();
-  if (c.codes.sizes() != torch::IntArrayRef{out, in} ||
+  if (c.packed.sizes() != torch::IntArrayRef{out, in / 2} ||
       c.scale.sizes() != torch::IntArrayRef{out, groups} ||
       c.zero.sizes() != torch::IntArrayRef{out, groups})
-    throw Error(detail::concat("quantized expert ", e, ": codes ", c.codes.sizes(), ", scales ",
+    throw Error(detail::concat("quantized expert ", e, ": packed codes ", c.packed.sizes(),
+                               ", scales ",
                                c.scale.sizes(), ", zeros ", c.zero.sizes(), " do not fit [", out,
                                ", ", in, "] in groups of ", options.group_size()));
   torch::NoGradGuard no_grad;
-  q[e].copy_(pack_int4(c.codes));
+  q[e].copy_(c.packed);
   scale[e].copy_(c.scale);
   zero[e].copy_(c.zero);
 }
 
+torch::Tensor Int4Codes::codes() const { return unpack_int4(packed); }
+
 torch::Tensor Int4Codes::dequantize(torch::ScalarType dtype) const {
-  const int64_t out = codes.size(0), in = codes.size(1), groups = scale.size(1);
-  auto grouped = codes.to(torch::kFloat).view({out, groups, in / groups});
+  const int64_t out = packed.size(0), in = 2 * packed.size(1), groups = scale.size(1);
+  auto grouped = codes().to(torch::kFloat).view({out, groups, in / groups});
   return ((grouped - zero.to(torch::kFloat).unsqueeze(-1)) * scale.to(torch::kFloat).unsqueeze(-1))
       .view({out, in})
       .to(dtype);
 }
 
 Int4Codes Int4Codes::cat_rows(const Int4Codes& top, const Int4Codes& bottom) {
-  return {torch::cat({top.codes, bottom.codes}), torch::cat({top.scale, bottom.scale}),
+  return {torch::cat({top.packed, bottom.packed}), torch::cat({top.scale, bottom.scale}),
           torch::cat({top.zero, bottom.zero})};
 }
 

@@ -23,9 +23,13 @@ struct QuantOptions {
 /// checkpoints hold (models/gptq.h): w[o, i] = (codes[o, i] - zero[o, g]) * scale[o, g],
 /// g = i / (in / groups).
 struct Int4Codes {
-  torch::Tensor codes;  ///< uint8 [out, in], values 0..15
+  /// uint8 [out, in / 2]: two codes per byte, even column in the low nibble (QuantizedWeight's
+  /// int4 layout, which is also a GPTQ qweight's bytes once its words are transposed).
+  torch::Tensor packed;
   torch::Tensor scale;  ///< float [out, groups]
   torch::Tensor zero;   ///< uint8 [out, groups] (GPTQ v1 zeros may reach 16)
+  /// uint8 [out, in], values 0..15.
+  torch::Tensor codes() const;
   /// [out, in] in `dtype`; the same arithmetic as QuantizedWeight::dequantize.
   torch::Tensor dequantize(torch::ScalarType dtype) const;
   /// Row-wise concatenation (a SwiGLU expert's gate rows, then its up rows).

@@ -145,7 +145,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   FUZZ_CHECK(ok, "a broken GPTQ layer was accepted\n");
   const auto zero = zeros.to(torch::kInt) + (cfg.zeros_minus_one ? 1 : 0);
-  FUZZ_CHECK(got.codes.scalar_type() == torch::kByte && torch::equal(got.codes, codes));
+  FUZZ_CHECK(got.packed.scalar_type() == torch::kByte && torch::equal(got.codes(), codes));
   FUZZ_CHECK(got.zero.scalar_type() == torch::kByte &&
              torch::equal(got.zero.to(torch::kInt), zero.t()));
   FUZZ_CHECK(equal_floats(got.scale, scales.to(torch::kFloat).t()));

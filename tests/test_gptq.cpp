@@ -31,7 +31,7 @@ TEST_P(GptqCase, UnpacksWhatAutoGptqPacked) {
   auto codes = ref->get("codes");
   Int4Codes got =
       read_gptq_linear(SafetensorsCheckpoint(dir), prefix, *cfg.gptq, codes.size(0), codes.size(1));
-  EXPECT_TRUE(torch::equal(got.codes, codes));
+  EXPECT_TRUE(torch::equal(got.codes(), codes));
   EXPECT_TRUE(torch::equal(got.zero, ref->get("zeros")));
   EXPECT_TRUE(torch::equal(got.scale, ref->get("scales")));
   EXPECT_TRUE(torch::equal(got.dequantize(torch::kFloat), ref->get("weight")));
@@ -128,7 +128,7 @@ TEST(GptqUnpack, RefusesActOrderWrongShapesAndMissingTensors) {
   EXPECT_TRUE(torch::equal(w, torch::full({out, in}, 6.0f)));
   // Negative int32 words (high nibble >= 8) unpack like any other.
   write(torch::full({in / 8, out}, int32_t(0xF0000000u), torch::kInt), g_idx);
-  auto codes = read_gptq_linear(SafetensorsCheckpoint(dir.string()), "l.", config, out, in).codes;
+  auto codes = read_gptq_linear(SafetensorsCheckpoint(dir.string()), "l.", config, out, in).codes();
   EXPECT_EQ(codes.index({0, 7}).item<int>(), 15);
   EXPECT_EQ(codes.index({0, 6}).item<int>(), 0);
 
