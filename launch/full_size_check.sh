@@ -101,7 +101,7 @@ stamp "hf_bf16 (transformers)"
   --device "$device" >"$logs/hf_bf16.out" 2>&1 || { status=1; tail -5 "$logs/hf_bf16.out"; }
 
 "$py" - "$logs" "$mb" "$seq" "$accum" "$layers" <<'PY' | tee "$logs/full_size.md"
-import json, os, statistics, sys
+import json, os, re, statistics, sys
 logs, mb, seq, accum, layers = sys.argv[1], *map(int, sys.argv[2:])
 rows = {}
 for name in ("sy_int4", "sy_bf16", "sy_bf16_plain"):
@@ -114,7 +114,10 @@ for name in ("sy_int4", "sy_bf16", "sy_bf16_plain"):
     rate = statistics.median(r["tokens_per_s"] for r in later)
     plan_path = f"{logs}/{name}.plan.json"
     plan = json.load(open(plan_path))["layouts"][0] if os.path.exists(plan_path) and os.path.getsize(plan_path) else None
+    # `switchyard train`'s header says how long the checkpoint took to load.
+    loaded = re.search(r"; model loaded in ([0-9.]+) s", open(f"{logs}/{name}.out").read())
     rows[name] = dict(tokens_per_s=rate, step_s=mb * seq * accum / rate, plan=plan,
+                      load_s=float(loaded.group(1)) if loaded else float("nan"),
                       peak_gpu_gb=max(r["peak_gpu_gb"] for r in loss),
                       peak_rss_gb=max(r["peak_rss_gb"] for r in loss), last_loss=loss[-1]["loss"],
                       host_reads=statistics.median(r["host_reads"] for r in later),
@@ -124,18 +127,20 @@ if os.path.exists(f"{logs}/hf_bf16.json"):
     rows["hf_bf16"] = dict(tokens_per_s=h["tokens_per_s"], step_s=h["step_s"],
                            peak_gpu_gb=h["peak_gb"] or 0.0, peak_rss_gb=float("nan"),
                            last_loss=h["losses"][-1], backend=h["experts_backend"],
-                           host_reads=float("nan"))
+                           host_reads=float("nan"), load_s=float("nan"))
 recompute = os.environ.get("RECOMPUTE", "1") == "1"
 print(f"Qwen1.5-MoE-A2.7B shapes, {layers} layers, routers only, {mb} x {seq} tokens x {accum} "
       "micro-batches per step; median over the steps after the first"
       + ("; sy_int4 and sy_bf16 recompute their layers in backward, sy_bf16_plain and transformers "
          "do not" if recompute else "; nothing recomputed") + "\n")
-print("| run | tokens/s | step s | peak GPU GB | peak RSS GB | host reads / step | last loss |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| run | tokens/s | step s | peak GPU GB | peak RSS GB | host reads / step | last loss | load s |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for name, r in rows.items():
     label = name + (f" ({r['backend']} experts)" if "backend" in r else "")
     print(f"| {label} | {r['tokens_per_s']:.0f} | {r['step_s']:.3f} | {r['peak_gpu_gb']:.2f} | "
-          f"{r['peak_rss_gb']:.2f} | {r['host_reads']:.0f} | {r['last_loss']:.4f} |")
+          f"{r['peak_rss_gb']:.2f} | {r['host_reads']:.0f} | {r['last_loss']:.4f} | {r['load_s']:.1f} |")
+print("\n(load s: the checkpoint read, built and moved to the device, from `switchyard train`'s "
+      "header; transformers draws its random weights on the device instead of loading any)")
 def ratio(a, b, key, what):
     if a in rows and b in rows and rows[b][key]:
         print(f"- {what}: {rows[a][key] / rows[b][key]:.2f}")

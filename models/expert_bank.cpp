@@ -155,19 +155,30 @@ void ExpertBankImpl::to(torch::Device device, torch::Dtype dtype, bool non_block
   to(dtype, non_blocking);
 }
 
-void ExpertBankImpl::load_expert(int64_t e, const torch::Tensor& w_in_e,
+void ExpertBankImpl::load_expert(int64_t e, const std::vector<torch::Tensor>& w_in_rows,
                                  const torch::Tensor& w_out_e) {
   SY_CHECK(e >= 0 && e < options_.num_experts(), "ExpertBank: expert ", e, " out of range");
+  SY_CHECK(!w_in_rows.empty(), "ExpertBank: expert ", e, " given no input weight");
   torch::NoGradGuard no_grad;
-  if (quantized()) {
-    quant_in_->set_expert(e, w_in_e);
+  if (quantized()) {  // quantizing takes the whole weight
+    quant_in_->set_expert(e, w_in_rows.size() == 1 ? w_in_rows[0] : torch::cat(w_in_rows));
     quant_out_->set_expert(e, w_out_e);
     return;
   }
-  SY_CHECK(w_in_e.sizes() == w_in[e].sizes() && w_out_e.sizes() == w_out[e].sizes(),
-           "ExpertBank: expert weights ", w_in_e.sizes(), " / ", w_out_e.sizes(), " do not match ",
-           w_in[e].sizes(), " / ", w_out[e].sizes());
-  w_in[e].copy_(w_in_e);
+  std::vector<int64_t> in_sizes{0, w_in[e].size(1)};
+  for (const auto& rows : w_in_rows) {
+    SY_CHECK(rows.dim() == 2 && rows.size(1) == in_sizes[1], "ExpertBank: expert ", e,
+             " input rows ", rows.sizes(), " do not fit ", w_in[e].sizes());
+    in_sizes[0] += rows.size(0);
+  }
+  SY_CHECK(in_sizes == w_in[e].sizes() && w_out_e.sizes() == w_out[e].sizes(),
+           "ExpertBank: expert ", e, "'s weights ", torch::IntArrayRef(in_sizes), " / ",
+           w_out_e.sizes(), " do not match ", w_in[e].sizes(), " / ", w_out[e].sizes());
+  int64_t row = 0;
+  for (const auto& rows : w_in_rows) {
+    w_in[e].narrow(0, row, rows.size(0)).copy_(rows);
+    row += rows.size(0);
+  }
   w_out[e].copy_(w_out_e);
 }
 

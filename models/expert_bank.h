@@ -96,7 +96,14 @@ class ExpertBankImpl : public torch::nn::Module {
 
   /// Sets local expert e from full-precision weights w_in_e [2I or I, H] and w_out_e [H, I]
   /// (quantizing them when the bank is quantized). Loaders use this, one expert at a time.
-  void load_expert(int64_t e, const torch::Tensor& w_in_e, const torch::Tensor& w_out_e);
+  void load_expert(int64_t e, const torch::Tensor& w_in_e, const torch::Tensor& w_out_e) {
+    load_expert(e, std::vector<torch::Tensor>{w_in_e}, w_out_e);
+  }
+  /// The same with w_in_e given as row blocks, stacked in order (a SwiGLU checkpoint's gate_proj
+  /// then up_proj): a full-precision bank copies each straight into its slot, with no
+  /// concatenated [2I, H] temporary per expert.
+  void load_expert(int64_t e, const std::vector<torch::Tensor>& w_in_rows,
+                   const torch::Tensor& w_out_e);
   /// Sets local expert e from 4-bit codes as they are (GPTQ checkpoints): the bank must be int4
   /// with zero points in the codes' group size. w_in_e holds gate rows then up rows for SwiGLU.
   void load_expert_codes(int64_t e, const Int4Codes& w_in_e, const Int4Codes& w_out_e);

@@ -63,7 +63,7 @@ struct Loader {
                               read_gptq_linear(ckpt, down, *gptq, H, I));
       return;
     }
-    bank->load_expert(e, torch::cat({weight(gate, I, H), weight(up, I, H)}), weight(down, H, I));
+    bank->load_expert(e, {weight(gate, I, H), weight(up, I, H)}, weight(down, H, I));
   }
 
   // Transformers v5's fused layout: gate_up_proj [E, 2I, H] (gate rows first), down_proj [E, H, I].

@@ -137,16 +137,18 @@ void QuantizedWeight::set_expert_codes(int64_t e, const Int4Codes& c) {
       c.scale.sizes() != torch::IntArrayRef{out, groups} ||
       c.zero.sizes() != torch::IntArrayRef{out, groups})
     throw Error(detail::concat("quantized expert ", e, ": packed codes ", c.packed.sizes(),
-                               ", scales ",
-                               c.scale.sizes(), ", zeros ", c.zero.sizes(), " do not fit [", out,
-                               ", ", in, "] in groups of ", options.group_size()));
+                               ", scales ", c.scale.sizes(), ", zeros ", c.zero.sizes(),
+                               " do not fit [", out, ", ", in, "] in groups of ",
+                               options.group_size()));
   torch::NoGradGuard no_grad;
   q[e].copy_(c.packed);
   scale[e].copy_(c.scale);
   zero[e].copy_(c.zero);
 }
 
-torch::Tensor Int4Codes::codes() const { return unpack_int4(packed); }
+torch::Tensor Int4Codes::codes() const {
+  return unpack_int4(packed);
+}
 
 torch::Tensor Int4Codes::dequantize(torch::ScalarType dtype) const {
   const int64_t out = packed.size(0), in = 2 * packed.size(1), groups = scale.size(1);

@@ -82,6 +82,37 @@ TEST(MoeBlock, KeepsLeadingShape) {
   EXPECT_THROW(m->forward(torch::randn({4, kH + 1})), Error);
 }
 
+// A checkpoint's gate and up rows go into the bank as two blocks (no concatenated temporary):
+// the same weights as their concatenation, in a float bank and in an int4 one, and blocks that do
+// not fit are one error naming the expert.
+TEST(ExpertBank, LoadsInputRowBlocksAsTheirConcatenation) {
+  torch::manual_seed(3);
+  const auto gate = torch::randn({kI, kH}), up = torch::randn({kI, kH}),
+             down = torch::randn({kH, kI});
+  for (bool int4 : {false, true}) {
+    ExpertBank blocks(ExpertBankOptions(kH, kI, 2)), whole(ExpertBankOptions(kH, kI, 2));
+    if (int4) {
+      const auto q = QuantOptions().kind(QuantKind::kInt4).group_size(4).symmetric(false);
+      blocks->quantize_(q);
+      whole->quantize_(q);
+    }
+    blocks->load_expert(1, {gate, up}, down);
+    whole->load_expert(1, torch::cat({gate, up}), down);
+    const auto [in_b, out_b] = blocks->expert_weights(1, torch::kFloat);
+    const auto [in_w, out_w] = whole->expert_weights(1, torch::kFloat);
+    EXPECT_TRUE(torch::equal(in_b, in_w)) << "int4 " << int4;
+    EXPECT_TRUE(torch::equal(out_b, out_w)) << "int4 " << int4;
+    if (!int4) EXPECT_TRUE(torch::equal(in_b, torch::cat({gate, up})));
+  }
+  ExpertBank bank(ExpertBankOptions(kH, kI, 2));
+  test::expect_error(
+      [&] {
+        bank->load_expert(0, {gate, up.narrow(1, 0, kH - 1)}, down);
+      },
+      {"expert 0", "input rows"});
+  test::expect_error([&] { bank->load_expert(0, {gate}, down); }, {"expert 0", "do not match"});
+}
+
 TEST(ExpertBank, GroupedMmMatchesSliceLoopForwardAndBackward) {
   for (auto kind : {ExpertKind::kSwiGlu, ExpertKind::kGeluMlp}) {
     torch::manual_seed(5);

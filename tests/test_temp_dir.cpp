@@ -41,7 +41,8 @@ ChildRun run_child(const fs::path& report, bool fail) {
   FILE* pipe = ::popen(command.c_str(), "r");
   if (!pipe) return run;
   std::array<char, 4096> buffer{};
-  while (size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) run.output.append(buffer.data(), n);
+  while (size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe))
+    run.output.append(buffer.data(), n);
   run.status = ::pclose(pipe);
   std::stringstream path;
   path << std::ifstream(report).rdbuf();

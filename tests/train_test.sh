@@ -58,7 +58,9 @@ PY
    { fail "tensorboard events ($(tail -c 600 "$tmp/tb.out"))"; false; }
 then
   grep -q "training finished" "$tmp/train.out" && grep -q "rows_received" "$tmp/train.out" &&
-    [ -s "$tmp/run/rank1.log" ] && ok "train under mpirun (EP 2): metrics.jsonl, load table, rank logs" ||
+    grep -qE "; model (loaded|built) in [0-9]+\.[0-9] s$" "$tmp/train.out" &&
+    [ -s "$tmp/run/rank1.log" ] &&
+    ok "train under mpirun (EP 2): metrics.jsonl, load table, rank logs, the model's load time" ||
     fail "train output ($(head -c 400 "$tmp/train.out"))"
 else
   fail "train under mpirun ($(tail -c 600 "$tmp/train.err"))"

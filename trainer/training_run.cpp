@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -25,6 +26,12 @@ namespace switchyard {
 namespace fs = std::filesystem;
 
 namespace {
+
+std::string seconds_text(double s) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f s", s);
+  return text;
+}
 
 // Everything checked before any work: one clear line per problem. Returns the options with the
 // run folder filled in.
@@ -104,7 +111,11 @@ TrainingRun::TrainingRun(const RunConfig& config, TrainingRunOptions options)
   const config::ModelArch arch_id = training_arch(config_);
   const ModelArchitecture& arch = model_architecture(arch_id);
   data_ = TrainingData::read(config_, arch.task());
+  const auto load_start = std::chrono::steady_clock::now();
   model_ = load_training_model(config_, options_.dtype, data_->data_labels());
+  // Said in the header: on a full-size model loading is minutes of a short GPU slot.
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
   data_->bind(model_);
   task_ = model_.task_model();
   const ProcessGroups& groups = model_.groups;
@@ -161,7 +172,9 @@ TrainingRun::TrainingRun(const RunConfig& config, TrainingRunOptions options)
   print(detail::concat("training ", trainer_->trainable().size(), " tensors (",
                        t.routers_only() ? "routers only" : "all parameters", ") on ", world,
                        " rank(s), EP ", groups.ep_size(), ", ", data_->describe(), ", on ",
-                       compute_.describe(), trainer_->bf16_autocast() ? ", bf16 autocast" : ""));
+                       compute_.describe(), trainer_->bf16_autocast() ? ", bf16 autocast" : "",
+                       "; model ", config_.model().has_init_config() ? "built" : "loaded", " in ",
+                       seconds_text(load_s)));
 }
 
 TrainingRun::~TrainingRun() = default;
