@@ -19,9 +19,9 @@
 # BENCH=0 (no bench layer or head), LAYER_TOKENS (its token counts, default "8192 32768", issue 18 §2's
 # two), FULL_SIZE=0 (no full-size runs), QUANT=0 (no bench quant), FULL_SUITE=0 (no ctest),
 # CTEST_ARGS (e.g. "-R train_gpu"). A slot of 15 minutes takes two calls on the same warm
-# machine (docs/gpus.md): GPU_TESTS=0 FULL_SUITE=0 first (build, benches, full size), then
-# GPU_TESTS=0 BENCH=0 FULL_SIZE=0 QUANT=0 (the suite, GPU unit tests included), which reuses
-# build-gpu/.
+# machine (docs/gpus.md): TARGETS=switchyard GPU_TESTS=0 FULL_SUITE=0 first (the CLI alone
+# built, benches, full size), then GPU_TESTS=0 BENCH=0 FULL_SIZE=0 QUANT=0 (the tests built,
+# the suite, GPU unit tests included), which reuses build-gpu/.
 # Debian packages that machine lacks (its image has no Boost.Program_options) travel as .deb
 # files in .gpudeps/ (ignored by git), fetched here with
 #   (mkdir -p .gpudeps && cd .gpudeps && apt-get download libboost1.74-dev \
