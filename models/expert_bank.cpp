@@ -159,21 +159,26 @@ void ExpertBankImpl::load_expert(int64_t e, const std::vector<torch::Tensor>& w_
                                  const torch::Tensor& w_out_e) {
   SY_CHECK(e >= 0 && e < options_.num_experts(), "ExpertBank: expert ", e, " out of range");
   SY_CHECK(!w_in_rows.empty(), "ExpertBank: expert ", e, " given no input weight");
+  // The slot's shapes from the options: a quantized bank holds no float weights to ask.
+  const int64_t H = options_.hidden_size(), I = options_.intermediate_size();
+  const std::vector<int64_t> want_in{options_.kind() == ExpertKind::kSwiGlu ? 2 * I : I, H},
+      want_out{H, I};
+  std::vector<int64_t> in_sizes{0, H};
+  for (const auto& rows : w_in_rows) {
+    SY_CHECK(rows.dim() == 2 && rows.size(1) == H, "ExpertBank: expert ", e, " input rows ",
+             rows.sizes(), " do not fit ", torch::IntArrayRef(want_in));
+    in_sizes[0] += rows.size(0);
+  }
+  SY_CHECK(in_sizes == want_in && w_out_e.sizes() == torch::IntArrayRef(want_out),
+           "ExpertBank: expert ", e, "'s weights ", torch::IntArrayRef(in_sizes), " / ",
+           w_out_e.sizes(), " do not match ", torch::IntArrayRef(want_in), " / ",
+           torch::IntArrayRef(want_out));
   torch::NoGradGuard no_grad;
   if (quantized()) {  // quantizing takes the whole weight
     quant_in_->set_expert(e, w_in_rows.size() == 1 ? w_in_rows[0] : torch::cat(w_in_rows));
     quant_out_->set_expert(e, w_out_e);
     return;
   }
-  std::vector<int64_t> in_sizes{0, w_in[e].size(1)};
-  for (const auto& rows : w_in_rows) {
-    SY_CHECK(rows.dim() == 2 && rows.size(1) == in_sizes[1], "ExpertBank: expert ", e,
-             " input rows ", rows.sizes(), " do not fit ", w_in[e].sizes());
-    in_sizes[0] += rows.size(0);
-  }
-  SY_CHECK(in_sizes == w_in[e].sizes() && w_out_e.sizes() == w_out[e].sizes(),
-           "ExpertBank: expert ", e, "'s weights ", torch::IntArrayRef(in_sizes), " / ",
-           w_out_e.sizes(), " do not match ", w_in[e].sizes(), " / ", w_out[e].sizes());
   int64_t row = 0;
   for (const auto& rows : w_in_rows) {
     w_in[e].narrow(0, row, rows.size(0)).copy_(rows);

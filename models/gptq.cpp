@@ -105,9 +105,10 @@ Int4Codes read_gptq_linear(const SafetensorsCheckpoint& ckpt, const std::string&
   Int4Codes c;
   // Why no unpacking: nibble j of word (r, o) is input 8r + j, least significant first, so on a
   // little-endian host byte b of that word holds inputs 8r + 2b (low) and 8r + 2b + 1 (high):
-  // QuantizedWeight's layout already. Transposing the words to [out, in/8] is the whole repack:
-  // the full-size int4 A2.7B's `train` reached its first step in 19 s instead of 56 s on 2 cores
-  // (median of 3) once the round trip through a byte per code (and int32 shifts) was gone.
+  // QuantizedWeight's layout already. Transposing the words to [out, in/8] is the whole repack;
+  // the round trip through a byte per code (int32 shifts, a byte transpose, repacking) took
+  // about two thirds of `switchyard train`'s start on the full-size checkpoint that
+  // scripts/random_gptq_checkpoint.py writes (2 cores, 2026-12-07).
   static_assert(std::endian::native == std::endian::little, "GPTQ words are read little-endian");
   // [out, in/8] int32 -> [out, in/2] bytes. Into a fresh tensor: contiguous() leaves an empty
   // transpose's strides as they are, which view() refuses (found by fuzz_gptq).

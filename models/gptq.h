@@ -1,5 +1,5 @@
 // GPTQ checkpoints (AutoGPTQ's "gptq" format, as in Qwen/Qwen1.5-MoE-A2.7B-Chat-GPTQ-Int4):
-// the quantization_config of config.json, and unpacking qweight/qzeros/scales/g_idx.
+// the quantization_config of config.json, and reading qweight/qzeros/scales/g_idx.
 #pragma once
 
 #include <torch/torch.h>
@@ -30,7 +30,7 @@ struct GptqConfig {
                                                   const std::string& where);
 };
 
-/// Unpacks the GPTQ linear layer stored under `prefix` (e.g. "model.layers.0.mlp.experts.3.
+/// Reads the GPTQ linear layer stored under `prefix` (e.g. "model.layers.0.mlp.experts.3.
 /// down_proj.") with out features `out` and in features `in`:
 ///   qweight int32 [in / 8, out]    nibble j of row r is the code of input column 8r + j
 ///   qzeros  int32 [groups, out / 8] nibble j of column c is the zero of output row 8c + j

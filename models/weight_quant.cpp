@@ -133,6 +133,8 @@ void QuantizedWeight::set_expert_codes(int64_t e, const Int4Codes& c) {
            ": 4-bit codes need an int4 bank with zero points, this one is ",
            quant_name(options.kind()), options.symmetric() ? " symmetric" : "");
   const int64_t groups = in / options.group_size();
+  SY_CHECK(c.packed.scalar_type() == torch::kByte, "quantized expert ", e,
+           ": packed codes must be uint8, got ", c.packed.scalar_type());
   if (c.packed.sizes() != torch::IntArrayRef{out, in / 2} ||
       c.scale.sizes() != torch::IntArrayRef{out, groups} ||
       c.zero.sizes() != torch::IntArrayRef{out, groups})

@@ -103,14 +103,17 @@ TEST(ExpertBank, LoadsInputRowBlocksAsTheirConcatenation) {
     EXPECT_TRUE(torch::equal(in_b, in_w)) << "int4 " << int4;
     EXPECT_TRUE(torch::equal(out_b, out_w)) << "int4 " << int4;
     if (!int4) EXPECT_TRUE(torch::equal(in_b, torch::cat({gate, up})));
+    const std::vector<torch::Tensor> narrow_up{gate, up.narrow(1, 0, kH - 1)}, gate_only{gate};
+    test::expect_error([&] { blocks->load_expert(0, narrow_up, down); },
+                       {"expert 0", "input rows"});
+    test::expect_error([&] { blocks->load_expert(0, gate_only, down); },
+                       {"expert 0", "do not match"});
+    test::expect_error(
+        [&] {
+          blocks->load_expert(0, {gate, up}, down.t());
+        },
+        {"expert 0", "do not match"});
   }
-  ExpertBank bank(ExpertBankOptions(kH, kI, 2));
-  test::expect_error(
-      [&] {
-        bank->load_expert(0, {gate, up.narrow(1, 0, kH - 1)}, down);
-      },
-      {"expert 0", "input rows"});
-  test::expect_error([&] { bank->load_expert(0, {gate}, down); }, {"expert 0", "do not match"});
 }
 
 TEST(ExpertBank, GroupedMmMatchesSliceLoopForwardAndBackward) {

@@ -45,8 +45,8 @@ inline std::string reference_case(const std::string& set, const std::string& nam
 }
 
 /// Removes the folders temp_dir made for a test when that test passes; a failed test's stay for a
-/// look, each named in one line. Without it every run of the suite left its training runs
-/// behind in the temporary folder (tens of MB a run).
+/// look, each named in one line (a skipped test's go too). Without it every run of the suite left
+/// its training runs behind in the temporary folder.
 class TempDirSweeper : public ::testing::EmptyTestEventListener {
  public:
   /// The one sweeper, listening from the first temp_dir on (GoogleTest owns it).
@@ -62,7 +62,7 @@ class TempDirSweeper : public ::testing::EmptyTestEventListener {
   void OnTestEnd(const ::testing::TestInfo& info) override {
     for (const auto& dir : made_) {
       std::error_code ec;
-      if (info.result()->Passed())
+      if (!info.result()->Failed())
         std::filesystem::remove_all(dir, ec);
       else if (std::filesystem::exists(dir, ec))
         std::fprintf(stderr, "%s.%s failed: its folder %s is kept\n", info.test_suite_name(),
@@ -76,7 +76,8 @@ class TempDirSweeper : public ::testing::EmptyTestEventListener {
 };
 
 /// An empty folder of its own for this process and test (`tag` tells folders of one test apart),
-/// removed when the test ends if it passed.
+/// removed when the test ends unless it failed. Per process: under mpirun each rank sweeps its own
+/// folders only, so a folder shared between ranks needs a barrier before its test ends.
 inline std::filesystem::path temp_dir(const std::string& tag = "") {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   std::string name = "sy_" + std::to_string(::getpid()) + "_" +

@@ -33,10 +33,12 @@ struct ChildRun {
 };
 
 ChildRun run_child(const fs::path& report, bool fail) {
-  const std::string command = "SY_TEMP_DIR_REPORT='" + report.string() + "' " +
-                              (fail ? "SY_TEMP_DIR_FAIL=1 " : "") +
-                              fs::read_symlink("/proc/self/exe").string() +  // this binary
-                              " --gtest_filter=TempDirChild.* 2>&1";
+  // This binary, not sharded (a shard of one test might run none of it).
+  const std::string command =
+      "env -u GTEST_SHARD_INDEX -u GTEST_TOTAL_SHARDS "
+      "SY_TEMP_DIR_REPORT='" +
+      report.string() + "' " + (fail ? "SY_TEMP_DIR_FAIL=1 '" : "'") +
+      fs::read_symlink("/proc/self/exe").string() + "' --gtest_filter=TempDirChild.* 2>&1";
   ChildRun run;
   FILE* pipe = ::popen(command.c_str(), "r");
   if (!pipe) return run;
