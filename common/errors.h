@@ -2,6 +2,7 @@
 // Library code throws; only `main` turns an error into a message and an exit code.
 #pragma once
 
+#include <cstdio>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -33,6 +34,13 @@ std::string concat(const Args&... args) {
   std::ostringstream os;
   (os << ... << args);
   return os.str();
+}
+
+/// "12.3 s": a duration as messages and logs print it.
+inline std::string seconds_text(double s) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f s", s);
+  return text;
 }
 }  // namespace detail
 

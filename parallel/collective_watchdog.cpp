@@ -30,12 +30,6 @@ double wall_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-std::string seconds(double s) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f s", s);
-  return buf;
-}
-
 // Heartbeats are written this often; a peer silent for kStaleBeats of them is taken as stopped.
 double beat_interval(double timeout_s) {
   return timeout_s <= 0 ? 2.0 : std::clamp(timeout_s / 5, 0.2, 2.0);
@@ -133,7 +127,8 @@ std::string ranks_missing_from(const WatchedGroup& group, int64_t seq, int me,
     if (!beat || !beat->found) {
       why = "no heartbeat file";
     } else if (now - beat->time > stale_s) {
-      why = "no heartbeat for " + seconds(now - beat->time) + (last.empty() ? "" : "; " + last);
+      why = "no heartbeat for " + detail::seconds_text(now - beat->time) +
+            (last.empty() ? "" : "; " + last);
     } else if (!g || g->entered < seq) {
       why = g ? last : "never used " + group.name;
     } else {
@@ -303,9 +298,10 @@ struct CollectiveWatchdog::State {
         for (const auto& p : pending)
           if (std::chrono::duration<double>(now - p.start).count() > timeout)
             expire(p,
-                   detail::concat("has not finished after ",
-                                  seconds(std::chrono::duration<double>(now - p.start).count()),
-                                  " (parallel.timeout_s = ", timeout, ")"),
+                   detail::concat(
+                       "has not finished after ",
+                       detail::seconds_text(std::chrono::duration<double>(now - p.start).count()),
+                       " (parallel.timeout_s = ", timeout, ")"),
                    true);
       const double wall = wall_now();
       if (wall - last_beat >= beat_interval(timeout)) write_heartbeat(wall);

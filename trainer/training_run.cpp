@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -26,12 +25,6 @@ namespace switchyard {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string seconds_text(double s) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.1f s", s);
-  return text;
-}
 
 // Everything checked before any work: one clear line per problem. Returns the options with the
 // run folder filled in.
@@ -174,7 +167,7 @@ TrainingRun::TrainingRun(const RunConfig& config, TrainingRunOptions options)
                        " rank(s), EP ", groups.ep_size(), ", ", data_->describe(), ", on ",
                        compute_.describe(), trainer_->bf16_autocast() ? ", bf16 autocast" : "",
                        "; model ", config_.model().has_init_config() ? "built" : "loaded", " in ",
-                       seconds_text(load_s)));
+                       detail::seconds_text(load_s)));
 }
 
 TrainingRun::~TrainingRun() = default;
