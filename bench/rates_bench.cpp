@@ -11,6 +11,7 @@
 
 #include "bench/bench.h"
 #include "common/table.h"
+#include "models/cpu_linear.h"
 #include "models/expert_bank.h"
 #include "models/lm_loss.h"
 #include "models/qwen2_moe.h"
@@ -22,14 +23,14 @@
 namespace switchyard {
 namespace {
 
-// GEMMs: one SwiGLU expert's forward and backward on T tokens, 18*T*H*I FLOPs (forward 6THI,
-// the input and weight gradients twice that).
+// GEMMs: one SwiGLU expert's forward and backward on T tokens in `dtype`, 18*T*H*I FLOPs
+// (forward 6THI, the input and weight gradients twice that).
 double gemm_tflops(const CommunicatorPtr& world, const LayerShape& s, int64_t T,
-                   const config::BenchConfig& b) {
+                   const config::BenchConfig& b, torch::Dtype dtype = torch::kFloat) {
   const int64_t H = s.hidden, I = s.intermediate;
-  auto x = torch::randn({T, H}).requires_grad_();
-  auto w1 = (torch::randn({H, 2 * I}) * 0.02).requires_grad_();
-  auto w2 = (torch::randn({I, H}) * 0.02).requires_grad_();
+  auto x = torch::randn({T, H}).to(dtype).requires_grad_();
+  auto w1 = (torch::randn({H, 2 * I}) * 0.02).to(dtype).requires_grad_();
+  auto w2 = (torch::randn({I, H}) * 0.02).to(dtype).requires_grad_();
   auto chain = [&] {
     auto h = x.mm(w1);
     auto y = (torch::silu(h.narrow(1, 0, I)) * h.narrow(1, I, I)).mm(w2);
@@ -116,8 +117,9 @@ double dequant_gweights_per_s(const CommunicatorPtr& world, const LayerShape& s,
 
 // The LM head and the loss, as a step runs them: T tokens over a vocabulary of V through
 // linear_cross_entropy_sum (models/lm_loss.h), forward and input gradient with the weight frozen,
-// in the run's dtype, by the kernel a step takes on the CPU (the logits, bf16 through
-// cpu_linear's fp32 chunks). Returned as a rate over the head's 4*T*H*V FLOPs. The loss's
+// in the run's dtype, by the kernel a step takes on the CPU (the logits; bf16 through torch's
+// GEMMs or cpu_linear's fp32 chunks, as models/cpu_linear.h decides for this CPU). Returned as
+// a rate over the head's 4*T*H*V FLOPs. The loss's
 // softmax passes over the logits, and an output this wide, run at their own speed: in a small
 // model they are most of the head's time, which the expert-shaped GEMM probe does not show.
 double lm_head_tflops(const CommunicatorPtr& world, int64_t H, int64_t V, int64_t T, bool bf16,
@@ -226,6 +228,12 @@ void run_rates_bench(const BenchContext& ctx) {
   const LayerShape shape = layer_shapes(b, {kQwen15MoeLayer}).front();
   const int64_t T = b.tokens();
   const double gemm = gemm_tflops(world, shape, T, b);
+  // bf16 GEMMs on a CPU: torch's own where the CPU has bf16 instructions for them, else fp32
+  // underneath (models/cpu_linear.h), at the fp32 rate.
+  const auto bf16_probe = torch::ones({1, 1}, torch::kBFloat16);
+  const double gemm_bf16 = gemm_in_fp32_on_cpu(bf16_probe, bf16_probe)
+                               ? gemm
+                               : gemm_tflops(world, shape, T, b, torch::kBFloat16);
   const BankProbe probe = bank_probe(shape, T, n, b.expert_active_share());
   const auto [bank_eff, wgrad_eff] = expert_bank_efficiency(world, shape, probe, gemm, b);
   // Quantized experts (model.quant): how fast the run's dtype dequantises them.
@@ -244,11 +252,10 @@ void run_rates_bench(const BenchContext& ctx) {
   // Per node: the ranks' rates summed, their per-rank times divided (plan divides and
   // multiplies them back by the ranks sharing the node).
   std::ostringstream sets;
-  // bf16 GEMMs on a CPU run in fp32 underneath (models/cpu_linear.h): the same rate.
-  sets << "devices_per_node=" << n << " tflops_fp32=" << gemm * n << " tflops_bf16=" << gemm * n
-       << " memory_bandwidth_gbs=" << inplace * n << " layer_overhead_ms=" << overhead / n
-       << " optimizer_ns_per_param=" << adamw / n << " expert_gemm_efficiency=" << bank_eff
-       << " expert_wgrad_efficiency=" << wgrad_eff;
+  sets << "devices_per_node=" << n << " tflops_fp32=" << gemm * n
+       << " tflops_bf16=" << gemm_bf16 * n << " memory_bandwidth_gbs=" << inplace * n
+       << " layer_overhead_ms=" << overhead / n << " optimizer_ns_per_param=" << adamw / n
+       << " expert_gemm_efficiency=" << bank_eff << " expert_wgrad_efficiency=" << wgrad_eff;
   if (quantized) sets << " dequant_gweights_per_s=" << dequant * n;
   sets << " lm_head_tflops=" << lm_head * n;
   if (n > 1) sets << " intra_node_gbs=" << a2a_gbs << " intra_node_latency_us=" << a2a_us;
@@ -259,6 +266,9 @@ void run_rates_bench(const BenchContext& ctx) {
             << shape.intermediate << " fp32";
   Table table({"rate", "per_rank", "unit", "timed"});
   table.add({"gemm", Cell(gemm, 4), "TFLOPS", gemm_what.str()});
+  table.add({"gemm_bf16", Cell(gemm_bf16, 4), "TFLOPS",
+             gemm_bf16 == gemm ? std::string("bf16 runs in fp32 GEMMs on this CPU (cpu_linear)")
+                               : "the same in bf16, torch's own GEMMs"});
   std::ostringstream bank_what;
   bank_what << "expert bank fwd+dgrad / dense GEMM, " << probe.busy_experts << " of "
             << probe.experts << " experts x " << probe.rows_per_busy_expert << " rows";

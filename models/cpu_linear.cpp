@@ -1,14 +1,19 @@
-// Why this exists: LibTorch 2.15's CPU build does not use oneDNN for bf16 here
-// (torch.ops.mkldnn._is_mkldnn_bf16_supported() is False on the 2-core AMD EPYC (AVX2) dev
-// machine and was on the earlier AVX-512 Xeon too), so bf16 GEMMs take the reference
-// cpublas_gemm, far slower than fp32, above all in the input-gradient layout (g @ W, every
-// Linear's backward), while converting a weight to fp32 costs a fraction of its fp32 GEMM
-// (bench/RESULTS.md, "Measurements behind the code"). So weights stay bf16 in memory and each
+// Why this exists: where torch has no oneDNN kernels for the CPU's bf16 instructions
+// (torch.ops.mkldnn._is_mkldnn_bf16_supported() False: the AVX2 AMD EPYC once used for
+// development), bf16 GEMMs take the reference cpublas_gemm, far slower than fp32, above all in
+// the input-gradient layout (g @ W, every Linear's backward), while converting a weight to fp32
+// costs a fraction of its fp32 GEMM (bench/RESULTS.md, "Measurements behind the code"). On CPUs
+// with AVX512-BF16 or AMX that check is True and torch's bf16 GEMMs beat fp32 ones, so kAuto
+// leaves them to torch (`switchyard bench linear`). Here weights stay bf16 in memory and each
 // GEMM converts a chunk of W's rows to fp32, every chunk into the same fp32 buffer: a new tensor
 // per chunk of 32 MiB was a new mmap each time (glibc's heap never serves blocks that large), and
 // its page faults cost more than the conversion. The buffer is 16 MB, under glibc's largest mmap
 // threshold, so repeated calls can reuse heap pages (`switchyard bench linear`, bench/RESULTS.md).
 #include "models/cpu_linear.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <atomic>
 
 #include "common/errors.h"
 
@@ -110,11 +115,40 @@ bool low_precision(const torch::Tensor& t) {
   return t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kHalf;
 }
 
+std::atomic<CpuHalfGemm> cpu_half_gemm{CpuHalfGemm::kAuto};
+
+// torch's own check (the one its CPU matmul takes oneDNN by), a registered operator with no
+// C++ header of its own.
+bool mkldnn_supports(const char* op_name) {
+  const auto op = c10::Dispatcher::singleton().findSchema({op_name, ""});
+  return op && op->typed<bool()>().call();
+}
+
 }  // namespace
 
+bool cpu_has_native_gemm(torch::ScalarType dtype) {
+  static const bool bf16 = mkldnn_supports("mkldnn::_is_mkldnn_bf16_supported");
+  static const bool fp16 = mkldnn_supports("mkldnn::_is_mkldnn_fp16_supported");
+  if (dtype == torch::kBFloat16) return bf16;
+  if (dtype == torch::kHalf) return fp16;
+  return false;
+}
+
+CpuHalfGemmScope::CpuHalfGemmScope(CpuHalfGemm mode) : saved_(cpu_half_gemm.exchange(mode)) {}
+
+CpuHalfGemmScope::~CpuHalfGemmScope() {
+  cpu_half_gemm.store(saved_);
+}
+
+bool cpu_half_gemm_is_native(torch::ScalarType dtype) {
+  const CpuHalfGemm mode = cpu_half_gemm.load();
+  return mode == CpuHalfGemm::kNative || (mode == CpuHalfGemm::kAuto && cpu_has_native_gemm(dtype));
+}
+
 bool gemm_in_fp32_on_cpu(const torch::Tensor& x, const torch::Tensor& weight) {
-  if (!x.device().is_cpu() || !low_precision(x)) return false;
-  return !weight.defined() || (weight.device().is_cpu() && weight.scalar_type() == x.scalar_type());
+  if (!x.device().is_cpu() || !low_precision(x) || cpu_half_gemm_is_native(x.scalar_type()))
+    return false;
+  return weight.device().is_cpu() && weight.scalar_type() == x.scalar_type();
 }
 
 torch::Tensor cpu_linear(const torch::Tensor& x, const torch::Tensor& weight,

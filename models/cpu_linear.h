@@ -1,15 +1,48 @@
 // Linear layers whose bf16/fp16 GEMMs run in fp32 on the CPU, a chunk of the weight at a time:
-// the model's CPU path for every bf16 linear (attention, dense MLP, shared expert, LM head).
+// the model's CPU path for every bf16 linear (attention, dense MLP, shared expert, LM head) on
+// CPUs without bf16 (fp16) instructions. Where the CPU has them, torch's own GEMMs serve.
 #pragma once
 
 #include <torch/torch.h>
 
 namespace switchyard {
 
-/// True for the inputs cpu_linear serves: x and weight on the CPU, both bf16 or both fp16
-/// (weight undefined: one made in fp32 on the fly, as dequantised experts are). Everything
-/// else (fp32, CUDA) keeps torch's own kernels.
-bool gemm_in_fp32_on_cpu(const torch::Tensor& x, const torch::Tensor& weight = {});
+/// How bf16 and fp16 GEMMs run on the CPU.
+enum class CpuHalfGemm {
+  kAuto,        ///< kNative where cpu_has_native_gemm says so, else kFp32Chunks
+  kFp32Chunks,  ///< cpu_linear: fp32 GEMMs over chunks of the weight converted on the fly
+  kNative,      ///< torch's own kernels on the bf16/fp16 operands
+};
+
+/// Whether torch runs `dtype` GEMMs on this CPU with oneDNN kernels for the CPU's own bf16
+/// (fp16) instructions: AVX512-BF16, AMX or AVX-NE-CONVERT (torch's
+/// `torch.ops.mkldnn._is_mkldnn_bf16_supported()`). Without them torch's bf16 GEMMs take a
+/// reference loop, up to 140x slower than fp32; with them they run ~3x faster than fp32
+/// (bench/RESULTS.md). Asked once per dtype and process. False for fp32 and other dtypes.
+bool cpu_has_native_gemm(torch::ScalarType dtype);
+
+/// While alive, bf16/fp16 GEMMs on the CPU run as `mode` says, in every thread (tests and
+/// benchmarks compare the two paths on one machine). Restores the previous mode on leaving.
+///   usage: { CpuHalfGemmScope chunks(CpuHalfGemm::kFp32Chunks); y = forward_linear(m, x); }
+class CpuHalfGemmScope {
+ public:
+  explicit CpuHalfGemmScope(CpuHalfGemm mode);
+  ~CpuHalfGemmScope();
+  CpuHalfGemmScope(const CpuHalfGemmScope&) = delete;
+  CpuHalfGemmScope& operator=(const CpuHalfGemmScope&) = delete;
+
+ private:
+  CpuHalfGemm saved_;
+};
+
+/// Whether the CPU's GEMMs of `dtype` (bf16, fp16) are torch's own in the current mode: kNative,
+/// or kAuto where cpu_has_native_gemm(dtype).
+bool cpu_half_gemm_is_native(torch::ScalarType dtype);
+
+/// True for the inputs cpu_linear serves: x and weight on the CPU, both bf16 or both fp16, where
+/// the mode for their dtype is kFp32Chunks. Everything else (fp32, CUDA, a CPU with native bf16
+/// GEMMs) keeps torch's own kernels.
+bool gemm_in_fp32_on_cpu(const torch::Tensor& x, const torch::Tensor& weight);
 
 /// y = x W^T + b with x [..., in], weight [out, in], bias [out] or undefined; y in x's dtype.
 /// The GEMMs of forward and backward run in fp32 over chunks of W's rows, each converted from

@@ -275,12 +275,15 @@ torch::Tensor ExpertBankImpl::forward(const torch::Tensor& x,
   // without rows answering in fp32 corrupted a 4-rank bf16 run).
   const auto cast = autocast_operand(x);
   // kAuto takes torch's grouped GEMM where it pays: its kernel for bf16 on CUDA, and on the CPU
-  // for fp32 weights and rows, where it runs the same per-expert GEMMs as the slice loop (the
-  // same bits) but its backward writes each expert's weight gradient straight into the bank's
-  // instead of the unbind's stacking per-expert copies. CPU bf16 keeps the slice loop's
-  // fp32-chunked GEMMs (models/cpu_linear.h), quantized CPU banks its per-expert dequantisation.
-  const bool cpu_fp32 = cast.is_cpu() && cast.scalar_type() == torch::kFloat && !quantized() &&
-                        w_in.scalar_type() == torch::kFloat;
+  // for fp32 weights and rows, or bf16 where the CPU has native bf16 GEMMs, where it runs the
+  // same per-expert GEMMs as the slice loop (the same bits) but its backward writes each
+  // expert's weight gradient straight into the bank's instead of the unbind's stacking
+  // per-expert copies. CPU bf16 without them keeps the slice loop's fp32-chunked GEMMs
+  // (models/cpu_linear.h), quantized CPU banks their per-expert dequantisation.
+  const bool cpu_native =
+      cast.is_cpu() && !quantized() && w_in.scalar_type() == cast.scalar_type() &&
+      (cast.scalar_type() == torch::kFloat ||
+       (cast.scalar_type() == torch::kBFloat16 && !gemm_in_fp32_on_cpu(cast, w_in)));
   // torch's grouped GEMM refuses operands whose rows do not start on 16-byte boundaries (its
   // kernels load 16 bytes at a time): widths of 12 bf16 values fail on a GPU, where the CPU's
   // fp32 took them.
@@ -290,7 +293,7 @@ torch::Tensor ExpertBankImpl::forward(const torch::Tensor& x,
                           reinterpret_cast<uintptr_t>(cast.data_ptr()) % 16 == 0;
   const bool grouped = options_.gemm() == GroupedGemm::kGroupedMm ||
                        (options_.gemm() == GroupedGemm::kAuto && shapes_fit &&
-                        ((cast.is_cuda() && cast.scalar_type() == torch::kBFloat16) || cpu_fp32));
+                        ((cast.is_cuda() && cast.scalar_type() == torch::kBFloat16) || cpu_native));
   if (grouped && rows > 0) {
     SY_CHECK(shapes_fit, "ExpertBank: the grouped GEMM takes hidden and intermediate widths that ",
              "are multiples of ", row_align, " ", cast.scalar_type(), " values, rows starting ",

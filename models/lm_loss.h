@@ -46,7 +46,8 @@ enum class HeadLossKernel {
   /// no recomputation. Needs a frozen weight: a trained one's gradient sums over all rows, and
   /// chunked each chunk would write all of [V, H].
   kFused,
-  /// The head's logits [N, V] (through cpu_linear for bf16 on the CPU), then cross_entropy_sum.
+  /// The head's logits [N, V] (bf16 on a CPU without native bf16 GEMMs through cpu_linear), then
+  /// cross_entropy_sum.
   kLogits,
 };
 

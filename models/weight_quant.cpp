@@ -7,7 +7,6 @@
 #include <atomic>
 
 #include "common/errors.h"
-#include "models/cpu_linear.h"
 #include "models/dequant_cuda.h"
 #include "models/dequant_math.h"
 #include "models/layer_recompute.h"
@@ -353,6 +352,16 @@ torch::Tensor kept_or_dequantized(torch::autograd::AutogradContext* ctx, torch::
   return dequantize(dtype);
 }
 
+// CPU bf16/fp16 rows: quantized_matmul_cpu's fp32 GEMMs on 1 MB chunks of the weight, in every
+// mode of models/cpu_linear.h. No expert-sized weight exists at once and none is kept for
+// backward, which `switchyard plan`'s CPU memory model counts on. Where the CPU has native bf16
+// GEMMs, chunks dequantised to bf16 for them took twice the time (`switchyard bench rates`,
+// dequant: 0.82-0.98 against 1.84-1.88 G weights/s, int4 g128, 60 experts x 8 bf16 rows): at
+// the rows a router fine-tune gives each expert, dequantisation is the cost, not the GEMMs.
+bool dequantises_in_chunks(const torch::Tensor& x) {
+  return x.is_cpu() && (x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf);
+}
+
 class QuantizedLinear : public torch::autograd::Function<QuantizedLinear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
@@ -360,8 +369,7 @@ class QuantizedLinear : public torch::autograd::Function<QuantizedLinear> {
     ctx->saved_data["weight"] =
         c10::IValue::make_capsule(c10::make_intrusive<QuantizedWeightCapsule>(w));
     ctx->saved_data["expert"] = e;
-    // CPU bf16/fp16: GEMMs in fp32 (bf16 ones are slow there, models/cpu_linear.cpp).
-    if (gemm_in_fp32_on_cpu(x)) return quantized_matmul_cpu(x, *w, e, /*transposed=*/true);
+    if (dequantises_in_chunks(x)) return quantized_matmul_cpu(x, *w, e, /*transposed=*/true);
     const auto weight = w->dequantize(e, x.scalar_type());
     keep_when_recomputing(ctx, weight);
     return torch::matmul(x, weight.t());
@@ -372,7 +380,7 @@ class QuantizedLinear : public torch::autograd::Function<QuantizedLinear> {
     const auto& w = static_cast<QuantizedWeightCapsule*>(capsule.get())->weight;
     const auto& g = grads[0];
     const int64_t e = ctx->saved_data["expert"].toInt();
-    if (gemm_in_fp32_on_cpu(g))
+    if (dequantises_in_chunks(g))
       return {quantized_matmul_cpu(g, *w, e, /*transposed=*/false), {}, {}};
     return {torch::matmul(
                 g, kept_or_dequantized(ctx, g.scalar_type(),

@@ -44,7 +44,8 @@ std::vector<ClusterSpec> make_presets() {
       "the 2-core development machine, 4 ranks of 1 thread: `bench rates` under mpirun -np 4 "
       "(docs/planning.md, 2026-12-06): GEMMs and the expert bank at hidden 1024, memory, "
       "per-layer overhead, the optimizer per parameter, all-to-all; bf16 as fp32 (fp32 GEMMs "
-      "underneath)";
+      "underneath, as on a CPU without bf16 instructions; where it has them, `bench rates` "
+      "prints the faster tflops_bf16 to pass with --cluster-set)";
   cpu.nodes = 1;
   cpu.devices_per_node = 4;
   cpu.ranks_share_node = true;

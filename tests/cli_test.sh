@@ -202,10 +202,12 @@ if "$bin" bench --name rates --set bench.repeats=1 --set bench.warmup=0 --set be
 then ok "bench rates prints --cluster-set values plan accepts"
 else fail "bench rates ($(head -c 300 "$tmp/rates.err") $(head -c 300 "$tmp/rates_plan.txt" 2>/dev/null))"; fi
 
-# bench linear: the CPU bf16 linears against fp32 GEMMs, a row per Qwen1.5-MoE linear.
+# bench linear: the CPU bf16 linears' two paths against fp32 GEMMs, a row per Qwen1.5-MoE linear
+# and weight (frozen, trained).
 if "$bin" bench --name linear --set bench.repeats=1 --set bench.warmup=0 --set bench.tokens=4 --json \
      >"$tmp/linear.jsonl" 2>"$tmp/linear.err" &&
-   [ "$(grep -c '"trained_ratio"' "$tmp/linear.jsonl")" -eq 4 ] && grep -q '"linear":"lm_head"' "$tmp/linear.jsonl"
+   [ "$(grep -c '"chunks_vs_native"' "$tmp/linear.jsonl")" -eq 8 ] && grep -q '"linear":"lm_head"' "$tmp/linear.jsonl" &&
+   grep -q '"weight":"trained"' "$tmp/linear.jsonl" && grep -Eq '"auto":"(native|chunks)"' "$tmp/linear.jsonl"
 then ok "bench linear times the four linears"
 else fail "bench linear ($(head -c 300 "$tmp/linear.err") $(head -c 300 "$tmp/linear.jsonl"))"; fi
 

@@ -1,7 +1,13 @@
 // The CPU bf16/fp16 paths that run their GEMMs in fp32 (models/cpu_linear.h, the quantized
-// experts' chunked dequantisation) against fp32 references built
-// from the same bf16 values: outputs and gradients must agree to about one bf16 rounding.
+// experts' chunked dequantisation) and torch's native bf16 GEMMs beside them, against fp32
+// references built from the same bf16 values: outputs and gradients must agree to about one bf16
+// rounding. Every test names the path it takes (CpuHalfGemmScope), so each runs on any CPU.
 #include <gtest/gtest.h>
+
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <sstream>
 
 #include "models/cpu_linear.h"
 #include "models/expert_bank.h"
@@ -13,6 +19,7 @@ using test::close;
 using test::leaf;
 
 TEST(CpuLinear, OutputAndAllGradientsMatchAnFp32Reference) {
+  CpuHalfGemmScope chunks(CpuHalfGemm::kFp32Chunks);
   for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
     torch::manual_seed(0);
     // 30 output rows in chunks of 7: four full chunks and a partial one.
@@ -54,39 +61,98 @@ TEST(CpuLinear, FrozenWeightGetsNoGradientAndItsInputIsNotKept) {
 }
 
 TEST(CpuLinear, TakesOnlyCpuBf16AndFp16AndLeavesFp32Unchanged) {
+  CpuHalfGemmScope chunks(CpuHalfGemm::kFp32Chunks);
   auto f32 = torch::randn({3, 8}), b16 = f32.to(torch::kBFloat16), f16 = f32.to(torch::kHalf);
   EXPECT_FALSE(gemm_in_fp32_on_cpu(f32, f32));
   EXPECT_TRUE(gemm_in_fp32_on_cpu(b16, b16));
   EXPECT_TRUE(gemm_in_fp32_on_cpu(f16, f16));
-  EXPECT_TRUE(gemm_in_fp32_on_cpu(b16));  // a weight made in fp32 on the fly
   EXPECT_FALSE(gemm_in_fp32_on_cpu(b16, f16));
   torch::nn::Linear m(torch::nn::LinearOptions(8, 5));
   EXPECT_TRUE(torch::equal(forward_linear(m, f32), m(f32)));  // the same kernel, bit for bit
 }
 
-TEST(CpuLinear, Bf16ExpertBankMatchesFp32BankWithGradients) {
-  torch::manual_seed(2);
-  ExpertBank bf16(ExpertBankOptions(32, 24, 3));
-  bf16->to(torch::kBFloat16);
-  ExpertBank fp32(ExpertBankOptions(32, 24, 3));
+// /proc/cpuinfo's flags (empty where there is none).
+std::set<std::string> cpu_flags() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("flags", 0) == 0) {
+      std::istringstream words(line.substr(line.find(':') + 1));
+      return {std::istream_iterator<std::string>(words), std::istream_iterator<std::string>()};
+    }
+  return {};
+}
+
+TEST(CpuLinear, AutoTakesTorchsBf16GemmsWhereTheCpuHasBf16InstructionsAndChunksElsewhere) {
+  const auto flags = cpu_flags();
+  if (flags.empty()) GTEST_SKIP() << "no /proc/cpuinfo flags to check against";
+  const bool bf16_instructions =
+      flags.count("avx512_bf16") || flags.count("amx_bf16") || flags.count("avx_ne_convert");
+  // oneDNN's bf16 kernels need the instructions; torch's check must not claim them without.
+  if (!bf16_instructions) EXPECT_FALSE(cpu_has_native_gemm(torch::kBFloat16));
+  if (flags.count("avx512_bf16") && flags.count("avx512bw") && flags.count("avx512vl"))
+    EXPECT_TRUE(cpu_has_native_gemm(torch::kBFloat16));
+  EXPECT_FALSE(cpu_has_native_gemm(torch::kFloat));
+
+  auto b16 = torch::randn({3, 8}).to(torch::kBFloat16);
+  EXPECT_EQ(gemm_in_fp32_on_cpu(b16, b16), !cpu_has_native_gemm(torch::kBFloat16));
   {
-    torch::NoGradGuard no_grad;
-    fp32->w_in.copy_(bf16->w_in.to(torch::kFloat));
-    fp32->w_out.copy_(bf16->w_out.to(torch::kFloat));
+    CpuHalfGemmScope native(CpuHalfGemm::kNative);
+    EXPECT_FALSE(gemm_in_fp32_on_cpu(b16, b16));
+    {
+      CpuHalfGemmScope chunks(CpuHalfGemm::kFp32Chunks);
+      EXPECT_TRUE(gemm_in_fp32_on_cpu(b16, b16));
+    }
+    EXPECT_FALSE(gemm_in_fp32_on_cpu(b16, b16));  // the inner scope restored the outer's mode
   }
-  const std::vector<int64_t> counts{4, 0, 5};
-  auto x = leaf(torch::randn({9, 32}).to(torch::kBFloat16));
-  auto x32 = leaf(x.detach().to(torch::kFloat));
-  auto probe = torch::randn({9, 32}).to(torch::kBFloat16);
-  auto y = bf16->forward(x, counts), y32 = fp32->forward(x32, counts);
+  EXPECT_EQ(gemm_in_fp32_on_cpu(b16, b16), !cpu_has_native_gemm(torch::kBFloat16));
+}
+
+TEST(CpuLinear, NativeModeIsTorchsOwnLinearAndKeepsNoInputForAFrozenWeight) {
+  CpuHalfGemmScope native(CpuHalfGemm::kNative);
+  torch::manual_seed(5);
+  torch::nn::Linear m(torch::nn::LinearOptions(16, 24));
+  m->to(torch::kBFloat16);
+  m->weight.requires_grad_(false);  // frozen, as in router fine-tuning
+  auto source = leaf(torch::randn({2, 3, 16}).to(torch::kBFloat16));
+  auto x = source * 1;
+  auto y = forward_linear(m, x);
+  EXPECT_TRUE(torch::equal(y, m(x)));  // the same kernel, bit for bit
+  // Autograd would refuse this backward if x had been saved (its version changed).
+  x.detach().add_(1);
+  auto probe = torch::randn({2, 3, 24}).to(torch::kBFloat16);
   (y * probe).sum().backward();
-  (y32 * probe.to(torch::kFloat)).sum().backward();
-  // The bf16 bank also rounds its hidden states, activation and product to bf16 (measured
-  // 2.5e-3 of the scale at most); a wrong chunk or a missing gradient is off by O(scale).
-  EXPECT_TRUE(close(y, y32, 2.0 / 128, 1e-2));
-  EXPECT_TRUE(close(x.grad(), x32.grad(), 2.0 / 128, 1e-2));
-  EXPECT_TRUE(close(bf16->w_in.grad(), fp32->w_in.grad(), 2.0 / 128, 1e-2));
-  EXPECT_TRUE(close(bf16->w_out.grad(), fp32->w_out.grad(), 2.0 / 128, 1e-2));
+  auto want = torch::matmul(probe.to(torch::kFloat), m->weight.to(torch::kFloat));
+  EXPECT_TRUE(close(source.grad(), want));
+}
+
+TEST(CpuLinear, Bf16ExpertBankMatchesFp32BankWithGradients) {
+  for (auto mode : {CpuHalfGemm::kFp32Chunks, CpuHalfGemm::kNative}) {
+    SCOPED_TRACE(mode == CpuHalfGemm::kNative ? "native bf16 GEMMs" : "fp32 chunks");
+    CpuHalfGemmScope scope(mode);
+    torch::manual_seed(2);
+    ExpertBank bf16(ExpertBankOptions(32, 24, 3));
+    bf16->to(torch::kBFloat16);
+    ExpertBank fp32(ExpertBankOptions(32, 24, 3));
+    {
+      torch::NoGradGuard no_grad;
+      fp32->w_in.copy_(bf16->w_in.to(torch::kFloat));
+      fp32->w_out.copy_(bf16->w_out.to(torch::kFloat));
+    }
+    const std::vector<int64_t> counts{4, 0, 5};
+    auto x = leaf(torch::randn({9, 32}).to(torch::kBFloat16));
+    auto x32 = leaf(x.detach().to(torch::kFloat));
+    auto probe = torch::randn({9, 32}).to(torch::kBFloat16);
+    auto y = bf16->forward(x, counts), y32 = fp32->forward(x32, counts);
+    (y * probe).sum().backward();
+    (y32 * probe.to(torch::kFloat)).sum().backward();
+    // The bf16 bank also rounds its hidden states, activation and product to bf16 (measured
+    // 2.5e-3 of the scale at most); a wrong chunk or a missing gradient is off by O(scale).
+    EXPECT_TRUE(close(y, y32, 2.0 / 128, 1e-2));
+    EXPECT_TRUE(close(x.grad(), x32.grad(), 2.0 / 128, 1e-2));
+    EXPECT_TRUE(close(bf16->w_in.grad(), fp32->w_in.grad(), 2.0 / 128, 1e-2));
+    EXPECT_TRUE(close(bf16->w_out.grad(), fp32->w_out.grad(), 2.0 / 128, 1e-2));
+  }
 }
 
 TEST(CpuDequantize, EqualsTheFormatFormulaBitForBit) {
@@ -113,6 +179,8 @@ TEST(CpuDequantize, EqualsTheFormatFormulaBitForBit) {
 }
 
 TEST(CpuDequantize, Bf16QuantizedExpertsMatchFp32ReferenceWithInputGradients) {
+  // Quantized experts take their fp32 chunks in every mode; native GEMMs for the rest.
+  CpuHalfGemmScope native(CpuHalfGemm::kNative);
   torch::manual_seed(4);
   // 1 MB chunks: w_in (768 x 2048) in six of 128 rows, w_out (2048 x 384) in 682, 682, 682, 2.
   ExpertBank quant(ExpertBankOptions(2048, 384, 2));
