@@ -19,7 +19,8 @@ enum class ExpertKind {
 /// How an expert bank multiplies its slices.
 enum class GroupedGemm {
   kAuto,       ///< grouped GEMM (at::_grouped_mm) for bf16 on CUDA (quantized banks too: each
-               ///< GEMM dequantises the bank in one kernel) and for fp32 banks on the CPU,
+               ///< GEMM dequantises the bank in one kernel) and for fp32 banks on the CPU, and
+               ///< bf16 ones where its bf16 GEMMs are torch's own (models/cpu_linear.h),
                ///< where it takes the shapes (below); slice loop elsewhere
   kSliceLoop,  ///< one matmul per expert on its contiguous slice
   kGroupedMm,  ///< at::_grouped_mm everywhere (tests use it on CPU); shapes it does not take
