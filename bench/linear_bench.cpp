@@ -3,6 +3,8 @@
 // against fp32 GEMMs of the same shapes on weights already held in fp32, forward and backward:
 // what holding the weights in bf16 costs or buys on this CPU, and whether kAuto chose right. The
 // shapes are Qwen1.5-MoE-A2.7B's largest linears.
+#include <cmath>
+
 #include "bench/bench.h"
 #include "common/table.h"
 #include "models/cpu_linear.h"
@@ -44,6 +46,15 @@ LinearTimes time_linear(const CommunicatorPtr& world, const LinearShape& s, int6
     y.backward(g);
     x.mutable_grad() = w.mutable_grad() = torch::Tensor();
   };
+  // Where torch has no oneDNN bf16 kernels its bf16 GEMMs are a reference loop (140x fp32 on
+  // the LM head's shapes): not timed, NaN.
+  if (!torch_has_onednn_gemm(torch::kBFloat16)) {
+    const auto us = median_max_us(world,
+                                  {[&] { run(cpu_linear(x16, w16), x16, w16, g16); },
+                                   [&] { run(torch::mm(x32, w32.t()), x32, w32, g32); }},
+                                  b.warmup(), b.repeats());
+    return {us[0], std::nan(""), us[1]};
+  }
   const auto us = median_max_us(world,
                                 {[&] { run(cpu_linear(x16, w16), x16, w16, g16); },
                                  [&] { run(torch::mm(x16, w16.t()), x16, w16, g16); },
@@ -55,7 +66,7 @@ LinearTimes time_linear(const CommunicatorPtr& world, const LinearShape& s, int6
 void run_linear_bench(const BenchContext& ctx) {
   auto world = make_single_process_communicator();
   const auto& b = ctx.config.bench();
-  const std::string auto_path = cpu_has_native_gemm(torch::kBFloat16) ? "native" : "chunks";
+  const std::string auto_path = cpu_half_gemm_is_native(torch::kBFloat16) ? "native" : "chunks";
   Table table({"linear", "out", "in", "tokens", "weight", "chunks_ms", "native_ms", "fp32_ms",
                "chunks_vs_native", "native_vs_fp32", "auto"});
   for (const auto& s : kQwenLinears)
@@ -76,8 +87,9 @@ void run_linear_bench(const BenchContext& ctx) {
           << " runs, the three alternating\n";
   table.print(ctx.out);
   ctx.out << "chunks_vs_native = chunks time / native time; native_vs_fp32 = native time / fp32 "
-             "time; auto: the path kAuto takes for bf16 on this CPU (native where torch has "
-             "oneDNN bf16 kernels for it, models/cpu_linear.h)\n";
+             "time (nan: not timed, torch has no oneDNN bf16 kernels here); auto: the path "
+             "bf16 takes in this process (native where the CPU has bf16 instructions, or as "
+             "SWITCHYARD_CPU_BF16_GEMM says; models/cpu_linear.h)\n";
 }
 
 }  // namespace

@@ -1,10 +1,11 @@
-// Why this exists: where torch has no oneDNN kernels for the CPU's bf16 instructions
-// (torch.ops.mkldnn._is_mkldnn_bf16_supported() False: the AVX2 AMD EPYC once used for
-// development), bf16 GEMMs take the reference cpublas_gemm, far slower than fp32, above all in
-// the input-gradient layout (g @ W, every Linear's backward), while converting a weight to fp32
-// costs a fraction of its fp32 GEMM (bench/RESULTS.md, "Measurements behind the code"). On CPUs
-// with AVX512-BF16 or AMX that check is True and torch's bf16 GEMMs beat fp32 ones, so kAuto
-// leaves them to torch (`switchyard bench linear`). Here weights stay bf16 in memory and each
+// Why this exists: where torch has no oneDNN kernels for bf16
+// (torch.ops.mkldnn._is_mkldnn_bf16_supported() False, as on the AVX2 CPU of bench/RESULTS.md's
+// "Measurements behind the code"), bf16 GEMMs take the reference cpublas_gemm, far slower than
+// fp32, above all in the input-gradient layout (g @ W, every Linear's backward), while converting
+// a weight to fp32 costs a fraction of its fp32 GEMM. On CPUs with bf16 instructions (AVX512-BF16,
+// AMX) torch's bf16 GEMMs beat fp32 ones, so kAuto leaves them to torch there (`switchyard bench
+// linear`); AVX-512 CPUs without them, where oneDNN emulates bf16, keep this path until measured.
+// Here weights stay bf16 in memory and each
 // GEMM converts a chunk of W's rows to fp32, every chunk into the same fp32 buffer: a new tensor
 // per chunk of 32 MiB was a new mmap each time (glibc's heap never serves blocks that large), and
 // its page faults cost more than the conversion. The buffer is 16 MB, under glibc's largest mmap
@@ -14,6 +15,12 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <string>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "common/errors.h"
 
@@ -118,20 +125,58 @@ bool low_precision(const torch::Tensor& t) {
 std::atomic<CpuHalfGemm> cpu_half_gemm{CpuHalfGemm::kAuto};
 
 // torch's own check (the one its CPU matmul takes oneDNN by), a registered operator with no
-// C++ header of its own.
+// C++ header of its own. A torch without it, or with another signature, has no such kernels
+// for us to count on.
 bool mkldnn_supports(const char* op_name) {
-  const auto op = c10::Dispatcher::singleton().findSchema({op_name, ""});
-  return op && op->typed<bool()>().call();
+  try {
+    const auto op = c10::Dispatcher::singleton().findSchema({op_name, ""});
+    return op && op->typed<bool()>().call();
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
+
+// The bf16 instructions oneDNN's bf16 GEMM kernels use: AMX-BF16 (CPUID leaf 7.0 EDX bit 22),
+// AVX512-BF16 (7.1 EAX bit 5), AVX-NE-CONVERT (7.1 EDX bit 5). torch's check alone is also true
+// on AVX-512 CPUs without them, where oneDNN emulates bf16, unmeasured here.
+bool cpu_has_bf16_instructions() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_max(0, nullptr) < 7) return false;
+  __cpuid_count(7, 0, a, b, c, d);
+  const unsigned max_subleaf = a;
+  const bool amx_bf16 = d & (1u << 22);
+  if (max_subleaf < 1) return amx_bf16;
+  __cpuid_count(7, 1, a, b, c, d);
+  return amx_bf16 || (a & (1u << 5)) || (d & (1u << 5));
+#else
+  return true;  // other architectures: torch's check decides alone
+#endif
+}
+
+// SWITCHYARD_CPU_BF16_GEMM: what kAuto means in this process.
+CpuHalfGemm auto_mode_from_environment() {
+  const char* value = std::getenv("SWITCHYARD_CPU_BF16_GEMM");
+  const std::string v = value ? value : "auto";
+  if (v == "auto" || v.empty()) return CpuHalfGemm::kAuto;
+  if (v == "chunks") return CpuHalfGemm::kFp32Chunks;
+  if (v == "native") return CpuHalfGemm::kNative;
+  throw ConfigError("SWITCHYARD_CPU_BF16_GEMM=" + v + ": expected auto, chunks or native");
 }
 
 }  // namespace
 
-bool cpu_has_native_gemm(torch::ScalarType dtype) {
+bool torch_has_onednn_gemm(torch::ScalarType dtype) {
   static const bool bf16 = mkldnn_supports("mkldnn::_is_mkldnn_bf16_supported");
   static const bool fp16 = mkldnn_supports("mkldnn::_is_mkldnn_fp16_supported");
   if (dtype == torch::kBFloat16) return bf16;
   if (dtype == torch::kHalf) return fp16;
   return false;
+}
+
+bool cpu_has_native_gemm(torch::ScalarType dtype) {
+  static const bool bf16 = cpu_has_bf16_instructions() && torch_has_onednn_gemm(torch::kBFloat16);
+  return dtype == torch::kBFloat16 && bf16;
 }
 
 CpuHalfGemmScope::CpuHalfGemmScope(CpuHalfGemm mode) : saved_(cpu_half_gemm.exchange(mode)) {}
@@ -141,7 +186,11 @@ CpuHalfGemmScope::~CpuHalfGemmScope() {
 }
 
 bool cpu_half_gemm_is_native(torch::ScalarType dtype) {
-  const CpuHalfGemm mode = cpu_half_gemm.load();
+  CpuHalfGemm mode = cpu_half_gemm.load();
+  if (mode == CpuHalfGemm::kAuto) {
+    static const CpuHalfGemm from_environment = auto_mode_from_environment();
+    mode = from_environment;
+  }
   return mode == CpuHalfGemm::kNative || (mode == CpuHalfGemm::kAuto && cpu_has_native_gemm(dtype));
 }
 

@@ -9,20 +9,29 @@ namespace switchyard {
 
 /// How bf16 and fp16 GEMMs run on the CPU.
 enum class CpuHalfGemm {
-  kAuto,        ///< kNative where cpu_has_native_gemm says so, else kFp32Chunks
+  /// kNative for bf16 where cpu_has_native_gemm says so, else kFp32Chunks; the environment
+  /// variable SWITCHYARD_CPU_BF16_GEMM=chunks or =native overrides that choice for a process
+  /// (=auto, or unset: the choice itself; anything else is a one-line error).
+  kAuto,
   kFp32Chunks,  ///< cpu_linear: fp32 GEMMs over chunks of the weight converted on the fly
   kNative,      ///< torch's own kernels on the bf16/fp16 operands
 };
 
-/// Whether torch runs `dtype` GEMMs on this CPU with oneDNN kernels for the CPU's own bf16
-/// (fp16) instructions: AVX512-BF16, AMX or AVX-NE-CONVERT (torch's
-/// `torch.ops.mkldnn._is_mkldnn_bf16_supported()`). Without them torch's bf16 GEMMs take a
-/// reference loop, up to 140x slower than fp32; with them they run ~3x faster than fp32
-/// (bench/RESULTS.md). Asked once per dtype and process. False for fp32 and other dtypes.
+/// Whether torch has oneDNN kernels for `dtype` GEMMs on this CPU
+/// (`torch.ops.mkldnn._is_mkldnn_bf16_supported()`, `..._fp16_...`): also on AVX-512 CPUs
+/// without bf16 instructions, where oneDNN emulates them. Elsewhere (AVX2) torch's bf16 GEMMs
+/// are a reference loop, up to 140x slower than fp32 (bench/RESULTS.md). Asked once per process.
+bool torch_has_onednn_gemm(torch::ScalarType dtype);
+
+/// kAuto's choice: true for bf16 where the CPU has bf16 instructions (AVX512-BF16, AMX-BF16 or
+/// AVX-NE-CONVERT, by CPUID) and torch_has_onednn_gemm. There torch's bf16 GEMMs took 0.34-0.51
+/// of fp32's time and 0.36-0.43 of the fp32 chunks' (`switchyard bench linear`,
+/// bench/RESULTS.md). False for other dtypes: fp16 keeps the chunks, measured nowhere else.
 bool cpu_has_native_gemm(torch::ScalarType dtype);
 
-/// While alive, bf16/fp16 GEMMs on the CPU run as `mode` says, in every thread (tests and
-/// benchmarks compare the two paths on one machine). Restores the previous mode on leaving.
+/// While alive, bf16/fp16 GEMMs on the CPU run as `mode` says, in every thread: for tests and
+/// benchmarks comparing the two paths on one machine, from one thread, nested scopes only (the
+/// mode is one process-wide value). Restores the previous mode on leaving.
 ///   usage: { CpuHalfGemmScope chunks(CpuHalfGemm::kFp32Chunks); y = forward_linear(m, x); }
 class CpuHalfGemmScope {
  public:
@@ -36,7 +45,7 @@ class CpuHalfGemmScope {
 };
 
 /// Whether the CPU's GEMMs of `dtype` (bf16, fp16) are torch's own in the current mode: kNative,
-/// or kAuto where cpu_has_native_gemm(dtype).
+/// or kAuto where SWITCHYARD_CPU_BF16_GEMM or else cpu_has_native_gemm(dtype) says so.
 bool cpu_half_gemm_is_native(torch::ScalarType dtype);
 
 /// True for the inputs cpu_linear serves: x and weight on the CPU, both bf16 or both fp16, where

@@ -210,6 +210,15 @@ if "$bin" bench --name linear --set bench.repeats=1 --set bench.warmup=0 --set b
    grep -q '"weight":"trained"' "$tmp/linear.jsonl" && grep -Eq '"auto":"(native|chunks)"' "$tmp/linear.jsonl"
 then ok "bench linear times the four linears"
 else fail "bench linear ($(head -c 300 "$tmp/linear.err") $(head -c 300 "$tmp/linear.jsonl"))"; fi
+# SWITCHYARD_CPU_BF16_GEMM picks the CPU's bf16 path for the process; a wrong value is one line.
+if SWITCHYARD_CPU_BF16_GEMM=chunks "$bin" bench --name linear --set bench.repeats=1 --set bench.warmup=0 \
+     --set bench.tokens=2 --json >"$tmp/linear_chunks.jsonl" 2>"$tmp/linear.err" &&
+   [ "$(grep -c '"auto":"chunks"' "$tmp/linear_chunks.jsonl")" -eq 8 ] &&
+   ! SWITCHYARD_CPU_BF16_GEMM=fast "$bin" bench --name linear >/dev/null 2>"$tmp/linear_bad.err" &&
+   [ "$(wc -l <"$tmp/linear_bad.err")" -eq 1 ] &&
+   grep -q "SWITCHYARD_CPU_BF16_GEMM=fast: expected auto, chunks or native" "$tmp/linear_bad.err"
+then ok "SWITCHYARD_CPU_BF16_GEMM selects the CPU's bf16 path and refuses a wrong value"
+else fail "SWITCHYARD_CPU_BF16_GEMM ($(head -c 300 "$tmp/linear.err") $(head -c 300 "$tmp/linear_bad.err" 2>/dev/null))"; fi
 
 # bench head: the fused LM head against the logits, fp32 and bf16, at each chunk size asked for
 # (0: the default, 4096 rows of a 1000-word vocabulary on a CPU, so all 8); the CPU's step keeps

@@ -4,6 +4,7 @@
 // rounding. Every test names the path it takes (CpuHalfGemmScope), so each runs on any CPU.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -88,14 +89,19 @@ TEST(CpuLinear, AutoTakesTorchsBf16GemmsWhereTheCpuHasBf16InstructionsAndChunksE
   if (flags.empty()) GTEST_SKIP() << "no /proc/cpuinfo flags to check against";
   const bool bf16_instructions =
       flags.count("avx512_bf16") || flags.count("amx_bf16") || flags.count("avx_ne_convert");
-  // oneDNN's bf16 kernels need the instructions; torch's check must not claim them without.
+  // No bf16 instructions (AVX2, or AVX-512 where oneDNN would emulate bf16): the chunks.
   if (!bf16_instructions) EXPECT_FALSE(cpu_has_native_gemm(torch::kBFloat16));
   if (flags.count("avx512_bf16") && flags.count("avx512bw") && flags.count("avx512vl"))
     EXPECT_TRUE(cpu_has_native_gemm(torch::kBFloat16));
+  if (cpu_has_native_gemm(torch::kBFloat16)) EXPECT_TRUE(torch_has_onednn_gemm(torch::kBFloat16));
   EXPECT_FALSE(cpu_has_native_gemm(torch::kFloat));
+  EXPECT_FALSE(cpu_has_native_gemm(torch::kHalf));  // fp16 keeps the chunks under kAuto
 
   auto b16 = torch::randn({3, 8}).to(torch::kBFloat16);
-  EXPECT_EQ(gemm_in_fp32_on_cpu(b16, b16), !cpu_has_native_gemm(torch::kBFloat16));
+  const bool auto_native = cpu_half_gemm_is_native(torch::kBFloat16);  // SWITCHYARD_CPU_BF16_GEMM
+  if (!std::getenv("SWITCHYARD_CPU_BF16_GEMM"))
+    EXPECT_EQ(auto_native, cpu_has_native_gemm(torch::kBFloat16));
+  EXPECT_EQ(gemm_in_fp32_on_cpu(b16, b16), !auto_native);
   {
     CpuHalfGemmScope native(CpuHalfGemm::kNative);
     EXPECT_FALSE(gemm_in_fp32_on_cpu(b16, b16));
@@ -105,7 +111,7 @@ TEST(CpuLinear, AutoTakesTorchsBf16GemmsWhereTheCpuHasBf16InstructionsAndChunksE
     }
     EXPECT_FALSE(gemm_in_fp32_on_cpu(b16, b16));  // the inner scope restored the outer's mode
   }
-  EXPECT_EQ(gemm_in_fp32_on_cpu(b16, b16), !cpu_has_native_gemm(torch::kBFloat16));
+  EXPECT_EQ(gemm_in_fp32_on_cpu(b16, b16), !auto_native);
 }
 
 TEST(CpuLinear, NativeModeIsTorchsOwnLinearAndKeepsNoInputForAFrozenWeight) {
