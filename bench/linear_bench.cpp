@@ -46,21 +46,15 @@ LinearTimes time_linear(const CommunicatorPtr& world, const LinearShape& s, int6
     y.backward(g);
     x.mutable_grad() = w.mutable_grad() = torch::Tensor();
   };
+  std::vector<std::function<void()>> passes = {
+      [&] { run(cpu_linear(x16, w16), x16, w16, g16); },
+      [&] { run(torch::mm(x32, w32.t()), x32, w32, g32); }};
   // Where torch has no oneDNN bf16 kernels its bf16 GEMMs are a reference loop (140x fp32 on
   // the LM head's shapes): not timed, NaN.
-  if (!torch_has_onednn_gemm(torch::kBFloat16)) {
-    const auto us = median_max_us(world,
-                                  {[&] { run(cpu_linear(x16, w16), x16, w16, g16); },
-                                   [&] { run(torch::mm(x32, w32.t()), x32, w32, g32); }},
-                                  b.warmup(), b.repeats());
-    return {us[0], std::nan(""), us[1]};
-  }
-  const auto us = median_max_us(world,
-                                {[&] { run(cpu_linear(x16, w16), x16, w16, g16); },
-                                 [&] { run(torch::mm(x16, w16.t()), x16, w16, g16); },
-                                 [&] { run(torch::mm(x32, w32.t()), x32, w32, g32); }},
-                                b.warmup(), b.repeats());
-  return {us[0], us[1], us[2]};
+  const bool time_native = torch_has_onednn_gemm(torch::kBFloat16);
+  if (time_native) passes.push_back([&] { run(torch::mm(x16, w16.t()), x16, w16, g16); });
+  const auto us = median_max_us(world, passes, b.warmup(), b.repeats());
+  return {us[0], time_native ? us[2] : std::nan(""), us[1]};
 }
 
 void run_linear_bench(const BenchContext& ctx) {

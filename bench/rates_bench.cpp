@@ -230,10 +230,8 @@ void run_rates_bench(const BenchContext& ctx) {
   const double gemm = gemm_tflops(world, shape, T, b);
   // bf16 GEMMs on a CPU: torch's own where the CPU has bf16 instructions for them, else fp32
   // underneath (models/cpu_linear.h), at the fp32 rate.
-  const auto bf16_probe = torch::ones({1, 1}, torch::kBFloat16);
-  const double gemm_bf16 = gemm_in_fp32_on_cpu(bf16_probe, bf16_probe)
-                               ? gemm
-                               : gemm_tflops(world, shape, T, b, torch::kBFloat16);
+  const bool bf16_native = cpu_half_gemm_is_native(torch::kBFloat16);
+  const double gemm_bf16 = bf16_native ? gemm_tflops(world, shape, T, b, torch::kBFloat16) : gemm;
   const BankProbe probe = bank_probe(shape, T, n, b.expert_active_share());
   const auto [bank_eff, wgrad_eff] = expert_bank_efficiency(world, shape, probe, gemm, b);
   // Quantized experts (model.quant): how fast the run's dtype dequantises them.
@@ -267,8 +265,8 @@ void run_rates_bench(const BenchContext& ctx) {
   Table table({"rate", "per_rank", "unit", "timed"});
   table.add({"gemm", Cell(gemm, 4), "TFLOPS", gemm_what.str()});
   table.add({"gemm_bf16", Cell(gemm_bf16, 4), "TFLOPS",
-             gemm_bf16 == gemm ? std::string("bf16 runs in fp32 GEMMs on this CPU (cpu_linear)")
-                               : "the same in bf16, torch's own GEMMs"});
+             bf16_native ? "the same in bf16, torch's own GEMMs"
+                         : "bf16 runs in fp32 GEMMs on this CPU (cpu_linear)"});
   std::ostringstream bank_what;
   bank_what << "expert bank fwd+dgrad / dense GEMM, " << probe.busy_experts << " of "
             << probe.experts << " experts x " << probe.rows_per_busy_expert << " rows";

@@ -5,8 +5,8 @@
 // a weight to fp32 costs a fraction of its fp32 GEMM. On CPUs with bf16 instructions (AVX512-BF16,
 // AMX) torch's bf16 GEMMs beat fp32 ones, so kAuto leaves them to torch there (`switchyard bench
 // linear`); AVX-512 CPUs without them, where oneDNN emulates bf16, keep this path until measured.
-// Here weights stay bf16 in memory and each
-// GEMM converts a chunk of W's rows to fp32, every chunk into the same fp32 buffer: a new tensor
+// Here weights stay bf16 in memory and each GEMM converts a chunk of W's rows to fp32, every
+// chunk into the same fp32 buffer: a new tensor
 // per chunk of 32 MiB was a new mmap each time (glibc's heap never serves blocks that large), and
 // its page faults cost more than the conversion. The buffer is 16 MB, under glibc's largest mmap
 // threshold, so repeated calls can reuse heap pages (`switchyard bench linear`, bench/RESULTS.md).

@@ -283,7 +283,7 @@ torch::Tensor ExpertBankImpl::forward(const torch::Tensor& x,
   const bool cpu_native =
       cast.is_cpu() && !quantized() && w_in.scalar_type() == cast.scalar_type() &&
       (cast.scalar_type() == torch::kFloat ||
-       (cast.scalar_type() == torch::kBFloat16 && !gemm_in_fp32_on_cpu(cast, w_in)));
+       (cast.scalar_type() == torch::kBFloat16 && cpu_half_gemm_is_native(torch::kBFloat16)));
   // torch's grouped GEMM refuses operands whose rows do not start on 16-byte boundaries (its
   // kernels load 16 bytes at a time): widths of 12 bf16 values fail on a GPU, where the CPU's
   // fp32 took them.
