@@ -3,13 +3,15 @@
 // router) on a fixed token batch, each quantized variant against the unquantized model: logits
 // error, KL of the next-token distributions, top-1 agreement, and perplexity of tokens sampled
 // from the unquantized model. Speed: one expert bank at the Qwen1.5-MoE expert shape running
-// dispatched rows on bench.device, quantized (dequantised on the fly) against full precision.
+// dispatched rows on bench.device, quantized (dequantised on the fly, or on the CPU also fused
+// into the GEMM) against full precision.
 #include <torch/cuda.h>
 
 #include <iostream>
 
 #include "bench/bench.h"
 #include "common/table.h"
+#include "models/quantized_cpu_gemm.h"
 #include "models/qwen2_moe.h"
 
 namespace switchyard {
@@ -94,11 +96,21 @@ void accuracy_table(const BenchContext& ctx, Table& table) {
   }
 }
 
+// The paths a bank's GEMMs take: grouped or slice loop, and on the CPU, quantized weights fused
+// into the GEMM or dequantised first (models/quantized_cpu_gemm.h).
+struct Path {
+  GroupedGemm gemm;
+  CpuQuantGemm cpu;
+};
+
 // One bank of SwiGLU experts per shape (bench.layer_shapes, default Qwen1.5-MoE's) on
 // T * top_k rows spread evenly, as after dispatch, on bench.device: `fwd`, and `fwdbwd` with the
 // input gradient only (frozen experts, as router fine-tuning runs them). Where the bank's default
 // is the grouped GEMM (bf16 on a GPU), quantized banks also run the slice loop: one
-// dequantisation per bank and GEMM against one per expert. dequant_us: the bank's two weights
+// dequantisation per bank and GEMM against one per expert; on the CPU they run both their
+// paths: `dequantise` (the weight dequantised, then torch's GEMM) and `fused` (the codes read by
+// the GEMM, models/quantized_cpu_gemm.h), of which kAuto takes the fused one up to
+// kFusedQuantGemmMaxRows rows per expert. dequant_us: the bank's two weights
 // dequantised once (QuantizedWeight::dequantize_experts), whichever path the row took;
 // dequant_gbs: the bytes that moves (codes, scales and zeros read, full weights written) per
 // second, to set beside the memory's rate.
@@ -123,12 +135,17 @@ void speed_table(const BenchContext& ctx, Table& table) {
       double base_us[2] = {0, 0};  // the unquantized bank's, by mode
       for (const auto& v : kVariants) {
         const bool quantized = v.type != config::QUANT_NONE;
-        std::vector<GroupedGemm> paths{GroupedGemm::kAuto};
-        if (quantized && grouped_by_default) paths.push_back(GroupedGemm::kSliceLoop);
-        for (auto path : paths) {
+        std::vector<Path> paths{{GroupedGemm::kAuto, CpuQuantGemm::kAuto}};
+        if (quantized && grouped_by_default)
+          paths.push_back({GroupedGemm::kSliceLoop, CpuQuantGemm::kAuto});
+        if (quantized && device.is_cpu())
+          paths = {{GroupedGemm::kAuto, CpuQuantGemm::kDequantise},
+                   {GroupedGemm::kAuto, CpuQuantGemm::kFused}};
+        for (const auto& path : paths) {
+          const CpuQuantGemmScope cpu_gemm(path.cpu);
           torch::manual_seed(ctx.config.train().seed());
           ExpertBank bank(ExpertBankOptions(s.hidden, s.intermediate, E)
-                              .gemm(path)
+                              .gemm(path.gemm)
                               .quant(quant_options(quant_config(v))));
           bank->to(device, dtype);
           for (auto& p : bank->parameters()) p.set_requires_grad(false);
@@ -141,7 +158,11 @@ void speed_table(const BenchContext& ctx, Table& table) {
               bank->quantized_in()->dequantize_experts(0, E, dtype);
               bank->quantized_out()->dequantize_experts(0, E, dtype);
             });
-          const bool grouped = path == GroupedGemm::kAuto && grouped_by_default;
+          const bool grouped = path.gemm == GroupedGemm::kAuto && grouped_by_default;
+          const char* gemm = grouped                                 ? "grouped"
+                             : path.cpu == CpuQuantGemm::kFused      ? "fused"
+                             : path.cpu == CpuQuantGemm::kDequantise ? "dequantise"
+                                                                     : "slice_loop";
           for (bool backward : {false, true}) {
             auto x = torch::randn({rows, s.hidden}, torch::dtype(dtype).device(device))
                          .requires_grad_(backward);
@@ -157,9 +178,8 @@ void speed_table(const BenchContext& ctx, Table& table) {
             if (!quantized) base_us[backward] = us;
             table.add(
                 {s.name, dtype == torch::kFloat ? "fp32" : "bf16", backward ? "fwdbwd" : "fwd",
-                 v.name, grouped ? "grouped" : "slice_loop", T, Cell(us, 1),
-                 Cell(double(T) / us * 1e6, 0), Cell(base_us[backward] / us, 3),
-                 Cell(dequant_us, 1),
+                 v.name, gemm, T, Cell(us, 1), Cell(double(T) / us * 1e6, 0),
+                 Cell(base_us[backward] / us, 3), Cell(dequant_us, 1),
                  Cell(dequant_us > 0 ? dequant_bytes / dequant_us / 1e3 : 0.0, 1),
                  Cell(double(bank->weight_bytes()) / double(bank->num_logical_parameters()), 3)});
             if (!ctx.json) std::cerr << "." << std::flush;

@@ -100,6 +100,7 @@ set(SWITCHYARD_MODELS_SOURCES
   models/expert_bank.cpp
   models/lm_loss.cpp
   models/weight_quant.cpp
+  models/quantized_cpu_gemm.cpp
   models/moe_block.cpp
   models/safetensors_header.cpp
   models/safetensors.cpp

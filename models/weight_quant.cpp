@@ -10,6 +10,7 @@
 #include "models/dequant_cuda.h"
 #include "models/dequant_math.h"
 #include "models/layer_recompute.h"
+#include "models/quantized_cpu_gemm.h"
 
 #ifdef SWITCHYARD_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -372,6 +373,19 @@ bool dequantises_in_chunks(const torch::Tensor& x) {
   return x.is_cpu() && (x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf);
 }
 
+// A few CPU rows (models/quantized_cpu_gemm.h): the codes straight into the GEMM, whatever the
+// dtype, nothing kept for backward. Counted as a dequantisation: each weight is decoded once.
+bool fuses_on_cpu(const torch::Tensor& x, const QuantizedWeight& w) {
+  return x.is_cpu() &&
+         cpu_quant_gemm_fuses(w.options.kind(), x.numel() / std::max<int64_t>(1, x.size(-1)));
+}
+
+torch::Tensor fused_matmul_counted(const torch::Tensor& a, const QuantizedWeight& w, int64_t e,
+                                   bool transposed) {
+  ++dequantized_count;
+  return fused_quantized_matmul_cpu(a, w, e, transposed);
+}
+
 class QuantizedLinear : public torch::autograd::Function<QuantizedLinear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
@@ -379,6 +393,7 @@ class QuantizedLinear : public torch::autograd::Function<QuantizedLinear> {
     ctx->saved_data["weight"] =
         c10::IValue::make_capsule(c10::make_intrusive<QuantizedWeightCapsule>(w));
     ctx->saved_data["expert"] = e;
+    if (fuses_on_cpu(x, *w)) return fused_matmul_counted(x, *w, e, /*transposed=*/true);
     if (dequantises_in_chunks(x)) return quantized_matmul_cpu(x, *w, e, /*transposed=*/true);
     const auto weight = w->dequantize(e, x.scalar_type());
     keep_when_recomputing(ctx, weight);
@@ -390,6 +405,7 @@ class QuantizedLinear : public torch::autograd::Function<QuantizedLinear> {
     const auto& w = static_cast<QuantizedWeightCapsule*>(capsule.get())->weight;
     const auto& g = grads[0];
     const int64_t e = ctx->saved_data["expert"].toInt();
+    if (fuses_on_cpu(g, *w)) return {fused_matmul_counted(g, *w, e, /*transposed=*/false), {}, {}};
     if (dequantises_in_chunks(g))
       return {quantized_matmul_cpu(g, *w, e, /*transposed=*/false), {}, {}};
     return {torch::matmul(

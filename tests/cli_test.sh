@@ -145,10 +145,13 @@ speed = [r for r in rows if "vs_unquantized" in r]
 assert [r["quant"] for r in acc] == ["none", "int8", "int4-g128-sym", "int4-g64-asym"], acc
 assert acc[0]["kl"] == 0 and all(r["kl"] > 0 for r in acc[1:]), acc
 assert acc[1]["bytes_per_param"] < 1.1 and acc[2]["bytes_per_param"] < 0.6, acc
-assert len(speed) == 16 and all(r["tokens_per_s"] > 0 and r["shape"] == "small" for r in speed), speed
-# On the CPU every bank takes the slice loop, forward and with the input gradient; only quantized
-# banks have a dequantisation to time.
-assert all(r["gemm"] == "slice_loop" for r in speed), speed
+assert len(speed) == 28 and all(r["tokens_per_s"] > 0 and r["shape"] == "small" for r in speed), speed
+# On the CPU every bank takes the slice loop, forward and with the input gradient, quantized ones
+# with their weights dequantised and fused into the GEMM; only quantized banks have a
+# dequantisation to time.
+for r in speed:
+    assert r["gemm"] in (["slice_loop"] if r["quant"] == "none" else ["dequantise", "fused"]), r
+assert sum(r["gemm"] == "fused" for r in speed) == 12, speed
 assert sorted({r["mode"] for r in speed}) == ["fwd", "fwdbwd"], speed
 assert all((r["dequant_us"] > 0) == (r["quant"] != "none") for r in speed), speed
 assert all((r["dequant_gbs"] > 0) == (r["quant"] != "none") for r in speed), speed
@@ -210,6 +213,14 @@ if "$bin" bench --name linear --set bench.repeats=1 --set bench.warmup=0 --set b
    grep -q '"weight":"trained"' "$tmp/linear.jsonl" && grep -Eq '"auto":"(native|chunks)"' "$tmp/linear.jsonl"
 then ok "bench linear times the four linears"
 else fail "bench linear ($(head -c 300 "$tmp/linear.err") $(head -c 300 "$tmp/linear.jsonl"))"; fi
+# SWITCHYARD_CPU_QUANT_GEMM picks the quantized experts' CPU path for the process; a wrong value
+# is one line.
+if SWITCHYARD_CPU_QUANT_GEMM=fused "$bin" bench model --preset tiny --quant int4 >/dev/null 2>&1 &&
+   ! SWITCHYARD_CPU_QUANT_GEMM=fast "$bin" bench model --preset tiny --quant int4 >/dev/null 2>"$tmp/quant_bad.err" &&
+   grep -q "SWITCHYARD_CPU_QUANT_GEMM=fast: expected auto, dequantise or fused" "$tmp/quant_bad.err"
+then ok "SWITCHYARD_CPU_QUANT_GEMM selects the quantized experts' CPU path and refuses a wrong value"
+else fail "SWITCHYARD_CPU_QUANT_GEMM ($(head -c 300 "$tmp/quant_bad.err" 2>/dev/null))"; fi
+
 # SWITCHYARD_CPU_BF16_GEMM picks the CPU's bf16 path for the process; a wrong value is one line.
 if SWITCHYARD_CPU_BF16_GEMM=chunks "$bin" bench --name linear --set bench.repeats=1 --set bench.warmup=0 \
      --set bench.tokens=2 --json >"$tmp/linear_chunks.jsonl" 2>"$tmp/linear.err" &&

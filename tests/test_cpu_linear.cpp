@@ -12,6 +12,7 @@
 
 #include "models/cpu_linear.h"
 #include "models/expert_bank.h"
+#include "models/quantized_cpu_gemm.h"
 #include "models/weight_quant.h"
 #include "tests/test_support.h"
 
@@ -185,8 +186,10 @@ TEST(CpuDequantize, EqualsTheFormatFormulaBitForBit) {
 }
 
 TEST(CpuDequantize, Bf16QuantizedExpertsMatchFp32ReferenceWithInputGradients) {
-  // Quantized experts take their fp32 chunks in every mode; native GEMMs for the rest.
+  // Dequantised quantized experts take their fp32 chunks in every mode; native GEMMs for the
+  // rest. (The fused path at these few rows: tests/test_quantized_cpu_gemm.cpp.)
   CpuHalfGemmScope native(CpuHalfGemm::kNative);
+  CpuQuantGemmScope dequantise(CpuQuantGemm::kDequantise);
   torch::manual_seed(4);
   // 1 MB chunks: w_in (768 x 2048) in six of 128 rows, w_out (2048 x 384) in 682, 682, 682, 2.
   ExpertBank quant(ExpertBankOptions(2048, 384, 2));

@@ -12,6 +12,7 @@
 #include "common/host_reads.h"
 #include "common/kernel_profile.h"
 #include "models/load_model.h"
+#include "models/quantized_cpu_gemm.h"
 #include "models/qwen2_moe.h"
 #include "models/weight_quant.h"
 #include "routers/router_registry.h"
@@ -346,6 +347,9 @@ TEST(Qwen2MoeModel, RecomputedLayersGiveTheSameLossAndGradients) {
 // router gradients are those of the plain run. Both expert paths: the grouped GEMM (the GPU's,
 // here forced on the CPU) dequantises whole banks, the slice loop each expert with rows.
 TEST(Qwen2MoeModel, RecomputedQuantizedLayersDequantiseEachWeightTwicePerStep) {
+  // Dequantised weights, which a recomputed forward can keep; the fused CPU path at a few rows
+  // keeps nothing, and decodes in each pass.
+  CpuQuantGemmScope dequantise(CpuQuantGemm::kDequantise);
   auto cfg = Qwen2MoeConfig::preset("tiny");
   cfg.num_hidden_layers = 3;
   config::QuantConfig int4;

@@ -1,0 +1,53 @@
+// GEMMs straight from quantized expert weights on the CPU, for the few rows a router fine-tune
+// gives each expert: every weight is decoded once into a few kilobytes of fp32 (four rows at a
+// time, vectorised) and used at once by every input row, so no expert-sized weight is written
+// and read back, which is what dominates dequantise-then-GEMM at a few rows per expert.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "models/weight_quant.h"
+
+namespace switchyard {
+
+/// How quantized experts multiply their rows on the CPU.
+enum class CpuQuantGemm {
+  /// kFused for int4 weights up to kFusedQuantGemmMaxRows rows, kDequantise above and for int8
+  /// (whose dequantisation is a plain vectorised loop already); the environment variable
+  /// SWITCHYARD_CPU_QUANT_GEMM=dequantise or =fused overrides that choice for a process (=auto,
+  /// or unset: the choice itself; anything else is a one-line error).
+  kAuto,
+  kDequantise,  ///< the weight dequantised (in chunks for bf16/fp16 rows), then torch's GEMM
+  kFused,       ///< fused_quantized_matmul_cpu at any row count
+};
+
+/// Rows up to which kAuto fuses int4 weights: `switchyard bench quant`'s `fused` against
+/// `dequantise` rows at 64 and 512 tokens (about 4 and 34 rows per expert), bench/RESULTS.md.
+constexpr int64_t kFusedQuantGemmMaxRows = 32;
+
+/// While alive, quantized CPU GEMMs run as `mode` says, in every thread: for tests and benchmarks
+/// comparing both paths in one process, from one thread, nested scopes only (one process-wide
+/// value, as CpuHalfGemmScope). Restores the previous mode on leaving.
+class CpuQuantGemmScope {
+ public:
+  explicit CpuQuantGemmScope(CpuQuantGemm mode);
+  ~CpuQuantGemmScope();
+  CpuQuantGemmScope(const CpuQuantGemmScope&) = delete;
+  CpuQuantGemmScope& operator=(const CpuQuantGemmScope&) = delete;
+
+ private:
+  CpuQuantGemm saved_;
+};
+
+/// Whether a CPU GEMM of `rows` rows against quantized weights of `kind` fuses, in the current
+/// mode (kAuto as SWITCHYARD_CPU_QUANT_GEMM or else the kind and the row limit say).
+bool cpu_quant_gemm_fuses(QuantKind kind, int64_t rows);
+
+/// a [..., K] (fp32, bf16 or fp16, on the CPU) times expert e's weight W [out, in] of `w`:
+/// a @ W^T when transposed (K = in, a forward), a @ W otherwise (K = out, an input gradient).
+/// Reads the codes directly: each weight is models/dequant_math.h's fp32 value, accumulated in
+/// fp32 (in another order than torch's GEMM, so the last bits differ); the result is in a's dtype.
+torch::Tensor fused_quantized_matmul_cpu(const torch::Tensor& a, const QuantizedWeight& w,
+                                         int64_t e, bool transposed);
+
+}  // namespace switchyard
