@@ -93,7 +93,10 @@ std::pair<double, double> expert_bank_efficiency(const CommunicatorPtr& world, c
 // fp32 path of models/weight_quant.cpp; else whole fp32 weights), against the same experts in
 // fp32, alternating call by call. Forward and input gradient each dequantise every busy expert
 // once, so the extra time is 2 x busy experts x 3HI weights. plan adds exactly that to the float
-// bank's GEMM time. A difference inside the noise is floored at 1% of the quantized time.
+// bank's GEMM time. A difference inside the noise is floored at 1% of the quantized time. Where
+// the CPU's int4 GEMMs fuse at these rows (models/quantized_cpu_gemm.h), as the run's do, this
+// is their extra time over the float bank expressed as a rate, and the floor where they are
+// faster than it: what plan adds is then what the run pays, give or take the floor.
 double dequant_gweights_per_s(const CommunicatorPtr& world, const LayerShape& s,
                               const BankProbe& probe, const QuantOptions& quant, bool bf16,
                               const config::BenchConfig& b) {

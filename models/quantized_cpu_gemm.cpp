@@ -21,16 +21,18 @@ std::atomic<CpuQuantGemm> cpu_quant_gemm{CpuQuantGemm::kAuto};
 // The kernels below are written once with GCC's vector types and compiled for three x86 levels
 // (AVX-512, AVX2 with FMA, the baseline); the loader picks the one this CPU runs (an ifunc), so
 // the binary stays portable without -march flags. Elsewhere the compiler's baseline serves.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
 #define SWITCHYARD_CPU_CLONES \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SWITCHYARD_CPU_CLONES
 #endif
 
-// The helpers below take and return 64-byte vectors; they are inlined into each clone, so the
-// ABI GCC warns about (such values passed in AVX-512 registers or not) is never used.
-#pragma GCC diagnostic ignored "-Wpsabi"
+// The helpers below take and return 64-byte vectors. They are always inlined into each clone
+// (also without optimisation), so the ABI GCC warns about, such values passed in AVX-512
+// registers or in memory depending on the caller's target, is never used.
+#pragma GCC diagnostic ignored "-Wpsabi"  // for the whole file: GCC reports it at the end
+#define SWITCHYARD_INLINE inline __attribute__((always_inline))
 
 // 16 fp32 lanes: one AVX-512 register, two AVX2 ones.
 typedef float Lanes __attribute__((vector_size(64)));
@@ -42,21 +44,21 @@ constexpr int64_t kLanes = 16;
 // each gradient row updated once for four weight rows (input gradient).
 constexpr int64_t kRowsDecoded = 4;
 
-inline Lanes load(const float* p) {
+SWITCHYARD_INLINE Lanes load(const float* p) {
   Lanes v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store(float* p, Lanes v) {
+SWITCHYARD_INLINE void store(float* p, Lanes v) {
   std::memcpy(p, &v, sizeof v);
 }
 // Bytes to fp32 by way of int32: GCC 12 turns a direct byte-to-float conversion into one
 // scalar conversion per lane, and each step of this one into a single instruction.
 template <typename ByteVector>
-inline Lanes to_lanes(ByteVector b) {
+SWITCHYARD_INLINE Lanes to_lanes(ByteVector b) {
   return __builtin_convertvector(__builtin_convertvector(b, Ints), Lanes);
 }
-inline float sum_lanes(Lanes v) {
+SWITCHYARD_INLINE float sum_lanes(Lanes v) {
   float s = 0;
   for (int64_t l = 0; l < kLanes; ++l) s += v[l];
   return s;
@@ -135,9 +137,10 @@ void forward_rows(const Codes& c, const float* a, int64_t rows, int64_t o_begin,
   std::vector<float> sums(size_t(rows * kRowsDecoded * kLanes));
   float* w[kRowsDecoded];
   for (int64_t k = 0; k < kRowsDecoded; ++k) w[k] = decoded.data() + k * width;
+  std::vector<float> tails(size_t(rows * kRowsDecoded));  // columns past the lanes
   for (int64_t o0 = o_begin; o0 < o_end; o0 += kRowsDecoded) {
     std::fill(sums.begin(), sums.end(), 0.0f);
-    std::vector<float> tails(size_t(rows * kRowsDecoded), 0.0f);  // columns past the lanes
+    std::fill(tails.begin(), tails.end(), 0.0f);
     for (int64_t c0 = 0; c0 < in; c0 += width) {
       const int64_t n = std::min(width, in - c0), vector_end = n / kLanes * kLanes;
       for (int64_t k = 0; k < kRowsDecoded; ++k) decode_row(c, o0 + k, c0, c0 + n, w[k]);
@@ -183,25 +186,24 @@ void forward_rows(const Codes& c, const float* a, int64_t rows, int64_t o_begin,
   }
 }
 
-// dx[r, :] += sum_o g[r, o] W[o, :] over weight rows [o_begin, o_end), for every row r of
-// g [rows, out]; dx [rows, in] (permuted as the codes are decoded). A chunk of columns at a time,
-// so the rows' chunk of dx stays in L2 while the weight rows pass; two rows at a time against
-// four weight rows.
+// dx[r, c_begin:c_end] = sum_o g[r, o] W[o, c_begin:c_end] for every row r of g [rows, out];
+// dx [rows, in] (permuted as the codes are decoded), zeroed, its columns [c_begin, c_end) this
+// call's alone. A chunk of columns at a time, so the rows' chunk of dx stays in L2 while every
+// weight row passes; two rows at a time against four weight rows.
 SWITCHYARD_CPU_CLONES
-void input_grad_rows(const Codes& c, const float* g, int64_t rows, int64_t o_begin, int64_t o_end,
-                     float* dx) {
+void input_grad_columns(const Codes& c, const float* g, int64_t rows, int64_t c_begin,
+                        int64_t c_end, float* dx) {
   const int64_t in = c.in, width = chunk_columns(c);
   std::vector<float> decoded(size_t(kRowsDecoded * width));
   float* w[kRowsDecoded];
   for (int64_t k = 0; k < kRowsDecoded; ++k) w[k] = decoded.data() + k * width;
-  for (int64_t c0 = 0; c0 < in; c0 += width) {
-    const int64_t n = std::min(width, in - c0), vector_end = n / kLanes * kLanes;
-    for (int64_t o0 = o_begin; o0 < o_end; o0 += kRowsDecoded) {
-      for (int64_t k = 0; k < kRowsDecoded; ++k)
-        decode_row(c, o0 + k < o_end ? o0 + k : c.out, c0, c0 + n, w[k]);
+  for (int64_t c0 = c_begin; c0 < c_end; c0 += width) {
+    const int64_t n = std::min(width, c_end - c0), vector_end = n / kLanes * kLanes;
+    for (int64_t o0 = 0; o0 < c.out; o0 += kRowsDecoded) {
+      for (int64_t k = 0; k < kRowsDecoded; ++k) decode_row(c, o0 + k, c0, c0 + n, w[k]);
       auto coefs = [&](int64_t r, float* coef) {
         for (int64_t k = 0; k < kRowsDecoded; ++k)
-          coef[k] = o0 + k < o_end ? g[r * c.out + o0 + k] : 0.0f;
+          coef[k] = o0 + k < c.out ? g[r * c.out + o0 + k] : 0.0f;
       };
       int64_t r = 0;
       for (; r + 2 <= rows; r += 2) {
@@ -329,18 +331,15 @@ torch::Tensor fused_quantized_matmul_cpu(const torch::Tensor& a, const Quantized
       forward_rows(c, xp, rows, b0 * kRowsDecoded, std::min(out, b1 * kRowsDecoded), yp);
     });
   } else {
-    // Each thread sums its own weight rows into its own [rows, in]; the parts are added after.
-    const int64_t blocks = (out + kRowsDecoded - 1) / kRowsDecoded;
-    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), blocks));
-    auto partial = torch::zeros({parts, rows, in}, torch::kFloat);
+    // Threads split dx's columns (whole int4 groups, or 128 int8 columns, at a time), each
+    // summing over every weight row: no partial sums to add, the same bits for any thread count.
+    auto dx = torch::zeros({rows, in}, torch::kFloat);
     const float* gp = a32.data_ptr<float>();
-    float* pp = partial.data_ptr<float>();
-    at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p)
-        input_grad_rows(c, gp, rows, p * blocks / parts * kRowsDecoded,
-                        std::min(out, (p + 1) * blocks / parts * kRowsDecoded), pp + p * rows * in);
+    float* dxp = dx.data_ptr<float>();
+    const int64_t unit = c.int4 ? c.group : std::min<int64_t>(128, in);
+    at::parallel_for(0, (in + unit - 1) / unit, 1, [&](int64_t u0, int64_t u1) {
+      input_grad_columns(c, gp, rows, u0 * unit, std::min(in, u1 * unit), dxp);
     });
-    const auto dx = parts == 1 ? partial[0] : partial.sum(0);
     result = permuted(dx, /*inverse=*/true);
   }
   auto sizes = a.sizes().vec();

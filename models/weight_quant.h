@@ -71,7 +71,8 @@ struct QuantizedWeight {
 /// dequantises again for the input gradient (no weight gradient: quantized weights are frozen),
 /// so a forward over all experts never holds every full-precision weight for backward. A forward
 /// that recomputes a layer in backward (forward_is_recomputation()) keeps W_e for its backward,
-/// which follows at once (except on the CPU in bf16, whose GEMMs dequantise 1 MB at a time).
+/// which follows at once (except on the CPU in bf16, whose GEMMs dequantise 1 MB at a time, and
+/// where the CPU's GEMM reads the codes itself: int4 at a few rows, models/quantized_cpu_gemm.h).
 torch::Tensor quantized_linear(const torch::Tensor& x, std::shared_ptr<const QuantizedWeight> w,
                                int64_t expert);
 
@@ -84,7 +85,8 @@ torch::Tensor quantized_grouped_linear(const torch::Tensor& x,
                                        const torch::Tensor& offs);
 
 /// Experts dequantised so far in this process (all threads): each expert of a
-/// dequantize_experts call, and each expert a CPU bf16 GEMM dequantises in chunks. A process-wide
+/// dequantize_experts call, and each expert a CPU GEMM dequantises in chunks (bf16) or decodes
+/// as it multiplies (models/quantized_cpu_gemm.h). A process-wide
 /// counter on purpose, as host_reads() is: tests and benchmarks compare it around a step.
 int64_t experts_dequantized();
 

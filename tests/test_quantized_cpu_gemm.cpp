@@ -1,8 +1,13 @@
 // The fused CPU GEMMs on quantized expert weights (models/quantized_cpu_gemm.h) against the
 // dequantised weight in fp64: forward (a @ W^T) and input gradient (g @ W), every quantization
-// kind, shapes with vector tails and partial blocks, and through an expert bank with autograd in
-// both modes. Every test names the mode it takes (CpuQuantGemmScope), so each runs on any CPU.
+// kind, shapes with vector tails and partial blocks, the same bits for any thread count, and
+// through an expert bank with autograd in both modes. The kernels are called directly or under a
+// named mode (CpuQuantGemmScope), so each runs on any CPU (the one clone the CPU picks).
 #include <gtest/gtest.h>
+
+#include <ATen/Parallel.h>
+
+#include <cstdlib>
 
 #include "models/expert_bank.h"
 #include "models/quantized_cpu_gemm.h"
@@ -20,17 +25,24 @@ struct Case {
   int64_t out, in;
 };
 
-// out = 13: three blocks of four weight rows and a partial one. in = 72 with groups of 24: each
-// group's halves (12 columns) are shorter than the kernels' 16 lanes, so only their scalar tails
-// run; in = 160 with groups of 32 and 64 takes the vector loops and a 16-column tail per row;
-// int8 at in = 300: a partial 256-column block of the input gradient.
+// Weight rows come four at a time, in column chunks of 512 or less (int4: whole groups); each
+// chunk runs 16-lane vector loops and a scalar tail, and the input gradient's threads take whole
+// groups (int8: 128 columns). out = 13 and 9: a partial last block of weight rows.
+//   int8, in = 600: chunks of 512 and 88 (a tail of 8), thread units of 128 and 88;
+//   int4 g24, in = 600: 12-column halves, shorter than the lanes, so scalar decoding only;
+//     chunks of 504 (21 groups, a tail of 8) and 96;
+//   int4 g48, in = 96: 24-column halves, one vector step and a scalar tail of 8 in each;
+//   int4 g160 with zero points, in = 960: chunks of 480 (three groups);
+//   int4 g640, in = 1280: groups wider than a chunk, one per chunk;
+//   int4 g64, in = 640, 40 rows: the common case, every loop on its vector path.
 const std::vector<Case> kCases = {
-    {"int8", QuantOptions().kind(QuantKind::kInt8), 13, 300},
-    {"int4 g24 symmetric", QuantOptions().kind(QuantKind::kInt4).group_size(24), 13, 72},
-    {"int4 g32 asymmetric", QuantOptions().kind(QuantKind::kInt4).group_size(32).symmetric(false),
-     13, 160},
-    {"int4 g160 asymmetric", QuantOptions().kind(QuantKind::kInt4).group_size(160).symmetric(false),
-     9, 320},
+    {"int8", QuantOptions().kind(QuantKind::kInt8), 13, 600},
+    {"int4 g24 symmetric", QuantOptions().kind(QuantKind::kInt4).group_size(24), 13, 600},
+    {"int4 g48 asymmetric",
+     QuantOptions().kind(QuantKind::kInt4).group_size(48).symmetric(false), 13, 96},
+    {"int4 g160 asymmetric",
+     QuantOptions().kind(QuantKind::kInt4).group_size(160).symmetric(false), 9, 960},
+    {"int4 g640 symmetric", QuantOptions().kind(QuantKind::kInt4).group_size(640), 9, 1280},
     {"int4 g64 symmetric", QuantOptions().kind(QuantKind::kInt4).group_size(64), 40, 640},
 };
 
@@ -62,6 +74,26 @@ TEST(QuantizedCpuGemm, ForwardAndInputGradientMatchTheDequantisedWeightInFp64) {
   }
 }
 
+// Forward threads split weight rows and input-gradient threads split columns; each output is
+// summed by one thread in one order, so the bits do not depend on the thread count.
+TEST(QuantizedCpuGemm, ResultsAreTheSameBitsForAnyThreadCount) {
+  torch::manual_seed(14);
+  const int threads = at::get_num_threads();
+  auto w = QuantizedWeight::quantize(
+      torch::randn({1, 64, 512}),
+      QuantOptions().kind(QuantKind::kInt4).group_size(32).symmetric(false));
+  auto a = torch::randn({7, 512}), g = torch::randn({7, 64});
+  std::vector<torch::Tensor> results;
+  for (int n : {1, 4}) {
+    at::set_num_threads(n);
+    results.push_back(fused_quantized_matmul_cpu(a, w, 0, /*transposed=*/true));
+    results.push_back(fused_quantized_matmul_cpu(g, w, 0, /*transposed=*/false));
+  }
+  at::set_num_threads(threads);
+  EXPECT_TRUE(torch::equal(results[0], results[2]));
+  EXPECT_TRUE(torch::equal(results[1], results[3]));
+}
+
 TEST(QuantizedCpuGemm, HalfRowsEqualTheirFp32ResultRoundedOnceAndBatchDimsAreKept) {
   torch::manual_seed(12);
   auto w = QuantizedWeight::quantize(torch::randn({1, 24, 128}),
@@ -80,6 +112,8 @@ TEST(QuantizedCpuGemm, HalfRowsEqualTheirFp32ResultRoundedOnceAndBatchDimsAreKep
 }
 
 TEST(QuantizedCpuGemm, AutoFusesInt4UpToItsRowLimitAndScopesNest) {
+  if (std::getenv("SWITCHYARD_CPU_QUANT_GEMM"))
+    GTEST_SKIP() << "SWITCHYARD_CPU_QUANT_GEMM is set: kAuto follows it, not the row limit";
   const auto int4 = QuantKind::kInt4, int8 = QuantKind::kInt8;
   EXPECT_TRUE(cpu_quant_gemm_fuses(int4, 1));
   EXPECT_TRUE(cpu_quant_gemm_fuses(int4, kFusedQuantGemmMaxRows));

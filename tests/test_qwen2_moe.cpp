@@ -405,6 +405,57 @@ TEST(Qwen2MoeModel, RecomputedQuantizedLayersDequantiseEachWeightTwicePerStep) {
   }
 }
 
+// The fused CPU path keeps nothing for backward, so a recomputed step decodes each weight three
+// times (forward, recomputed forward, backward) where the dequantise path does twice; the loss
+// and the router gradients are still the plain run's.
+TEST(Qwen2MoeModel, RecomputedQuantizedLayersOnTheFusedCpuPathMatchThePlainRun) {
+  CpuQuantGemmScope fused(CpuQuantGemm::kFused);
+  auto cfg = Qwen2MoeConfig::preset("tiny");
+  cfg.num_hidden_layers = 3;
+  config::QuantConfig int4;
+  int4.set_experts(config::INT4);
+  int4.set_group_size(32);
+  torch::manual_seed(25);
+  const auto ids = torch::randint(512, {2, 16});
+  auto build = [&](bool recompute) {
+    torch::manual_seed(26);
+    Qwen2MoeForCausalLM m(
+        Qwen2MoeOptions(cfg, single_process_groups()).quant(int4).recompute_layers(recompute));
+    train_only_routers(m);
+    return m;
+  };
+  auto plain = build(false), again = build(true);
+  int64_t one_pass = experts_dequantized();
+  {
+    torch::NoGradGuard no_grad;
+    plain->forward(ids);
+  }
+  one_pass = experts_dequantized() - one_pass;
+  ASSERT_GT(one_pass, 0);
+  auto step = [&](Qwen2MoeForCausalLM& m, int64_t& decoded) {
+    const int64_t before = experts_dequantized();
+    auto out = m->forward(ids);
+    auto loss = out.logits.square().mean() + out.router_loss;
+    loss.backward();
+    decoded = experts_dequantized() - before;
+    return loss.item<double>();
+  };
+  int64_t plain_count = 0, again_count = 0;
+  EXPECT_EQ(step(plain, plain_count), step(again, again_count));
+  // The plain backward decodes every layer's weights but the first's (its input gradient reaches
+  // nothing trainable); the recomputed one decodes those again after the recomputed forward.
+  EXPECT_EQ(again_count, plain_count + one_pass);
+  int checked = 0;
+  for (const auto& p : plain->named_parameters()) {
+    if (!p.value().grad().defined()) continue;
+    const auto& h = again->named_parameters()[p.key()].grad();
+    ASSERT_TRUE(h.defined()) << p.key();
+    EXPECT_TRUE(torch::allclose(h, p.value().grad(), 1e-6, 1e-9)) << p.key();
+    ++checked;
+  }
+  EXPECT_EQ(checked, 3);
+}
+
 // On a GPU, kAuto is SDPA: in bf16 it follows eager to bf16 rounding, and keeps no S x S
 // probabilities for backward (eager keeps fp32 and bf16 copies: 6 bytes per head and key pair).
 TEST(Qwen2MoeGpu, SdpaFollowsEagerInBf16AndKeepsNoAttentionProbabilities) {
