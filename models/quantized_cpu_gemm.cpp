@@ -117,6 +117,45 @@ inline void decode_row(const Codes& c, int64_t o, int64_t c0, int64_t c1, float*
   }
 }
 
+// int4 rows [begin, end) of one expert into out [(o - begin) * in], fp32 in the natural column
+// order: each group's even and odd columns decoded as in decode_row, then interleaved.
+SWITCHYARD_CPU_CLONES
+void decode_int4_rows(const Codes& c, int64_t begin, int64_t end, float* out) {
+  const int64_t half = c.group / 2;
+  for (int64_t o = begin; o < end; ++o) {
+    float* row = out + (o - begin) * c.in;
+    for (int64_t g = 0; g < c.groups; ++g) {
+      const float s = c.scale[o * c.groups + g];
+      const float z = c.zero ? float(c.zero[o * c.groups + g]) : dequant::kSymmetricInt4Zero;
+      const uint8_t* bytes = c.q4 + o * (c.in / 2) + g * half;
+      float* dst = row + g * c.group;
+      int64_t j = 0;
+      for (; j + kLanes <= half; j += kLanes) {
+        Bytes b;
+        std::memcpy(&b, bytes + j, sizeof b);
+        const Lanes even = (to_lanes(b & 0x0F) - z) * s, odd = (to_lanes(b >> 4) - z) * s;
+#if defined(__clang__)
+        const Lanes first = __builtin_shufflevector(even, odd, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5,
+                                                    21, 6, 22, 7, 23);
+        const Lanes second = __builtin_shufflevector(even, odd, 8, 24, 9, 25, 10, 26, 11, 27, 12,
+                                                     28, 13, 29, 14, 30, 15, 31);
+#else
+        const Lanes first = __builtin_shuffle(
+            even, odd, Ints{0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23});
+        const Lanes second = __builtin_shuffle(
+            even, odd, Ints{8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31});
+#endif
+        store(dst + 2 * j, first);
+        store(dst + 2 * j + kLanes, second);
+      }
+      for (; j < half; ++j) {
+        dst[2 * j] = dequant::int4_weight(bytes[j] & 0x0Fu, z, s);
+        dst[2 * j + 1] = dequant::int4_weight(uint32_t(bytes[j]) >> 4, z, s);
+      }
+    }
+  }
+}
+
 // Column chunks the kernels decode: four weight rows of one chunk (8 KB of fp32) stay in L1
 // while every input row passes over them. int4: whole groups, at least one.
 int64_t chunk_columns(const Codes& c) {
@@ -302,6 +341,20 @@ bool cpu_quant_gemm_fuses(QuantKind kind, int64_t rows) {
       break;
   }
   return kind == QuantKind::kInt4 && rows <= kFusedQuantGemmMaxRows;
+}
+
+void dequantize_int4_rows_fp32(const uint8_t* packed, const float* scale, const uint8_t* zero,
+                               int64_t in, int64_t group, int64_t begin, int64_t end, float* out) {
+  Codes c;
+  c.int4 = true;
+  c.q4 = packed;
+  c.scale = scale;
+  c.zero = zero;
+  c.out = end;
+  c.in = in;
+  c.group = group;
+  c.groups = in / group;
+  decode_int4_rows(c, begin, end, out);
 }
 
 torch::Tensor fused_quantized_matmul_cpu(const torch::Tensor& a, const QuantizedWeight& w,

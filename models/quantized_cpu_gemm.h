@@ -21,9 +21,10 @@ enum class CpuQuantGemm {
   kFused,       ///< fused_quantized_matmul_cpu at any row count
 };
 
-/// Rows up to which kAuto fuses int4 weights: `switchyard bench quant`'s `fused` against
-/// `dequantise` rows at 64 and 512 tokens (about 4 and 34 rows per expert), bench/RESULTS.md.
-constexpr int64_t kFusedQuantGemmMaxRows = 32;
+/// Rows up to which kAuto fuses int4 weights. `switchyard bench quant`'s bf16 rows, `fused`
+/// against `dequantise`, forward with the input gradient: 1.19-1.32x faster at about 4 rows per
+/// expert, 1.02-1.11x at 17, 0.73-0.75x at 34 (bench/RESULTS.md); the two cross near 20.
+constexpr int64_t kFusedQuantGemmMaxRows = 20;
 
 /// While alive, quantized CPU GEMMs run as `mode` says, in every thread: for tests and benchmarks
 /// comparing both paths in one process, from one thread, nested scopes only (one process-wide
@@ -49,5 +50,12 @@ bool cpu_quant_gemm_fuses(QuantKind kind, int64_t rows);
 /// fp32 (in another order than torch's GEMM, so the last bits differ); the result is in a's dtype.
 torch::Tensor fused_quantized_matmul_cpu(const torch::Tensor& a, const QuantizedWeight& w,
                                          int64_t e, bool transposed);
+
+/// Rows [begin, end) of one expert's int4 codes (packed [out, in / 2], scale and zero
+/// [out, in / group], zero null when symmetric) into out [end - begin, in] in fp32: the CPU's
+/// dequantisation into fp32, vectorised as the kernels above decode, each weight exactly
+/// models/dequant_math.h's value.
+void dequantize_int4_rows_fp32(const uint8_t* packed, const float* scale, const uint8_t* zero,
+                               int64_t in, int64_t group, int64_t begin, int64_t end, float* out);
 
 }  // namespace switchyard

@@ -5,6 +5,7 @@
 #include <torch/custom_class.h>
 
 #include <atomic>
+#include <type_traits>
 
 #include "common/errors.h"
 #include "models/dequant_cuda.h"
@@ -199,6 +200,14 @@ struct ExpertCodes {
       return;
     }
     const uint8_t* q_all = q.data_ptr<uint8_t>();
+    if constexpr (std::is_same_v<T, float>) {
+      // Vectorised (models/quantized_cpu_gemm.h): the same values, several times faster than the
+      // lookups below, which serve the half-precision outputs.
+      at::parallel_for(begin, end, 16, [&](int64_t b, int64_t e) {
+        dequantize_int4_rows_fp32(q_all, s_all, z_all, in, group, b, e, out + (b - begin) * in);
+      });
+      return;
+    }
     at::parallel_for(begin, end, 16, [&](int64_t b, int64_t e) {
       for (int64_t o = b; o < e; ++o) {
         const uint8_t* packed = q_all + o * (in / 2);
@@ -368,7 +377,9 @@ torch::Tensor kept_or_dequantized(torch::autograd::AutogradContext* ctx, torch::
 // GEMMs, chunks dequantised to bf16 for them (rows in forward, column blocks for the input
 // gradient) were tried and gained nothing: `bench quant`'s Qwen-shaped int4 g128 bank with bf16
 // rows took 606 against 602 ms forward and 1.63 against 1.09 s with the input gradient. At the
-// rows a router fine-tune gives each expert, dequantisation is the cost, not the GEMMs.
+// rows a router fine-tune gives each expert, dequantisation is the cost, not the GEMMs; that
+// (with the lookup decoding of then) is what the fused path, taken before this one for int4 at
+// a few rows (fuses_on_cpu), removes.
 bool dequantises_in_chunks(const torch::Tensor& x) {
   return x.is_cpu() && (x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf);
 }

@@ -38,10 +38,10 @@ struct Case {
 const std::vector<Case> kCases = {
     {"int8", QuantOptions().kind(QuantKind::kInt8), 13, 600},
     {"int4 g24 symmetric", QuantOptions().kind(QuantKind::kInt4).group_size(24), 13, 600},
-    {"int4 g48 asymmetric",
-     QuantOptions().kind(QuantKind::kInt4).group_size(48).symmetric(false), 13, 96},
-    {"int4 g160 asymmetric",
-     QuantOptions().kind(QuantKind::kInt4).group_size(160).symmetric(false), 9, 960},
+    {"int4 g48 asymmetric", QuantOptions().kind(QuantKind::kInt4).group_size(48).symmetric(false),
+     13, 96},
+    {"int4 g160 asymmetric", QuantOptions().kind(QuantKind::kInt4).group_size(160).symmetric(false),
+     9, 960},
     {"int4 g640 symmetric", QuantOptions().kind(QuantKind::kInt4).group_size(640), 9, 1280},
     {"int4 g64 symmetric", QuantOptions().kind(QuantKind::kInt4).group_size(64), 40, 640},
 };
