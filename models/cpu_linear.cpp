@@ -22,6 +22,7 @@
 #include <cpuid.h>
 #endif
 
+#include "common/env_choice.h"
 #include "common/errors.h"
 
 namespace switchyard {
@@ -156,12 +157,9 @@ bool cpu_has_bf16_instructions() {
 
 // SWITCHYARD_CPU_BF16_GEMM: what kAuto means in this process.
 CpuHalfGemm auto_mode_from_environment() {
-  const char* value = std::getenv("SWITCHYARD_CPU_BF16_GEMM");
-  const std::string v = value ? value : "auto";
-  if (v == "auto" || v.empty()) return CpuHalfGemm::kAuto;
-  if (v == "chunks") return CpuHalfGemm::kFp32Chunks;
-  if (v == "native") return CpuHalfGemm::kNative;
-  throw ConfigError("SWITCHYARD_CPU_BF16_GEMM=" + v + ": expected auto, chunks or native");
+  return env_choice<CpuHalfGemm>("SWITCHYARD_CPU_BF16_GEMM", {{"auto", CpuHalfGemm::kAuto},
+                                                              {"chunks", CpuHalfGemm::kFp32Chunks},
+                                                              {"native", CpuHalfGemm::kNative}});
 }
 
 }  // namespace

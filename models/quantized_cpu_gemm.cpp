@@ -4,11 +4,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 #include <vector>
 
+#include "common/env_choice.h"
 #include "common/errors.h"
 #include "models/dequant_math.h"
 
@@ -310,12 +309,10 @@ struct ExpertCodes {
 
 // SWITCHYARD_CPU_QUANT_GEMM: what kAuto means in this process.
 CpuQuantGemm auto_mode_from_environment() {
-  const char* value = std::getenv("SWITCHYARD_CPU_QUANT_GEMM");
-  const std::string v = value ? value : "auto";
-  if (v == "auto" || v.empty()) return CpuQuantGemm::kAuto;
-  if (v == "dequantise") return CpuQuantGemm::kDequantise;
-  if (v == "fused") return CpuQuantGemm::kFused;
-  throw ConfigError("SWITCHYARD_CPU_QUANT_GEMM=" + v + ": expected auto, dequantise or fused");
+  return env_choice<CpuQuantGemm>("SWITCHYARD_CPU_QUANT_GEMM",
+                                  {{"auto", CpuQuantGemm::kAuto},
+                                   {"dequantise", CpuQuantGemm::kDequantise},
+                                   {"fused", CpuQuantGemm::kFused}});
 }
 
 }  // namespace
