@@ -11,6 +11,7 @@
 
 #include "bench/bench.h"
 #include "common/table.h"
+#include "models/cpu_linear.h"
 #include "models/quantized_cpu_gemm.h"
 #include "models/qwen2_moe.h"
 
@@ -101,6 +102,7 @@ void accuracy_table(const BenchContext& ctx, Table& table) {
 struct Path {
   GroupedGemm gemm;
   CpuQuantGemm cpu;
+  CpuHalfGemm half = CpuHalfGemm::kAuto;  ///< the dequantised weight's GEMMs, bf16 rows
 };
 
 // One bank of SwiGLU experts per shape (bench.layer_shapes, default Qwen1.5-MoE's) on
@@ -110,7 +112,10 @@ struct Path {
 // dequantisation per bank and GEMM against one per expert; on the CPU they run both their
 // paths: `dequantise` (the weight dequantised, then torch's GEMM) and `fused` (the codes read by
 // the GEMM, models/quantized_cpu_gemm.h), of which kAuto takes the fused one up to
-// kFusedQuantGemmMaxRows rows per expert. dequant_us: the bank's two weights
+// kFusedQuantGemmMaxRows rows per expert. bf16 rows dequantise into chunks in bf16 for native
+// GEMMs where models/cpu_linear.h takes them on this CPU, or into fp32 chunks for fp32 GEMMs;
+// `dequantise_fp32` forces the latter (the same path as `dequantise` on CPUs without native
+// bf16 GEMMs), so the two show side by side. dequant_us: the bank's two weights
 // dequantised once (QuantizedWeight::dequantize_experts), whichever path the row took;
 // dequant_gbs: the bytes that moves (codes, scales and zeros read, full weights written) per
 // second, to set beside the memory's rate.
@@ -141,8 +146,12 @@ void speed_table(const BenchContext& ctx, Table& table) {
         if (quantized && device.is_cpu())
           paths = {{GroupedGemm::kAuto, CpuQuantGemm::kDequantise},
                    {GroupedGemm::kAuto, CpuQuantGemm::kFused}};
+        if (quantized && device.is_cpu() && dtype == torch::kBFloat16)
+          paths.push_back(
+              {GroupedGemm::kAuto, CpuQuantGemm::kDequantise, CpuHalfGemm::kFp32Chunks});
         for (const auto& path : paths) {
           const CpuQuantGemmScope cpu_gemm(path.cpu);
+          const CpuHalfGemmScope half_gemm(path.half);
           torch::manual_seed(ctx.config.train().seed());
           ExpertBank bank(ExpertBankOptions(s.hidden, s.intermediate, E)
                               .gemm(path.gemm)
@@ -161,6 +170,7 @@ void speed_table(const BenchContext& ctx, Table& table) {
           const bool grouped = path.gemm == GroupedGemm::kAuto && grouped_by_default;
           const char* gemm = grouped                                 ? "grouped"
                              : path.cpu == CpuQuantGemm::kFused      ? "fused"
+                             : path.half == CpuHalfGemm::kFp32Chunks ? "dequantise_fp32"
                              : path.cpu == CpuQuantGemm::kDequantise ? "dequantise"
                                                                      : "slice_loop";
           for (bool backward : {false, true}) {

@@ -14,7 +14,9 @@
 #include "models/cpu_linear.h"
 #include "models/expert_bank.h"
 #include "models/lm_loss.h"
+#include "models/quantized_cpu_gemm.h"
 #include "models/qwen2_moe.h"
+#include "models/weight_quant.h"
 #include "parallel/all_to_all.h"
 #include "parallel/process_groups.h"
 #include "trainer/adamw.h"
@@ -88,15 +90,23 @@ std::pair<double, double> expert_bank_efficiency(const CommunicatorPtr& world, c
   return {std::min(1.0, frozen_tflops / gemm_tflops), std::min(1.0, wgrad_tflops / gemm_tflops)};
 }
 
+// The dtype the CPU's quantized expert GEMMs multiply in: fp32 where int4 fuses at `rows`
+// (models/quantized_cpu_gemm.h) or the rows are too few for native half GEMMs
+// (models/weight_quant.h), else the rows' own.
+torch::ScalarType quantized_gemm_dtype(const QuantOptions& quant, int64_t rows,
+                                       torch::ScalarType rows_dtype) {
+  const bool fused = cpu_quant_gemm_fuses(quant.kind(), rows);
+  return !fused && cpu_dequantised_gemm_is_native(rows_dtype, rows) ? rows_dtype : torch::kFloat;
+}
+
 // Dequantisation, in billions of weights per second: the bank's busy experts quantized as the
-// run's are (model.quant), fed rows in the run's dtype (train.precision bf16: the CPU's chunked
-// fp32 path of models/weight_quant.cpp; else whole fp32 weights), against the same experts in
-// fp32, alternating call by call. Forward and input gradient each dequantise every busy expert
-// once, so the extra time is 2 x busy experts x 3HI weights. plan adds exactly that to the float
-// bank's GEMM time. A difference inside the noise is floored at 1% of the quantized time. Where
-// the CPU's int4 GEMMs fuse at these rows (models/quantized_cpu_gemm.h), as the run's do, this
-// is their extra time over the float bank expressed as a rate, and the floor where they are
-// faster than it: what plan adds is then what the run pays, give or take the floor.
+// run's are (model.quant), fed rows in the run's dtype, against the same experts as floats,
+// alternating call by call. Forward and input gradient each dequantise every busy expert once,
+// so the extra time is 2 x busy experts x 3HI weights. plan adds exactly that to the float
+// bank's GEMM time, at the rate of the dtype the quantized GEMMs multiply in
+// (quantized_gemm_dtype), which is the float bank's dtype here. A difference inside the noise is
+// floored at 1% of the quantized time; so is a fused path faster than the float bank: what plan
+// adds is then what the run pays, give or take the floor.
 double dequant_gweights_per_s(const CommunicatorPtr& world, const LayerShape& s,
                               const BankProbe& probe, const QuantOptions& quant, bool bf16,
                               const config::BenchConfig& b) {
@@ -104,10 +114,14 @@ double dequant_gweights_per_s(const CommunicatorPtr& world, const LayerShape& s,
   torch::manual_seed(0);
   ExpertBank floats(ExpertBankOptions(H, I, E));
   ExpertBank codes(ExpertBankOptions(H, I, E).quant(quant));
+  const auto rows_dtype = bf16 ? torch::kBFloat16 : torch::kFloat;
+  const auto float_dtype = quantized_gemm_dtype(quant, probe.rows_per_busy_expert, rows_dtype);
+  floats->to(float_dtype);
   for (auto& p : floats->parameters()) p.requires_grad_(false);
   const std::vector<int64_t> counts(size_t(E), probe.rows_per_busy_expert);
-  auto x = torch::randn({E * probe.rows_per_busy_expert, H}).requires_grad_();
-  auto xq = x.detach().to(bf16 ? torch::kBFloat16 : torch::kFloat).requires_grad_();
+  auto x0 = torch::randn({E * probe.rows_per_busy_expert, H});
+  auto x = x0.to(float_dtype).requires_grad_();
+  auto xq = x0.to(rows_dtype).requires_grad_();
   auto pass = [&](ExpertBank& bank, torch::Tensor& in) {
     bank->forward(in, counts).sum().backward();
     in.mutable_grad() = torch::Tensor();
@@ -281,8 +295,12 @@ void run_rates_bench(const BenchContext& ctx) {
     what << quant_name(quant.kind());
     if (quant.kind() == QuantKind::kInt4)
       what << " g" << quant.group_size() << (quant.symmetric() ? " sym" : " asym");
-    what << " bank - fp32 bank, " << (bf16 ? "bf16" : "fp32") << " rows, " << probe.busy_experts
-         << " experts";
+    const bool fused = cpu_quant_gemm_fuses(quant.kind(), probe.rows_per_busy_expert);
+    const auto float_dtype = quantized_gemm_dtype(quant, probe.rows_per_busy_expert,
+                                                  bf16 ? torch::kBFloat16 : torch::kFloat);
+    what << (fused ? " fused" : "") << " bank - "
+         << (float_dtype == torch::kFloat ? "fp32" : "bf16") << " bank, "
+         << (bf16 ? "bf16" : "fp32") << " rows, " << probe.busy_experts << " experts";
     table.add({"dequant", Cell(dequant, 3), "G weights/s", what.str()});
   }
   std::ostringstream head_what;

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "common/errors.h"
+#include "models/cpu_linear.h"
 #include "models/dequant_cuda.h"
 #include "models/dequant_math.h"
 #include "models/layer_recompute.h"
@@ -239,11 +240,60 @@ struct ExpertCodes {
 };
 
 constexpr int64_t kDequantChunkElements = int64_t(1) << 18;  // 1 MB of fp32 rows
+constexpr int64_t kNativeChunkElements = int64_t(1) << 23;   // 16 MB of bf16 rows
 
-// a [..., K] with expert e's weight W [out, in], in fp32, result in a's dtype:
-// a @ W^T when transposed (K = in, the forward), a @ W otherwise (K = out, the input gradient).
+}  // namespace
+
+bool cpu_dequantised_gemm_is_native(torch::ScalarType dtype, int64_t rows) {
+  return (dtype == torch::kBFloat16 || dtype == torch::kHalf) && rows >= kNativeQuantGemmMinRows &&
+         cpu_half_gemm_is_native(dtype);
+}
+
+namespace {
+
+// quantized_matmul_cpu where cpu_dequantised_gemm_is_native: the weight dequantised into chunks of
+// 16 MB in a's dtype (each decoded in fp32 1 MB at a time, then rounded once, as dequantize(e,
+// dtype) rounds), each multiplied by torch's native GEMM. The forward's chunks are disjoint output
+// columns, so its result equals one GEMM against the whole rounded weight but for blocking; the
+// input gradient sums its chunks' products in fp32, one rounding per chunk (one for an expert of
+// Qwen's, three for its shared expert's input weight).
+torch::Tensor quantized_matmul_native(const torch::Tensor& a, const QuantizedWeight& w, int64_t e,
+                                      bool transposed) {
+  const int64_t out = w.shape[1], in = w.shape[2];
+  const int64_t step = std::max<int64_t>(1, kNativeChunkElements / in);
+  const int64_t decode_step = std::max<int64_t>(1, kDequantChunkElements / in);
+  const ExpertCodes codes(w, e);
+  ++dequantized_count;
+  const auto a2 = a.reshape({-1, a.size(-1)});
+  auto chunk = torch::empty({std::min(step, out), in}, a.options());
+  auto decoded = torch::empty({std::min(decode_step, out), in}, torch::kFloat);
+  torch::Tensor result = transposed ? torch::empty({a2.size(0), out}, a.options())
+                                    : torch::zeros({a2.size(0), in}, torch::kFloat);
+  for (int64_t s = 0; s < out; s += step) {
+    const int64_t n = std::min(step, out - s);
+    for (int64_t t = 0; t < n; t += decode_step) {
+      const int64_t m = std::min(decode_step, n - t);
+      codes.dequantize(s + t, s + t + m, decoded.data_ptr<float>());
+      chunk.narrow(0, t, m).copy_(decoded.narrow(0, 0, m));
+    }
+    const auto rows = chunk.narrow(0, 0, n);
+    if (transposed)
+      result.narrow(1, s, n).copy_(torch::mm(a2, rows.t()));
+    else
+      result.add_(torch::mm(a2.narrow(1, s, n), rows));
+  }
+  auto sizes = a.sizes().vec();
+  sizes.back() = result.size(1);
+  return result.to(a.scalar_type()).view(sizes);
+}
+
+// a [..., K] with expert e's weight W [out, in], in fp32 (or native GEMMs, above), result in a's
+// dtype: a @ W^T when transposed (K = in, the forward), a @ W otherwise (K = out, the input
+// gradient).
 torch::Tensor quantized_matmul_cpu(const torch::Tensor& a, const QuantizedWeight& w, int64_t e,
                                    bool transposed) {
+  if (cpu_dequantised_gemm_is_native(a.scalar_type(), a.numel() / std::max<int64_t>(1, a.size(-1))))
+    return quantized_matmul_native(a, w, e, transposed);
   const int64_t out = w.shape[1], in = w.shape[2];
   const int64_t step = std::max<int64_t>(1, kDequantChunkElements / in);
   const ExpertCodes codes(w, e);
@@ -371,15 +421,13 @@ torch::Tensor kept_or_dequantized(torch::autograd::AutogradContext* ctx, torch::
   return dequantize(dtype);
 }
 
-// CPU bf16/fp16 rows: quantized_matmul_cpu's fp32 GEMMs on 1 MB chunks of the weight, in every
-// mode of models/cpu_linear.h. No expert-sized weight exists at once and none is kept for
-// backward, which `switchyard plan`'s CPU memory model counts on. Where the CPU has native bf16
-// GEMMs, chunks dequantised to bf16 for them (rows in forward, column blocks for the input
-// gradient) were tried and gained nothing: `bench quant`'s Qwen-shaped int4 g128 bank with bf16
-// rows took 606 against 602 ms forward and 1.63 against 1.09 s with the input gradient. At the
-// rows a router fine-tune gives each expert, dequantisation is the cost, not the GEMMs; that
-// (with the lookup decoding of then) is what the fused path, taken before this one for int4 at
-// a few rows (fuses_on_cpu), removes.
+// CPU bf16/fp16 rows: quantized_matmul_cpu's chunks of the weight, into torch's native GEMMs
+// where models/cpu_linear.h takes them for the dtype, else fp32 GEMMs on 1 MB fp32 chunks. No
+// expert-sized weight exists at once and none is kept for backward, which `switchyard plan`'s
+// CPU memory model counts on. At the few rows a router fine-tune gives each routed expert the
+// fused path (fuses_on_cpu, tried first) serves: there dequantisation is the cost, not the
+// GEMMs. The chunks serve all of a micro-batch's rows through a quantized shared expert, and
+// routed experts with many rows, where the GEMMs are most of the time.
 bool dequantises_in_chunks(const torch::Tensor& x) {
   return x.is_cpu() && (x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf);
 }

@@ -71,10 +71,24 @@ struct QuantizedWeight {
 /// dequantises again for the input gradient (no weight gradient: quantized weights are frozen),
 /// so a forward over all experts never holds every full-precision weight for backward. A forward
 /// that recomputes a layer in backward (forward_is_recomputation()) keeps W_e for its backward,
-/// which follows at once (except on the CPU in bf16, whose GEMMs dequantise 1 MB at a time, and
-/// where the CPU's GEMM reads the codes itself: int4 at a few rows, models/quantized_cpu_gemm.h).
+/// which follows at once (except on the CPU in bf16, whose GEMMs dequantise a chunk at a time,
+/// and where the CPU's GEMM reads the codes itself: int4 at a few rows,
+/// models/quantized_cpu_gemm.h).
 torch::Tensor quantized_linear(const torch::Tensor& x, std::shared_ptr<const QuantizedWeight> w,
                                int64_t expert);
+
+/// Rows from which CPU bf16/fp16 rows against a dequantised weight take torch's native GEMMs.
+/// `switchyard bench quant`'s bf16 rows against int4 experts on a 2-core Xeon with AMX, native
+/// against fp32 chunks: 0.56-0.66x as fast at ~4 rows per expert (the extra rounding pass, and
+/// oneDNN packing the weight for a handful of rows), 0.74-1.08x at 17, 1.12-1.32x at 34; the
+/// shared expert's one weight 1.50-1.68x at 64 rows, 3.2-3.5x at 512 (bench/RESULTS.md).
+constexpr int64_t kNativeQuantGemmMinRows = 24;
+
+/// Whether `rows` CPU rows of `dtype` (bf16, fp16) take the chunks of a dequantised weight in
+/// their own dtype into torch's native GEMMs (16 MB at a time, each chunk rounded once from the
+/// format's fp32 value), rather than fp32 GEMMs on 1 MB fp32 chunks: from
+/// kNativeQuantGemmMinRows rows, where models/cpu_linear.h takes native GEMMs for the dtype.
+bool cpu_dequantised_gemm_is_native(torch::ScalarType dtype, int64_t rows);
 
 /// x [R, in], rows grouped by expert (offs: int32 running ends, as at::_grouped_mm takes them)
 /// -> [R, out], one grouped GEMM on the whole bank dequantised at once, in x's dtype. Autograd

@@ -5,6 +5,7 @@
 
 #include "common/errors.h"
 #include "models/lm_loss.h"
+#include "models/quantized_cpu_gemm.h"
 #include "routers/router_registry.h"
 
 namespace switchyard {
@@ -31,6 +32,18 @@ int64_t stored_bytes(int64_t out, int64_t in, const QuantOptions& q, int64_t wei
 int64_t swiglu_bytes(int64_t hidden, int64_t inter, const QuantOptions& q, int64_t weight_bytes) {
   return stored_bytes(2 * inter, hidden, q, weight_bytes) +
          stored_bytes(hidden, inter, q, weight_bytes);
+}
+
+// Rows a busy local expert gets per micro-batch, the mean over MoE layers: a rank receives
+// k rows per token of its EP group, T * k in all (times the layer's imbalance), spread over the
+// share of its slots that get any.
+double mean_rows_per_busy_expert(const PlanWorkload& w, int64_t ep, int64_t slots) {
+  const double local_slots = double(slots) / double(ep);
+  const double rows = double(w.micro_batch * w.seq_len * w.top_k());
+  double sum = 0;
+  for (int64_t l = 0; l < w.moe_layers(); ++l)
+    sum += w.imbalance(l) * rows / std::max(1.0, local_slots * w.active_share(l));
+  return sum / double(std::max<int64_t>(1, w.moe_layers()));
 }
 
 int64_t router_parameter_count(const PlanWorkload& w) {
@@ -282,11 +295,19 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   // Quantized experts in bf16 on GPUs take the grouped GEMM: each GEMM dequantises the whole
   // local bank (models/expert_bank.h), one bank-sized weight alive at a time. A recomputed layer
   // keeps its dequantised weights (all of its local experts' at most) from its recomputed
-  // forward to its backward (models/weight_quant.h); the CPU's bf16 GEMMs keep nothing.
+  // forward to its backward (models/weight_quant.h); the CPU's bf16 GEMMs keep nothing, and
+  // neither do its fused int4 GEMMs, taken where a busy expert gets a few rows
+  // (models/quantized_cpu_gemm.h; the mean rows over layers decide it here).
   const bool quantized = w.expert_quant.kind() != QuantKind::kNone;
   const bool bank_dequantised = quantized && on_gpus && w.activation_bytes == 2;
+  const int64_t busy_expert_rows = std::llround(mean_rows_per_busy_expert(w, ep, slots));
+  const bool cpu_fuses =
+      quantized && !on_gpus && cpu_quant_gemm_fuses(w.expert_quant.kind(), busy_expert_rows);
+  // Their GEMMs in fp32: fused, or dequantised for fewer rows than native GEMMs take.
+  const bool cpu_quantized_in_fp32 =
+      quantized && !on_gpus && (cpu_fuses || busy_expert_rows < kNativeQuantGemmMinRows);
   const bool keeps_recomputed =
-      quantized && w.recompute_layers && (on_gpus || w.activation_bytes == 4);
+      quantized && w.recompute_layers && (on_gpus || (w.activation_bytes == 4 && !cpu_fuses));
   const double layer_expert_weights =
       double(p.experts) / double(std::max<int64_t>(1, w.moe_layers()));
   if (keeps_recomputed)
@@ -349,7 +370,13 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   t.lm_head = lm_head * double(T) /
               (head_measured ? cluster.lm_head_tflops * 1e12 / per_device : flops_rate) *
               micro_batches;
-  t.experts = experts * double(T) / flops_rate * micro_batches;
+  // CPU quantized experts multiply in fp32 whatever the rows' dtype where int4 fuses or their
+  // rows are too few for native GEMMs (models/weight_quant.h); else in the rows' dtype (bf16
+  // chunks into native GEMMs, or fp32 ones where the CPU has none, whose tflops_bf16 is then its
+  // fp32 rate). bench rates' dequant rate is their time over the float bank's in that dtype.
+  const double expert_rate =
+      cpu_quantized_in_fp32 ? cluster.tflops_fp32 * 1e12 / per_device : flops_rate;
+  t.experts = experts * double(T) / expert_rate * micro_batches;
   // Beyond the FLOPs, per micro-batch: each decoder layer's fixed cost, and the traffic of what
   // autograd keeps. Every kept byte (activations, exchange buffers, logits) is written once by
   // the forward and read once by the backward, and so is its gradient; the logits' count with

@@ -145,13 +145,15 @@ speed = [r for r in rows if "vs_unquantized" in r]
 assert [r["quant"] for r in acc] == ["none", "int8", "int4-g128-sym", "int4-g64-asym"], acc
 assert acc[0]["kl"] == 0 and all(r["kl"] > 0 for r in acc[1:]), acc
 assert acc[1]["bytes_per_param"] < 1.1 and acc[2]["bytes_per_param"] < 0.6, acc
-assert len(speed) == 28 and all(r["tokens_per_s"] > 0 and r["shape"] == "small" for r in speed), speed
+assert len(speed) == 34 and all(r["tokens_per_s"] > 0 and r["shape"] == "small" for r in speed), speed
 # On the CPU every bank takes the slice loop, forward and with the input gradient, quantized ones
-# with their weights dequantised and fused into the GEMM; only quantized banks have a
-# dequantisation to time.
+# with their weights dequantised and fused into the GEMM, and bf16 ones also dequantised into
+# fp32 chunks; only quantized banks have a dequantisation to time.
 for r in speed:
-    assert r["gemm"] in (["slice_loop"] if r["quant"] == "none" else ["dequantise", "fused"]), r
+    paths = ["dequantise", "fused"] + (["dequantise_fp32"] if r["dtype"] == "bf16" else [])
+    assert r["gemm"] in (["slice_loop"] if r["quant"] == "none" else paths), r
 assert sum(r["gemm"] == "fused" for r in speed) == 12, speed
+assert sum(r["gemm"] == "dequantise_fp32" for r in speed) == 6, speed
 assert sorted({r["mode"] for r in speed}) == ["fwd", "fwdbwd"], speed
 assert all((r["dequant_us"] > 0) == (r["quant"] != "none") for r in speed), speed
 assert all((r["dequant_gbs"] > 0) == (r["quant"] != "none") for r in speed), speed
@@ -194,7 +196,7 @@ if "$bin" bench --name rates --set bench.repeats=1 --set bench.warmup=0 --set be
      --set bench.expert_active_share=0.25 --quant int4 --set model.quant.symmetric=false \
      --set train.precision=PRECISION_BF16 >"$tmp/rates.txt" 2>"$tmp/rates.err" &&
    grep -q "15 of 60 experts x 17 rows" "$tmp/rates.txt" &&
-   grep -q "int4 g128 asym bank - fp32 bank, bf16 rows, 15 experts" "$tmp/rates.txt" &&
+   grep -q "int4 g128 asym fused bank - fp32 bank, bf16 rows, 15 experts" "$tmp/rates.txt" &&
    sets=$(sed -n 's/^cluster-set: //p' "$tmp/rates.txt") &&
    grep -qE 'tflops_fp32=[0-9.e+-]+ .*layer_overhead_ms=[0-9.e+-]+ optimizer_ns_per_param=' <<<"$sets" &&
    grep -qE 'dequant_gweights_per_s=[0-9.]+ lm_head_tflops=[0-9.]+' <<<"$sets" &&

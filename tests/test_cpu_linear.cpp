@@ -186,33 +186,84 @@ TEST(CpuDequantize, EqualsTheFormatFormulaBitForBit) {
 }
 
 TEST(CpuDequantize, Bf16QuantizedExpertsMatchFp32ReferenceWithInputGradients) {
-  // Dequantised quantized experts take their fp32 chunks in every mode; native GEMMs for the
-  // rest. (The fused path at these few rows: tests/test_quantized_cpu_gemm.cpp.)
-  CpuHalfGemmScope native(CpuHalfGemm::kNative);
+  // Dequantised quantized experts take chunks of the weight: into native bf16 GEMMs or into fp32
+  // ones, as the mode says. (The fused path at these few rows: tests/test_quantized_cpu_gemm.cpp.)
   CpuQuantGemmScope dequantise(CpuQuantGemm::kDequantise);
-  torch::manual_seed(4);
-  // 1 MB chunks: w_in (768 x 2048) in six of 128 rows, w_out (2048 x 384) in 682, 682, 682, 2.
-  ExpertBank quant(ExpertBankOptions(2048, 384, 2));
-  quant->quantize_(QuantOptions().kind(QuantKind::kInt4).group_size(128));
-  const std::vector<int64_t> counts{3, 4};
-  auto x = leaf(torch::randn({7, 2048}).to(torch::kBFloat16));
-  auto probe = torch::randn({7, 2048}).to(torch::kBFloat16);
-  auto y = quant->forward(x, counts);
-  ASSERT_EQ(y.scalar_type(), torch::kBFloat16);
-  (y * probe).sum().backward();
+  for (auto mode : {CpuHalfGemm::kFp32Chunks, CpuHalfGemm::kNative}) {
+    SCOPED_TRACE(mode == CpuHalfGemm::kNative ? "native bf16 GEMMs" : "fp32 chunks");
+    CpuHalfGemmScope scope(mode);
+    torch::manual_seed(4);
+    // 1 MB fp32 chunks: w_in (768 x 2048) in six of 128 rows, w_out (2048 x 384) in 682, 682,
+    // 682, 2; one native chunk each.
+    ExpertBank quant(ExpertBankOptions(2048, 384, 2));
+    quant->quantize_(QuantOptions().kind(QuantKind::kInt4).group_size(128));
+    // Rows enough for the native GEMMs (kNativeQuantGemmMinRows) where the mode allows them.
+    const std::vector<int64_t> counts{24, 28};
+    ASSERT_EQ(cpu_dequantised_gemm_is_native(torch::kBFloat16, 24), mode == CpuHalfGemm::kNative);
+    auto x = leaf(torch::randn({52, 2048}).to(torch::kBFloat16));
+    auto probe = torch::randn({52, 2048}).to(torch::kBFloat16);
+    auto y = quant->forward(x, counts);
+    ASSERT_EQ(y.scalar_type(), torch::kBFloat16);
+    (y * probe).sum().backward();
 
-  ExpertBank reference(ExpertBankOptions(2048, 384, 2));
-  {
-    torch::NoGradGuard no_grad;
-    for (int64_t e = 0; e < 2; ++e) {
-      reference->w_in[e].copy_(quant->quantized_in()->dequantize(e, torch::kFloat));
-      reference->w_out[e].copy_(quant->quantized_out()->dequantize(e, torch::kFloat));
+    ExpertBank reference(ExpertBankOptions(2048, 384, 2));
+    {
+      torch::NoGradGuard no_grad;
+      for (int64_t e = 0; e < 2; ++e) {
+        reference->w_in[e].copy_(quant->quantized_in()->dequantize(e, torch::kFloat));
+        reference->w_out[e].copy_(quant->quantized_out()->dequantize(e, torch::kFloat));
+      }
     }
+    auto x32 = leaf(x.detach().to(torch::kFloat));
+    auto y32 = reference->forward(x32, counts);
+    (y32 * probe.to(torch::kFloat)).sum().backward();
+    // As for the bf16 bank: intermediate bf16 roundings (measured 5e-3 of the scale at most).
+    EXPECT_TRUE(close(y, y32, 2.0 / 128, 1e-2));
+    EXPECT_TRUE(close(x.grad(), x32.grad(), 2.0 / 128, 1e-2));
   }
-  auto x32 = leaf(x.detach().to(torch::kFloat));
-  auto y32 = reference->forward(x32, counts);
-  (y32 * probe.to(torch::kFloat)).sum().backward();
-  // As for the bf16 bank: intermediate bf16 roundings (measured 5e-3 of the scale at most).
-  EXPECT_TRUE(close(y, y32, 2.0 / 128, 1e-2));
-  EXPECT_TRUE(close(x.grad(), x32.grad(), 2.0 / 128, 1e-2));
+}
+
+// A dequantised weight's chunks go to native GEMMs from kNativeQuantGemmMinRows rows of bf16 or
+// fp16, where the mode gives the dtype native GEMMs; fp32 rows never take them.
+TEST(CpuDequantize, NativeGemmsFromTheRowLimitWhereTheModeAllows) {
+  {
+    CpuHalfGemmScope native(CpuHalfGemm::kNative);
+    EXPECT_FALSE(cpu_dequantised_gemm_is_native(torch::kBFloat16, kNativeQuantGemmMinRows - 1));
+    EXPECT_TRUE(cpu_dequantised_gemm_is_native(torch::kBFloat16, kNativeQuantGemmMinRows));
+    EXPECT_TRUE(cpu_dequantised_gemm_is_native(torch::kHalf, 4096));
+    EXPECT_FALSE(cpu_dequantised_gemm_is_native(torch::kFloat, 4096));
+  }
+  CpuHalfGemmScope chunks(CpuHalfGemm::kFp32Chunks);
+  EXPECT_FALSE(cpu_dequantised_gemm_is_native(torch::kBFloat16, 4096));
+}
+
+// Native bf16 GEMMs against a weight of more than one 16 MB chunk (4160 x 2048: 4096 rows, then
+// 64): the forward is the GEMM against the weight dequantised to bf16, chunk by chunk; the input
+// gradient sums the two chunks' products in fp32, each rounded to bf16 once.
+TEST(CpuDequantize, NativeBf16ChunksOfALargeWeightMatchItsRoundedWeight) {
+  CpuQuantGemmScope dequantise(CpuQuantGemm::kDequantise);
+  CpuHalfGemmScope native(CpuHalfGemm::kNative);
+  ASSERT_TRUE(cpu_dequantised_gemm_is_native(torch::kBFloat16, 32));
+  torch::manual_seed(6);
+  for (bool symmetric : {true, false}) {
+    SCOPED_TRACE(symmetric ? "int4 symmetric" : "int4 with zeros");
+    auto w = std::make_shared<const QuantizedWeight>(QuantizedWeight::quantize(
+        torch::randn({1, 4160, 2048}).mul_(0.02),
+        QuantOptions().kind(QuantKind::kInt4).group_size(128).symmetric(symmetric)));
+    const auto w16 = w->dequantize(0, torch::kBFloat16);
+    auto x = leaf(torch::randn({32, 2048}).to(torch::kBFloat16));
+    auto y = quantized_linear(x, w, 0);
+    ASSERT_EQ(y.scalar_type(), torch::kBFloat16);
+    // Each output column is one GEMM's dot product in fp32, rounded once: at most one bf16 step
+    // from the whole-weight GEMM, whose blocking may differ.
+    EXPECT_TRUE(close(y, torch::mm(x.detach(), w16.t()), 1.0 / 128, 1e-3));
+    auto g = torch::randn({32, 4160}).to(torch::kBFloat16);
+    y.backward(g);
+    const auto want = torch::mm(g.to(torch::kFloat), w16.to(torch::kFloat));
+    EXPECT_TRUE(close(x.grad(), want, 2.0 / 128, 1e-3));
+    // A chunk left out (64 of 4160 rows) would move the gradient by about 1/8 of its scale.
+    const auto first_chunk_only =
+        torch::mm(g.narrow(1, 0, 4096).to(torch::kFloat), w16.narrow(0, 0, 4096).to(torch::kFloat));
+    EXPECT_FALSE(close(x.grad(), first_chunk_only, 2.0 / 128, 1e-3));
+  }
 }

@@ -3,7 +3,9 @@
 // model, and the refusals.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <sstream>
+#include <string>
 
 #include "models/qwen2_moe.h"
 #include "parallel/placement.h"
@@ -482,6 +484,78 @@ TEST(PlanModel, RecomputedQuantizedLayersKeepTheirDequantisedWeights) {
   }
 }
 
+// At a few rows per busy expert the CPU's int4 GEMMs fuse (models/quantized_cpu_gemm.h): they
+// multiply in fp32 whatever the rows' dtype, so the bf16 rate does not price them, and they keep
+// no weight for a recomputed backward, even with fp32 rows (one more pass, nothing kept).
+// Dequantised experts multiply in the rows' dtype, at its rate, as a float bank does, from the
+// rows native GEMMs take (models/weight_quant.h); below them in fp32.
+TEST(PlanModel, CpuInt4ExpertsFuseAtAFewRowsAndMultiplyInFp32There) {
+  const char* mode = std::getenv("SWITCHYARD_CPU_QUANT_GEMM");
+  if (mode != nullptr && std::string(mode) != "auto")
+    GTEST_SKIP() << "SWITCHYARD_CPU_QUANT_GEMM=" << mode << " decides instead of the row count";
+  PlanWorkload w = small_workload();
+  w.weight_bytes = w.activation_bytes = 2;
+  ClusterSpec cpu = cluster_preset("cpu");
+  const ClusterSpec same_rates = cpu;
+  ClusterSpec fast_bf16 = cpu;
+  fast_bf16.tflops_bf16 = 3 * cpu.tflops_fp32;
+  // bf16 GEMMs' FLOPs of the experts (the float bank's and the dequantised one's) and the same
+  // with only the dequantisation left: the difference is what tflops_bf16 divides.
+  auto expert_gemms = [&](const PlanWorkload& workload, const ClusterSpec& cluster) {
+    ClusterSpec no_gemms = cluster;
+    no_gemms.tflops_fp32 = no_gemms.tflops_bf16 = 1e9;
+    return plan_layout(workload, cluster, 2).time.experts -
+           plan_layout(workload, no_gemms, 2).time.experts;
+  };
+  // 4 x 128 tokens x top-2 over 4 local experts at EP 2: 256 rows each, dequantised, in bf16.
+  PlanWorkload plain = w;
+  plain.expert_quant = QuantOptions();
+  for (const PlanWorkload& bank : {w, plain}) {
+    const double same = expert_gemms(bank, same_rates);
+    EXPECT_GT(same, 0);
+    EXPECT_NEAR(expert_gemms(bank, fast_bf16), same / 3, 1e-9 * same);
+  }
+  // One sequence of 32 tokens: 16 rows each, fused, in fp32: the bf16 rate does not matter; nor
+  // for int8, which does not fuse, but whose 16 rows are too few for native GEMMs.
+  w.micro_batch = 1;
+  w.seq_len = 32;
+  for (const auto& quant :
+       {w.expert_quant, QuantOptions().kind(QuantKind::kInt8), QuantOptions()}) {
+    PlanWorkload few = w;
+    few.expert_quant = quant;
+    const double same = plan_layout(few, same_rates, 2).time.experts;
+    if (quant.kind() == QuantKind::kNone)  // a float bank takes the bf16 rate at any rows
+      EXPECT_LT(plan_layout(few, fast_bf16, 2).time.experts, same);
+    else
+      EXPECT_DOUBLE_EQ(plan_layout(few, fast_bf16, 2).time.experts, same);
+  }
+
+  // Recomputed with fp32 rows: at 256 rows per busy expert the weights are kept, at 16 not.
+  w.micro_batch = 4;
+  w.seq_len = 128;
+  w.weight_bytes = w.activation_bytes = 4;
+  w.recompute_layers = true;
+  EXPECT_DOUBLE_EQ(plan_layout(w, cpu, 2).memory.dequantized, 4.0 * 3 * 128 * 128 * 4);
+  w.micro_batch = 1;
+  w.seq_len = 32;
+  auto dequant_time = [&](bool recompute) {
+    w.recompute_layers = recompute;
+    PlanWorkload floats = w;
+    floats.expert_quant = QuantOptions();
+    return plan_layout(w, cpu, 2).time.experts - plan_layout(floats, cpu, 2).time.experts;
+  };
+  const double plain_passes = dequant_time(false), recomputed = dequant_time(true);
+  EXPECT_NEAR(recomputed, 1.5 * plain_passes, 1e-9 * plain_passes);
+  EXPECT_EQ(plan_layout(w, cpu, 2).memory.dequantized, 0);
+  // Half the experts busy: 32 rows each, above the fused path's limit, so kept again.
+  w.active_expert_share = {0.5};
+  EXPECT_DOUBLE_EQ(plan_layout(w, cpu, 2).memory.dequantized, 4.0 * 3 * 128 * 128 * 4);
+  // int8 never fuses.
+  w.active_expert_share = {};
+  w.expert_quant = QuantOptions().kind(QuantKind::kInt8);
+  EXPECT_GT(plan_layout(w, cpu, 2).memory.dequantized, 0);
+}
+
 // An expert without rows costs nothing (the bank skips it), so a quantized bank dequantises only
 // the share of its experts that get rows: codes read, a weight written and read back by the
 // GEMM, forward and backward, per active expert.
@@ -515,11 +589,12 @@ TEST(PlanModel, OnlyExpertsWithRowsAreDequantised) {
   expect_error([&] { plan_layout(w, cpu, 1); }, {"2 per-layer active expert shares", "4 MoE"});
 }
 
-// Peak resident memory that launch/plan_calibration.sh measured on the 2-core machine
-// (2026-12-06; docs/planning.md) for the 503 M-parameter model it builds (hidden 1024, 8 layers,
-// 16 experts top-4): full fp32 training from scratch, and int4 experts with MLP-Hadamard routers
-// fine-tuned from its fp32 checkpoint; 4 x 128 tokens per rank; each layer's rank imbalance as
-// its run measured. The plan must stay within 10% of each.
+// Peak resident memory that launch/plan_calibration.sh measured on the 2-core machine (two
+// calibrations before 2026-12-07 and the one of that day, on another CPU; docs/planning.md) for the
+// 503 M-parameter model it builds (hidden 1024, 8 layers, 16 experts top-4): full fp32 training
+// from scratch, and int4 experts with MLP-Hadamard routers fine-tuned from its fp32 checkpoint; 4 x
+// 128 tokens per rank; each layer's rank imbalance as its run measured. The plan must stay within
+// 10% of each.
 TEST(PlanModel, MemoryWithinTenPercentOfTheCalibrationRuns) {
   struct Measured {
     bool full;
@@ -544,6 +619,13 @@ TEST(PlanModel, MemoryWithinTenPercentOfTheCalibrationRuns) {
       {false, 1, 3.131, {1.0}},
       {false, 2, 2.253, {1.010, 1.028, 1.024, 1.013, 1.064, 1.051, 1.088, 1.015}},
       {false, 4, 1.908, {1.116, 1.144, 1.053, 1.033, 1.019, 1.051, 1.029, 1.049}},
+      // 2026-12-07, another CPU (the same routing for full training).
+      {true, 1, 9.961, {1.0}},
+      {true, 2, 6.472, full_ep2},
+      {true, 4, 4.782, full_ep4},
+      {false, 1, 3.111, {1.0}},
+      {false, 2, 2.201, {1.011, 1.028, 1.023, 1.014, 1.064, 1.051, 1.089, 1.016}},
+      {false, 4, 1.883, {1.118, 1.145, 1.052, 1.033, 1.018, 1.052, 1.029, 1.048}},
   };
   for (const auto& run : runs) {
     SCOPED_TRACE(std::string(run.full ? "full training" : "int4 routers only") + ", EP " +
@@ -588,6 +670,11 @@ TEST(PlanModel, FullSizeGptqRouterFineTuneWithinTenPercentOfItsRuns) {
       // The calibration with the measured dequantisation and LM-head rates (the same routing).
       {1, 19.310, std::vector<double>(24, 1.0)},
       {2, 12.219, kA27bEp2SeededImbalance},
+      // 2026-12-07: bf16 rows into dequantised int4 experts take native bf16 GEMMs.
+      {1, 19.135, std::vector<double>(24, 1.0)},
+      {2, 12.711, {1.073, 1.527, 1.095, 1.111, 1.305, 1.023, 1.115, 1.170,
+                   1.062, 1.439, 1.374, 1.092, 1.090, 1.145, 1.043, 1.268,
+                   1.230, 1.083, 1.086, 1.164, 1.431, 1.270, 1.175, 1.267}},
   };
   for (const auto& run : runs) {
     SCOPED_TRACE("EP " + std::to_string(run.ep) + ", " + std::to_string(run.peak_rss_gb) + " GB");
@@ -595,12 +682,13 @@ TEST(PlanModel, FullSizeGptqRouterFineTuneWithinTenPercentOfItsRuns) {
   }
 }
 
-// Step time that one `./launch/plan_calibration.sh` measured on the 2-core machine (2026-12-06,
-// docs/planning.md): every workload at every EP size, rank 0's median step after the first, each
-// run planned with the rates `bench rates` measured right after it (the --cluster-set values it
-// printed: with the quantized bank's dequantisation rate and the LM head and loss timed at the
-// run's vocabulary), and each MoE layer's rank imbalance and share of experts with rows as the
-// run measured. The plan must stay within 25% of each.
+// Step time that two runs of `./launch/plan_calibration.sh` measured on the 2-core machine of the
+// day (2026-12-06, and 2026-12-07 on another CPU, after the CPU's bf16 and int4 GEMM paths changed;
+// docs/planning.md has the later one): every workload at every EP size, rank 0's median step after
+// the first, each run planned with the rates `bench rates` measured right after it (the
+// --cluster-set values it printed: with the quantized bank's dequantisation rate and the LM head
+// and loss timed at the run's vocabulary), and each MoE layer's rank imbalance and share of experts
+// with rows as the run measured. The plan must stay within 25% of each.
 TEST(PlanModel, StepTimeWithinAQuarterOfTheCalibrationRuns) {
   struct Measured {
     const char* workload;
@@ -708,6 +796,104 @@ TEST(PlanModel, StepTimeWithinAQuarterOfTheCalibrationRuns) {
        21.3872,  // plan 19.5892
        {0.915, 0.200, 0.154, 0.150, 0.138, 0.135, 0.138, 0.133, 0.142, 0.140, 0.133, 0.135,
         0.138, 0.135, 0.135, 0.135, 0.135, 0.133, 0.138, 0.135, 0.133, 0.133, 0.135, 0.135}},
+      // The calibration of 2026-12-07 (a 2-core Intel Xeon with AMX, whose native bf16 GEMMs ran
+      // 1.6-4.5x its fp32 ones; bf16 rows into dequantised int4 experts take native GEMMs).
+      {"small_ro",
+       1,
+       "devices_per_node=1 tflops_fp32=0.133841 tflops_bf16=0.221616 "
+       "memory_bandwidth_gbs=38.9494 layer_overhead_ms=1.13806 optimizer_ns_per_param=6.60178 "
+       "expert_gemm_efficiency=0.833048 expert_wgrad_efficiency=1 "
+       "dequant_gweights_per_s=0.769526 lm_head_tflops=0.126164",
+       {1.000},
+       0.0627},  // plan 0.0500
+      {"small_ro",
+       2,
+       "devices_per_node=2 tflops_fp32=0.180049 tflops_bf16=0.331511 "
+       "memory_bandwidth_gbs=36.9113 layer_overhead_ms=0.703315 optimizer_ns_per_param=6.22904 "
+       "expert_gemm_efficiency=0.88546 expert_wgrad_efficiency=1 dequant_gweights_per_s=2.40362 "
+       "lm_head_tflops=0.0968934 intra_node_gbs=2.4921 intra_node_latency_us=0",
+       {1.303, 1.107, 1.169, 1.055},
+       0.1031},  // plan 0.0936
+      {"small_ro",
+       4,
+       "devices_per_node=4 tflops_fp32=0.162719 tflops_bf16=0.491345 "
+       "memory_bandwidth_gbs=40.4007 layer_overhead_ms=0.893873 optimizer_ns_per_param=6.4856 "
+       "expert_gemm_efficiency=1 expert_wgrad_efficiency=1 dequant_gweights_per_s=26.5128 "
+       "lm_head_tflops=0.108691 intra_node_gbs=1.45538 intra_node_latency_us=0",
+       {1.417, 1.240, 1.149, 1.072},
+       0.2343},  // plan 0.1830
+      {"medium_full",
+       1,
+       "devices_per_node=1 tflops_fp32=0.246434 tflops_bf16=1.09635 memory_bandwidth_gbs=37.6633 "
+       "layer_overhead_ms=1.35545 optimizer_ns_per_param=6.93982 expert_gemm_efficiency=0.856129 "
+       "expert_wgrad_efficiency=0.55357 lm_head_tflops=0.243578",
+       {1.000},
+       8.4383,  // plan 6.5118
+       {1.000, 0.979, 0.958, 0.896, 0.948, 0.906, 0.875, 0.865}},
+      {"medium_full",
+       2,
+       "devices_per_node=2 tflops_fp32=0.27133 tflops_bf16=0.677336 memory_bandwidth_gbs=38.747 "
+       "layer_overhead_ms=0.620287 optimizer_ns_per_param=6.30905 expert_gemm_efficiency=0.92869 "
+       "expert_wgrad_efficiency=0.756491 lm_head_tflops=0.258285 intra_node_gbs=2.86617 "
+       "intra_node_latency_us=0",
+       {1.021, 1.061, 1.094, 1.063, 1.135, 1.135, 1.056, 1.030},
+       10.8467,  // plan 9.1907
+       {1.000, 0.990, 0.990, 1.000, 0.990, 0.979, 0.979, 0.958}},
+      {"medium_full",
+       4,
+       "devices_per_node=4 tflops_fp32=0.258877 tflops_bf16=0.996692 "
+       "memory_bandwidth_gbs=37.8903 layer_overhead_ms=0.591632 optimizer_ns_per_param=6.26195 "
+       "expert_gemm_efficiency=0.935764 expert_wgrad_efficiency=1 lm_head_tflops=0.255326 "
+       "intra_node_gbs=1.54581 intra_node_latency_us=0",
+       {1.141, 1.148, 1.192, 1.067, 1.123, 1.128, 1.156, 1.058},
+       17.6637,  // plan 16.1233
+       {1.000, 1.000, 1.000, 1.000, 0.990, 1.000, 1.000, 0.979}},
+      {"medium_ro",
+       1,
+       "devices_per_node=1 tflops_fp32=0.255186 tflops_bf16=1.16436 memory_bandwidth_gbs=38.2865 "
+       "layer_overhead_ms=1.22105 optimizer_ns_per_param=7.00246 expert_gemm_efficiency=0.832808 "
+       "expert_wgrad_efficiency=0.441664 dequant_gweights_per_s=2.07139 lm_head_tflops=0.254949",
+       {1.000},
+       2.0954,  // plan 2.2265
+       {1.000, 0.990, 0.969, 0.979, 0.969, 0.948, 0.969, 0.948}},
+      {"medium_ro",
+       2,
+       "devices_per_node=2 tflops_fp32=0.261591 tflops_bf16=1.13796 memory_bandwidth_gbs=38.4145 "
+       "layer_overhead_ms=0.60497 optimizer_ns_per_param=6.02822 expert_gemm_efficiency=0.986198 "
+       "expert_wgrad_efficiency=0.87624 dequant_gweights_per_s=4.15775 lm_head_tflops=0.264207 "
+       "intra_node_gbs=2.85597 intra_node_latency_us=0",
+       {1.011, 1.028, 1.023, 1.014, 1.064, 1.051, 1.089, 1.016},
+       3.6620},  // plan 3.6104
+      {"medium_ro",
+       4,
+       "devices_per_node=4 tflops_fp32=0.270909 tflops_bf16=1.06637 memory_bandwidth_gbs=43.1774 "
+       "layer_overhead_ms=0.690615 optimizer_ns_per_param=5.80994 expert_gemm_efficiency=1 "
+       "expert_wgrad_efficiency=0.882651 dequant_gweights_per_s=3.28096 lm_head_tflops=0.259314 "
+       "intra_node_gbs=1.60738 intra_node_latency_us=0",
+       {1.118, 1.145, 1.052, 1.033, 1.018, 1.052, 1.029, 1.048},
+       7.2897},  // plan 6.9068
+      {"a27b_ro",
+       1,
+       "devices_per_node=1 tflops_fp32=0.233444 tflops_bf16=0.836589 "
+       "memory_bandwidth_gbs=37.8984 layer_overhead_ms=1.34528 optimizer_ns_per_param=4.48318 "
+       "expert_gemm_efficiency=0.704864 expert_wgrad_efficiency=0.0765021 "
+       "dequant_gweights_per_s=2.07656 lm_head_tflops=0.878498",
+       {1.000},
+       3.5591,  // plan 3.7545
+       {0.760, 0.165, 0.137, 0.142, 0.135, 0.133, 0.137, 0.133, 0.140, 0.138, 0.133, 0.137,
+        0.135, 0.135, 0.138, 0.133, 0.138, 0.135, 0.137, 0.133, 0.135, 0.135, 0.133, 0.135}},
+      {"a27b_ro",
+       2,
+       "devices_per_node=2 tflops_fp32=0.228775 tflops_bf16=0.849771 "
+       "memory_bandwidth_gbs=39.9495 layer_overhead_ms=0.631644 optimizer_ns_per_param=5.37378 "
+       "expert_gemm_efficiency=0.889385 expert_wgrad_efficiency=0.166952 "
+       "dequant_gweights_per_s=3.58529 lm_head_tflops=0.698252 intra_node_gbs=2.63139 "
+       "intra_node_latency_us=0",
+       {1.073, 1.527, 1.095, 1.111, 1.305, 1.023, 1.115, 1.170, 1.062, 1.439, 1.374, 1.092,
+        1.090, 1.145, 1.043, 1.268, 1.230, 1.083, 1.086, 1.164, 1.431, 1.270, 1.175, 1.267},
+       4.8997,  // plan 4.7855
+       {0.927, 0.208, 0.156, 0.146, 0.140, 0.135, 0.138, 0.135, 0.138, 0.138, 0.133, 0.140,
+        0.133, 0.140, 0.133, 0.133, 0.137, 0.135, 0.133, 0.133, 0.133, 0.133, 0.133, 0.138}},
   };
   for (const auto& run : runs) {
     const std::string name = run.workload;
