@@ -113,7 +113,8 @@ struct Path {
 // paths: `dequantise` (the weight dequantised, then torch's GEMM) and `fused` (the codes read by
 // the GEMM, models/quantized_cpu_gemm.h), of which kAuto takes the fused one up to
 // kFusedQuantGemmMaxRows rows per expert. bf16 rows dequantise into chunks in bf16 for native
-// GEMMs where models/cpu_linear.h takes them on this CPU, or into fp32 chunks for fp32 GEMMs;
+// GEMMs from kNativeQuantGemmMinRows rows where models/cpu_linear.h takes them on this CPU, or
+// into fp32 chunks for fp32 GEMMs;
 // `dequantise_fp32` forces the latter (the same path as `dequantise` on CPUs without native
 // bf16 GEMMs), so the two show side by side. dequant_us: the bank's two weights
 // dequantised once (QuantizedWeight::dequantize_experts), whichever path the row took;

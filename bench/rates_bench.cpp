@@ -95,7 +95,7 @@ std::pair<double, double> expert_bank_efficiency(const CommunicatorPtr& world, c
 // (models/weight_quant.h), else the rows' own.
 torch::ScalarType quantized_gemm_dtype(const QuantOptions& quant, int64_t rows,
                                        torch::ScalarType rows_dtype) {
-  const bool fused = cpu_quant_gemm_fuses(quant.kind(), rows);
+  const bool fused = cpu_quant_gemm_fuses(quant.kind(), rows, rows_dtype);
   return !fused && cpu_dequantised_gemm_is_native(rows_dtype, rows) ? rows_dtype : torch::kFloat;
 }
 
@@ -295,7 +295,8 @@ void run_rates_bench(const BenchContext& ctx) {
     what << quant_name(quant.kind());
     if (quant.kind() == QuantKind::kInt4)
       what << " g" << quant.group_size() << (quant.symmetric() ? " sym" : " asym");
-    const bool fused = cpu_quant_gemm_fuses(quant.kind(), probe.rows_per_busy_expert);
+    const bool fused = cpu_quant_gemm_fuses(quant.kind(), probe.rows_per_busy_expert,
+                                            bf16 ? torch::kBFloat16 : torch::kFloat);
     const auto float_dtype = quantized_gemm_dtype(quant, probe.rows_per_busy_expert,
                                                   bf16 ? torch::kBFloat16 : torch::kFloat);
     what << (fused ? " fused" : "") << " bank - "

@@ -323,7 +323,7 @@ CpuQuantGemmScope::~CpuQuantGemmScope() {
   cpu_quant_gemm.store(saved_);
 }
 
-bool cpu_quant_gemm_fuses(QuantKind kind, int64_t rows) {
+bool cpu_quant_gemm_fuses(QuantKind kind, int64_t rows, torch::ScalarType rows_dtype) {
   CpuQuantGemm mode = cpu_quant_gemm.load();
   if (mode == CpuQuantGemm::kAuto) {
     static const CpuQuantGemm from_environment = auto_mode_from_environment();
@@ -337,7 +337,7 @@ bool cpu_quant_gemm_fuses(QuantKind kind, int64_t rows) {
     case CpuQuantGemm::kAuto:
       break;
   }
-  return kind == QuantKind::kInt4 && rows <= kFusedQuantGemmMaxRows;
+  return kind == QuantKind::kInt4 && rows <= fused_quant_gemm_max_rows(rows_dtype);
 }
 
 void dequantize_int4_rows_fp32(const uint8_t* packed, const float* scale, const uint8_t* zero,

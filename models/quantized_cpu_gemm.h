@@ -12,7 +12,8 @@ namespace switchyard {
 
 /// How quantized experts multiply their rows on the CPU.
 enum class CpuQuantGemm {
-  /// kFused for int4 weights up to kFusedQuantGemmMaxRows rows, kDequantise above and for int8
+  /// kFused for int4 weights up to fused_quant_gemm_max_rows(rows' dtype) rows, kDequantise above
+  /// and for int8
   /// (whose dequantisation is a plain vectorised loop already); the environment variable
   /// SWITCHYARD_CPU_QUANT_GEMM=dequantise or =fused overrides that choice for a process (=auto,
   /// or unset: the choice itself; anything else is a one-line error).
@@ -21,10 +22,21 @@ enum class CpuQuantGemm {
   kFused,       ///< fused_quantized_matmul_cpu at any row count
 };
 
-/// Rows up to which kAuto fuses int4 weights. `switchyard bench quant`'s bf16 rows, `fused`
-/// against `dequantise`, forward with the input gradient: 1.19-1.32x faster at about 4 rows per
-/// expert, 1.02-1.11x at 17, 0.73-0.75x at 34 (bench/RESULTS.md); the two cross near 20.
-constexpr int64_t kFusedQuantGemmMaxRows = 20;
+/// Rows up to which kAuto fuses int4 weights, by the rows' dtype. `switchyard bench quant`, Qwen's
+/// expert shape, `fused` against `dequantise`, forward with the input gradient (bench/RESULTS.md):
+/// - fp32 rows (whose dequantise path writes whole fp32 experts): 2.9-3.5x faster at about 4
+///   rows per expert and 1.35-1.42x at 17 on an AMD EPYC; 2.5-2.7x at 8.5 and 1.7-1.8x at 17
+///   on a Xeon with AMX.
+/// - bf16 rows (dequantised 1 MB at a time, or into native bf16 GEMMs from 24 rows): on the
+///   EPYC 1.19-1.32x at 4 rows, 1.02-1.11x at 17, 0.73-0.75x at 34; on the Xeon 1.1-1.2x at 4,
+///   even at 8.5, 0.8x at 13 and 0.7x at 17. The two CPUs cross near 20 and 9 rows.
+constexpr int64_t kFusedQuantGemmMaxRows = 20;      ///< fp32 rows
+constexpr int64_t kFusedHalfQuantGemmMaxRows = 12;  ///< bf16/fp16 rows: between the two CPUs
+
+/// kAuto's limit for rows of `dtype`.
+inline int64_t fused_quant_gemm_max_rows(torch::ScalarType dtype) {
+  return dtype == torch::kFloat ? kFusedQuantGemmMaxRows : kFusedHalfQuantGemmMaxRows;
+}
 
 /// While alive, quantized CPU GEMMs run as `mode` says, in every thread: for tests and benchmarks
 /// comparing both paths in one process, from one thread, nested scopes only (one process-wide
@@ -42,7 +54,7 @@ class CpuQuantGemmScope {
 
 /// Whether a CPU GEMM of `rows` rows against quantized weights of `kind` fuses, in the current
 /// mode (kAuto as SWITCHYARD_CPU_QUANT_GEMM or else the kind and the row limit say).
-bool cpu_quant_gemm_fuses(QuantKind kind, int64_t rows);
+bool cpu_quant_gemm_fuses(QuantKind kind, int64_t rows, torch::ScalarType rows_dtype);
 
 /// a [..., K] (fp32, bf16 or fp16, on the CPU) times expert e's weight W [out, in] of `w`:
 /// a @ W^T when transposed (K = in, a forward), a @ W otherwise (K = out, an input gradient).

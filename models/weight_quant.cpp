@@ -173,9 +173,12 @@ namespace {
 // Why: the tensor-op dequantisation below allocates five expert-sized temporaries (unpacked
 // halves, stack, fp32 codes, difference) and took 63 ms for one 2816 x 2048 int4 expert, twice
 // its fp32 GEMM at 17 rows. On the CPU one loop does it with the same fp32 arithmetic, and the
-// bf16 path (quantized_matmul_cpu) dequantises 1 MB of rows at a time into one buffer, so no
-// expert-sized temporary exists: big short-lived blocks between the activations autograd keeps
-// are what fragmented the heap of the router backward (bench/model_bench.cpp).
+// bf16 path (quantized_matmul_cpu) dequantises a chunk of rows at a time into one buffer: 1 MB
+// of fp32 for fp32 GEMMs, at most 16 MB of bf16 for native ones (a whole routed expert of
+// Qwen's), so no expert-sized fp32 temporary exists: big short-lived blocks between the
+// activations autograd keeps are what fragmented the heap of the router backward
+// (bench/model_bench.cpp). The full-size calibration's peak RSS with the 16 MB chunks stayed
+// within 1% of the plan (docs/planning.md).
 
 // Expert e's codes as raw pointers: rows [begin, end) dequantise into out[(o - begin) * in].
 struct ExpertCodes {
@@ -251,12 +254,13 @@ bool cpu_dequantised_gemm_is_native(torch::ScalarType dtype, int64_t rows) {
 
 namespace {
 
-// quantized_matmul_cpu where cpu_dequantised_gemm_is_native: the weight dequantised into chunks of
-// 16 MB in a's dtype (each decoded in fp32 1 MB at a time, then rounded once, as dequantize(e,
-// dtype) rounds), each multiplied by torch's native GEMM. The forward's chunks are disjoint output
-// columns, so its result equals one GEMM against the whole rounded weight but for blocking; the
-// input gradient sums its chunks' products in fp32, one rounding per chunk (one for an expert of
-// Qwen's, three for its shared expert's input weight).
+// quantized_matmul_cpu where cpu_dequantised_gemm_is_native: the weight dequantised into chunks
+// of 16 MB in a's dtype (each decoded in fp32 1 MB at a time, then rounded once, as
+// dequantize(e, dtype) rounds), each multiplied by torch's native GEMM. A weight of one chunk
+// (every routed expert of Qwen's) is one GEMM against the whole rounded weight. Else the
+// forward's chunks are disjoint output columns, so its result equals that GEMM but for
+// blocking, and the input gradient sums its chunks' products in fp32, one rounding per chunk
+// (Qwen's shared expert: three for its input weight, two for its output weight).
 torch::Tensor quantized_matmul_native(const torch::Tensor& a, const QuantizedWeight& w, int64_t e,
                                       bool transposed) {
   const int64_t out = w.shape[1], in = w.shape[2];
@@ -267,8 +271,11 @@ torch::Tensor quantized_matmul_native(const torch::Tensor& a, const QuantizedWei
   const auto a2 = a.reshape({-1, a.size(-1)});
   auto chunk = torch::empty({std::min(step, out), in}, a.options());
   auto decoded = torch::empty({std::min(decode_step, out), in}, torch::kFloat);
-  torch::Tensor result = transposed ? torch::empty({a2.size(0), out}, a.options())
-                                    : torch::zeros({a2.size(0), in}, torch::kFloat);
+  const bool one_chunk = out > 0 && out <= step;
+  torch::Tensor result;
+  if (!one_chunk)
+    result = transposed ? torch::empty({a2.size(0), out}, a.options())
+                        : torch::zeros({a2.size(0), in}, torch::kFloat);
   for (int64_t s = 0; s < out; s += step) {
     const int64_t n = std::min(step, out - s);
     for (int64_t t = 0; t < n; t += decode_step) {
@@ -277,7 +284,9 @@ torch::Tensor quantized_matmul_native(const torch::Tensor& a, const QuantizedWei
       chunk.narrow(0, t, m).copy_(decoded.narrow(0, 0, m));
     }
     const auto rows = chunk.narrow(0, 0, n);
-    if (transposed)
+    if (one_chunk)
+      result = transposed ? torch::mm(a2, rows.t()) : torch::mm(a2, rows);
+    else if (transposed)
       result.narrow(1, s, n).copy_(torch::mm(a2, rows.t()));
     else
       result.add_(torch::mm(a2.narrow(1, s, n), rows));
@@ -422,12 +431,12 @@ torch::Tensor kept_or_dequantized(torch::autograd::AutogradContext* ctx, torch::
 }
 
 // CPU bf16/fp16 rows: quantized_matmul_cpu's chunks of the weight, into torch's native GEMMs
-// where models/cpu_linear.h takes them for the dtype, else fp32 GEMMs on 1 MB fp32 chunks. No
-// expert-sized weight exists at once and none is kept for backward, which `switchyard plan`'s
-// CPU memory model counts on. At the few rows a router fine-tune gives each routed expert the
-// fused path (fuses_on_cpu, tried first) serves: there dequantisation is the cost, not the
-// GEMMs. The chunks serve all of a micro-batch's rows through a quantized shared expert, and
-// routed experts with many rows, where the GEMMs are most of the time.
+// from kNativeQuantGemmMinRows rows where models/cpu_linear.h takes them for the dtype, else
+// fp32 GEMMs on 1 MB fp32 chunks. At most a 16 MB chunk exists at once and nothing is kept for
+// backward, which `switchyard plan`'s CPU memory model counts on. At the few rows a router
+// fine-tune gives each routed expert the fused path (fuses_on_cpu, tried first) serves: there
+// dequantisation is the cost, not the GEMMs. The chunks serve all of a micro-batch's rows through a
+// quantized shared expert, and routed experts with many rows, where the GEMMs are most of the time.
 bool dequantises_in_chunks(const torch::Tensor& x) {
   return x.is_cpu() && (x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf);
 }
@@ -436,7 +445,8 @@ bool dequantises_in_chunks(const torch::Tensor& x) {
 // dtype, nothing kept for backward. Counted as a dequantisation: each weight is decoded once.
 bool fuses_on_cpu(const torch::Tensor& x, const QuantizedWeight& w) {
   return x.is_cpu() &&
-         cpu_quant_gemm_fuses(w.options.kind(), x.numel() / std::max<int64_t>(1, x.size(-1)));
+         cpu_quant_gemm_fuses(w.options.kind(), x.numel() / std::max<int64_t>(1, x.size(-1)),
+                              x.scalar_type());
 }
 
 torch::Tensor fused_matmul_counted(const torch::Tensor& a, const QuantizedWeight& w, int64_t e,

@@ -35,14 +35,15 @@ int64_t swiglu_bytes(int64_t hidden, int64_t inter, const QuantOptions& q, int64
 }
 
 // Rows a busy local expert gets per micro-batch, the mean over MoE layers: a rank receives
-// k rows per token of its EP group, T * k in all (times the layer's imbalance), spread over the
-// share of its slots that get any.
+// T * k rows on average, spread over the share of its slots that get any (as `bench rates`
+// gives its bank probe rows, so that the dequantisation it measures and the GEMM rate the plan
+// takes are those of one path).
 double mean_rows_per_busy_expert(const PlanWorkload& w, int64_t ep, int64_t slots) {
   const double local_slots = double(slots) / double(ep);
   const double rows = double(w.micro_batch * w.seq_len * w.top_k());
   double sum = 0;
   for (int64_t l = 0; l < w.moe_layers(); ++l)
-    sum += w.imbalance(l) * rows / std::max(1.0, local_slots * w.active_share(l));
+    sum += rows / std::max(1.0, local_slots * w.active_share(l));
   return sum / double(std::max<int64_t>(1, w.moe_layers()));
 }
 
@@ -301,8 +302,12 @@ LayoutPlan plan_layout(const PlanWorkload& w, const ClusterSpec& cluster, int ep
   const bool quantized = w.expert_quant.kind() != QuantKind::kNone;
   const bool bank_dequantised = quantized && on_gpus && w.activation_bytes == 2;
   const int64_t busy_expert_rows = std::llround(mean_rows_per_busy_expert(w, ep, slots));
+  // The default choice (kAuto without SWITCHYARD_CPU_QUANT_GEMM): the planned cluster's, not
+  // this process's.
   const bool cpu_fuses =
-      quantized && !on_gpus && cpu_quant_gemm_fuses(w.expert_quant.kind(), busy_expert_rows);
+      quantized && !on_gpus && w.expert_quant.kind() == QuantKind::kInt4 &&
+      busy_expert_rows <=
+          fused_quant_gemm_max_rows(w.activation_bytes == 2 ? torch::kBFloat16 : torch::kFloat);
   // Their GEMMs in fp32: fused, or dequantised for fewer rows than native GEMMs take.
   const bool cpu_quantized_in_fp32 =
       quantized && !on_gpus && (cpu_fuses || busy_expert_rows < kNativeQuantGemmMinRows);

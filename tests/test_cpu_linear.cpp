@@ -237,6 +237,32 @@ TEST(CpuDequantize, NativeGemmsFromTheRowLimitWhereTheModeAllows) {
   EXPECT_FALSE(cpu_dequantised_gemm_is_native(torch::kBFloat16, 4096));
 }
 
+// A weight of one chunk (Qwen's routed experts) on the native path: its forward and input
+// gradient are torch's bf16 GEMMs against the weight dequantised to bf16, bit for bit, in every
+// batch shape; int8 and fp16 rows too.
+TEST(CpuDequantize, NativeGemmsOfAOneChunkWeightAreTorchsGemmsBitForBit) {
+  CpuQuantGemmScope dequantise(CpuQuantGemm::kDequantise);
+  CpuHalfGemmScope native(CpuHalfGemm::kNative);
+  torch::manual_seed(7);
+  for (const auto& options : {QuantOptions().kind(QuantKind::kInt4).group_size(64),
+                              QuantOptions().kind(QuantKind::kInt8)}) {
+    for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
+      SCOPED_TRACE(quant_name(options.kind()) + (dtype == torch::kHalf ? " fp16" : " bf16"));
+      auto w = std::make_shared<const QuantizedWeight>(
+          QuantizedWeight::quantize(torch::randn({2, 96, 256}).mul_(0.05), options));
+      const auto w16 = w->dequantize(1, dtype);
+      auto x = leaf(torch::randn({2, 20, 256}).to(dtype));  // 40 rows in a [B, S, K] batch
+      auto y = quantized_linear(x, w, 1);
+      ASSERT_EQ(y.sizes(), (torch::IntArrayRef{2, 20, 96}));
+      EXPECT_TRUE(
+          torch::equal(y.reshape({40, 96}), torch::mm(x.detach().reshape({40, 256}), w16.t())));
+      auto g = torch::randn({2, 20, 96}).to(dtype);
+      y.backward(g);
+      EXPECT_TRUE(torch::equal(x.grad().reshape({40, 256}), torch::mm(g.reshape({40, 96}), w16)));
+    }
+  }
+}
+
 // Native bf16 GEMMs against a weight of more than one 16 MB chunk (4160 x 2048: 4096 rows, then
 // 64): the forward is the GEMM against the weight dequantised to bf16, chunk by chunk; the input
 // gradient sums the two chunks' products in fp32, each rounded to bf16 once.
@@ -255,8 +281,11 @@ TEST(CpuDequantize, NativeBf16ChunksOfALargeWeightMatchItsRoundedWeight) {
     auto y = quantized_linear(x, w, 0);
     ASSERT_EQ(y.scalar_type(), torch::kBFloat16);
     // Each output column is one GEMM's dot product in fp32, rounded once: at most one bf16 step
-    // from the whole-weight GEMM, whose blocking may differ.
+    // from the whole-weight GEMM, whose blocking may differ. The first chunk's columns are that
+    // GEMM on its rows exactly (the fp32 path's unrounded weight would not give these bits).
     EXPECT_TRUE(close(y, torch::mm(x.detach(), w16.t()), 1.0 / 128, 1e-3));
+    EXPECT_TRUE(
+        torch::equal(y.narrow(1, 0, 4096), torch::mm(x.detach(), w16.narrow(0, 0, 4096).t())));
     auto g = torch::randn({32, 4160}).to(torch::kBFloat16);
     y.backward(g);
     const auto want = torch::mm(g.to(torch::kFloat), w16.to(torch::kFloat));

@@ -3,9 +3,7 @@
 // model, and the refusals.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <sstream>
-#include <string>
 
 #include "models/qwen2_moe.h"
 #include "parallel/placement.h"
@@ -490,9 +488,6 @@ TEST(PlanModel, RecomputedQuantizedLayersKeepTheirDequantisedWeights) {
 // Dequantised experts multiply in the rows' dtype, at its rate, as a float bank does, from the
 // rows native GEMMs take (models/weight_quant.h); below them in fp32.
 TEST(PlanModel, CpuInt4ExpertsFuseAtAFewRowsAndMultiplyInFp32There) {
-  const char* mode = std::getenv("SWITCHYARD_CPU_QUANT_GEMM");
-  if (mode != nullptr && std::string(mode) != "auto")
-    GTEST_SKIP() << "SWITCHYARD_CPU_QUANT_GEMM=" << mode << " decides instead of the row count";
   PlanWorkload w = small_workload();
   w.weight_bytes = w.activation_bytes = 2;
   ClusterSpec cpu = cluster_preset("cpu");
@@ -515,8 +510,9 @@ TEST(PlanModel, CpuInt4ExpertsFuseAtAFewRowsAndMultiplyInFp32There) {
     EXPECT_GT(same, 0);
     EXPECT_NEAR(expert_gemms(bank, fast_bf16), same / 3, 1e-9 * same);
   }
-  // One sequence of 32 tokens: 16 rows each, fused, in fp32: the bf16 rate does not matter; nor
-  // for int8, which does not fuse, but whose 16 rows are too few for native GEMMs.
+  // One sequence of 32 tokens: 16 rows each, too many to fuse bf16 rows
+  // (kFusedHalfQuantGemmMaxRows) and too few for native GEMMs: int4 and int8 dequantise into
+  // fp32 GEMMs, and the bf16 rate does not matter.
   w.micro_batch = 1;
   w.seq_len = 32;
   for (const auto& quant :
@@ -530,7 +526,8 @@ TEST(PlanModel, CpuInt4ExpertsFuseAtAFewRowsAndMultiplyInFp32There) {
       EXPECT_DOUBLE_EQ(plan_layout(few, fast_bf16, 2).time.experts, same);
   }
 
-  // Recomputed with fp32 rows: at 256 rows per busy expert the weights are kept, at 16 not.
+  // Recomputed with fp32 rows: at 256 rows per busy expert the weights are kept, at 16 (fused,
+  // kFusedQuantGemmMaxRows) not.
   w.micro_batch = 4;
   w.seq_len = 128;
   w.weight_bytes = w.activation_bytes = 4;
@@ -797,7 +794,7 @@ TEST(PlanModel, StepTimeWithinAQuarterOfTheCalibrationRuns) {
        {0.915, 0.200, 0.154, 0.150, 0.138, 0.135, 0.138, 0.133, 0.142, 0.140, 0.133, 0.135,
         0.138, 0.135, 0.135, 0.135, 0.135, 0.133, 0.138, 0.135, 0.133, 0.133, 0.135, 0.135}},
       // The calibration of 2026-12-07 (a 2-core Intel Xeon with AMX, whose native bf16 GEMMs ran
-      // 1.6-4.5x its fp32 ones; bf16 rows into dequantised int4 experts take native GEMMs).
+      // 1.6-4.6x its fp32 ones; bf16 rows into dequantised int4 experts take native GEMMs).
       {"small_ro",
        1,
        "devices_per_node=1 tflops_fp32=0.133841 tflops_bf16=0.221616 "

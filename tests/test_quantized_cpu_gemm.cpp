@@ -115,21 +115,25 @@ TEST(QuantizedCpuGemm, AutoFusesInt4UpToItsRowLimitAndScopesNest) {
   if (std::getenv("SWITCHYARD_CPU_QUANT_GEMM"))
     GTEST_SKIP() << "SWITCHYARD_CPU_QUANT_GEMM is set: kAuto follows it, not the row limit";
   const auto int4 = QuantKind::kInt4, int8 = QuantKind::kInt8;
-  EXPECT_TRUE(cpu_quant_gemm_fuses(int4, 1));
-  EXPECT_TRUE(cpu_quant_gemm_fuses(int4, kFusedQuantGemmMaxRows));
-  EXPECT_FALSE(cpu_quant_gemm_fuses(int4, kFusedQuantGemmMaxRows + 1));
-  EXPECT_FALSE(cpu_quant_gemm_fuses(int8, 1));
+  const auto fp32 = torch::kFloat, bf16 = torch::kBFloat16;
+  EXPECT_TRUE(cpu_quant_gemm_fuses(int4, 1, fp32));
+  EXPECT_TRUE(cpu_quant_gemm_fuses(int4, kFusedQuantGemmMaxRows, fp32));
+  EXPECT_FALSE(cpu_quant_gemm_fuses(int4, kFusedQuantGemmMaxRows + 1, fp32));
+  EXPECT_TRUE(cpu_quant_gemm_fuses(int4, kFusedHalfQuantGemmMaxRows, bf16));
+  EXPECT_FALSE(cpu_quant_gemm_fuses(int4, kFusedHalfQuantGemmMaxRows + 1, bf16));
+  EXPECT_FALSE(cpu_quant_gemm_fuses(int4, kFusedHalfQuantGemmMaxRows + 1, torch::kHalf));
+  EXPECT_FALSE(cpu_quant_gemm_fuses(int8, 1, fp32));
   {
     CpuQuantGemmScope fused(CpuQuantGemm::kFused);
-    EXPECT_TRUE(cpu_quant_gemm_fuses(int4, 100000));
-    EXPECT_TRUE(cpu_quant_gemm_fuses(int8, 1));
+    EXPECT_TRUE(cpu_quant_gemm_fuses(int4, 100000, bf16));
+    EXPECT_TRUE(cpu_quant_gemm_fuses(int8, 1, fp32));
     {
       CpuQuantGemmScope dequantise(CpuQuantGemm::kDequantise);
-      EXPECT_FALSE(cpu_quant_gemm_fuses(int4, 1));
+      EXPECT_FALSE(cpu_quant_gemm_fuses(int4, 1, fp32));
     }
-    EXPECT_TRUE(cpu_quant_gemm_fuses(int4, 100000));
+    EXPECT_TRUE(cpu_quant_gemm_fuses(int4, 100000, fp32));
   }
-  EXPECT_FALSE(cpu_quant_gemm_fuses(int4, kFusedQuantGemmMaxRows + 1));
+  EXPECT_FALSE(cpu_quant_gemm_fuses(int4, kFusedQuantGemmMaxRows + 1, fp32));
 }
 
 // A quantized bank's forward and input gradient in fp32 and bf16, fused against dequantised:
