@@ -108,13 +108,12 @@ torch::ScalarType quantized_gemm_dtype(const QuantOptions& quant, int64_t rows,
 // floored at 1% of the quantized time; so is a fused path faster than the float bank: what plan
 // adds is then what the run pays, give or take the floor.
 double dequant_gweights_per_s(const CommunicatorPtr& world, const LayerShape& s,
-                              const BankProbe& probe, const QuantOptions& quant, bool bf16,
-                              const config::BenchConfig& b) {
+                              const BankProbe& probe, const QuantOptions& quant,
+                              torch::ScalarType rows_dtype, const config::BenchConfig& b) {
   const int64_t H = s.hidden, I = s.intermediate, E = probe.busy_experts;
   torch::manual_seed(0);
   ExpertBank floats(ExpertBankOptions(H, I, E));
   ExpertBank codes(ExpertBankOptions(H, I, E).quant(quant));
-  const auto rows_dtype = bf16 ? torch::kBFloat16 : torch::kFloat;
   const auto float_dtype = quantized_gemm_dtype(quant, probe.rows_per_busy_expert, rows_dtype);
   floats->to(float_dtype);
   for (auto& p : floats->parameters()) p.requires_grad_(false);
@@ -255,8 +254,9 @@ void run_rates_bench(const BenchContext& ctx) {
   const QuantOptions quant = quant_options(ctx.config.model().quant());
   const bool quantized = quant.kind() != QuantKind::kNone;
   const bool bf16 = ctx.config.train().precision() == config::PRECISION_BF16;
+  const auto rows_dtype = bf16 ? torch::kBFloat16 : torch::kFloat;
   const double dequant =
-      quantized ? dequant_gweights_per_s(world, shape, probe, quant, bf16, b) : 0.0;
+      quantized ? dequant_gweights_per_s(world, shape, probe, quant, rows_dtype, b) : 0.0;
   const double lm_head = lm_head_tflops(world, shape.hidden, b.vocab_size(), T, bf16, b);
   const auto [inplace, fresh] = memory_gbs(world, b);
   const double overhead = layer_overhead_ms(world, ctx.config);
@@ -295,10 +295,9 @@ void run_rates_bench(const BenchContext& ctx) {
     what << quant_name(quant.kind());
     if (quant.kind() == QuantKind::kInt4)
       what << " g" << quant.group_size() << (quant.symmetric() ? " sym" : " asym");
-    const bool fused = cpu_quant_gemm_fuses(quant.kind(), probe.rows_per_busy_expert,
-                                            bf16 ? torch::kBFloat16 : torch::kFloat);
-    const auto float_dtype = quantized_gemm_dtype(quant, probe.rows_per_busy_expert,
-                                                  bf16 ? torch::kBFloat16 : torch::kFloat);
+    const int64_t rows = probe.rows_per_busy_expert;
+    const bool fused = cpu_quant_gemm_fuses(quant.kind(), rows, rows_dtype);
+    const auto float_dtype = quantized_gemm_dtype(quant, rows, rows_dtype);
     what << (fused ? " fused" : "") << " bank - "
          << (float_dtype == torch::kFloat ? "fp32" : "bf16") << " bank, "
          << (bf16 ? "bf16" : "fp32") << " rows, " << probe.busy_experts << " experts";

@@ -13,10 +13,9 @@ namespace switchyard {
 /// How quantized experts multiply their rows on the CPU.
 enum class CpuQuantGemm {
   /// kFused for int4 weights up to fused_quant_gemm_max_rows(rows' dtype) rows, kDequantise above
-  /// and for int8
-  /// (whose dequantisation is a plain vectorised loop already); the environment variable
-  /// SWITCHYARD_CPU_QUANT_GEMM=dequantise or =fused overrides that choice for a process (=auto,
-  /// or unset: the choice itself; anything else is a one-line error).
+  /// and for int8 (whose dequantisation is a plain vectorised loop already); the environment
+  /// variable SWITCHYARD_CPU_QUANT_GEMM=dequantise or =fused overrides that choice for a process
+  /// (=auto, or unset: the choice itself; anything else is a one-line error).
   kAuto,
   kDequantise,  ///< the weight dequantised (in chunks for bf16/fp16 rows), then torch's GEMM
   kFused,       ///< fused_quantized_matmul_cpu at any row count

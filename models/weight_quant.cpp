@@ -243,7 +243,12 @@ struct ExpertCodes {
 };
 
 constexpr int64_t kDequantChunkElements = int64_t(1) << 18;  // 1 MB of fp32 rows
-constexpr int64_t kNativeChunkElements = int64_t(1) << 23;   // 16 MB of bf16 rows
+
+// Rows of x [..., K]: what the CPU's choices of GEMM path go by.
+int64_t rows_of(const torch::Tensor& x) {
+  return x.numel() / std::max<int64_t>(1, x.size(-1));
+}
+constexpr int64_t kNativeChunkElements = int64_t(1) << 23;  // 16 MB of bf16 rows
 
 }  // namespace
 
@@ -301,7 +306,7 @@ torch::Tensor quantized_matmul_native(const torch::Tensor& a, const QuantizedWei
 // gradient).
 torch::Tensor quantized_matmul_cpu(const torch::Tensor& a, const QuantizedWeight& w, int64_t e,
                                    bool transposed) {
-  if (cpu_dequantised_gemm_is_native(a.scalar_type(), a.numel() / std::max<int64_t>(1, a.size(-1))))
+  if (cpu_dequantised_gemm_is_native(a.scalar_type(), rows_of(a)))
     return quantized_matmul_native(a, w, e, transposed);
   const int64_t out = w.shape[1], in = w.shape[2];
   const int64_t step = std::max<int64_t>(1, kDequantChunkElements / in);
@@ -444,9 +449,7 @@ bool dequantises_in_chunks(const torch::Tensor& x) {
 // A few CPU rows (models/quantized_cpu_gemm.h): the codes straight into the GEMM, whatever the
 // dtype, nothing kept for backward. Counted as a dequantisation: each weight is decoded once.
 bool fuses_on_cpu(const torch::Tensor& x, const QuantizedWeight& w) {
-  return x.is_cpu() &&
-         cpu_quant_gemm_fuses(w.options.kind(), x.numel() / std::max<int64_t>(1, x.size(-1)),
-                              x.scalar_type());
+  return x.is_cpu() && cpu_quant_gemm_fuses(w.options.kind(), rows_of(x), x.scalar_type());
 }
 
 torch::Tensor fused_matmul_counted(const torch::Tensor& a, const QuantizedWeight& w, int64_t e,
